@@ -1,0 +1,445 @@
+"""Snapshot codec: quantised entity state, delta encoding against a baseline, and back.
+
+Theory of operation
+-------------------
+The world is quantised into one fixed 16-byte record per entity slot (``STATE_DTYPE``),
+so a snapshot is a NumPy structured array indexed by slot. A slot whose ``kind`` is 0 is
+empty. Everything here is pure: arrays and bytes in, arrays and bytes out.
+
+A payload encodes snapshot T either as a keyframe (every live slot written whole) or as a
+delta against a baseline B that the client acknowledged. Each slot gets a 2-bit op:
+
+    0 unchanged   T equals B *predicted* forward (position += velocity * elapsed)
+    1 update      same entity (kind and generation) as in B; the fields that differ from
+                  the prediction are sent as small signed residuals
+    2 spawn       a new entity, or a reused slot: the whole record, absolute
+    3 remove      the slot was live in B and is empty in T
+
+Positions are predicted from the baseline's own velocity (dead reckoning in integers, so
+the decoder computes exactly the same prediction); an NPC or projectile moving in a
+straight line therefore costs nothing until it turns or hits something, and a residual of
+a few quanta covers rounding. Residuals are stored column by column with the narrowest
+signed width (1, 2 or 4 bytes) that holds every value in that column. The body is deflated
+once (zlib, level 1) when that makes it smaller. The byte layout is specified in
+``proto/README.md``; keep the two in step.
+
+The encoder runs once per (tick, baseline) pair — ``SnapshotHistory`` caches it — never
+once per client.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+
+import numpy as np
+
+POS_SCALE = 16  # position quanta per world unit: 1/16 unit resolution, 0..4095.94 units
+VEL_SCALE = 16  # velocity quanta per unit/s: 1/16 unit/s resolution, +-2047.9 units/s
+AIM_STEPS = 256  # aim angle quanta per full turn
+
+STATE_DTYPE = np.dtype(
+    [
+        ("x", "<u2"),
+        ("y", "<u2"),
+        ("vx", "<i2"),
+        ("vy", "<i2"),
+        ("hp", "<u2"),
+        ("score", "<u2"),
+        ("kind", "u1"),
+        ("gen", "u1"),
+        ("aim", "u1"),
+        ("flags", "u1"),
+    ]
+)
+assert STATE_DTYPE.itemsize == 16
+
+# A record is also eight little-endian u16 words; the codec works on that (n, 8) view,
+# which NumPy handles far faster than a structured array. Bit i of an update's field
+# mask is word i. Word 6 (kind | gen << 8) never changes in an update: a new kind or
+# generation is a new entity and travels as a spawn.
+WORDS = ("x", "y", "vx", "vy", "hp", "score", "kind_gen", "aim_flags")
+_W_X, _W_Y, _W_VX, _W_VY, _W_KIND_GEN = 0, 1, 2, 3, 6
+
+OP_UNCHANGED, OP_UPDATE, OP_SPAWN, OP_REMOVE = 0, 1, 2, 3
+
+FLAG_KEYFRAME = 0x01
+FLAG_DEFLATE = 0x02
+_KNOWN_FLAGS = FLAG_KEYFRAME | FLAG_DEFLATE
+
+MAX_SLOTS = 65535
+# The largest body a valid payload can inflate to: header, ops, every slot spawned.
+MAX_BODY_BYTES = 5 + (MAX_SLOTS + 3) // 4 + MAX_SLOTS * STATE_DTYPE.itemsize + 8
+_HEADER = np.dtype([("rate", "u1"), ("elapsed", "<u2"), ("span", "<u2")])
+_DEFLATE_MIN_BYTES = 96  # below this zlib's own framing eats the gain
+
+
+class CodecError(ValueError):
+    """A payload that is not a valid snapshot encoding (or does not fit its baseline)."""
+
+
+def empty_state(slots: int = 0) -> np.ndarray:
+    """A snapshot with `slots` empty slots."""
+    return np.zeros(slots, dtype=STATE_DTYPE)
+
+
+def quantize(
+    *,
+    pos: np.ndarray,
+    vel: np.ndarray,
+    hp: np.ndarray,
+    score: np.ndarray,
+    kind: np.ndarray,
+    gen: np.ndarray,
+    aim: np.ndarray,
+    flags: np.ndarray,
+    alive: np.ndarray,
+) -> np.ndarray:
+    """Quantise world arrays (one row per slot) into a snapshot.
+
+    Units in: positions in world units, velocities in units/s, aim in radians. Values
+    outside a field's range are clamped (the spec gives each range). Slots not `alive`
+    become all-zero records. The caller owns the returned array.
+    """
+    n = len(kind)
+    out = np.zeros(n, dtype=STATE_DTYPE)
+    live = np.asarray(alive, dtype=bool)
+    p = np.rint(np.asarray(pos, dtype=np.float32) * np.float32(POS_SCALE))
+    v = np.rint(np.asarray(vel, dtype=np.float32) * np.float32(VEL_SCALE))
+    out["x"] = np.clip(p[:, 0], 0, 65535)
+    out["y"] = np.clip(p[:, 1], 0, 65535)
+    out["vx"] = np.clip(v[:, 0], -32768, 32767)
+    out["vy"] = np.clip(v[:, 1], -32768, 32767)
+    out["hp"] = np.clip(hp, 0, 65535)
+    out["score"] = np.clip(score, 0, 65535)
+    out["kind"] = kind
+    out["gen"] = gen
+    turns = np.asarray(aim, dtype=np.float32) * np.float32(AIM_STEPS / (2 * np.pi))
+    out["aim"] = np.rint(turns).astype(np.int64) % AIM_STEPS
+    out["flags"] = flags
+    out[~live] = 0
+    return out
+
+
+def states_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two snapshots hold the same entities (trailing empty slots don't count)."""
+    n = max(len(a), len(b))
+    return bool(np.array_equal(_padded(a, n), _padded(b, n)))
+
+
+def live_span(state: np.ndarray) -> int:
+    """One past the highest occupied slot (0 for an empty world)."""
+    occupied = np.flatnonzero(state["kind"])
+    return int(occupied[-1]) + 1 if len(occupied) else 0
+
+
+def _padded(state: np.ndarray, n: int) -> np.ndarray:
+    if len(state) == n:
+        return state
+    if len(state) > n:
+        if state["kind"][n:].any():
+            raise CodecError(f"state has live slots beyond slot {n}")
+        return state[:n]
+    out = np.zeros(n, dtype=STATE_DTYPE)
+    out[: len(state)] = state
+    return out
+
+
+def _words(state: np.ndarray) -> np.ndarray:
+    """The (n, 8) uint16 view of a snapshot (shares memory)."""
+    return np.ascontiguousarray(state).view("<u2").reshape(-1, 8)
+
+
+def _predict_words(base: np.ndarray, elapsed_ticks: int, tick_rate: int) -> np.ndarray:
+    out = base.copy()
+    if elapsed_ticks and len(base):
+        # Position quanta moved = round_half_up(velocity quanta * ticks / rate), since
+        # POS_SCALE == VEL_SCALE. Computed in float64, which is exact here: numerator and
+        # denominator are integers far below 2**53, and a quotient that is not an integer
+        # is at least 1/(2*rate) away from one, so floor() never lands on the wrong side.
+        moved = base[:, _W_VX : _W_VY + 1].view("<i2").astype(np.float64)
+        moved *= 2.0 * elapsed_ticks
+        moved += tick_rate
+        moved /= 2.0 * tick_rate
+        np.floor(moved, out=moved)
+        moved += base[:, _W_X : _W_Y + 1]
+        np.maximum(moved, 0.0, out=moved)
+        np.minimum(moved, 65535.0, out=moved)
+        out[:, _W_X : _W_Y + 1] = moved
+    return out
+
+
+def predict(baseline: np.ndarray, elapsed_ticks: int, tick_rate: int) -> np.ndarray:
+    """The baseline moved forward `elapsed_ticks` by its own velocities (dead reckoning).
+
+    Positions are clamped to 0..65535 quanta; empty slots stay empty.
+    """
+    return _predict_words(_words(baseline), elapsed_ticks, tick_rate).view(STATE_DTYPE)[:, 0]
+
+
+def _check_rate(tick_rate: int, elapsed_ticks: int) -> None:
+    if not 1 <= tick_rate <= 255:
+        raise ValueError(f"tick_rate {tick_rate} is outside 1..255")
+    if not 0 <= elapsed_ticks <= 65535:
+        raise ValueError(f"elapsed_ticks {elapsed_ticks} is outside 0..65535")
+
+
+def encode(
+    state: np.ndarray,
+    baseline: np.ndarray | None,
+    *,
+    elapsed_ticks: int = 0,
+    tick_rate: int = 30,
+    deflate: bool = True,
+) -> bytes:
+    """Encode `state` as a delta against `baseline`, or as a keyframe when it is None.
+
+    `elapsed_ticks` is T - B (ticks between baseline and state), `tick_rate` the ticks per
+    second, both needed for the position prediction. Returns the payload bytes.
+    """
+    _check_rate(tick_rate, elapsed_ticks)
+    keyframe = baseline is None
+    if keyframe:
+        span = live_span(state)
+        cur = _words(_padded(state, span))
+        ops = np.where(cur[:, _W_KIND_GEN] & 0xFF != 0, OP_SPAWN, OP_UNCHANGED).astype(np.uint8)
+        elapsed_ticks = 0
+    else:
+        span = max(live_span(state), live_span(baseline))
+        cur = _words(_padded(state, span))
+        pred = _predict_words(_words(_padded(baseline, span)), elapsed_ticks, tick_rate)
+        cur_live = cur[:, _W_KIND_GEN] & 0xFF != 0
+        base_live = pred[:, _W_KIND_GEN] & 0xFF != 0
+        same = cur_live & base_live & (cur[:, _W_KIND_GEN] == pred[:, _W_KIND_GEN])
+        # Rows that differ from the prediction at all: compare 16-byte records as 2 int64s.
+        cur64, pred64 = cur.view(np.int64), pred.view(np.int64)
+        differs = (cur64[:, 0] != pred64[:, 0]) | (cur64[:, 1] != pred64[:, 1])
+        ops = np.zeros(span, dtype=np.uint8)
+        ops[cur_live & ~same] = OP_SPAWN
+        ops[base_live & ~cur_live] = OP_REMOVE
+        ops[same & differs] = OP_UPDATE
+    if span > MAX_SLOTS:
+        raise ValueError(f"{span} slots exceed the codec's limit of {MAX_SLOTS}")
+
+    header = np.zeros(1, dtype=_HEADER)
+    header[0] = (tick_rate, elapsed_ticks, span)
+    # Spawned records go column by column (all x, then all y, ...): deflate likes that.
+    parts = [header.tobytes(), _pack_ops(ops), cur[ops == OP_SPAWN].T.tobytes()]
+
+    upd_idx = np.flatnonzero(ops == OP_UPDATE)
+    if len(upd_idx):
+        # uint16 subtraction wraps mod 2**16, so every residual fits an int16.
+        residual = (_rows(cur, upd_idx) - _rows(pred, upd_idx)).view("<i2")
+        present = residual != 0
+        # 8 words per row, so packing the flattened mask gives one byte per row.
+        parts.append(np.packbits(present.reshape(-1), bitorder="little").tobytes())
+        widths = bytearray(len(WORDS))
+        columns = []
+        for i in range(len(WORDS)):
+            vals = residual[present[:, i], i]
+            if len(vals):
+                narrow = int(vals.min()) >= -128 and int(vals.max()) <= 127
+                widths[i] = 1 if narrow else 2
+                columns.append((vals.astype("<i1") if narrow else vals).tobytes())
+        parts.append(bytes(widths))
+        parts.extend(columns)
+
+    body = b"".join(parts)
+    flags = FLAG_KEYFRAME if keyframe else 0
+    if deflate and len(body) >= _DEFLATE_MIN_BYTES:
+        packed = zlib.compress(body, 1)
+        if len(packed) < len(body):
+            return bytes([flags | FLAG_DEFLATE]) + packed
+    return bytes([flags]) + body
+
+
+def _rows(words: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """words[idx] for an (n, 8) uint16 array, gathered as 16-byte rows (much faster)."""
+    return np.take(words.view(np.int64), idx, axis=0).view("<u2")
+
+
+def _pack_ops(ops: np.ndarray) -> bytes:
+    """2 bits per slot, slot i in bits 2*(i%4)..2*(i%4)+1 of byte i//4."""
+    padded = np.zeros((len(ops) + 3) // 4 * 4, dtype=np.uint8)
+    padded[: len(ops)] = ops
+    quads = padded.reshape(-1, 4)
+    return (quads[:, 0] | quads[:, 1] << 2 | quads[:, 2] << 4 | quads[:, 3] << 6).tobytes()
+
+
+def _unpack_ops(raw: bytes | memoryview, span: int) -> np.ndarray:
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    quads = np.stack([(packed >> s) & 3 for s in (0, 2, 4, 6)], axis=1).reshape(-1)
+    if quads[span:].any():
+        raise CodecError("ops beyond the span are not zero")
+    return quads[:span]
+
+
+def is_keyframe(payload: bytes) -> bool:
+    """Whether a payload is a keyframe (decodable without a baseline)."""
+    if not payload:
+        raise CodecError("empty payload")
+    return bool(payload[0] & FLAG_KEYFRAME)
+
+
+def decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
+    """Decode a payload into a snapshot (length = the payload's span).
+
+    A keyframe ignores `baseline`; a delta needs the snapshot it was encoded against.
+    Any malformed input raises CodecError and nothing else.
+    """
+    try:
+        return _decode(payload, baseline)
+    except CodecError:
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, zlib.error) as exc:
+        raise CodecError(f"malformed payload: {exc}") from exc
+
+
+def _decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
+    if len(payload) < 1:
+        raise CodecError("empty payload")
+    flags = payload[0]
+    if flags & ~_KNOWN_FLAGS:
+        raise CodecError(f"unknown flag bits 0x{flags:02x}")
+    body = memoryview(payload)[1:]
+    if flags & FLAG_DEFLATE:
+        inflater = zlib.decompressobj()
+        body = memoryview(inflater.decompress(body, MAX_BODY_BYTES))
+        if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+            raise CodecError("deflated body is truncated, oversized or has trailing bytes")
+    keyframe = bool(flags & FLAG_KEYFRAME)
+
+    reader = _Reader(body)
+    header = reader.take(1, _HEADER)[0]
+    rate, elapsed, span = int(header["rate"]), int(header["elapsed"]), int(header["span"])
+    if rate == 0:
+        raise CodecError("tick rate 0 in header")
+    if keyframe:
+        if elapsed != 0:
+            raise CodecError("keyframe with a nonzero elapsed tick count")
+        out = np.zeros((span, 8), dtype="<u2")
+    else:
+        if baseline is None:
+            raise CodecError("delta payload needs a baseline")
+        out = _predict_words(_words(_padded(baseline, span)), elapsed, rate)
+    # From here `out` holds the prediction, which is what unchanged slots decode to.
+
+    ops = _unpack_ops(reader.take_bytes((span + 3) // 4), span)
+    base_live = out[:, _W_KIND_GEN] & 0xFF != 0
+    if keyframe and (ops & 1).any():
+        raise CodecError("keyframe with update or remove ops")
+    if (~base_live & ((ops == OP_UPDATE) | (ops == OP_REMOVE))).any():
+        raise CodecError("update or remove of a slot that is empty in the baseline")
+    out[ops == OP_REMOVE] = 0
+
+    spawn_idx = np.flatnonzero(ops == OP_SPAWN)
+    spawned = reader.take(8 * len(spawn_idx), np.dtype("<u2")).reshape(8, -1).T
+    if (spawned[:, _W_KIND_GEN] & 0xFF == 0).any():
+        raise CodecError("spawn of an empty record")
+    out[spawn_idx] = spawned
+
+    upd_idx = np.flatnonzero(ops == OP_UPDATE)
+    if len(upd_idx):
+        present = np.unpackbits(
+            reader.take(len(upd_idx), np.dtype("u1"))[:, None], axis=1, bitorder="little"
+        ).astype(bool)
+        if not present.any(1).all():
+            raise CodecError("update with an empty field mask")
+        if present[:, _W_KIND_GEN].any():
+            raise CodecError("update changes kind or generation (that is a spawn)")
+        widths = reader.take(len(WORDS), np.dtype("u1"))
+        for i, name in enumerate(WORDS):
+            rows = upd_idx[present[:, i]]
+            width = int(widths[i])
+            if len(rows) == 0:
+                if width != 0:
+                    raise CodecError(f"width given for absent word {name}")
+                continue
+            if width not in (1, 2):
+                raise CodecError(f"invalid width {width} for word {name}")
+            vals = reader.take(len(rows), np.dtype("<i1" if width == 1 else "<i2"))
+            out[rows, i] += vals.astype("<i2").view("<u2")  # wraps mod 2**16, as encoded
+    if reader.remaining:
+        raise CodecError(f"{reader.remaining} trailing bytes")
+    return out.view(STATE_DTYPE)[:, 0]
+
+
+class _Reader:
+    """Sequential reads from a body with exact bounds checks."""
+
+    def __init__(self, body: memoryview) -> None:
+        self._body = body
+        self._at = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._body) - self._at
+
+    def take_bytes(self, n: int) -> memoryview:
+        if n > self.remaining:
+            raise CodecError(f"truncated payload: wanted {n} bytes, {self.remaining} left")
+        chunk = self._body[self._at : self._at + n]
+        self._at += n
+        return chunk
+
+    def take(self, count: int, dtype: np.dtype) -> np.ndarray:
+        return np.frombuffer(self.take_bytes(count * dtype.itemsize), dtype=dtype)
+
+
+class SnapshotHistory:
+    """A ring of recent snapshots by tick, and the encodings made from them.
+
+    The server pushes one snapshot per tick; `payload_for(tick, acked_tick)` returns the
+    delta against the client's acknowledged tick when that is still in the ring, else a
+    keyframe. Encodings are cached per (tick, baseline), so clients that acknowledged the
+    same tick share one encoding. Memory: `size` snapshots of 16 bytes per slot.
+    """
+
+    def __init__(self, size: int, tick_rate: int) -> None:
+        if size < 1:
+            raise ValueError("history size must be at least 1")
+        self.size = size
+        self.tick_rate = tick_rate
+        self._states: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._encoded: dict[tuple[int, int], bytes] = {}
+        self.encodes = 0  # how many payloads were actually built (the rest were cache hits)
+
+    def push(self, tick: int, state: np.ndarray) -> None:
+        """Record the snapshot of `tick` (ticks must increase). The ring owns `state`."""
+        if self._states and tick <= next(reversed(self._states)):
+            raise ValueError(f"tick {tick} is not newer than the newest in the ring")
+        self._states[tick] = state
+        while len(self._states) > self.size:
+            self._states.popitem(last=False)
+        # Only the newest tick is ever encoded, so older encodings are garbage now.
+        self._encoded = {key: val for key, val in self._encoded.items() if key[0] == tick}
+
+    def get(self, tick: int) -> np.ndarray | None:
+        return self._states.get(tick)
+
+    @property
+    def newest_tick(self) -> int | None:
+        return next(reversed(self._states)) if self._states else None
+
+    def payload_for(self, tick: int, acked_tick: int) -> tuple[bytes, int]:
+        """(payload, baseline tick) for a client that acknowledged `acked_tick`.
+
+        The baseline tick is 0 for a keyframe (no ack, or the ack fell out of the ring).
+        """
+        state = self._states.get(tick)
+        if state is None:
+            raise KeyError(f"tick {tick} is not in the history")
+        baseline_tick = acked_tick if 0 < acked_tick < tick and acked_tick in self._states else 0
+        key = (tick, baseline_tick)
+        payload = self._encoded.get(key)
+        if payload is None:
+            baseline = self._states[baseline_tick] if baseline_tick else None
+            payload = encode(
+                state,
+                baseline,
+                elapsed_ticks=tick - baseline_tick if baseline_tick else 0,
+                tick_rate=self.tick_rate,
+            )
+            self._encoded[key] = payload
+            self.encodes += 1
+        return payload, baseline_tick
