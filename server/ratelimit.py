@@ -1,0 +1,105 @@
+"""Rate limiting for inbound client frames (sans-I/O: every call takes ``now``).
+
+* :class:`TokenBucket` - classic token bucket. It holds up to ``burst`` tokens,
+  refills at ``rate_per_s`` tokens per second of elapsed time and starts full. A frame
+  costing ``cost`` tokens is accepted if that many are available. Over any interval of
+  length T seconds it accepts at most ``burst + rate_per_s * T`` worth of cost.
+* :class:`AbuseTracker` - turns "some frames were dropped" into "close the connection":
+  a client that is rate-limited (or otherwise has frames dropped) *more than*
+  ``max_drops`` times within any sliding ``window_s``-second window is abusing us, as
+  opposed to an honest client that bursts once after a network hiccup.
+
+Times are ``float`` seconds on a monotonic clock. A ``now`` earlier than a previous
+call (caller bug or mixed clocks) is treated as "no time passed": it never mints tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+__all__ = ["AbuseTracker", "TokenBucket"]
+
+
+class TokenBucket:
+    """Token bucket limiter.
+
+    Args:
+        rate_per_s: refill rate in tokens per second (≥ 0, finite).
+        burst: capacity in tokens (> 0, finite); the bucket starts full.
+        now: creation time in seconds.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
+        if not (math.isfinite(rate_per_s) and rate_per_s >= 0):
+            raise ValueError(f"rate_per_s must be a finite number >= 0, got {rate_per_s!r}")
+        if not (math.isfinite(burst) and burst > 0):
+            raise ValueError(f"burst must be a finite number > 0, got {burst!r}")
+        self.rate_per_s = float(rate_per_s)
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._updated = float(now)
+        self.accepted = 0
+        self.rejected = 0
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._updated
+        if elapsed > 0:  # also False for NaN: a bad `now` never mints tokens
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_s)
+            self._updated = now
+
+    def tokens(self, now: float) -> float:
+        """Tokens available at ``now`` (seconds), without taking any."""
+        self._refill(now)
+        return self._tokens
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens (≥ 0) at ``now`` (seconds) if available; True if accepted.
+
+        A rejected take consumes nothing. A cost above ``burst`` can never be accepted.
+        """
+        if not (math.isfinite(cost) and cost >= 0):
+            raise ValueError(f"cost must be a finite number >= 0, got {cost!r}")
+        self._refill(now)
+        if self._tokens >= cost:
+            self._tokens -= cost
+            self.accepted += 1
+            return True
+        self.rejected += 1
+        return False
+
+
+class AbuseTracker:
+    """Sliding-window drop counter: close a client dropped > ``max_drops`` times in ``window_s``.
+
+    Memory is bounded: only the last ``max_drops + 1`` drop times are kept. Once it has
+    tripped it stays tripped (``tripped``), so the caller may close at leisure.
+
+    Args:
+        max_drops: drops tolerated within one window (≥ 0).
+        window_s: window length in seconds (> 0).
+    """
+
+    def __init__(self, max_drops: int, window_s: float) -> None:
+        if max_drops < 0:
+            raise ValueError(f"max_drops must be >= 0, got {max_drops}")
+        if not (math.isfinite(window_s) and window_s > 0):
+            raise ValueError(f"window_s must be > 0 seconds, got {window_s!r}")
+        self.max_drops = max_drops
+        self.window_s = float(window_s)
+        self.drops = 0
+        self.tripped = False
+        self._times: deque[float] = deque(maxlen=max_drops + 1)
+
+    def record_drop(self, now: float) -> bool:
+        """Record one dropped frame at ``now`` (seconds); True if the client should be closed.
+
+        A drop counts within the window if it happened in ``(now - window_s, now]``.
+        """
+        self.drops += 1
+        self._times.append(now)
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        if len(self._times) > self.max_drops:
+            self.tripped = True
+        return self.tripped

@@ -1,0 +1,106 @@
+"""Metrics: the exposed names are a contract; each Metrics has its own registry."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from prometheus_client import REGISTRY
+
+from server.metrics import CONTRACT_NAMES, Metrics, parse_metrics
+
+EXPECTED = {
+    "tickwire_tick_duration_seconds": "histogram",
+    "tickwire_tick_jitter_seconds": "histogram",
+    "tickwire_tick_overruns_total": "counter",
+    "tickwire_ticks_skipped_total": "counter",
+    "tickwire_players": "gauge",
+    "tickwire_rooms": "gauge",
+    "tickwire_snapshot_bytes": "histogram",
+    "tickwire_bytes_sent_total": "counter",
+    "tickwire_bytes_received_total": "counter",
+    "tickwire_snapshots_sent_total": "counter",
+    "tickwire_snapshots_skipped_total": "counter",
+    "tickwire_keyframes_sent_total": "counter",
+    "tickwire_rtt_seconds": "histogram",
+    "tickwire_frames_rejected_total": "counter",
+    "tickwire_inputs_rejected_total": "counter",
+    "tickwire_connections_total": "counter",
+    "tickwire_disconnects_total": "counter",
+    "tickwire_tick_errors_total": "counter",
+}
+
+
+def _types(body: bytes) -> dict[str, str]:
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", body.decode(), flags=re.M))
+
+
+def test_every_contract_name_is_exposed_with_its_type() -> None:
+    body, _ = Metrics().render()
+    types = _types(body)
+    for name, kind in EXPECTED.items():
+        assert types.get(name) == kind, name
+    assert set(CONTRACT_NAMES) == set(EXPECTED)
+
+
+def test_no_counter_is_exposed_with_a_doubled_total_suffix() -> None:
+    body, _ = Metrics().render()
+    assert "_total_total" not in body.decode()
+
+
+def test_render_returns_the_prometheus_content_type() -> None:
+    body, content_type = Metrics().render()
+    assert isinstance(body, bytes)
+    assert content_type.startswith("text/plain")
+
+
+def test_many_metrics_instances_coexist_and_stay_out_of_the_global_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.players.set(3)
+    assert parse_metrics(second.render()[0].decode())["tickwire_players"] == 0.0
+    assert REGISTRY.get_sample_value("tickwire_players") is None
+
+
+def test_recorded_values_round_trip_through_parse_metrics() -> None:
+    m = Metrics()
+    m.players.set(7)
+    m.tick_overruns.inc(2)
+    m.frames_rejected.labels(reason="too_big").inc()
+    m.frames_rejected.labels(reason="bad_payload").inc(3)
+    m.disconnects.labels(code="1008").inc()
+    m.snapshots_skipped.labels(reason="backpressure").inc()
+    m.rtt.observe(0.08)
+    m.rtt.observe(0.12)
+    m.snapshot_bytes.observe(300)
+    samples = parse_metrics(m.render()[0].decode())
+    assert samples["tickwire_players"] == 7
+    assert samples["tickwire_tick_overruns_total"] == 2
+    assert samples['tickwire_frames_rejected_total{reason="too_big"}'] == 1
+    assert samples['tickwire_frames_rejected_total{reason="bad_payload"}'] == 3
+    assert samples['tickwire_disconnects_total{code="1008"}'] == 1
+    assert samples['tickwire_snapshots_skipped_total{reason="backpressure"}'] == 1
+    assert samples["tickwire_rtt_seconds_count"] == 2
+    assert samples["tickwire_rtt_seconds_sum"] == pytest.approx(0.2)
+    assert samples['tickwire_rtt_seconds_bucket{le="0.1"}'] == 1
+    assert samples['tickwire_snapshot_bytes_bucket{le="512.0"}'] == 1
+
+
+def test_buckets_span_the_documented_ranges() -> None:
+    samples = parse_metrics(Metrics().render()[0].decode())
+
+    def bounds(name: str) -> list[float]:
+        pattern = re.compile(rf'{name}_bucket\{{le="([^"]+)"\}}')
+        les = [m.group(1) for k in samples if (m := pattern.fullmatch(k))]
+        return sorted(float(le) for le in les if le != "+Inf")
+
+    assert bounds("tickwire_tick_duration_seconds")[0] == 0.0001
+    assert bounds("tickwire_tick_duration_seconds")[-1] == 0.1
+    assert bounds("tickwire_snapshot_bytes")[0] == 16
+    assert bounds("tickwire_snapshot_bytes")[-1] == 256 * 1024
+    assert bounds("tickwire_rtt_seconds")[0] == 0.001
+    assert bounds("tickwire_rtt_seconds")[-1] == 2.0
+
+
+def test_parse_metrics_labels_are_sorted_and_escaped() -> None:
+    text = '# TYPE x counter\nx_total{b="2",a="q\\"uote"} 5\n'
+    assert parse_metrics(text) == {'x_total{a="q\\"uote",b="2"}': 5.0}
