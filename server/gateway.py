@@ -1,0 +1,519 @@
+"""The aiohttp application: WebSocket gateway, HTTP routes, and the room tick loops.
+
+This is the only server module that touches sockets. Everything it decides comes from
+the sans-I/O parts: `Session` (per-connection policy), `Room` (the match), `Lobby`
+(rooms), `TickSchedule` (when to tick). The gateway pumps bytes between them.
+
+Writing without stalls: a tick never awaits a client. Frames are written with
+`transport.write` (which buffers, never blocks); the buffer size decides whether a client
+gets this tick's snapshot (see `OutboundPolicy`), and a client stalled for too long is
+closed by a separate task. Each snapshot's shared part is serialized once per baseline.
+
+Round-trip time comes from WebSocket ping control frames the server sends itself (every
+browser answers them): aiohttp's autoping is off so PONG frames reach this code, and PING
+frames from clients are answered here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from proto import tickwire_pb2 as pb
+from server.clock import Clock, MonotonicClock
+from server.lobby import Lobby
+from server.metrics import Metrics
+from server.room import JoinRefused, Room, RoomFullError, TickResult
+from server.session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+    Session,
+    SessionLimits,
+    check_version,
+    parse_client_frame,
+)
+from server.tickloop import TickPlan, TickSchedule, run_ticks
+from sim.params import Params
+
+log = logging.getLogger("tickwire.gateway")
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "client_demo" / "web"
+_OP_BINARY = 0x2
+_OP_PING = 0x9
+# aiohttp's own bound, far above ours: frames between our limit and this one are read and
+# refused with a reason; beyond it aiohttp closes with 1009 itself.
+_HARD_FRAME_FACTOR = 16
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    params: Params
+    limits: SessionLimits
+    max_rooms: int = 64
+    close_timeout_s: float = 2.0
+    shutdown_timeout_s: float = 5.0
+    web_root: Path = WEB_ROOT
+
+
+@dataclass(slots=True)
+class Connection:
+    """A joined WebSocket: the socket, its session, its seat."""
+
+    ws: web.WebSocketResponse
+    transport: asyncio.Transport
+    session: Session
+    room: Room | None = None
+    close_task: asyncio.Task | None = field(default=None)
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket frame (RFC 6455 §5.2), as a server sends it.
+
+    Built here rather than through aiohttp's writer because its send methods are
+    coroutines that may wait for the peer to drain; the tick must never wait.
+    """
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + payload
+
+
+class Gateway:
+    """Application state: rooms, connections, metrics. Lives under `GATEWAY_KEY`."""
+
+    def __init__(self, config: GatewayConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or MonotonicClock()
+        self.metrics = Metrics()
+        self.lobby = Lobby(config.params, max_rooms=config.max_rooms)
+        self.connections: dict[int, Connection] = {}
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.started_at = self.clock.now()
+        self.draining = False
+        self._room_tasks: dict[str, tuple[asyncio.Task, asyncio.Event, TickSchedule]] = {}
+        self._background: set[asyncio.Task] = set()
+
+    # -- rooms and their tick loops ----------------------------------------------------
+
+    def _ensure_loop(self, room: Room) -> None:
+        if room.room_id in self._room_tasks:
+            return
+        schedule = TickSchedule(room.params.tick_rate, self.clock.now())
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            run_ticks(schedule, self.clock, lambda now: self._tick_room(room, schedule, now),
+                      stop, on_plan=self._on_plan),
+            name=f"tick-{room.room_id}",
+        )
+        self._room_tasks[room.room_id] = (task, stop, schedule)
+        self.metrics.rooms.set(len(self._room_tasks))
+
+    def _on_plan(self, plan: TickPlan) -> None:
+        if plan.run:
+            self.metrics.tick_jitter.observe(plan.jitter_s)
+        if plan.skipped:
+            self.metrics.ticks_skipped.inc(plan.skipped)
+
+    def _tick_room(self, room: Room, schedule: TickSchedule, now: float) -> None:
+        started = time.perf_counter()
+        result = room.tick(now)
+        self._deliver(result, now)
+        for player_id in result.expired:
+            log.info("seat expired", extra={"player": player_id, "room": room.room_id})
+        duration = time.perf_counter() - started
+        self.metrics.tick_duration.observe(duration)
+        if duration > schedule.period_s:
+            self.metrics.tick_overruns.inc()
+        if room.tick_number % (room.params.tick_rate * 10) == 0:
+            self._reap_rooms(now)
+
+    def _reap_rooms(self, now: float) -> None:
+        for room in self.lobby.reap(now):
+            entry = self._room_tasks.pop(room.room_id, None)
+            if entry is not None:
+                entry[1].set()
+            log.info("room disposed", extra={"room": room.room_id})
+        self.metrics.rooms.set(len(self._room_tasks))
+
+    async def stop_rooms(self) -> None:
+        for _task, stop, _ in self._room_tasks.values():
+            stop.set()
+        tasks = [task for task, _, _ in self._room_tasks.values()]
+        self._room_tasks.clear()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+            for task in tasks:
+                task.cancel()
+
+    def schedule_for(self, room_id: str) -> TickSchedule | None:
+        entry = self._room_tasks.get(room_id)
+        return entry[2] if entry else None
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _deliver(self, result: TickResult, now: float) -> None:
+        m = self.metrics
+        sent_bytes = 0
+        for d in result.deliveries:
+            conn = self.connections.get(d.player_id)
+            if conn is None or conn.session.closing or conn.transport.is_closing():
+                continue
+            write = conn.transport.write
+            for frame in d.frames:
+                data = ws_frame(_OP_BINARY, frame)
+                write(data)
+                sent_bytes += len(data)
+            session = conn.session
+            if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
+                data = ws_frame(_OP_BINARY, d.snapshot_shared + d.snapshot_personal)
+                write(data)
+                sent_bytes += len(data)
+                m.snapshots_sent.inc()
+                m.snapshot_bytes.observe(len(data))
+                if d.keyframe:
+                    m.keyframes_sent.inc()
+            else:
+                m.snapshots_skipped.labels(reason="backpressure").inc()
+                if session.outbound.stalled(now):
+                    self.close_soon(conn, CLOSE_POLICY, "send buffer stalled",
+                                    label="stalled_reader")
+                    continue
+            ping = session.pings.poll(now)
+            if ping is not None:
+                write(ws_frame(_OP_PING, ping))
+            elif session.pings.timed_out(now):
+                self.close_soon(conn, CLOSE_GOING_AWAY,
+                                f"no pong within {session.limits.ping_timeout_s:g} s",
+                                label="ping_timeout")
+        m.bytes_sent.inc(sent_bytes)
+
+    def close_soon(self, conn: Connection, code: int, reason: str, *, label: str) -> None:
+        """Close a connection from code that must not await (the tick)."""
+        if conn.session.closing:
+            return
+        conn.session.closing = True
+        log.info("closing connection: %s", reason,
+                 extra={"player": conn.session.player_id, "code": code, "label": label})
+        task = asyncio.get_running_loop().create_task(self._close(conn.ws, code, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close(self, ws: web.WebSocketResponse, code: int, reason: str,
+                     kick: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            if kick and not ws.closed:
+                await ws.send_bytes(pb.ServerFrame(kick=pb.Kick(code=code, reason=reason))
+                                    .SerializeToString())
+            await ws.close(code=code, message=reason.encode()[:120])
+
+    # -- the WebSocket handler -------------------------------------------------------------
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        limits = self.config.limits
+        ws = web.WebSocketResponse(
+            max_msg_size=limits.max_frame_bytes * _HARD_FRAME_FACTOR,
+            compress=False,  # snapshots are already compact; deflate would triple send cost
+            autoping=False,  # we need the PONGs for RTT, and answer PINGs ourselves
+            heartbeat=None,  # any inbound data resets it; liveness uses our own pings
+            timeout=self.config.close_timeout_s,
+        )
+        if self.draining:
+            raise web.HTTPServiceUnavailable(text="server shutting down")
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
+        self.metrics.connections.inc()
+        self.sockets.add(ws)
+        session = Session.open(limits, self.clock.now())
+        conn = Connection(ws=ws, transport=transport, session=session)
+        code: int | None = None
+        try:
+            code = await self._serve(conn)
+        finally:
+            self.sockets.discard(ws)
+            self._detach(conn)
+            close_code = ws.close_code if ws.close_code is not None else code
+            self.metrics.disconnects.labels(code=str(close_code)).inc()
+        return ws
+
+    async def _serve(self, conn: Connection) -> int | None:
+        ws, session = conn.ws, conn.session
+        limits = session.limits
+        while not ws.closed:
+            timeout = None if session.joined else limits.join_timeout_s
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                return await self._refuse(conn, ProtocolError(
+                    CLOSE_POLICY, "join_timeout",
+                    f"no Join within {limits.join_timeout_s:g} s"))
+            now = self.clock.now()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return ws.close_code
+            if msg.type == WSMsgType.ERROR:
+                # aiohttp already closed it (e.g. 1009 beyond the hard size bound).
+                self._reject_metric("protocol_error")
+                log.info("websocket error", extra={"player": session.player_id,
+                                                   "error": str(msg.data)})
+                return ws.close_code
+            if msg.type == WSMsgType.PONG:
+                self._on_pong(conn, msg.data, now)
+                continue
+            size = len(msg.data) if msg.data is not None else 0
+            self.metrics.bytes_received.inc(size)
+            if not session.admit_frame(size, now):
+                self._reject_metric("rate_limited")
+                if session.record_drop(now):
+                    return await self._refuse(conn, ProtocolError(
+                        CLOSE_POLICY, "flood", "too many frames: rate limit exceeded"))
+                continue
+            if msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type == WSMsgType.TEXT:
+                return await self._refuse(conn, ProtocolError(
+                    CLOSE_UNSUPPORTED, "text_frame", "binary protobuf frames only"))
+            if msg.type != WSMsgType.BINARY:
+                continue
+            if size > limits.max_frame_bytes:
+                return await self._refuse(conn, ProtocolError(
+                    CLOSE_TOO_BIG, "too_big",
+                    f"frame too big ({size} bytes, limit {limits.max_frame_bytes})"))
+            try:
+                self._on_frame(conn, parse_client_frame(msg.data), now)
+            except ProtocolError as err:
+                return await self._refuse(conn, err)
+            except Exception:
+                # A bug handling this client's frame: this client goes, nobody else notices.
+                log.exception("error handling a frame", extra={"player": session.player_id})
+                return await self._refuse(conn, ProtocolError(
+                    CLOSE_INTERNAL_ERROR, "internal_error", "internal error"), log_it=False)
+        return ws.close_code
+
+    def _reject_metric(self, label: str) -> None:
+        self.metrics.frames_rejected.labels(reason=label).inc()
+
+    async def _refuse(self, conn: Connection, err: ProtocolError, *, log_it: bool = True
+                      ) -> int:
+        self._reject_metric(err.label)
+        if log_it:
+            peer = conn.transport.get_extra_info("peername")
+            log.info("refused client: %s", err.reason,
+                     extra={"player": conn.session.player_id, "code": err.code,
+                            "label": err.label, "peer": str(peer)})
+        conn.session.closing = True
+        await self._close(conn.ws, err.code, err.reason, kick=err.code == CLOSE_POLICY)
+        return err.code
+
+    def _on_pong(self, conn: Connection, payload: bytes, now: float) -> None:
+        sample = conn.session.pings.on_pong(payload, now)
+        if sample is None:
+            return
+        self.metrics.rtt.observe(sample)
+        if conn.room is not None:
+            conn.room.set_rtt(conn.session.player_id, conn.session.pings.rtt.srtt_s * 1000.0)
+
+    def _on_frame(self, conn: Connection, frame: pb.ClientFrame, now: float) -> None:
+        session = conn.session
+        kind = frame.WhichOneof("kind")
+        if kind == "ping":
+            room = conn.room
+            pong = pb.Pong(client_time=frame.ping.client_time, server_time=now,
+                           server_tick=room.tick_number if room else 0)
+            conn.transport.write(ws_frame(_OP_BINARY,
+                                          pb.ServerFrame(pong=pong).SerializeToString()))
+            return
+        if not session.joined:
+            if kind == "join":
+                self._join(conn, frame.join, now)
+            elif kind == "resume":
+                self._resume(conn, frame.resume, now)
+            else:
+                raise ProtocolError(CLOSE_POLICY, "input_before_join",
+                                    f"{kind} before Join")
+            return
+        if kind in ("join", "resume"):
+            raise ProtocolError(CLOSE_POLICY, "already_joined", f"{kind} after joining")
+        assert conn.room is not None
+        rejected = conn.room.submit(session.player_id, frame.input)
+        for reason in rejected:
+            self.metrics.inputs_rejected.labels(reason=reason).inc()
+            if session.record_drop(now):
+                raise ProtocolError(CLOSE_POLICY, "invalid_inputs",
+                                    f"too many invalid inputs (last: {reason})")
+
+    def _join(self, conn: Connection, join: pb.Join, now: float) -> None:
+        check_version(join.protocol_version)
+        try:
+            room, _ = self.lobby.room_with_free_seat(now)
+            player_id = self.lobby.next_player_id()
+            seat = room.join(player_id, join.name, now)
+        except JoinRefused as exc:
+            raise ProtocolError(CLOSE_POLICY, "bad_join", exc.reason) from None
+        except (RoomFullError, RuntimeError):
+            raise ProtocolError(CLOSE_POLICY, "server_full", "server full") from None
+        self._attach(conn, room, seat.player_id)
+        log.info("player joined", extra={"player": seat.player_id, "room": room.room_id,
+                                         "entity": seat.entity})
+
+    def _resume(self, conn: Connection, resume: pb.Resume, now: float) -> None:
+        check_version(resume.protocol_version)
+        found = self.lobby.find_by_token(bytes(resume.token))
+        if found is None:
+            raise ProtocolError(CLOSE_POLICY, "bad_resume",
+                                "resume token unknown or expired")
+        room, seat = found
+        stale = self.connections.get(seat.player_id)
+        if stale is not None and stale is not conn:
+            # The old socket is still open (a half-open connection): the new one wins.
+            stale.room = None
+            self.close_soon(stale, CLOSE_POLICY, "replaced by a resumed connection",
+                            label="replaced")
+            self.metrics.players.dec()
+        room.resume(seat, now)
+        self._attach(conn, room, seat.player_id)
+        log.info("player resumed", extra={"player": seat.player_id, "room": room.room_id})
+
+    def _attach(self, conn: Connection, room: Room, player_id: int) -> None:
+        conn.room = room
+        conn.session.player_id = player_id
+        conn.session.room_id = room.room_id
+        self.connections[player_id] = conn
+        self.metrics.players.inc()
+        self._ensure_loop(room)
+
+    def _detach(self, conn: Connection) -> None:
+        player_id = conn.session.player_id
+        if not player_id or self.connections.get(player_id) is not conn:
+            return
+        del self.connections[player_id]
+        self.metrics.players.dec()
+        if conn.room is not None:
+            conn.room.disconnect(player_id, self.clock.now())
+            if player_id not in conn.room.seats:
+                log.info("player left", extra={"player": player_id})
+
+    # -- HTTP routes -------------------------------------------------------------------------
+
+    async def handle_healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "status": "draining" if self.draining else "ok",
+            "rooms": len(self.lobby.rooms),
+            "players": self.lobby.player_count,
+            "connections": len(self.connections),
+            "tick_rate": self.config.params.tick_rate,
+            "uptime_s": round(self.clock.now() - self.started_at, 3),
+        })
+
+    async def handle_rooms(self, request: web.Request) -> web.Response:
+        rooms = []
+        for room in self.lobby.rooms.values():
+            schedule = self.schedule_for(room.room_id)
+            stats = schedule.stats() if schedule else {}
+            rooms.append({
+                "id": room.room_id,
+                "players": len(room.seats),
+                "connected": sum(1 for s in room.seats.values() if s.connected),
+                "capacity": room.capacity,
+                "tick": room.tick_number,
+                "tick_rate": room.params.tick_rate,
+                "tick_duration_p99_ms": round(stats.get("duration_p99_s", 0.0) * 1000, 3),
+                "overruns": stats.get("overruns", 0),
+                "seats": [{"player_id": s.player_id, "name": s.name, "entity": s.entity,
+                           "connected": s.connected, "rtt_ms": round(s.rtt_ms, 2)}
+                          for s in room.seats.values()],
+            })
+        return web.json_response(rooms)
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        index = self.config.web_root / "index.html"
+        if not index.is_file():
+            return web.Response(text="Tickwire is running; the demo client is not installed "
+                                     "(run `make install`).", content_type="text/plain")
+        return web.FileResponse(index)
+
+    async def shutdown(self) -> None:
+        """Close every socket with 1001 and stop the rooms."""
+        self.draining = True
+        closing = [self._close(ws, CLOSE_GOING_AWAY, "server shutting down", kick=True)
+                   for ws in list(self.sockets)]
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing],
+                               timeout=self.config.shutdown_timeout_s)
+        await self.stop_rooms()
+
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Application:
+    """The aiohttp application with every route; the caller runs it."""
+    app = web.Application()
+    gateway = Gateway(config, clock)
+    app[GATEWAY_KEY] = gateway
+    app.router.add_get("/ws", gateway.handle_ws)
+    app.router.add_get("/healthz", gateway.handle_healthz)
+    app.router.add_get("/rooms", gateway.handle_rooms)
+    app.router.add_get("/metrics", gateway.handle_metrics)
+    app.router.add_get("/", gateway.handle_index)
+    _add_static(app, config.web_root)
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await gateway.stop_rooms()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await gateway.shutdown()
+
+    app.cleanup_ctx.append(background)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def _add_static(app: web.Application, root: Path) -> None:
+    """The demo client's files, its generated descriptor and the protobufjs build."""
+    mounts = {
+        "/vendor/protobufjs": root / "node_modules" / "protobufjs" / "dist",
+        "/gen": root / "gen",
+        "/static": root,
+    }
+    for prefix, path in mounts.items():
+        if path.is_dir():
+            app.router.add_static(prefix, path)
+        else:
+            log.warning("not serving %s: %s is missing (run `make install`)", prefix, path)
+    if root.is_dir():
+        # Top-level client files (/app.js, /style.css, ...) without a prefix.
+        async def top_level(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            path = root / name
+            if not path.is_file():
+                raise web.HTTPNotFound()
+            return web.FileResponse(path)
+
+        app.router.add_get(r"/{name:[A-Za-z0-9_-]+\.(?:js|mjs|css|html|svg|png|ico|json)}",
+                           top_level)

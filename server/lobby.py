@@ -1,0 +1,72 @@
+"""Rooms of one server process: seat a joining player, find a seat by resume token.
+
+Sans-I/O like the rooms it holds. A Join goes to the first room with a free seat, or to a
+new room; a room that has been empty for a while is disposed of by `reap`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+from server.room import Room, Seat
+from sim.params import Params
+
+EMPTY_ROOM_TTL_S = 30.0
+
+
+class Lobby:
+    def __init__(self, params: Params, *, max_rooms: int = 64) -> None:
+        self.params = params
+        self.max_rooms = max_rooms
+        self.rooms: dict[str, Room] = {}
+        self._room_ids = itertools.count(1)
+        self._player_ids = itertools.count(1)
+        self._empty_since: dict[str, float] = {}
+
+    def next_player_id(self) -> int:
+        return next(self._player_ids)
+
+    def room_with_free_seat(self, now: float) -> tuple[Room, bool]:
+        """(room, created): the first room with a free seat, else a new one.
+
+        Raises RuntimeError when the server already runs `max_rooms` full rooms.
+        """
+        for room in self.rooms.values():
+            if room.has_free_seat():
+                return room, False
+        if len(self.rooms) >= self.max_rooms:
+            raise RuntimeError("server full")
+        room_id = f"r{next(self._room_ids)}"
+        room = Room(room_id, self.params, now=now)
+        self.rooms[room_id] = room
+        return room, True
+
+    def find_by_token(self, token: bytes) -> tuple[Room, Seat] | None:
+        """The room and seat a resume token opens, or None (wrong, expired, malformed)."""
+        if len(token) < 4:
+            return None
+        (player_id,) = struct.unpack("!I", token[:4])
+        for room in self.rooms.values():
+            if player_id in room.seats:
+                seat = room.find_by_token(token)
+                return (room, seat) if seat is not None else None
+        return None
+
+    def reap(self, now: float) -> list[Room]:
+        """Dispose of rooms that have had no seats for EMPTY_ROOM_TTL_S; returns them."""
+        gone = []
+        for room_id, room in list(self.rooms.items()):
+            if room.seats:
+                self._empty_since.pop(room_id, None)
+                continue
+            since = self._empty_since.setdefault(room_id, now)
+            if now - since >= EMPTY_ROOM_TTL_S:
+                del self.rooms[room_id]
+                del self._empty_since[room_id]
+                gone.append(room)
+        return gone
+
+    @property
+    def player_count(self) -> int:
+        return sum(len(room.seats) for room in self.rooms.values())

@@ -1,0 +1,356 @@
+"""One match: the world, its seats, their input queues, and the snapshot history.
+
+Theory of operation
+-------------------
+A ``Room`` is sans-I/O. The gateway hands it what arrived (``join``, ``submit``,
+``disconnect``) with the time, and calls ``tick(now)`` on the room's schedule; ``tick``
+returns the bytes to send to each connected seat. Nothing in here touches a socket or
+reads a clock, so every rule is tested with plain calls.
+
+Inputs arrive between ticks and wait in a bounded per-seat queue. Each tick applies at
+most ``inputs_per_tick`` queued commands per seat: the newest applied command sets the
+movement and aim, fire is the OR of them. The simulation integrates velocity once per
+tick whatever the number of commands, so a client sending faster than the tick rate moves
+no faster than one sending at the tick rate. A seat with nothing queued keeps its last
+movement (a late packet should not stop a player mid-stride) but never refires.
+
+Snapshots: after each step the world is quantised once and pushed into a
+``SnapshotHistory``. Each seat gets a delta against the tick it acknowledged (or a
+keyframe); the serialized ``Snapshot`` part shared by every seat with the same baseline is
+built once per tick, and each seat gets a short personal suffix (its last applied input
+seq and RTT), which protobuf merges into the same message on parse.
+
+Seats outlive sockets: a disconnected seat keeps its entity for ``resume_grace_s`` so a
+``Resume`` with the seat's token gets the same entity back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import secrets
+import struct
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from proto import PROTOCOL_VERSION, codec
+from proto import tickwire_pb2 as pb
+from sim.params import Params
+from sim.step import Inputs, step
+from sim.world import World, WorldFullError
+
+MAX_NAME_CHARS = 24
+MAX_CMDS_PER_FRAME = 8
+MAX_SEQ_JUMP = 1024
+TOKEN_SECRET_BYTES = 16
+_AIM_LIMIT = 2 * math.pi + 1e-6
+_KNOWN_BUTTONS = 0x1
+
+
+class RoomFullError(Exception):
+    """No free seat in this room."""
+
+
+class JoinRefused(Exception):
+    """A Join or Resume that breaks the protocol; `reason` is for the close frame."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Seat:
+    """A player's place in the room. Owned by the room; the gateway reads it."""
+
+    player_id: int
+    name: str
+    entity: int
+    secret: bytes
+    connected: bool = True
+    disconnected_at: float = 0.0
+    queue: deque = field(default_factory=deque)  # (seq, move_x, move_y, aim, fire)
+    last_applied_seq: int = 0
+    last_queued_seq: int = 0
+    acked_tick: int = 0
+    rtt_ms: float = 0.0
+    move_x: float = 0.0
+    move_y: float = 0.0
+    aim: float = 0.0
+
+    @property
+    def resume_token(self) -> bytes:
+        """player id (4 bytes, big-endian) + a random secret compared in constant time."""
+        return struct.pack("!I", self.player_id) + self.secret
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What one seat gets this tick: event frames first, then the snapshot.
+
+    The snapshot frame is ``snapshot_shared + snapshot_personal`` (two serialized
+    ServerFrames that protobuf merges); `snapshot_shared` is the same object for every
+    seat with the same baseline, so the gateway may reuse work per object identity.
+    """
+
+    player_id: int
+    frames: list[bytes]
+    snapshot_shared: bytes
+    snapshot_personal: bytes
+    keyframe: bool
+
+
+@dataclass(slots=True)
+class TickResult:
+    tick: int
+    deliveries: list[Delivery]
+    expired: list[int]  # player ids whose grace ran out this tick
+
+
+class Room:
+    """A match. `now` arguments are seconds on the server's monotonic clock."""
+
+    def __init__(self, room_id: str, params: Params, *, now: float = 0.0) -> None:
+        self.room_id = room_id
+        self.params = params
+        self.params_version = 1
+        self.world = World.create(params)
+        self.history = codec.SnapshotHistory(size=max(64, 2 * params.tick_rate),
+                                             tick_rate=params.tick_rate)
+        self.seats: dict[int, Seat] = {}
+        self.created_at = now
+        self.inputs_rejected: Counter[str] = Counter()
+        self.inputs_dropped = 0  # queue overflow: commands older than the queue bound
+        self._inputs = Inputs.empty(self.world.capacity)
+        self._pending: dict[int, list[bytes]] = {}  # event frames queued per seat
+        self._roster_dirty = False
+        self.last_state = self._quantize()
+
+    # -- membership ---------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self.params.max_players
+
+    @property
+    def tick_number(self) -> int:
+        """The newest completed tick (0 before the first)."""
+        return self.world.tick
+
+    def has_free_seat(self) -> bool:
+        return len(self.seats) < self.params.max_players
+
+    def join(self, player_id: int, name: str, now: float) -> Seat:
+        """Seat a new player and spawn their entity. Raises RoomFullError, JoinRefused."""
+        name = name.strip()
+        if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
+            raise JoinRefused(f"name must be 1-{MAX_NAME_CHARS} printable characters")
+        if not self.has_free_seat():
+            raise RoomFullError(self.room_id)
+        try:
+            entity = self.world.add_player(player_id)
+        except WorldFullError as exc:
+            raise RoomFullError(self.room_id) from exc
+        seat = Seat(player_id=player_id, name=name, entity=entity,
+                    secret=secrets.token_bytes(TOKEN_SECRET_BYTES))
+        self.seats[player_id] = seat
+        self._pending[player_id] = [self._welcome(seat)]
+        self._roster_dirty = True
+        return seat
+
+    def find_by_token(self, token: bytes) -> Seat | None:
+        """The seat this resume token belongs to, if the token is right (constant-time)."""
+        if len(token) != 4 + TOKEN_SECRET_BYTES:
+            return None
+        (player_id,) = struct.unpack("!I", token[:4])
+        seat = self.seats.get(player_id)
+        if seat is None or not hmac.compare_digest(seat.secret, token[4:]):
+            return None
+        return seat
+
+    def resume(self, seat: Seat, now: float) -> None:
+        """Reattach a seat to a new socket: same entity, a keyframe next, queue cleared.
+
+        The caller closes any stale socket still attached to the seat.
+        """
+        seat.connected = True
+        seat.acked_tick = 0
+        seat.queue.clear()
+        # The client restarts its sequence numbers on a new socket.
+        seat.last_applied_seq = seat.last_queued_seq = 0
+        self._pending[seat.player_id] = [self._welcome(seat)]
+        self._roster_dirty = True
+
+    def disconnect(self, player_id: int, now: float) -> None:
+        """The socket went away: keep the seat for the resume grace period."""
+        seat = self.seats.get(player_id)
+        if seat is None or not seat.connected:
+            return
+        if self.params.resume_grace_s <= 0:
+            self.leave(player_id)
+            return
+        seat.connected = False
+        seat.disconnected_at = now
+        seat.queue.clear()
+        seat.move_x = seat.move_y = 0.0
+        self._roster_dirty = True
+
+    def leave(self, player_id: int) -> None:
+        """Free the seat and its entity now."""
+        seat = self.seats.pop(player_id, None)
+        if seat is None:
+            return
+        self.world.remove_player(seat.entity)
+        self._pending.pop(player_id, None)
+        self._roster_dirty = True
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def submit(self, player_id: int, msg: pb.Input) -> list[str]:
+        """Queue one Input frame's commands and record its ack.
+
+        Returns the reasons (metric labels) of the parts that were rejected, [] when all
+        was fine; each is also counted in `inputs_rejected`. The gateway decides when a
+        client has been rejected often enough to be closed.
+        """
+        seat = self.seats.get(player_id)
+        if seat is None:
+            return ["no_seat"]
+        rejected: list[str] = []
+        if msg.ack_tick > self.world.tick:
+            rejected.append("bad_ack")
+        elif msg.ack_tick > seat.acked_tick:
+            seat.acked_tick = msg.ack_tick
+        cmds = msg.cmds
+        if len(cmds) > MAX_CMDS_PER_FRAME:
+            rejected.append("too_many_cmds")
+            cmds = cmds[-MAX_CMDS_PER_FRAME:]
+        limit = self.params.input_queue
+        for cmd in cmds:
+            if cmd.seq <= seat.last_queued_seq:
+                continue  # a redundant copy of a command we already have
+            reason = _check_cmd(cmd, seat.last_queued_seq)
+            if reason:
+                rejected.append(reason)
+                continue
+            seat.queue.append((cmd.seq, cmd.move_x, cmd.move_y, cmd.aim,
+                               bool(cmd.buttons & 1)))
+            seat.last_queued_seq = cmd.seq
+            if len(seat.queue) > limit:
+                seat.queue.popleft()
+                self.inputs_dropped += 1
+        for reason in rejected:
+            self.inputs_rejected[reason] += 1
+        return rejected
+
+    def set_rtt(self, player_id: int, rtt_ms: float) -> None:
+        seat = self.seats.get(player_id)
+        if seat is not None:
+            seat.rtt_ms = rtt_ms
+
+    # -- the tick -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> TickResult:
+        """Advance one tick and return what every connected seat should be sent."""
+        expired = self._expire_seats(now)
+        self._apply_inputs()
+        step(self.world, self._inputs)
+        tick = self.world.tick
+        self.last_state = self._quantize()
+        self.history.push(tick, self.last_state)
+        roster = self._roster_frame() if self._roster_dirty else None
+        self._roster_dirty = False
+        return TickResult(tick=tick, deliveries=self._deliveries(tick, now, roster),
+                          expired=expired)
+
+    def _expire_seats(self, now: float) -> list[int]:
+        grace = self.params.resume_grace_s
+        gone = [s.player_id for s in self.seats.values()
+                if not s.connected and now - s.disconnected_at >= grace]
+        for player_id in gone:
+            self.leave(player_id)
+        return gone
+
+    def _apply_inputs(self) -> None:
+        inputs = self._inputs
+        inputs.fire[:] = False
+        cap = self.params.inputs_per_tick
+        # One Python iteration per seat (not per entity): the queues are per connection.
+        for seat in self.seats.values():
+            fire = False
+            for _ in range(min(cap, len(seat.queue))):
+                seq, seat.move_x, seat.move_y, seat.aim, fired = seat.queue.popleft()
+                seat.last_applied_seq = seq
+                fire = fire or fired
+            row = seat.entity
+            inputs.move[row, 0] = seat.move_x
+            inputs.move[row, 1] = seat.move_y
+            inputs.aim[row] = seat.aim
+            inputs.fire[row] = fire
+
+    def _quantize(self) -> np.ndarray:
+        w = self.world
+        return codec.quantize(pos=w.pos, vel=w.vel, hp=w.hp, score=w.score, kind=w.kind,
+                              gen=w.gen, aim=w.aim, flags=w.flags, alive=w.alive)
+
+    def _deliveries(self, tick: int, now: float, roster: bytes | None) -> list[Delivery]:
+        shared_by_baseline: dict[int, tuple[bytes, bool]] = {}
+        out = []
+        for seat in self.seats.values():
+            if not seat.connected:
+                continue
+            payload, baseline = self.history.payload_for(tick, seat.acked_tick)
+            shared = shared_by_baseline.get(baseline)
+            if shared is None:
+                frame = pb.ServerFrame(snapshot=pb.Snapshot(
+                    tick=tick, baseline_tick=baseline, params_version=self.params_version,
+                    payload=payload, server_time=now))
+                shared = (frame.SerializeToString(), baseline == 0)
+                shared_by_baseline[baseline] = shared
+            personal = pb.ServerFrame(snapshot=pb.Snapshot(
+                last_input_seq=seat.last_applied_seq, rtt_ms=seat.rtt_ms)).SerializeToString()
+            frames = self._pending.pop(seat.player_id, [])
+            if roster is not None:
+                frames.append(roster)
+            out.append(Delivery(seat.player_id, frames, shared[0], personal, shared[1]))
+        return out
+
+    # -- frames -------------------------------------------------------------------------
+
+    def move_params(self) -> pb.MoveParams:
+        p = self.params
+        return pb.MoveParams(
+            world_width=p.world_width, world_height=p.world_height,
+            player_accel=p.player_accel, player_max_speed=p.player_max_speed,
+            player_friction=p.player_friction, player_radius=p.player_radius,
+            projectile_speed=p.projectile_speed, fire_cooldown_s=p.fire_cooldown_s)
+
+    def _welcome(self, seat: Seat) -> bytes:
+        return pb.ServerFrame(welcome=pb.Welcome(
+            player_id=seat.player_id, room=self.room_id, tick_rate=self.params.tick_rate,
+            tick=self.world.tick, entity=seat.entity, params=self.move_params(),
+            params_version=self.params_version, resume_token=seat.resume_token,
+            protocol_version=PROTOCOL_VERSION)).SerializeToString()
+
+    def _roster_frame(self) -> bytes:
+        return pb.ServerFrame(roster=pb.Roster(players=[
+            pb.PlayerInfo(player_id=s.player_id, entity=s.entity, name=s.name,
+                          connected=s.connected)
+            for s in self.seats.values()
+        ])).SerializeToString()
+
+
+def _check_cmd(cmd: pb.InputCmd, last_seq: int) -> str | None:
+    """Why an input command is unacceptable, or None. Reasons are metric labels."""
+    values = (cmd.move_x, cmd.move_y, cmd.aim)
+    if not all(math.isfinite(v) for v in values):
+        return "non_finite"
+    if abs(cmd.move_x) > 1.0 or abs(cmd.move_y) > 1.0 or abs(cmd.aim) > _AIM_LIMIT:
+        return "out_of_range"
+    if cmd.buttons & ~_KNOWN_BUTTONS:
+        return "unknown_buttons"
+    if cmd.seq - last_seq > MAX_SEQ_JUMP:
+        return "seq_jump"
+    return None
