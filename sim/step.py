@@ -1,0 +1,453 @@
+"""One simulation tick, vectorised over every slot.
+
+Theory of operation
+-------------------
+``step(world, inputs)`` advances the world by exactly one tick of ``dt = 1 / tick_rate``
+seconds and returns the tick's ``StepEvents``. ``t = world.tick`` is the number of the tick
+being simulated; ``world.tick`` becomes ``t + 1`` at the end. The phases, in order:
+
+1. ``FLAG_FIRED`` is cleared everywhere; players/NPCs whose ``respawn_tick <= t`` respawn
+   at a random position with full hp (NPCs also get a new random direction).
+2. Players move (the rule is in ``move_players``; the browser client reproduces it).
+3. NPCs: when ``t % npc_turn_interval_ticks == 0`` every NPC picks a new uniform random
+   direction at ``npc_speed``; then per axis ``p += v*dt``; ``p < 0 → p = -p, v = -v``;
+   ``p > size → p = 2*size - p, v = -v`` (float32, exactly the arena scenario's rule).
+4. Projectiles in flight expire (``t >= expire_tick``), the rest move ``p += v*dt`` and
+   those that left the world are freed.
+5. Players with ``fire`` set whose cooldown is over fire: one projectile each, lowest slots
+   first while ``projectile.max`` and free slots allow.
+6. Every projectile hits at most one target: the lowest-slot live, not-dead player or NPC
+   (never its own shooter) with ``dx*dx + dy*dy <= (r_projectile + r_target)**2`` in
+   float32. Candidates come from a uniform grid (cell >= the largest radius sum; targets
+   near a projectile sorted by cell; the 3x3 neighbourhood of each projectile looked up in
+   a cell -> run-of-sorted-targets table), so the cost is O(P + T log T), not O(P*T).
+   Each hit removes the projectile and ``projectile.damage`` hp. When several projectiles
+   hit one target on one tick, they apply in projectile-slot order and the one that takes
+   hp to <= 0 gets the kill.
+7. The killed get ``FLAG_DEAD``, hp 0, zero velocity, ``deaths += 1`` and a respawn tick;
+   the killer (if it is still a player) gets ``score += kill_score``.
+
+No phase loops over entities in Python; everything is a masked NumPy operation. Arithmetic
+on positions and velocities is float32 throughout (parameters are rounded to float32 once
+per tick) so that results are bit-identical run to run for a given seed and input stream,
+and so a JavaScript client using ``Math.fround`` reproduces player movement exactly.
+Trigonometry (NPC directions, aim) is done in float64 and rounded to float32; it is only
+needed by the server, and the result is stored, never re-derived by clients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.world import (
+    FLAG_DEAD,
+    FLAG_FIRED,
+    KIND_NPC,
+    KIND_PLAYER,
+    KIND_PROJECTILE,
+    World,
+)
+
+__all__ = ["STOP_SPEED", "Inputs", "StepEvents", "find_hits", "move_players", "step"]
+
+F32 = np.float32
+STOP_SPEED = F32(0.5)  # units/s: an idle player slower than this stops, so it stops changing
+_NOT_FIRED = np.uint8(0xFF ^ FLAG_FIRED)
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+# The 3x3 cell neighbourhood, as (9,) offsets.
+_DX = np.array([-1, 0, 1, -1, 0, 1, -1, 0, 1], dtype=np.int64)
+_DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1], dtype=np.int64)
+
+
+@dataclass
+class Inputs:
+    """Dense per-slot intent for one tick, arrays of length C (only rows of live players
+    are read). ``move`` (C,2) float32: desired direction, its length is clamped to <= 1;
+    ``aim`` (C,) float32 radians; ``fire`` (C,) bool. Non-finite move/aim rows are ignored
+    (treated as no move / unchanged aim)."""
+
+    move: np.ndarray
+    aim: np.ndarray
+    fire: np.ndarray
+
+    @classmethod
+    def empty(cls, capacity: int) -> Inputs:
+        """No move, aim 0, no fire for every slot."""
+        return cls(
+            move=np.zeros((capacity, 2), dtype=np.float32),
+            aim=np.zeros(capacity, dtype=np.float32),
+            fire=np.zeros(capacity, dtype=np.bool_),
+        )
+
+
+@dataclass
+class StepEvents:
+    """What happened on one tick (slot arrays are int64, ordered by projectile slot for hits
+    and by victim slot for kills). ``hits_shooter``/``kills_killer`` hold the shooter's slot
+    at the time of the hit, -1 if the shooter has left."""
+
+    tick: int
+    shots: int = 0
+    hits_shooter: np.ndarray = field(default_factory=lambda: _EMPTY)
+    hits_target: np.ndarray = field(default_factory=lambda: _EMPTY)
+    kills_killer: np.ndarray = field(default_factory=lambda: _EMPTY)
+    kills_victim: np.ndarray = field(default_factory=lambda: _EMPTY)
+    respawned: np.ndarray = field(default_factory=lambda: _EMPTY)
+
+
+def step(world: World, inputs: Inputs) -> StepEvents:
+    """Advance ``world`` by one tick (``1 / params.tick_rate`` s) in place; see the module
+    docstring for the phases. Returns the tick's events."""
+    p = world.params
+    t = world.tick
+    dt = F32(1.0 / p.tick_rate)
+    events = StepEvents(tick=t)
+
+    np.bitwise_and(world.flags, _NOT_FIRED, out=world.flags)
+    kind = world.kind  # KIND_EMPTY exactly in free slots, so `alive` need not be consulted
+    dead = (world.flags & FLAG_DEAD) != 0
+
+    due = np.flatnonzero(dead & (world.respawn_tick <= t))
+    if due.size:
+        _respawn(world, due)
+        dead[due] = False
+        events.respawned = due
+
+    players = np.flatnonzero((kind == KIND_PLAYER) & ~dead)
+    if players.size:
+        move_players(world, players, inputs, dt)
+
+    npcs = np.flatnonzero((kind == KIND_NPC) & ~dead)
+    if npcs.size:
+        _move_npcs(world, npcs, t, dt)
+
+    _move_projectiles(world, t, dt)
+
+    if players.size and p.shooting_enabled:
+        events.shots = _fire(world, players, inputs, t)
+
+    proj, tgt = find_hits(world)
+    if proj.size:
+        _apply_hits(world, proj, tgt, t, events)
+
+    world.tick = t + 1
+    return events
+
+
+def move_players(world: World, slots: np.ndarray, inputs: Inputs, dt: np.float32) -> None:
+    """The player movement rule, for live not-dead player ``slots``. Every value is float32
+    and every operation a float32 operation (JS: wrap each in ``Math.fround``):
+
+    params: A = f32(accel), S = f32(max_speed), R = f32(radius), W = f32(width),
+            H = f32(height), dt = f32(1 / tick_rate),
+            F = f32(exp(-f64(f32(friction)) * f64(dt)))  (computed in float64, rounded once)
+    1. m = move; if m is not finite, m = (0, 0).
+       L = sqrt(mx*mx + my*my); if L > 1: m = (mx / L, my / L)
+       (a move so large that L overflows to inf becomes (0, 0), as x / inf = 0 in JS too).
+    2. if m != (0, 0) (steering): target = (mx*S, my*S); d = target - v;
+       n = sqrt(dx*dx + dy*dy); a = A*dt;
+       if n <= a: v = target  (exactly)  else: k = a / n; v = (vx + dx*k, vy + dy*k).
+       else (idle): v = (vx*F, vy*F); if sqrt(vx*vx + vy*vy) < 0.5: v = (0, 0).
+    3. unless v = target was reached in step 2: s = sqrt(vx*vx + vy*vy);
+       if s > S: k = S / s; v = (vx*k, vy*k).
+    4. per axis: p = p + v*dt; lo = R, hi = size - R;
+       if p < lo: p = lo, v = 0; if p > hi: p = hi, v = 0   (that axis only).
+    5. aim = input aim if finite, else unchanged.
+    With accel*dt >= 2*max_speed (e.g. accel 100000, max_speed 100 at 30 Hz) the velocity
+    equals move_direction * max_speed on every tick: players move at exactly max_speed.
+    """
+    p = world.params
+    max_speed = F32(p.player_max_speed)
+    accel_dt = F32(p.player_accel) * dt
+    fric = F32(math.exp(-float(F32(p.player_friction)) * float(dt)))
+    zero, one = F32(0.0), F32(1.0)
+
+    m = inputs.move.take(slots, axis=0).astype(np.float32, copy=False)
+    mx, my = m[:, 0], m[:, 1]
+    bad = ~(np.isfinite(mx) & np.isfinite(my))
+    if bad.any():
+        mx = np.where(bad, zero, mx)
+        my = np.where(bad, zero, my)
+    with np.errstate(over="ignore"):  # a huge move overflows to L = inf, then m / inf = 0
+        length = np.sqrt(mx * mx + my * my)
+    divisor = np.where(length > one, length, one)  # x / 1 is exact, so short moves are kept
+    mx = mx / divisor
+    my = my / divisor
+
+    v = world.vel.take(slots, axis=0)
+    vx, vy = v[:, 0], v[:, 1]
+    steering = (mx != zero) | (my != zero)
+    tx, ty = mx * max_speed, my * max_speed
+    dx, dy = tx - vx, ty - vy
+    dist = np.sqrt(dx * dx + dy * dy)
+    reach = dist <= accel_dt
+    k = accel_dt / np.where(reach, one, dist)
+    sx = np.where(reach, tx, vx + dx * k)
+    sy = np.where(reach, ty, vy + dy * k)
+    ix, iy = vx * fric, vy * fric
+    stopped = np.sqrt(ix * ix + iy * iy) < STOP_SPEED
+    ix = np.where(stopped, zero, ix)
+    iy = np.where(stopped, zero, iy)
+    vx = np.where(steering, sx, ix)
+    vy = np.where(steering, sy, iy)
+
+    # The target itself is never clamped: |move| <= 1 makes it max_speed up to rounding,
+    # and leaving it untouched keeps "velocity = direction * max_speed" exact.
+    speed = np.sqrt(vx * vx + vy * vy)
+    over = (speed > max_speed) & ~(steering & reach)
+    k = max_speed / np.where(over, speed, one)
+    vx = np.where(over, vx * k, vx)
+    vy = np.where(over, vy * k, vy)
+
+    pos = world.pos.take(slots, axis=0)
+    radius = F32(p.player_radius)
+    new_pos = np.empty_like(pos)
+    new_vel = np.empty_like(pos)
+    for axis, (va, size) in enumerate(((vx, p.world_width), (vy, p.world_height))):
+        hi = F32(size) - radius
+        pa = pos[:, axis] + va * dt
+        out = (pa < radius) | (pa > hi)
+        new_pos[:, axis] = np.minimum(np.maximum(pa, radius), hi)
+        new_vel[:, axis] = np.where(out, zero, va)
+    _put_rows(world.pos, slots, new_pos)
+    _put_rows(world.vel, slots, new_vel)
+
+    aim = inputs.aim[slots].astype(np.float32)
+    world.aim[slots] = np.where(np.isfinite(aim), aim, world.aim[slots])
+
+
+def _move_npcs(world: World, slots: np.ndarray, t: int, dt: np.float32) -> None:
+    p = world.params
+    if t % p.npc_turn_interval_ticks == 0:
+        _put_rows(world.vel, slots, world._random_velocities(slots.size, p.npc_speed))
+    pos = world.pos.take(slots, axis=0)
+    vel = world.vel.take(slots, axis=0)
+    zero = F32(0.0)
+    for axis, size in enumerate((p.world_width, p.world_height)):
+        w = F32(size)
+        twice = w + w  # exact in float32: the "2W" of the scenario rule
+        pa = pos[:, axis] + vel[:, axis] * dt
+        low = pa < zero
+        high = pa > w
+        pos[:, axis] = np.where(low, -pa, np.where(high, twice - pa, pa))
+        np.negative(vel[:, axis], out=vel[:, axis], where=low | high)
+    _put_rows(world.pos, slots, pos)
+    _put_rows(world.vel, slots, vel)
+
+
+def _move_projectiles(world: World, t: int, dt: np.float32) -> None:
+    p = world.params
+    proj = np.flatnonzero(world.kind == KIND_PROJECTILE)
+    if proj.size == 0:
+        return
+    expired = world.expire_tick[proj] <= t
+    flying = proj[~expired]
+    pos = world.pos.take(flying, axis=0)
+    pos += world.vel.take(flying, axis=0) * dt
+    _put_rows(world.pos, flying, pos)
+    left = np.zeros(flying.size, dtype=np.bool_)
+    for axis, size in enumerate((p.world_width, p.world_height)):
+        left |= (pos[:, axis] < F32(0.0)) | (pos[:, axis] > F32(size))
+    gone = np.concatenate([proj[expired], flying[left]])
+    if gone.size:
+        world._free(gone)
+
+
+def _put_rows(dst: np.ndarray, slots: np.ndarray, rows: np.ndarray) -> None:
+    """``dst[slots] = rows`` for (C,2) float32 ``dst``, through an int64 view: scattering
+    one 8-byte element per row is several times faster than NumPy's 2-D row scatter."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    dst.view(np.int64).reshape(-1)[slots] = rows.view(np.int64).reshape(-1)
+
+
+def _fire(world: World, shooters: np.ndarray, inputs: Inputs, t: int) -> int:
+    """Spawn projectiles for ``shooters`` (live players) that want to and may fire.
+    Returns the number of shots."""
+    p = world.params
+    ready = inputs.fire[shooters] & (world.next_fire_tick[shooters] <= t)
+    shooters = shooters[ready]
+    if shooters.size == 0 or p.max_projectiles == 0:
+        return 0
+    in_flight = int(np.count_nonzero(world.kind == KIND_PROJECTILE))
+    budget = max(0, p.max_projectiles - in_flight)
+    slots = world.free_slots(min(budget, shooters.size))
+    shooters = shooters[: slots.size]
+    if slots.size == 0:
+        return 0
+    world._allocate(slots, KIND_PROJECTILE)
+    aim = world.aim[shooters].astype(np.float64)
+    direction = np.stack([np.cos(aim), np.sin(aim)], axis=1).astype(np.float32)
+    offset = F32(p.player_radius) + F32(p.projectile_radius)
+    world.pos[slots] = world.pos[shooters] + direction * offset
+    world.vel[slots] = direction * F32(p.projectile_speed)
+    world.aim[slots] = world.aim[shooters]
+    world.owner[slots] = shooters
+    world.expire_tick[slots] = t + p.ticks(p.projectile_lifetime_s)
+    world.next_fire_tick[shooters] = t + p.ticks(p.fire_cooldown_s)
+    world.flags[shooters] |= np.uint8(FLAG_FIRED)
+    return int(slots.size)
+
+
+def _target_radius(world: World, slots: np.ndarray) -> np.ndarray:
+    p = world.params
+    return np.where(
+        world.kind[slots] == KIND_PLAYER, F32(p.player_radius), F32(p.npc_radius)
+    ).astype(np.float32)
+
+
+def find_hits(world: World) -> tuple[np.ndarray, np.ndarray]:
+    """(projectile slots ascending, target slot hit by each): for every live projectile the
+    lowest-slot collidable target within reach (see phase 6 of the module docstring).
+    Pure: reads the world, changes nothing."""
+    p = world.params
+    kind = world.kind  # KIND_EMPTY exactly in free slots, so no need to consult `alive`
+    proj = np.flatnonzero(kind == KIND_PROJECTILE)
+    if proj.size == 0:
+        return _EMPTY, _EMPTY
+    collidable = (kind == KIND_PLAYER) | (kind == KIND_NPC)
+    collidable &= (world.flags & FLAG_DEAD) == 0
+    tgt = np.flatnonzero(collidable)
+    if tgt.size == 0:
+        return _EMPTY, _EMPTY
+
+    # 1% above the largest radius sum: float32 rounding of the distance test and of the
+    # cell computation can move a pair a hair, and a hit pair must stay in adjacent cells.
+    # Cells may be larger (never smaller) than that: cap the grid at ~2**18 cells so the
+    # per-tick occupancy tables stay small in a big world with tiny radii.
+    cell = 1.01 * (max(p.player_radius, p.npc_radius) + p.projectile_radius)
+    cell = max(cell, math.sqrt(p.world_width * p.world_height / 2**18))
+    inv_cell = F32(1.0 / cell)
+    gx = int(p.world_width // cell) + 1
+    gy = int(p.world_height // cell) + 1
+    # One empty cell of padding on every side: the 3x3 neighbourhood of any cell is then a
+    # constant set of key offsets and never needs a bounds check.
+    stride = gx + 2
+    n_cells = stride * (gy + 2)
+
+    def key_of(slots: np.ndarray) -> np.ndarray:
+        pos = world.pos.take(slots, axis=0)
+        c = (pos * inv_cell).astype(np.int64)  # truncation: monotonic, like floor for p >= 0
+        cx = np.minimum(np.maximum(c[:, 0], 0), gx - 1)
+        cy = np.minimum(np.maximum(c[:, 1], 0), gy - 1)
+        return (cy + 1) * stride + (cx + 1)
+
+    tkey = key_of(tgt)
+    neighbours = _DY * stride + _DX
+    qkey = (key_of(proj)[:, None] + neighbours).ravel()
+
+    # Keep only queries of occupied cells and targets in queried cells: with sparse
+    # projectiles both shrink ~10x, which makes the sort and the lookups cheap.
+    occupied = np.zeros(n_cells, dtype=np.bool_)
+    occupied[tkey] = True
+    useful = np.flatnonzero(occupied[qkey])
+    if useful.size == 0:
+        return _EMPTY, _EMPTY
+    qkey = qkey[useful]
+    qproj = proj[useful // 9]
+    queried = np.zeros(n_cells, dtype=np.bool_)
+    queried[qkey] = True
+    near = queried[tkey]
+    tkey, tgt = tkey[near], tgt[near]
+    # Order within a cell does not matter (the lowest slot is picked below), so the faster
+    # unstable sort is fine and still deterministic.
+    order = np.argsort(tkey)
+    sorted_key, sorted_tgt = tkey[order], tgt[order]
+    # Runs of equal keys = the targets of one cell. A dense cell -> run table replaces a
+    # binary search per query; it is only read at cells that are both occupied and queried,
+    # which are exactly the cells written, so np.empty's garbage is never seen.
+    first = np.ones(sorted_key.size, dtype=np.bool_)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    run_start = np.flatnonzero(first)
+    run_len = np.diff(np.append(run_start, sorted_key.size))
+    run_of_cell = np.empty(n_cells, dtype=np.int64)
+    run_of_cell[sorted_key[run_start]] = np.arange(run_start.size)
+    run = run_of_cell[qkey]
+    lo = run_start[run]
+    counts = run_len[run]
+    total = int(counts.sum())
+
+    # Expand (query, candidate) pairs without a loop: candidate j of query q sits at
+    # sorted index lo[q] + j.
+    ends = np.cumsum(counts)
+    at = np.repeat(lo - (ends - counts), counts) + np.arange(total)
+    cand_t = sorted_tgt[at]
+    cand_p = np.repeat(qproj, counts)
+
+    pp = world.pos.take(cand_p, axis=0)
+    pt = world.pos.take(cand_t, axis=0)
+    dx = pp[:, 0] - pt[:, 0]
+    dy = pp[:, 1] - pt[:, 1]
+    reach = F32(p.projectile_radius) + _target_radius(world, cand_t)
+    hit = dx * dx + dy * dy <= reach * reach
+    hit &= cand_t != world.owner[cand_p]
+    cand_p, cand_t = cand_p[hit], cand_t[hit]
+    if cand_p.size == 0:
+        return _EMPTY, _EMPTY
+    order = np.argsort(cand_p * world.capacity + cand_t)
+    cand_p, cand_t = cand_p[order], cand_t[order]
+    first = np.ones(cand_p.size, dtype=np.bool_)
+    first[1:] = cand_p[1:] != cand_p[:-1]
+    return cand_p[first], cand_t[first]
+
+
+def _apply_hits(
+    world: World, proj: np.ndarray, tgt: np.ndarray, t: int, events: StepEvents
+) -> None:
+    p = world.params
+    dmg = int(p.projectile_damage)
+    shooters = world.owner[proj].astype(np.int64)
+    events.hits_shooter = shooters
+    events.hits_target = tgt
+
+    # Group hits by target, projectile-slot order within a group.
+    order = np.argsort(tgt * world.capacity + proj)
+    tgt_s, shooter_s = tgt[order], shooters[order]
+    first = np.ones(tgt_s.size, dtype=np.bool_)
+    first[1:] = tgt_s[1:] != tgt_s[:-1]
+    starts = np.flatnonzero(first)
+    rank = np.arange(tgt_s.size) - starts[np.cumsum(first) - 1]
+    hp_before = world.hp[tgt_s].astype(np.int64)
+    hp_after = hp_before - dmg * (rank + 1)
+    killing = (hp_after <= 0) & (hp_after + dmg > 0)
+
+    victims = tgt_s[starts]
+    n_hits = np.diff(np.append(starts, tgt_s.size))
+    new_hp = np.maximum(world.hp[victims].astype(np.int64) - dmg * n_hits, 0)
+    world.hp[victims] = new_hp.astype(np.int32)
+    world._free(proj)
+
+    killed = tgt_s[killing]
+    if killed.size == 0:
+        return
+    killers = shooter_s[killing]
+    events.kills_victim = killed
+    events.kills_killer = killers
+    is_player = world.kind[killed] == KIND_PLAYER
+    delay = np.where(is_player, p.ticks(p.respawn_delay_s), p.ticks(p.npc_respawn_delay_s))
+    world.flags[killed] |= np.uint8(FLAG_DEAD)
+    world.hp[killed] = 0
+    world.vel[killed] = F32(0.0)
+    world.deaths[killed] += 1
+    world.respawn_tick[killed] = t + delay
+    credited = killers[killers >= 0]
+    credited = credited[world.kind[credited] == KIND_PLAYER]
+    np.add.at(world.score, credited, p.kill_score)
+
+
+def _respawn(world: World, slots: np.ndarray) -> None:
+    p = world.params
+    is_player = world.kind[slots] == KIND_PLAYER
+    players, npcs = slots[is_player], slots[~is_player]
+    world.flags[slots] &= np.uint8(0xFF ^ FLAG_DEAD)
+    if players.size:
+        world.pos[players] = world._random_points(players.size, p.player_radius)
+        world.vel[players] = F32(0.0)
+        world.hp[players] = p.player_hp
+    if npcs.size:
+        world.pos[npcs] = world._random_points(npcs.size, 0.0)
+        world.vel[npcs] = world._random_velocities(npcs.size, p.npc_speed)
+        world.hp[npcs] = p.npc_hp
