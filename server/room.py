@@ -147,6 +147,8 @@ class Room:
         name = name.strip()
         if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
             raise JoinRefused(f"name must be 1-{MAX_NAME_CHARS} printable characters")
+        if player_id in self.seats:
+            raise ValueError(f"player {player_id} is already seated")
         if not self.has_free_seat():
             raise RoomFullError(self.room_id)
         try:
@@ -173,8 +175,11 @@ class Room:
     def resume(self, seat: Seat, now: float) -> None:
         """Reattach a seat to a new socket: same entity, a keyframe next, queue cleared.
 
-        The caller closes any stale socket still attached to the seat.
+        The caller closes any stale socket still attached to the seat. Raises JoinRefused
+        when the seat's grace period is over (even if no tick has reaped it yet).
         """
+        if not seat.connected and now - seat.disconnected_at >= self.params.resume_grace_s:
+            raise JoinRefused("resume token expired")
         seat.connected = True
         seat.acked_tick = 0
         seat.queue.clear()
