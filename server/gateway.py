@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -209,6 +210,7 @@ class Gateway:
         if conn.session.closing:
             return
         conn.session.closing = True
+        conn.session.close_code = code
         log.info("closing connection: %s", reason,
                  extra={"player": conn.session.player_id, "code": code, "label": label})
         task = asyncio.get_running_loop().create_task(self._close(conn.ws, code, reason))
@@ -240,18 +242,20 @@ class Gateway:
         transport = request.transport
         if transport is None:
             return ws
+        sock = transport.get_extra_info("socket")
+        if limits.socket_send_buffer and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
         self.metrics.connections.inc()
         self.sockets.add(ws)
         session = Session.open(limits, self.clock.now())
         conn = Connection(ws=ws, transport=transport, session=session)
-        code: int | None = None
         try:
-            code = await self._serve(conn)
+            await self._serve(conn)
         finally:
             self.sockets.discard(ws)
             self._detach(conn)
-            close_code = ws.close_code if ws.close_code is not None else code
-            self.metrics.disconnects.labels(code=str(close_code)).inc()
+            code = session.close_code if session.close_code is not None else ws.close_code
+            self.metrics.disconnects.labels(code=str(code)).inc()
         return ws
 
     async def _serve(self, conn: Connection) -> int | None:
@@ -320,6 +324,7 @@ class Gateway:
                      extra={"player": conn.session.player_id, "code": err.code,
                             "label": err.label, "peer": str(peer)})
         conn.session.closing = True
+        conn.session.close_code = err.code
         await self._close(conn.ws, err.code, err.reason, kick=err.code == CLOSE_POLICY)
         return err.code
 
@@ -381,6 +386,10 @@ class Gateway:
             raise ProtocolError(CLOSE_POLICY, "bad_resume",
                                 "resume token unknown or expired")
         room, seat = found
+        try:
+            room.resume(seat, now)
+        except JoinRefused as exc:
+            raise ProtocolError(CLOSE_POLICY, "bad_resume", exc.reason) from None
         stale = self.connections.get(seat.player_id)
         if stale is not None and stale is not conn:
             # The old socket is still open (a half-open connection): the new one wins.
@@ -388,7 +397,6 @@ class Gateway:
             self.close_soon(stale, CLOSE_POLICY, "replaced by a resumed connection",
                             label="replaced")
             self.metrics.players.dec()
-        room.resume(seat, now)
         self._attach(conn, room, seat.player_id)
         log.info("player resumed", extra={"player": seat.player_id, "room": room.room_id})
 
@@ -499,7 +507,6 @@ def _add_static(app: web.Application, root: Path) -> None:
     mounts = {
         "/vendor/protobufjs": root / "node_modules" / "protobufjs" / "dist",
         "/gen": root / "gen",
-        "/static": root,
     }
     for prefix, path in mounts.items():
         if path.is_dir():

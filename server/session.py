@@ -53,6 +53,10 @@ class SessionLimits:
     max_drops: int = 50  # dropped frames or rejected inputs within drop_window_s -> close
     drop_window_s: float = 5.0
     send_high_water: int = 256 * 1024
+    # SO_SNDBUF for each client socket (0 = the OS default, which autotunes up to MiBs on
+    # Linux). Smaller means a stalled reader is noticed sooner and holds less kernel memory;
+    # snapshots waiting in a deep buffer are stale by the time they arrive anyway.
+    socket_send_buffer: int = 0
     stall_timeout_s: float = 5.0
     ping_interval_s: float = 1.0
     ping_timeout_s: float = 5.0
@@ -127,6 +131,7 @@ class Session:
     player_id: int = 0
     room_id: str = ""
     closing: bool = False
+    close_code: int | None = None  # the code the server closed with, if it closed first
     frames_in: int = 0
     stats: dict = field(default_factory=dict)
 
