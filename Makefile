@@ -8,6 +8,7 @@ PROTO_OUT := proto/tickwire_pb2.py
 .PHONY: install run test test-unit lint bench proto clean
 
 install: $(STAMP) $(PROTO_OUT)
+	bash scripts/install_web.sh
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,0 +1,154 @@
+// The WebSocket connection: protobuf frames in and out, join/resume, ping, reconnect.
+//
+// Theory of operation
+// -------------------
+// `Net` owns one WebSocket at a time. On open it sends Join (or Resume with the token of
+// the last Welcome). Every binary message is decoded as a ServerFrame and handed to
+// `onFrame`. A Ping goes out every second once we are welcomed (Pong gives the client's
+// own RTT). When the socket closes without us asking, `onClose` reports the code and
+// reason and a new attempt is scheduled with exponential backoff (0.5 s doubling to 8 s,
+// with +-25 % jitter); a Resume refused by the server (close 1008 before any Welcome)
+// drops the token and retries at once with a fresh Join.
+
+export const PROTOCOL_VERSION = 1;
+export const BACKOFF_MIN_S = 0.5;
+export const BACKOFF_MAX_S = 8;
+export const PING_INTERVAL_S = 1;
+
+/** Load the message types from the JSON descriptor built by `npm run build`. */
+export async function loadProto(url = "/gen/tickwire.json") {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`cannot load ${url}: HTTP ${resp.status} (run make install)`);
+  const root = globalThis.protobuf.Root.fromJSON(await resp.json());
+  return {
+    ClientFrame: root.lookupType("tickwire.ClientFrame"),
+    ServerFrame: root.lookupType("tickwire.ServerFrame"),
+  };
+}
+
+/** The name of the oneof field set in a decoded ServerFrame. */
+export function frameKind(frame) {
+  if (frame.kind) return frame.kind;
+  for (const k of ["snapshot", "welcome", "pong", "roster", "params", "kick"]) if (frame[k]) return k;
+  return null;
+}
+
+export class Net {
+  /**
+   * @param {object} opts url, name, types (from loadProto), and handlers:
+   *   onFrame(kind, msg, bytes), onOpen(), onWelcome(welcome), onClose(info), onRetry(info)
+   */
+  constructor(opts) {
+    Object.assign(this, opts);
+    this.ws = null;
+    this.welcomed = false;
+    this.resumeToken = null;
+    this.attempt = 0; // failed attempts since the last Welcome
+    this.sentResume = false;
+    this.retryTimer = null;
+    this.pingTimer = null;
+    this.stopped = false;
+    this.bytesIn = 0;
+    this.framesIn = 0;
+  }
+
+  start() {
+    this.stopped = false;
+    this._connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
+    if (this.ws) this.ws.close(1000, "client closed");
+  }
+
+  _connect() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    const ws = new WebSocket(this.url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.welcomed = false;
+    ws.onopen = () => {
+      if (this.resumeToken) {
+        this.sentResume = true;
+        this.send({ resume: { protocolVersion: PROTOCOL_VERSION, token: this.resumeToken } });
+      } else {
+        this.sentResume = false;
+        this.send({ join: { protocolVersion: PROTOCOL_VERSION, name: this.name } });
+      }
+      this.onOpen?.();
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== this.ws || !(ev.data instanceof ArrayBuffer)) return;
+      const bytes = new Uint8Array(ev.data);
+      this.bytesIn += bytes.length;
+      this.framesIn++;
+      let frame;
+      try {
+        frame = this.types.ServerFrame.decode(bytes);
+      } catch (err) {
+        console.warn("tickwire: undecodable server frame", err);
+        return;
+      }
+      const kind = frameKind(frame);
+      if (kind === "welcome") {
+        this.welcomed = true;
+        this.attempt = 0;
+        const tok = frame.welcome.resumeToken;
+        this.resumeToken = tok && tok.length ? tok : null;
+        this._startPing();
+        this.onWelcome?.(frame.welcome);
+      }
+      if (kind) this.onFrame?.(kind, frame[kind], bytes.length);
+    };
+    ws.onclose = (ev) => {
+      if (ws !== this.ws) return;
+      clearInterval(this.pingTimer);
+      const wasWelcomed = this.welcomed;
+      this.welcomed = false;
+      this.ws = null;
+      const info = { code: ev.code, reason: ev.reason || "", wasClean: ev.wasClean, wasWelcomed };
+      if (this.stopped) {
+        this.onClose?.({ ...info, retryInS: null });
+        return;
+      }
+      if (this.sentResume && !wasWelcomed && ev.code === 1008) {
+        // Token refused (expired, or a new server): start over with a fresh Join.
+        this.resumeToken = null;
+        info.resumeRefused = true;
+        this.onClose?.({ ...info, retryInS: 0 });
+        this._connect();
+        return;
+      }
+      const base = Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** this.attempt);
+      const delay = base * (0.75 + 0.5 * Math.random());
+      this.attempt++;
+      this.onClose?.({ ...info, retryInS: delay, attempt: this.attempt });
+      this.retryAt = performance.now() / 1000 + delay;
+      this.retryTimer = setTimeout(() => this._connect(), delay * 1000);
+    };
+  }
+
+  _startPing() {
+    clearInterval(this.pingTimer);
+    const ping = () => this.send({ ping: { clientTime: performance.now() / 1000 } });
+    ping();
+    this.pingTimer = setInterval(ping, PING_INTERVAL_S * 1000);
+  }
+
+  /** Send one ClientFrame given as a plain object, e.g. {input: {...}}. */
+  send(obj) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    const T = this.types.ClientFrame;
+    ws.send(T.encode(T.fromObject(obj)).finish());
+    return true;
+  }
+
+  get open() {
+    return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+}

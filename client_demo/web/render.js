@@ -1,0 +1,241 @@
+// Canvas drawing: the arena, entities, labels, scoreboard and the death overlay.
+// Pure drawing: it reads a `view` object prepared by main.js and keeps only the camera.
+
+import { KIND_PLAYER, KIND_NPC, KIND_PROJECTILE, EFLAG_DEAD } from "./codec.js";
+
+const COLORS = {
+  bg: "#0b0f17",
+  outside: "#06080d",
+  grid: "rgba(120, 150, 200, 0.07)",
+  gridMajor: "rgba(120, 150, 200, 0.14)",
+  border: "rgba(120, 170, 255, 0.55)",
+  me: "#38d9ff",
+  npc: "#f0a04b",
+  npcEdge: "#7a4a16",
+  projectile: "#fff1a8",
+  dead: "#5b6270",
+  text: "#dfe7f5",
+  dim: "#8893a7",
+  hpBack: "rgba(0, 0, 0, 0.55)",
+  hpGood: "#4ade80",
+  hpMid: "#facc15",
+  hpLow: "#f87171",
+};
+
+/** A stable hue per name, kept away from the own player's cyan. */
+export function nameColor(name) {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+  const hue = (((h >>> 0) % 260) + 210) % 360; // skips 150..210 (cyan/teal)
+  return `hsl(${hue}, 75%, 62%)`;
+}
+
+export class Renderer {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.cam = { x: 500, y: 500, scale: 1 };
+    this.dpr = 1;
+  }
+
+  resize() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.floor(this.canvas.clientWidth * dpr));
+    const h = Math.max(1, Math.floor(this.canvas.clientHeight * dpr));
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
+    this.dpr = dpr;
+  }
+
+  /** Screen (CSS pixels) to world units, with the camera of the last frame. */
+  toWorld(sx, sy) {
+    const c = this.cam;
+    const cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
+    return { x: c.x + (sx - cw / 2) / c.scale, y: c.y + (sy - ch / 2) / c.scale };
+  }
+
+  /** Fit the whole world when it fits at a comfortable zoom, else follow `focus`. */
+  updateCamera(world, focus) {
+    const cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
+    const margin = 24;
+    const fit = Math.min((cw - 2 * margin) / world.w, (ch - 2 * margin) / world.h);
+    const comfortable = Math.min(cw, ch) / 760; // about 760 units across the short side
+    const scale = Math.max(fit, Math.min(comfortable, 2));
+    const halfW = cw / 2 / scale, halfH = ch / 2 / scale;
+    const fx = focus ? focus.x : world.w / 2, fy = focus ? focus.y : world.h / 2;
+    const pad = 40 / scale; // show a strip beyond the walls so edge labels stay on screen
+    const clampAxis = (v, half, size) =>
+      2 * half >= size + 2 * pad ? size / 2 : Math.min(Math.max(v, half - pad), size + pad - half);
+    const tx = clampAxis(fx, halfW, world.w), ty = clampAxis(fy, halfH, world.h);
+    this.cam = { x: tx, y: ty, scale };
+  }
+
+  draw(view) {
+    this.resize();
+    const { ctx } = this;
+    const cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
+    this.updateCamera(view.world, view.me);
+    const { x: camX, y: camY, scale } = this.cam;
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    ctx.fillStyle = COLORS.outside;
+    ctx.fillRect(0, 0, cw, ch);
+    // world transform
+    ctx.setTransform(this.dpr * scale, 0, 0, this.dpr * scale, this.dpr * (cw / 2 - camX * scale), this.dpr * (ch / 2 - camY * scale));
+    this._arena(view.world, scale);
+
+    const labels = [];
+    for (const e of view.entities) {
+      if (e.kind === KIND_PROJECTILE) this._projectile(e, scale);
+    }
+    for (const e of view.entities) {
+      if (e.kind === KIND_NPC) this._npc(e, view, scale);
+    }
+    for (const e of view.entities) {
+      if (e.kind === KIND_PLAYER) labels.push(this._player(e, view, false, scale));
+    }
+    if (view.meEntity) labels.push(this._player(view.meEntity, view, true, scale));
+
+    // screen-space labels (crisp text at any zoom)
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    for (const l of labels) if (l) this._label(l, cw, ch);
+  }
+
+  _arena(world, scale) {
+    const { ctx } = this;
+    ctx.fillStyle = COLORS.bg;
+    ctx.fillRect(0, 0, world.w, world.h);
+    const line = 1 / scale;
+    for (const [step, color] of [[50, COLORS.grid], [250, COLORS.gridMajor]]) {
+      ctx.beginPath();
+      for (let x = step; x < world.w; x += step) {
+        ctx.moveTo(x, 0);
+        ctx.lineTo(x, world.h);
+      }
+      for (let y = step; y < world.h; y += step) {
+        ctx.moveTo(0, y);
+        ctx.lineTo(world.w, y);
+      }
+      ctx.strokeStyle = color;
+      ctx.lineWidth = line;
+      ctx.stroke();
+    }
+    ctx.strokeStyle = COLORS.border;
+    ctx.lineWidth = 2 * line;
+    ctx.strokeRect(0, 0, world.w, world.h);
+  }
+
+  _projectile(e, scale) {
+    const { ctx } = this;
+    const sp = Math.hypot(e.vx, e.vy) || 1;
+    const tail = 14;
+    ctx.strokeStyle = "rgba(255, 241, 168, 0.35)";
+    ctx.lineWidth = 3;
+    ctx.lineCap = "round";
+    ctx.beginPath();
+    ctx.moveTo(e.x, e.y);
+    ctx.lineTo(e.x - (e.vx / sp) * tail, e.y - (e.vy / sp) * tail);
+    ctx.stroke();
+    ctx.fillStyle = COLORS.projectile;
+    ctx.beginPath();
+    ctx.arc(e.x, e.y, Math.max(3, 2 / scale), 0, Math.PI * 2);
+    ctx.fill();
+  }
+
+  _npc(e, view, scale) {
+    const { ctx } = this;
+    const r = view.npcRadius;
+    const dead = e.flags & EFLAG_DEAD;
+    ctx.save();
+    ctx.translate(e.x, e.y);
+    ctx.globalAlpha = dead ? 0.25 : 1;
+    ctx.rotate(Math.atan2(e.vy, e.vx));
+    ctx.beginPath();
+    for (let i = 0; i < 6; i++) {
+      const a = (i / 6) * Math.PI * 2;
+      ctx.lineTo(Math.cos(a) * r, Math.sin(a) * r);
+    }
+    ctx.closePath();
+    ctx.fillStyle = dead ? COLORS.dead : COLORS.npc;
+    ctx.fill();
+    ctx.lineWidth = 2 / scale;
+    ctx.strokeStyle = COLORS.npcEdge;
+    ctx.stroke();
+    ctx.restore();
+    if (!dead && e.hp < view.npcHpMax) this._hpBar(e.x, e.y + r + 4, r * 2, e.hp / view.npcHpMax, scale);
+  }
+
+  _player(e, view, isMe, scale) {
+    const { ctx } = this;
+    const r = view.playerRadius;
+    const dead = e.flags & EFLAG_DEAD;
+    const name = view.names.get(e.slot) || `#${e.slot}`;
+    const away = !isMe && view.away.has(e.slot); // seat kept for a resume
+    const color = dead ? COLORS.dead : isMe ? COLORS.me : nameColor(name);
+    ctx.save();
+    ctx.globalAlpha = dead ? 0.45 : away ? 0.4 : 1;
+    if (isMe && !dead) {
+      ctx.beginPath();
+      ctx.arc(e.x, e.y, r + 7, 0, Math.PI * 2);
+      ctx.strokeStyle = "rgba(56, 217, 255, 0.35)";
+      ctx.lineWidth = 3;
+      ctx.stroke();
+    }
+    ctx.beginPath();
+    ctx.arc(e.x, e.y, r, 0, Math.PI * 2);
+    ctx.fillStyle = color;
+    ctx.fill();
+    ctx.lineWidth = 2 / scale;
+    ctx.strokeStyle = "rgba(0,0,0,0.5)";
+    ctx.stroke();
+    if (!dead) {
+      ctx.beginPath();
+      ctx.moveTo(e.x + Math.cos(e.aim) * r * 0.4, e.y + Math.sin(e.aim) * r * 0.4);
+      ctx.lineTo(e.x + Math.cos(e.aim) * (r + 10), e.y + Math.sin(e.aim) * (r + 10));
+      ctx.strokeStyle = isMe ? "#e8fbff" : "rgba(255,255,255,0.85)";
+      ctx.lineWidth = 3;
+      ctx.lineCap = "round";
+      ctx.stroke();
+      this._hpBar(e.x, e.y + r + 6, r * 2.4, e.hp / view.playerHpMax, scale);
+    }
+    ctx.restore();
+    const c = this.cam, cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
+    return {
+      sx: cw / 2 + (e.x - c.x) * c.scale,
+      sy: ch / 2 + (e.y - c.y - r) * c.scale - 8,
+      text: away ? `${name} (away)` : name,
+      sub: dead ? (view.respawnText?.(e) ?? "respawning…") : null,
+      isMe,
+    };
+  }
+
+  _hpBar(x, y, w, frac, scale) {
+    const { ctx } = this;
+    const h = Math.max(3, 4 / scale);
+    frac = Math.max(0, Math.min(1, frac));
+    ctx.fillStyle = COLORS.hpBack;
+    ctx.fillRect(x - w / 2, y, w, h);
+    ctx.fillStyle = frac > 0.6 ? COLORS.hpGood : frac > 0.3 ? COLORS.hpMid : COLORS.hpLow;
+    ctx.fillRect(x - w / 2, y, w * frac, h);
+  }
+
+  _label(l, cw, ch) {
+    const { ctx } = this;
+    if (l.sx < -100 || l.sx > cw + 100 || l.sy < -40 || l.sy > ch + 40) return;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "bottom";
+    ctx.font = `${l.isMe ? "600 " : ""}12px system-ui, "DejaVu Sans", sans-serif`;
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "rgba(0,0,0,0.75)";
+    ctx.strokeText(l.text, l.sx, l.sy);
+    ctx.fillStyle = l.isMe ? COLORS.me : COLORS.text;
+    ctx.fillText(l.text, l.sx, l.sy);
+    if (l.sub) {
+      ctx.font = "11px system-ui, \"DejaVu Sans\", sans-serif";
+      ctx.strokeText(l.sub, l.sx, l.sy - 14);
+      ctx.fillStyle = "#fca5a5";
+      ctx.fillText(l.sub, l.sx, l.sy - 14);
+    }
+  }
+}

@@ -1,0 +1,197 @@
+"""Fixtures for the browser tests: Debian's Chromium driven by Playwright, and a real
+`tickwire serve` subprocess on a free loopback port.
+
+Chromium: /usr/bin/chromium (Playwright's own browser downloads are not used). When it
+is missing, scripts/install_chromium.sh is tried once; if it is still missing the tests
+are skipped, except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_CHROMIUM = REPO / "scripts" / "install_chromium.sh"
+INSTALL_WEB = REPO / "scripts" / "install_web.sh"
+WEB = REPO / "client_demo" / "web"
+TICKWIRE = Path(sys.executable).with_name("tickwire")
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HEALTH_TIMEOUT_S = 20.0
+
+
+def _unavailable(reason: str) -> None:
+    """Skip locally; fail under CI=true, where the browser tests must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser tests cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1.0) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class ServerProcess:
+    """A `tickwire serve` subprocess; `restart()` kills it and starts a new one on the
+    same port (what a crash-and-restart looks like to a client)."""
+
+    port: int
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [str(TICKWIRE), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--plain-logs", *self.extra_args]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"tickwire serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if _healthy(self.base_url):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"tickwire serve did not answer /healthz within "
+                           f"{HEALTH_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the process by its pid (SIGTERM: graceful drain), bounded; then SIGKILL."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists() and INSTALL_CHROMIUM.exists():
+        subprocess.run(["bash", str(INSTALL_CHROMIUM)], check=False, timeout=600)
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing and scripts/install_chromium.sh could not "
+                     "install it (needs root and apt-get)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def web_built() -> None:
+    """The client's npm packages and gen/tickwire.json (scripts/install_web.sh)."""
+    needed = [WEB / "gen" / "tickwire.json",
+              WEB / "node_modules" / "protobufjs" / "dist" / "light" / "protobuf.min.js"]
+    if not all(p.exists() for p in needed):
+        result = subprocess.run(["bash", str(INSTALL_WEB)], check=False, timeout=600,
+                                capture_output=True, text=True)
+        if result.returncode != 0 or not all(p.exists() for p in needed):
+            _unavailable("the web client is not built and scripts/install_web.sh failed:\n"
+                         + result.stderr[-2000:])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, web_built: None) -> Iterator[ServerProcess]:
+    if not TICKWIRE.exists():
+        _unavailable(f"{TICKWIRE} is missing (run make install)")
+    log_path = tmp_path_factory.mktemp("server") / "tickwire.log"
+    srv = ServerProcess(port=free_port(), log_path=log_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: Path) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS,
+                              timeout=30_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def new_page(browser, server: ServerProcess):
+    """A factory of pages in fresh contexts, each with console errors collected on
+    `page.errors`; all are closed after the test."""
+    contexts = []
+
+    def make(name: str | None = None, *, width: int = 1280, height: int = 720):
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.on("console", lambda msg: page.errors.append(msg.text)
+                if msg.type == "error" else None)
+        url = server.base_url + "/" + (f"?name={name}" if name else "")
+        page.goto(url, wait_until="load")
+        return page
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
