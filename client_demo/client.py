@@ -117,6 +117,7 @@ class Client:
         self.roster: list[pb.PlayerInfo] = []
         self.params: pb.MoveParams | None = None
         self.last_input_seq = 0  # newest seq the server says it applied
+        self.last_baseline_tick = 0  # baseline of the newest snapshot (0: it was a keyframe)
         self.server_rtt_ms = 0.0
         self.client_rtt_ms: float | None = None
         self.close_code: int | None = None
@@ -324,6 +325,7 @@ class Client:
             stats.record(stats.server_rtt_ms, snap.rtt_ms)
         self.server_rtt_ms = snap.rtt_ms
         self.last_input_seq = snap.last_input_seq
+        self.last_baseline_tick = snap.baseline_tick
         self._snapshot_event.set()
 
     async def next_snapshot(self, timeout: float = 5.0) -> int:

