@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -103,8 +104,20 @@ class Client:
     """One player over one WebSocket. Use `async with Client(url, name) as c:`."""
 
     def __init__(self, url: str, name: str = "bot", *, session: aiohttp.ClientSession | None
-                 = None, connect_timeout_s: float = 10.0, ping_interval_s: float = 1.0) -> None:
+                 = None, connect_timeout_s: float = 10.0, ping_interval_s: float = 1.0,
+                 reconnect: bool = False, max_reconnect_attempts: int = 20,
+                 max_backoff_s: float = 8.0) -> None:
+        """`reconnect`: after an unexpected close, reconnect on our own with exponential
+        backoff and jitter, resuming the same player (a fresh Join if the server refuses
+        the resume), at most `max_reconnect_attempts` times in a row."""
         self.url = url
+        self.reconnect = reconnect
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.max_backoff_s = max_backoff_s
+        self.reconnects = 0  # successful reconnections
+        self.reconnect_failures = 0
+        self._user_closed = False
+        self._reconnector: asyncio.Task | None = None
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.ping_interval_s = ping_interval_s
@@ -156,6 +169,10 @@ class Client:
         """Open the socket, send Join (or Resume) and wait for the Welcome."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        self._user_closed = False
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         self._welcomed.clear()
         self.closed.clear()
         self.close_code = None
@@ -187,7 +204,7 @@ class Client:
             waiter.cancel()
             closer.cancel()
         if not self._welcomed.is_set():
-            await self.close()
+            await self._drop_socket()
             raise ClientError(f"no Welcome from {self.url}: closed {self.close_code} "
                               f"{self.close_reason!r}")
         if self.ping_interval_s > 0:
@@ -204,12 +221,26 @@ class Client:
         return await self.connect(resume_token=token)
 
     async def close(self, code: int = 1000) -> None:
+        self._user_closed = True
+        if self._reconnector is not None and self._reconnector is not asyncio.current_task():
+            self._reconnector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnector
+            self._reconnector = None
         await self._drop_socket(code)
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
 
     async def _drop_socket(self, code: int = 1000) -> None:
+        was_user_closed = self._user_closed
+        self._user_closed = True  # this close is ours: no reconnect
+        try:
+            await self._drop_socket_now(code)
+        finally:
+            self._user_closed = was_user_closed
+
+    async def _drop_socket_now(self, code: int) -> None:
         if self._pinger is not None:
             self._pinger.cancel()
             self._pinger = None
@@ -282,6 +313,30 @@ class Client:
             self.close_code = ws.close_code
             self.closed.set()
             self._snapshot_event.set()
+            if self.reconnect and not self._user_closed and self._welcomed.is_set():
+                self._reconnector = asyncio.create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        """Reconnect with exponential backoff (0.25 s doubling to max_backoff_s, +-25%
+        jitter so a crowd cut at once does not come back in lockstep)."""
+        delay = 0.25
+        for _ in range(self.max_reconnect_attempts):
+            await asyncio.sleep(delay * random.uniform(0.75, 1.25))
+            if self._user_closed:
+                return
+            token = bytes(self.welcome.resume_token) if self.welcome else None
+            try:
+                try:
+                    await self.connect(resume_token=token)
+                except ClientError:
+                    if token is None or self.close_code != 1008:
+                        raise
+                    await self.connect()  # the seat is gone: join as a new player
+                self.reconnects += 1
+                return
+            except ClientError:
+                self.reconnect_failures += 1
+                delay = min(delay * 2, self.max_backoff_s)
 
     def _on_frame(self, data: bytes) -> None:
         now = time.monotonic()

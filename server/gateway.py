@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 import time
@@ -30,6 +31,7 @@ from aiohttp import WSMsgType, web
 
 from proto import tickwire_pb2 as pb
 from server.clock import Clock, MonotonicClock
+from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, Refusal
 from server.lobby import Lobby
 from server.metrics import Metrics
 from server.room import JoinRefused, Room, RoomFullError, TickResult
@@ -66,6 +68,10 @@ class GatewayConfig:
     close_timeout_s: float = 2.0
     shutdown_timeout_s: float = 5.0
     web_root: Path = WEB_ROOT
+    allowed_origins: tuple[str, ...] = ()  # () = the server's own origin only; "*" = any
+    join_secret: bytes | None = None  # set: /ws needs a token from POST /matchmake
+    join_token_ttl_s: float = 60.0
+    max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
 
 
 @dataclass(slots=True)
@@ -108,6 +114,10 @@ class Gateway:
         self.sockets: set[web.WebSocketResponse] = set()
         self.started_at = self.clock.now()
         self.draining = False
+        self.origins = OriginPolicy(list(config.allowed_origins))
+        self.join_tokens = JoinTokens(config.join_secret, config.join_token_ttl_s) \
+            if config.join_secret else None
+        self.per_ip = ConnectionsPerIp(config.max_conns_per_ip)
         self._room_tasks: dict[str, tuple[asyncio.Task, asyncio.Event, TickSchedule]] = {}
         self._background: set[asyncio.Task] = set()
 
@@ -134,8 +144,12 @@ class Gateway:
 
     def _tick_room(self, room: Room, schedule: TickSchedule, now: float) -> None:
         started = time.perf_counter()
-        result = room.tick(now)
-        self._deliver(result, now)
+        try:
+            result = room.tick(now)
+            self._deliver(result, now)
+        except Exception:
+            self.metrics.tick_errors.inc()
+            raise  # run_ticks logs it (once per kind) and keeps the loop going
         for player_id in result.expired:
             log.info("seat expired", extra={"player": player_id, "room": room.room_id})
         duration = time.perf_counter() - started
@@ -203,6 +217,10 @@ class Gateway:
                 self.close_soon(conn, CLOSE_GOING_AWAY,
                                 f"no pong within {session.limits.ping_timeout_s:g} s",
                                 label="ping_timeout")
+            elif session.idle(now):
+                self.close_soon(conn, CLOSE_POLICY,
+                                f"no input for {session.limits.idle_timeout_s:g} s",
+                                label="idle")
         m.bytes_sent.inc(sent_bytes)
 
     def close_soon(self, conn: Connection, code: int, reason: str, *, label: str) -> None:
@@ -238,10 +256,19 @@ class Gateway:
         )
         if self.draining:
             raise web.HTTPServiceUnavailable(text="server shutting down")
+        peer_ip = _peer_ip(request)
+        refusal = self._check_upgrade(request, peer_ip)
+        if refusal is not None:
+            label = refusal.reason.split()[0]
+            self.metrics.handshakes_rejected.labels(reason=label).inc()
+            log.info("upgrade refused: %s", refusal.reason,
+                     extra={"peer": peer_ip, "status": refusal.status})
+            return web.Response(status=refusal.status, text=refusal.reason)
         await ws.prepare(request)
         transport = request.transport
         if transport is None:
             return ws
+        self.per_ip.opened(peer_ip)
         sock = transport.get_extra_info("socket")
         if limits.socket_send_buffer and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
@@ -252,11 +279,22 @@ class Gateway:
         try:
             await self._serve(conn)
         finally:
+            self.per_ip.closed(peer_ip)
             self.sockets.discard(ws)
             self._detach(conn)
             code = session.close_code if session.close_code is not None else ws.close_code
             self.metrics.disconnects.labels(code=str(code)).inc()
         return ws
+
+    def _check_upgrade(self, request: web.Request, peer_ip: str) -> Refusal | None:
+        """Origin, join token and per-IP cap, before the socket exists."""
+        refusal = self.origins.check(request.headers.get("Origin"), request.host,
+                                     request.scheme)
+        if refusal is None and self.join_tokens is not None:
+            refusal = self.join_tokens.check(request.query.get("token"), time.time())
+        if refusal is None:
+            refusal = self.per_ip.check(peer_ip)
+        return refusal
 
     async def _serve(self, conn: Connection) -> int | None:
         ws, session = conn.ws, conn.session
@@ -283,6 +321,8 @@ class Gateway:
                 continue
             size = len(msg.data) if msg.data is not None else 0
             self.metrics.bytes_received.inc(size)
+            if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                session.last_frame_at = now
             if not session.admit_frame(size, now):
                 self._reject_metric("rate_limited")
                 if session.record_drop(now):
@@ -429,6 +469,7 @@ class Gateway:
             "connections": len(self.connections),
             "tick_rate": self.config.params.tick_rate,
             "uptime_s": round(self.clock.now() - self.started_at, 3),
+            "process": process_stats(),
         })
 
     async def handle_rooms(self, request: web.Request) -> web.Response:
@@ -451,6 +492,14 @@ class Gateway:
             })
         return web.json_response(rooms)
 
+    async def handle_matchmake(self, request: web.Request) -> web.Response:
+        """A join token for /ws (only when the server was started with a join secret)."""
+        if self.join_tokens is None:
+            raise web.HTTPNotFound(text="matchmaking tokens are not enabled on this server")
+        token = self.join_tokens.issue(time.time())
+        return web.json_response({"token": token, "ws_path": f"/ws?token={token}",
+                                  "expires_in_s": self.join_tokens.ttl_s})
+
     async def handle_metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()
         response = web.Response(body=body)
@@ -465,8 +514,15 @@ class Gateway:
         return web.FileResponse(index)
 
     async def shutdown(self) -> None:
-        """Close every socket with 1001 and stop the rooms."""
+        """Drain: a last snapshot to everyone, every socket closed with 1001, rooms stopped.
+
+        aiohttp has already stopped accepting connections when this runs.
+        """
         self.draining = True
+        now = self.clock.now()
+        for room in list(self.lobby.rooms.values()):
+            with contextlib.suppress(Exception):
+                self._deliver(room.tick(now), now)
         closing = [self._close(ws, CLOSE_GOING_AWAY, "server shutting down", kick=True)
                    for ws in list(self.sockets)]
         if closing:
@@ -487,6 +543,7 @@ def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Applicat
     app.router.add_get("/healthz", gateway.handle_healthz)
     app.router.add_get("/rooms", gateway.handle_rooms)
     app.router.add_get("/metrics", gateway.handle_metrics)
+    app.router.add_post("/matchmake", gateway.handle_matchmake)
     app.router.add_get("/", gateway.handle_index)
     _add_static(app, config.web_root)
 
@@ -500,6 +557,23 @@ def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Applicat
     app.cleanup_ctx.append(background)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def _peer_ip(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if peer else "unknown"
+
+
+def process_stats() -> dict[str, float]:
+    """RSS, open file descriptors and asyncio tasks: what a soak test watches for leaks."""
+    stats: dict[str, float] = {"asyncio_tasks": len(asyncio.all_tasks())}
+    with contextlib.suppress(OSError):
+        stats["open_fds"] = len(os.listdir("/proc/self/fd"))
+    with contextlib.suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                stats["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+    return stats
 
 
 def _add_static(app: web.Application, root: Path) -> None:

@@ -178,6 +178,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.handshakes_rejected = Counter(
+            "tickwire_handshakes_rejected",
+            "WebSocket upgrades refused before the socket opened, by reason.",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition of this registry: ``(body, content_type)`` for /metrics."""

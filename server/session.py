@@ -10,7 +10,7 @@ close after a stall timeout).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
@@ -61,6 +61,11 @@ class SessionLimits:
     ping_interval_s: float = 1.0
     ping_timeout_s: float = 5.0
     join_timeout_s: float = 5.0
+    # A joined client that sends no complete data frame for this long is closed: players
+    # send an input every tick (even a background tab does about once a second), so this
+    # only catches stuck or hostile clients, such as one that opens a fragmented message
+    # and never finishes it while still answering pings.
+    idle_timeout_s: float = 30.0
 
     @classmethod
     def for_tick_rate(cls, tick_rate: int, **overrides: float) -> SessionLimits:
@@ -133,13 +138,14 @@ class Session:
     closing: bool = False
     close_code: int | None = None  # the code the server closed with, if it closed first
     frames_in: int = 0
-    stats: dict = field(default_factory=dict)
+    last_frame_at: float = 0.0  # the last complete data frame (binary or text)
 
     @classmethod
     def open(cls, limits: SessionLimits, now: float) -> Session:
         return cls(
             limits=limits,
             opened_at=now,
+            last_frame_at=now,
             pings=PingTracker(interval_s=limits.ping_interval_s, timeout_s=limits.ping_timeout_s),
             frames=TokenBucket(limits.frames_per_s, limits.frame_burst, now),
             bytes_in=TokenBucket(limits.bytes_per_s, limits.byte_burst, now),
@@ -157,6 +163,10 @@ class Session:
         ok_frames = self.frames.take(now)
         ok_bytes = self.bytes_in.take(now, float(size))
         return ok_frames and ok_bytes
+
+    def idle(self, now: float) -> bool:
+        """True when no data frame arrived for the idle timeout."""
+        return now - self.last_frame_at > self.limits.idle_timeout_s
 
     def record_drop(self, now: float) -> bool:
         """Count a dropped frame or rejected input; True when it is time to close."""

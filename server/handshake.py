@@ -1,0 +1,124 @@
+"""Checks made before a WebSocket upgrade: origin, join token, connections per IP.
+
+Sans-I/O: each check takes the request's facts (headers, peer address, the time) and
+answers with None (let it through) or a `Refusal` (HTTP status and a reason). The gateway
+turns a refusal into an HTTP response, so a refused client never gets a socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+JOIN_TOKEN_VERSION = 1
+_TOKEN_PAYLOAD = struct.Struct("!BQ8s")  # version, expiry (unix seconds), nonce
+_MAC_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str  # the metric label is the first word
+
+
+def normalize_origin(origin: str) -> str:
+    """scheme://host[:port], lower-case, default ports dropped, for comparison."""
+    parts = urlsplit(origin.strip().lower())
+    if not parts.scheme or not parts.hostname:
+        return origin.strip().lower()
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+class OriginPolicy:
+    """Which browser origins may open a socket.
+
+    Browsers always send Origin on a WebSocket upgrade, so this is what stops another web
+    page from connecting with a player's browser (cross-site WebSocket hijacking). Clients
+    that are not browsers send no Origin and are not affected. With no list configured,
+    only the server's own origin (the demo client it serves) is allowed; "*" allows any.
+    """
+
+    def __init__(self, allowed: list[str] | None) -> None:
+        self.allow_any = bool(allowed) and "*" in allowed
+        self.allowed = {normalize_origin(o) for o in allowed or [] if o != "*"}
+
+    def check(self, origin: str | None, host: str | None, scheme: str) -> Refusal | None:
+        if origin is None or self.allow_any:
+            return None
+        wanted = normalize_origin(origin)
+        if wanted in self.allowed:
+            return None
+        if host and wanted == normalize_origin(f"{scheme}://{host}"):
+            return None
+        return Refusal(403, f"origin {origin!r} is not allowed")
+
+
+class JoinTokens:
+    """HMAC-signed join tokens with an expiry, issued by /matchmake, checked at upgrade.
+
+    A token is base64url(version | expiry | nonce | mac), where mac is HMAC-SHA256 of the
+    first three under the server's secret, truncated to 128 bits. Tokens are not bound to
+    a connection: one can be used until it expires (see THREAT_MODEL.md).
+    """
+
+    def __init__(self, secret: bytes, ttl_s: float = 60.0) -> None:
+        if len(secret) < 16:
+            raise ValueError("the join secret must be at least 16 bytes")
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    def issue(self, now_unix: float) -> str:
+        payload = _TOKEN_PAYLOAD.pack(JOIN_TOKEN_VERSION, int(now_unix + self.ttl_s),
+                                      secrets.token_bytes(8))
+        return base64.urlsafe_b64encode(payload + self._mac(payload)).decode().rstrip("=")
+
+    def check(self, token: str | None, now_unix: float) -> Refusal | None:
+        if not token:
+            return Refusal(401, "join token missing (get one from POST /matchmake)")
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, TypeError):
+            return Refusal(401, "join token malformed")
+        if len(raw) != _TOKEN_PAYLOAD.size + _MAC_BYTES:
+            return Refusal(401, "join token malformed")
+        payload, mac = raw[: _TOKEN_PAYLOAD.size], raw[_TOKEN_PAYLOAD.size :]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            return Refusal(401, "join token invalid")
+        version, expiry, _ = _TOKEN_PAYLOAD.unpack(payload)
+        if version != JOIN_TOKEN_VERSION:
+            return Refusal(401, "join token invalid")
+        if now_unix >= expiry:
+            return Refusal(401, "join token expired")
+        return None
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+class ConnectionsPerIp:
+    """Open WebSockets per remote address, capped so one host cannot take every seat."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: Counter[str] = Counter()
+
+    def check(self, ip: str) -> Refusal | None:
+        if self.cap and self.open[ip] >= self.cap:
+            return Refusal(429, f"too many connections from {ip} (limit {self.cap})")
+        return None
+
+    def opened(self, ip: str) -> None:
+        self.open[ip] += 1
+
+    def closed(self, ip: str) -> None:
+        self.open[ip] -= 1
+        if self.open[ip] <= 0:
+            del self.open[ip]
