@@ -157,15 +157,16 @@ def _predict_words(base: np.ndarray, elapsed_ticks: int, tick_rate: int) -> np.n
         # POS_SCALE == VEL_SCALE. Computed in float64, which is exact here: numerator and
         # denominator are integers far below 2**53, and a quotient that is not an integer
         # is at least 1/(2*rate) away from one, so floor() never lands on the wrong side.
-        moved = base[:, _W_VX : _W_VY + 1].view("<i2").astype(np.float64)
-        moved *= 2.0 * elapsed_ticks
+        # Columns x, y, vx, vy made contiguous first: NumPy is much faster on them.
+        cols = base[:, _W_X : _W_VY + 1].T.copy()
+        moved = cols[2:4].view("<i2") * (2.0 * elapsed_ticks)
         moved += tick_rate
         moved /= 2.0 * tick_rate
         np.floor(moved, out=moved)
-        moved += base[:, _W_X : _W_Y + 1]
+        moved += cols[0:2]
         np.maximum(moved, 0.0, out=moved)
         np.minimum(moved, 65535.0, out=moved)
-        out[:, _W_X : _W_Y + 1] = moved
+        out[:, _W_X : _W_Y + 1] = moved.T
     return out
 
 
