@@ -106,11 +106,14 @@ class Client:
     def __init__(self, url: str, name: str = "bot", *, session: aiohttp.ClientSession | None
                  = None, connect_timeout_s: float = 10.0, ping_interval_s: float = 1.0,
                  reconnect: bool = False, max_reconnect_attempts: int = 20,
-                 max_backoff_s: float = 8.0) -> None:
+                 max_backoff_s: float = 8.0, autoping: bool = True) -> None:
         """`reconnect`: after an unexpected close, reconnect on our own with exponential
         backoff and jitter, resuming the same player (a fresh Join if the server refuses
         the resume), at most `max_reconnect_attempts` times in a row."""
         self.url = url
+        # With autoping off, the server's WebSocket pings reach `_on_ping` (a subclass that
+        # delays traffic must delay the pong too, or the server's RTT would not see it).
+        self.autoping = autoping
         self.reconnect = reconnect
         self.max_reconnect_attempts = max_reconnect_attempts
         self.max_backoff_s = max_backoff_s
@@ -182,7 +185,7 @@ class Client:
         self.mirror.reset()
         try:
             self.ws = await self._session.ws_connect(
-                self.url, autoping=True, heartbeat=None, max_msg_size=16 * 1024 * 1024,
+                self.url, autoping=self.autoping, heartbeat=None, max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 receive_timeout=None)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -295,11 +298,14 @@ class Client:
     async def _read_loop(self) -> None:
         ws = self.ws
         assert ws is not None
+        self._on_open()
         try:
             while True:
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     self._on_frame(msg.data)
+                elif msg.type == aiohttp.WSMsgType.PING:
+                    self._on_ping(msg.data)
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     if msg.extra:
                         self.close_reason = str(msg.extra)
@@ -313,6 +319,7 @@ class Client:
             self.close_code = ws.close_code
             self.closed.set()
             self._snapshot_event.set()
+            self._on_closed()
             if self.reconnect and not self._user_closed and self._welcomed.is_set():
                 self._reconnector = asyncio.create_task(self._reconnect_loop())
 
@@ -337,6 +344,19 @@ class Client:
             except ClientError:
                 self.reconnect_failures += 1
                 delay = min(delay * 2, self.max_backoff_s)
+
+    # Hooks for subclasses (see client_demo/netsim.py): the socket opened or closed, and a
+    # WebSocket ping arrived (only with autoping off).
+    def _on_open(self) -> None:
+        pass
+
+    def _on_closed(self) -> None:
+        pass
+
+    def _on_ping(self, payload: bytes) -> None:
+        if self.ws is not None:
+            task = asyncio.get_running_loop().create_task(self.ws.pong(payload))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _on_frame(self, data: bytes) -> None:
         now = time.monotonic()

@@ -109,16 +109,20 @@ class _Ping:
 class NetsimClient(Client):
     """`Client` with `NetConditions` applied to both directions (no-op when inactive).
 
-    Uses two hooks of `Client` by overriding them: `_send` (outgoing) and `_on_frame`
-    (incoming), and replaces `_read_loop` so the answer to the server's WebSocket ping is
-    delayed too (otherwise the server-measured RTT would not see the added latency).
+    Overrides `Client`'s hooks: `_send` (outgoing), `_on_frame` (incoming), `_on_ping`
+    with autoping off, so the answer to the server's WebSocket ping is delayed too
+    (otherwise the server-measured RTT would not see the added latency), and
+    `_on_open`/`_on_closed` to run and stop the delay-line pumps.
     """
 
     def __init__(self, url: str, name: str = "bot", *,
                  conditions: NetConditions | None = None, seed: int = 0,
                  **kwargs: object) -> None:
+        conditions = conditions or NetConditions()
+        # Pings must reach us to be delayed, so aiohttp must not answer them itself.
+        kwargs.setdefault("autoping", not conditions.active)
         super().__init__(url, name, **kwargs)  # type: ignore[arg-type]
-        self.conditions = conditions or NetConditions()
+        self.conditions = conditions
         rng = random.Random(seed)
         self._out: DelayLine[Callable[[], Awaitable[None]]] = DelayLine(self.conditions, rng)
         self._in: DelayLine[bytes | _Ping] = DelayLine(self.conditions, rng)
@@ -159,41 +163,19 @@ class NetsimClient(Client):
         self._in.push(data, self._loop_time(), droppable=droppable)
         self._in_wake.set()
 
-    async def _read_loop(self) -> None:
-        if not self.conditions.active:
-            await super()._read_loop()
-            return
-        ws = self.ws
-        assert ws is not None
-        # aiohttp has no public switch after ws_connect; with autoping off, receive()
-        # returns PINGs to us and we answer them through the delay line.
-        ws._autoping = False  # type: ignore[attr-defined]
-        self._pumps = [asyncio.create_task(self._pump_out()),
-                       asyncio.create_task(self._pump_in())]
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    self._on_frame(msg.data)
-                elif msg.type == aiohttp.WSMsgType.PING:
-                    # The ping travels the inbound line, its pong the outbound one.
-                    self._in.push(_Ping(msg.data), self._loop_time(), droppable=False)
-                    self._in_wake.set()
-                elif msg.type == aiohttp.WSMsgType.CLOSE:
-                    if msg.extra:
-                        self.close_reason = str(msg.extra)
-                    break
-                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-                                  aiohttp.WSMsgType.ERROR):
-                    break
-        except (aiohttp.ClientError, ConnectionError):
-            pass
-        finally:
-            self.close_code = ws.close_code
-            self.closed.set()
-            self._snapshot_event.set()
-            for task in self._pumps:
-                task.cancel()
+    def _on_open(self) -> None:
+        if self.conditions.active:
+            self._pumps = [asyncio.create_task(self._pump_out()),
+                           asyncio.create_task(self._pump_in())]
+
+    def _on_closed(self) -> None:
+        for task in self._pumps:
+            task.cancel()
+
+    def _on_ping(self, payload: bytes) -> None:
+        # The ping travels the inbound line, its pong the outbound one.
+        self._in.push(_Ping(payload), self._loop_time(), droppable=False)
+        self._in_wake.set()
 
     # -- pumps: one sleep per due item, to its absolute due time --------------------------------
 
