@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("tickwire")
 
@@ -30,6 +33,37 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="close a client whose send buffer stays full this long (default 5)")
     p.add_argument("--ping-timeout", type=float, default=5.0, metavar="S",
                    help="close a client that answers no ping for this long (default 5)")
+    p.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+                   help="close a joined client that sends no input for this long (default 30)")
+    p.add_argument("--socket-send-buffer", type=int, default=0, metavar="BYTES",
+                   help="SO_SNDBUF per client socket; 0 = OS default (default 0)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve https/wss with this certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert")
+    p.add_argument("--allowed-origins", metavar="URL[,URL]", default="",
+                   help="browser origins allowed to open /ws, or '*' (default: this "
+                        "server's own origin only; clients without an Origin header pass)")
+    p.add_argument("--join-secret", metavar="SECRET",
+                   default=os.environ.get("TICKWIRE_JOIN_SECRET"),
+                   help="require join tokens from POST /matchmake, signed with this secret "
+                        "(16+ bytes; or TICKWIRE_JOIN_SECRET)")
+    p.add_argument("--max-conns-per-ip", type=int, default=256, metavar="N",
+                   help="open WebSockets allowed per client address; 0 = no cap (default 256)")
+    p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S",
+                   help="on SIGTERM/SIGINT, time allowed to drain before exit (default 5)")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   default=os.environ.get("TICKWIRE_ADMIN_TOKEN"),
+                   help="enable /admin and its API, sent as 'Authorization: Bearer TOKEN' "
+                        "(or TICKWIRE_ADMIN_TOKEN; default: admin routes off)")
+    p.add_argument("--record", metavar="DIR",
+                   help="record every room (seed, params, inputs, state hashes) into DIR "
+                        "for `tickwire replay`")
+    p.add_argument("--record-max-bytes", type=_positive_int, default=16 * 1024 * 1024,
+                   metavar="BYTES", help="rotate a room's recording file at this size "
+                                         "(default 16 MiB)")
+    p.add_argument("--record-keep", type=_positive_int, default=4, metavar="N",
+                   help="recording files kept per room (default 4)")
+    p.add_argument("--record-hash-every", type=_positive_int, default=30, metavar="TICKS",
+                   help="write a world state hash every this many ticks (default 30)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs, not JSON")
     p.set_defaults(func=run_serve)
@@ -52,14 +86,46 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ParamsError, OSError) as exc:
         print(f"tickwire serve: {exc}", file=sys.stderr)
         return 2
+    ssl_context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("tickwire serve: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"tickwire serve: cannot load the TLS certificate: {exc}", file=sys.stderr)
+            return 2
+    secret = args.join_secret.encode() if args.join_secret else None
+    if secret is not None and len(secret) < 16:
+        print("tickwire serve: --join-secret must be at least 16 bytes", file=sys.stderr)
+        return 2
     limits = SessionLimits.for_tick_rate(
         params.tick_rate, max_frame_bytes=args.max_frame_bytes,
-        stall_timeout_s=args.stall_timeout, ping_timeout_s=args.ping_timeout)
-    app = build_app(GatewayConfig(params=params, limits=limits))
-    log.info("serving", extra={"url": f"http://{args.host}:{args.port}/",
+        stall_timeout_s=args.stall_timeout, ping_timeout_s=args.ping_timeout,
+        idle_timeout_s=args.idle_timeout, socket_send_buffer=args.socket_send_buffer)
+    origins = tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip())
+    recording = None
+    if args.record:
+        from server.recording import RecordingConfig
+        recording = RecordingConfig(Path(args.record), max_bytes=args.record_max_bytes,
+                                    keep=args.record_keep, hash_every=args.record_hash_every)
+    config = GatewayConfig(params=params, limits=limits, allowed_origins=origins,
+                           join_secret=secret, max_conns_per_ip=args.max_conns_per_ip,
+                           shutdown_timeout_s=args.shutdown_timeout,
+                           admin_token=args.admin_token or None,
+                           params_path=Path(args.params) if args.params else None,
+                           recording=recording)
+    app = build_app(config)
+    scheme = "https" if ssl_context else "http"
+    log.info("serving", extra={"url": f"{scheme}://{args.host}:{args.port}/",
                                "tick_rate": params.tick_rate})
-    web.run_app(app, host=args.host, port=args.port, print=None,
-                loop=uvloop.new_event_loop(), access_log=None)
+    # run_app turns SIGTERM and SIGINT into a graceful shutdown (on_shutdown drains).
+    web.run_app(app, host=args.host, port=args.port, print=None, ssl_context=ssl_context,
+                loop=uvloop.new_event_loop(), access_log=None,
+                shutdown_timeout=args.shutdown_timeout)
+    log.info("stopped")
     return 0
 
 
@@ -67,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickwire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
+    # Imported here so `tickwire serve` never loads the bots (numpy, aiohttp client).
+    from client_demo.loadtest import add_bots_parser
+    add_bots_parser(sub)
+    from server.replay import add_replay_parser
+    from server.simrunner import add_sim_parser
+    add_sim_parser(sub)
+    add_replay_parser(sub)
     return parser
 
 

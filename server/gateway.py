@@ -24,17 +24,20 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
 from proto import tickwire_pb2 as pb
+from server.admin import add_admin_routes
 from server.clock import Clock, MonotonicClock
 from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, Refusal
 from server.lobby import Lobby
 from server.metrics import Metrics
-from server.room import JoinRefused, Room, RoomFullError, TickResult
+from server.paramswatch import params_watch_ctx
+from server.recording import RecordingConfig, recording_ctx
+from server.room import JoinRefused, Room, RoomFullError, TickResult, merge_live_params
 from server.session import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
@@ -72,6 +75,9 @@ class GatewayConfig:
     join_secret: bytes | None = None  # set: /ws needs a token from POST /matchmake
     join_token_ttl_s: float = 60.0
     max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
+    admin_token: str | None = None  # None: the /admin routes are off (404)
+    params_path: Path | None = None  # set: this TOML file is watched and applied live
+    recording: RecordingConfig | None = None  # set: every room is recorded for replay
 
 
 @dataclass(slots=True)
@@ -120,6 +126,37 @@ class Gateway:
         self.per_ip = ConnectionsPerIp(config.max_conns_per_ip)
         self._room_tasks: dict[str, tuple[asyncio.Task, asyncio.Event, TickSchedule]] = {}
         self._background: set[asyncio.Task] = set()
+        self.params_version = 1  # bumped by every live parameter change
+
+    # -- live parameters ---------------------------------------------------------------
+
+    @property
+    def params(self) -> Params:
+        """The parameters in force; a new room starts with them."""
+        return self.config.params
+
+    def apply_params(self, new: Params, *, source: str = "api") -> tuple[int, list[str]]:
+        """Apply ``new`` to every room at its next tick and to rooms created later.
+        Returns (params version now in force, restart-only keys that differ: they keep
+        their running values). An unchanged set keeps the version. Raises ``ParamsError``
+        when the live part cannot apply; nothing changes then."""
+        effective, restart = merge_live_params(self.params, new)
+        if restart:
+            log.warning("parameters that only apply after a restart were not changed: %s",
+                        ", ".join(restart), extra={"source": source, "keys": restart})
+        if effective == self.params:
+            return self.params_version, restart
+        before, after = self.params.to_dotted(), effective.to_dotted()
+        changed = {k: v for k, v in after.items() if before[k] != v}
+        self.params_version += 1
+        self.config = replace(self.config, params=effective)
+        self.lobby.params, self.lobby.params_version = effective, self.params_version
+        now = self.clock.now()
+        for room in self.lobby.rooms.values():
+            room.set_params(effective, now, version=self.params_version)
+        log.info("parameters applied", extra={"source": source, "changed": changed,
+                                              "params_version": self.params_version})
+        return self.params_version, restart
 
     # -- rooms and their tick loops ----------------------------------------------------
 
@@ -546,6 +583,7 @@ def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Applicat
     app.router.add_post("/matchmake", gateway.handle_matchmake)
     app.router.add_get("/", gateway.handle_index)
     _add_static(app, config.web_root)
+    add_admin_routes(app, gateway, config.admin_token)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -556,6 +594,10 @@ def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Applicat
 
     app.cleanup_ctx.append(background)
     app.on_shutdown.append(on_shutdown)
+    if config.params_path is not None:
+        app.cleanup_ctx.append(params_watch_ctx(gateway, config.params_path))
+    if config.recording is not None:
+        app.cleanup_ctx.append(recording_ctx(gateway, config.recording))
     return app
 
 

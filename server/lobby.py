@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Callable
 
 from server.room import Room, Seat
 from sim.params import Params
@@ -17,8 +18,11 @@ EMPTY_ROOM_TTL_S = 30.0
 
 class Lobby:
     def __init__(self, params: Params, *, max_rooms: int = 64) -> None:
-        self.params = params
+        self.params = params  # what a new room starts with (the gateway updates it live)
+        self.params_version = 1
         self.max_rooms = max_rooms
+        # Called with each new room before anyone joins it (the recorder attaches here).
+        self.on_new_room: Callable[[Room], None] | None = None
         self.rooms: dict[str, Room] = {}
         self._room_ids = itertools.count(1)
         self._player_ids = itertools.count(1)
@@ -38,8 +42,10 @@ class Lobby:
         if len(self.rooms) >= self.max_rooms:
             raise RuntimeError("server full")
         room_id = f"r{next(self._room_ids)}"
-        room = Room(room_id, self.params, now=now)
+        room = Room(room_id, self.params, now=now, params_version=self.params_version)
         self.rooms[room_id] = room
+        if self.on_new_room is not None:
+            self.on_new_room(room)
         return room, True
 
     def find_by_token(self, token: bytes) -> tuple[Room, Seat] | None:
@@ -64,6 +70,8 @@ class Lobby:
             if now - since >= EMPTY_ROOM_TTL_S:
                 del self.rooms[room_id]
                 del self._empty_since[room_id]
+                if room.recorder is not None:
+                    room.recorder.close()
                 gone.append(room)
         return gone
 

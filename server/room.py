@@ -22,6 +22,15 @@ seq and RTT), which protobuf merges into the same message on parse.
 
 Seats outlive sockets: a disconnected seat keeps its entity for ``resume_grace_s`` so a
 ``Resume`` with the seat's token gets the same entity back.
+
+Live parameters: ``set_params`` only stores the change; it takes effect at the start of
+the next ``tick`` (never in the middle of one), bumps ``params_version`` and queues a
+``Params`` frame for every seat, so the frame and the first snapshot under the new
+version leave in the same delivery. Keys that need a restart keep their running values.
+
+Recording: an optional ``recorder`` (see ``server.recording``) is told about every change
+to the world — joins, leaves, parameter changes, the dense inputs applied each tick — which
+is everything a replay needs to re-simulate the room bit for bit.
 """
 
 from __future__ import annotations
@@ -32,12 +41,13 @@ import secrets
 import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
-from sim.params import Params
+from sim.params import Params, restart_keys_changed
 from sim.step import Inputs, step
 from sim.world import World, WorldFullError
 
@@ -47,6 +57,28 @@ MAX_SEQ_JUMP = 1024
 TOKEN_SECRET_BYTES = 16
 _AIM_LIMIT = 2 * math.pi + 1e-6
 _KNOWN_BUTTONS = 0x1
+
+
+class RoomRecorder(Protocol):
+    """What a Room tells a recorder (``server.recording.RoomRecorder`` implements it)."""
+
+    def on_join(self, room: Room, player_id: int, slot: int) -> None: ...
+    def on_leave(self, room: Room, player_id: int, slot: int) -> None: ...
+    def on_params(self, room: Room) -> None: ...
+    def on_inputs(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None: ...
+    def on_stepped(self, room: Room) -> None: ...
+    def close(self) -> None: ...
+
+
+def merge_live_params(running: Params, new: Params) -> tuple[Params, list[str]]:
+    """(params to apply now, restart-only keys that differ): ``new`` with every
+    restart-only key put back to its ``running`` value. Raises ``ParamsError`` when the
+    merged set breaks a cross-field rule (e.g. more projectiles than the running capacity)."""
+    restart = restart_keys_changed(running, new)
+    if not restart:
+        return new, []
+    old = running.to_dotted()
+    return new.with_changes({key: old[key] for key in restart}), restart
 
 
 class RoomFullError(Exception):
@@ -112,10 +144,13 @@ class TickResult:
 class Room:
     """A match. `now` arguments are seconds on the server's monotonic clock."""
 
-    def __init__(self, room_id: str, params: Params, *, now: float = 0.0) -> None:
+    def __init__(self, room_id: str, params: Params, *, now: float = 0.0,
+                 params_version: int = 1) -> None:
         self.room_id = room_id
         self.params = params
-        self.params_version = 1
+        self.params_version = params_version
+        self.recorder: RoomRecorder | None = None
+        self._pending_params: tuple[Params, int | None] | None = None
         self.world = World.create(params)
         self.history = codec.SnapshotHistory(size=max(64, 2 * params.tick_rate),
                                              tick_rate=params.tick_rate)
@@ -158,6 +193,8 @@ class Room:
         seat = Seat(player_id=player_id, name=name, entity=entity,
                     secret=secrets.token_bytes(TOKEN_SECRET_BYTES))
         self.seats[player_id] = seat
+        if self.recorder is not None:
+            self.recorder.on_join(self, player_id, entity)
         self._pending[player_id] = [self._welcome(seat)]
         self._roster_dirty = True
         return seat
@@ -208,6 +245,8 @@ class Room:
         if seat is None:
             return
         self.world.remove_player(seat.entity)
+        if self.recorder is not None:
+            self.recorder.on_leave(self, player_id, seat.entity)
         self._pending.pop(player_id, None)
         self._roster_dirty = True
 
@@ -255,13 +294,48 @@ class Room:
         if seat is not None:
             seat.rtt_ms = rtt_ms
 
+    # -- live parameters ------------------------------------------------------------------
+
+    def set_params(self, params: Params, now: float, *, version: int | None = None
+                   ) -> list[str]:
+        """Apply ``params`` at the start of the next tick; returns the restart-only keys
+        that differ (they keep their running values). ``version`` is the new
+        ``params_version`` (default: the current one + 1). A second call before that tick
+        replaces the first. Raises ``ParamsError`` if the live part cannot apply."""
+        del now  # the change is tied to the next tick, not to a time
+        effective, restart = merge_live_params(self.params, params)
+        self._pending_params = (effective, version)
+        return restart
+
+    def _apply_pending_params(self) -> None:
+        if self._pending_params is None:
+            return
+        params, version = self._pending_params
+        self._pending_params = None
+        self.world.set_params(params)
+        self.params = params
+        self.params_version = version if version is not None else self.params_version + 1
+        frame = pb.ServerFrame(params=pb.Params(
+            version=self.params_version, params=self.move_params())).SerializeToString()
+        for player_id in self.seats:
+            self._pending.setdefault(player_id, []).append(frame)
+        if self.recorder is not None:
+            self.recorder.on_params(self)
+
     # -- the tick -----------------------------------------------------------------------
 
     def tick(self, now: float) -> TickResult:
         """Advance one tick and return what every connected seat should be sent."""
+        self._apply_pending_params()
         expired = self._expire_seats(now)
         self._apply_inputs()
+        if self.recorder is not None:
+            self.recorder.on_inputs(
+                self, np.fromiter((s.entity for s in self.seats.values()), np.int64,
+                                  len(self.seats)), self._inputs)
         step(self.world, self._inputs)
+        if self.recorder is not None:
+            self.recorder.on_stepped(self)
         tick = self.world.tick
         self.last_state = self._quantize()
         self.history.push(tick, self.last_state)

@@ -1,0 +1,113 @@
+"""The designer/operator HTTP API: read and change parameters live, kick a player.
+
+Every ``/admin/...`` API route needs ``Authorization: Bearer <token>`` (compared in
+constant time; 401 otherwise). With no token configured none of the admin routes exist
+(404), so a server started without one exposes nothing. The page at ``/admin`` is static
+and holds no secret: it asks the user for the token and sends it with each API call.
+
+Changes go through ``Gateway.apply_params``, the same path the file watcher uses, so a
+value is validated exactly as in the TOML file (``Params.with_changes``) and reaches every
+room at its next tick.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from server.session import CLOSE_POLICY
+from sim.params import ParamsError, schema
+
+if TYPE_CHECKING:
+    from server.gateway import Gateway
+
+__all__ = ["KICK_REASON", "add_admin_routes"]
+
+log = logging.getLogger("tickwire.admin")
+
+KICK_REASON = "kicked by admin"
+_SCHEMA_FIELDS = ("type", "min", "max", "unit", "doc", "live", "default")
+
+
+def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) -> None:
+    """Register ``/admin`` (page), ``/admin/params`` (GET, POST) and
+    ``/admin/rooms/{room}/kick/{player}`` (POST). ``token`` None or empty: register nothing."""
+    if not token:
+        return
+    expected = token.encode()
+
+    def authorized(request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest on bytes: no early exit that would leak the token's prefix.
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                  expected)
+
+    def unauthorized() -> web.Response:
+        return web.json_response({"error": "missing or wrong admin token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        path = gateway.config.web_root / "admin.html"
+        if not path.is_file():
+            raise web.HTTPNotFound(text="the admin page is not installed")
+        return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+    async def get_params(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return unauthorized()
+        keys = {key: {k: meta[k] for k in _SCHEMA_FIELDS}
+                for key, meta in schema().items()}
+        return web.json_response({"version": gateway.params_version,
+                                  "values": gateway.params.to_dotted(), "schema": keys})
+
+    async def post_params(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            changes = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            return web.json_response({"error": f"body is not JSON: {exc}"}, status=400)
+        if not isinstance(changes, dict):
+            return web.json_response(
+                {"error": 'body must be a JSON object of dotted keys, e.g. '
+                          '{"player.max_speed": 250}'}, status=400)
+        try:
+            new = gateway.params.with_changes(changes)
+            version, restart = gateway.apply_params(new, source="admin api")
+        except ParamsError as exc:
+            log.info("admin parameter change rejected: %s", exc)
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"version": version, "restart_required": restart})
+
+    async def kick(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return unauthorized()
+        room = gateway.lobby.rooms.get(request.match_info["room"])
+        try:
+            player_id = int(request.match_info["player"])
+        except ValueError:
+            player_id = -1
+        if room is None or player_id not in room.seats:
+            return web.json_response({"error": "no such room or player"}, status=404)
+        conn = gateway.connections.get(player_id)
+        attached = conn is not None and conn.room is room and not conn.session.closing
+        if attached:
+            # Closing first: the tick stops sending to it; the seat goes right after, so
+            # a Resume with the old token finds nothing.
+            conn.session.closing = True
+            conn.session.close_code = CLOSE_POLICY
+        room.leave(player_id)
+        log.info("player kicked by admin", extra={"player": player_id, "room": room.room_id})
+        if attached:
+            await gateway._close(conn.ws, CLOSE_POLICY, KICK_REASON, kick=True)
+        return web.json_response({"kicked": player_id, "room": room.room_id})
+
+    app.router.add_get("/admin", page)
+    app.router.add_get("/admin/params", get_params)
+    app.router.add_post("/admin/params", post_params)
+    app.router.add_post("/admin/rooms/{room}/kick/{player}", kick)

@@ -1,0 +1,387 @@
+"""Record what changes a room's world, compactly, so a replay can re-simulate it.
+
+Theory of operation
+-------------------
+The simulation is deterministic: the same world state, parameters and input stream give
+the same arrays bit for bit. So a recording holds a starting state and everything that
+changes the world afterwards, in order:
+
+=============  ===========================================================================
+record         payload
+=============  ===========================================================================
+CHECKPOINT     JSON header (room, tick, params, params_version, rng state, seats) + every
+               World array's raw bytes in ``sim.world`` order. Each file starts with one.
+PARAMS         JSON ``{"tick", "version", "values"}``: the parameters in force from ``tick``
+JOIN / LEAVE   ``<q i i``: tick, player id, entity slot
+INPUTS         ``<q`` tick, then ``n`` rows of ``INPUT_ROW`` (slot, move x/y, aim, fire):
+               the dense inputs the room applied to simulate ``tick`` -> ``tick + 1``
+HASH           ``<q`` tick + 16-byte ``World.state_hash`` after ``tick`` ticks
+=============  ===========================================================================
+
+Ticks are ``world.tick`` values: INPUTS at tick ``t`` are applied by the step that makes
+the world's tick ``t + 1``; a HASH at tick ``T`` is taken after that step.
+
+File layout: ``MAGIC``, then blocks ``<I I`` (compressed length, raw length) + zlib data;
+a block's raw bytes are records ``<B I`` (type, payload length) + payload. A block is
+written at every HASH record (once a second by default), so a crash loses at most that
+much. When a file reaches ``max_bytes`` the recorder starts the next file with a fresh
+CHECKPOINT (so every file replays on its own) and deletes the oldest beyond ``keep``:
+disk use is bounded by rooms x keep x max_bytes (plus one block).
+
+Writes are small buffered appends from the tick; a recording error disables the recorder
+(logged once) rather than disturbing the game.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import struct
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.params import Params, params_from_mapping
+from sim.step import Inputs
+from sim.world import _ARRAYS, World
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from server.gateway import Gateway
+    from server.room import Room
+
+__all__ = [
+    "INPUT_ROW",
+    "MAGIC",
+    "Checkpoint",
+    "Record",
+    "RecordingConfig",
+    "RecordingError",
+    "RoomRecorder",
+    "read_records",
+    "recording_ctx",
+    "restore_world",
+]
+
+log = logging.getLogger("tickwire.recording")
+
+MAGIC = b"TWREC\x01\n"
+SUFFIX = ".twrec"
+
+CHECKPOINT, PARAMS, JOIN, LEAVE, INPUTS, HASH = 1, 2, 3, 4, 5, 6
+RECORD_NAMES = {CHECKPOINT: "checkpoint", PARAMS: "params", JOIN: "join", LEAVE: "leave",
+                INPUTS: "inputs", HASH: "hash"}
+
+_REC = struct.Struct("<BI")
+_BLOCK = struct.Struct("<II")
+_MEMBER = struct.Struct("<qii")
+_TICK = struct.Struct("<q")
+INPUT_ROW = np.dtype([("slot", "<i4"), ("move_x", "<f4"), ("move_y", "<f4"),
+                      ("aim", "<f4"), ("fire", "u1")])
+
+
+class RecordingError(ValueError):
+    """A recording file is not in this format or is damaged."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """Where and how much to record. Sizes in bytes; ``hash_every`` in ticks."""
+
+    directory: Path
+    max_bytes: int = 16 * 1024 * 1024
+    keep: int = 4
+    hash_every: int = 30
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def params_json(params: Params) -> dict[str, object]:
+    return params.to_dotted()
+
+
+def _checkpoint_payload(room: Room) -> bytes:
+    w = room.world
+    header = {
+        "room": room.room_id,
+        "tick": w.tick,
+        "params": params_json(w.params),
+        "params_version": room.params_version,
+        "rng": w.rng.bit_generator.state,
+        "capacity": w.capacity,
+        "seats": [[s.player_id, s.entity] for s in room.seats.values()],
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    arrays = b"".join(np.ascontiguousarray(getattr(w, name)).tobytes()
+                      for name, _dtype, _tail in _ARRAYS)
+    return struct.pack("<I", len(head)) + head + arrays
+
+
+class RoomRecorder:
+    """Records one room into ``<directory>/<room>-<n>.twrec`` files (see module docstring).
+    Attach with ``room.recorder = RoomRecorder(room, config)``; the constructor writes the
+    first file's checkpoint, so attach before the room's world changes unrecorded."""
+
+    def __init__(self, room: Room, config: RecordingConfig, *, prefix: str | None = None
+                 ) -> None:
+        self.config = config
+        self.prefix = prefix or room.room_id
+        self.files: list[Path] = []
+        self.bytes_written = 0
+        self.failed = False
+        self.closed = False
+        self._file: IO[bytes] | None = None
+        self._file_bytes = 0
+        self._buf = bytearray()
+        self._index = 0
+        config.directory.mkdir(parents=True, exist_ok=True)
+        self._open(room)
+
+    # RoomRecorder protocol (server.room) -----------------------------------------------
+
+    def on_join(self, room: Room, player_id: int, slot: int) -> None:
+        self._add(JOIN, _MEMBER.pack(room.world.tick, player_id, slot))
+
+    def on_leave(self, room: Room, player_id: int, slot: int) -> None:
+        self._add(LEAVE, _MEMBER.pack(room.world.tick, player_id, slot))
+
+    def on_params(self, room: Room) -> None:
+        self._add(PARAMS, json.dumps({"tick": room.world.tick, "version": room.params_version,
+                                      "values": params_json(room.params)}).encode())
+
+    def on_inputs(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None:
+        rows = np.empty(len(slots), dtype=INPUT_ROW)
+        rows["slot"] = slots
+        rows["move_x"] = inputs.move[slots, 0]
+        rows["move_y"] = inputs.move[slots, 1]
+        rows["aim"] = inputs.aim[slots]
+        rows["fire"] = inputs.fire[slots]
+        self._add(INPUTS, _TICK.pack(room.world.tick) + rows.tobytes())
+
+    def on_stepped(self, room: Room) -> None:
+        tick = room.world.tick
+        if tick % self.config.hash_every:
+            return
+        self._add(HASH, _TICK.pack(tick) + bytes.fromhex(room.world.state_hash()))
+        self._flush()
+        # Rotate only here, between two ticks, where a checkpoint is a consistent state.
+        if self._file is not None and self._file_bytes >= self.config.max_bytes:
+            self._close_file()
+            self._open(room)
+
+    def close(self) -> None:
+        """Write what is buffered and close the file (idempotent); later events are ignored."""
+        self._flush()
+        self._close_file()
+        self.closed = True
+
+    # internals -----------------------------------------------------------------------
+
+    def _add(self, kind: int, payload: bytes) -> None:
+        if self.failed or self.closed:
+            return
+        self._buf += _REC.pack(kind, len(payload))
+        self._buf += payload
+
+    def _open(self, room: Room) -> None:
+        if self.failed:
+            return
+        self._index += 1
+        path = self.config.directory / f"{self.prefix}-{self._index:05d}{SUFFIX}"
+        try:
+            self._file = path.open("wb")
+            self._file.write(MAGIC)
+        except OSError:
+            self._fail(f"cannot open {path}")
+            return
+        self._file_bytes = len(MAGIC)
+        self.files.append(path)
+        while len(self.files) > self.config.keep:
+            with contextlib.suppress(OSError):
+                self.files.pop(0).unlink()
+        self._add(CHECKPOINT, _checkpoint_payload(room))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.failed or self._file is None or not self._buf:
+            return
+        raw = bytes(self._buf)
+        self._buf.clear()
+        packed = zlib.compress(raw, 6)
+        try:
+            self._file.write(_BLOCK.pack(len(packed), len(raw)) + packed)
+            self._file.flush()
+        except OSError:
+            self._fail("cannot write")
+            return
+        n = _BLOCK.size + len(packed)
+        self._file_bytes += n
+        self.bytes_written += n
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def _fail(self, what: str) -> None:
+        log.exception("recording stopped: %s", what, extra={"prefix": self.prefix})
+        self.failed = True
+        self._buf.clear()
+        self._close_file()
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    kind: int
+    payload: bytes
+
+    @property
+    def name(self) -> str:
+        return RECORD_NAMES.get(self.kind, f"unknown({self.kind})")
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def read_records(path: str | Path, *, on_truncated: Callable[[str], None] | None = None
+                 ) -> Iterator[Record]:
+    """Every record of a recording file in order. Raises ``RecordingError`` for a file
+    that is not a recording or a damaged block; a file cut short inside its last block (a
+    crash) ends the iteration after calling ``on_truncated`` with a description."""
+    with Path(path).open("rb") as fh:
+        if fh.read(len(MAGIC)) != MAGIC:
+            raise RecordingError(f"{path}: not a Tickwire recording")
+        while True:
+            head = fh.read(_BLOCK.size)
+            if not head:
+                return
+            if len(head) < _BLOCK.size:
+                if on_truncated:
+                    on_truncated(f"{path}: truncated block header")
+                return
+            packed_len, raw_len = _BLOCK.unpack(head)
+            packed = fh.read(packed_len)
+            if len(packed) < packed_len:
+                if on_truncated:
+                    on_truncated(f"{path}: truncated block")
+                return
+            try:
+                raw = zlib.decompress(packed)
+            except zlib.error as exc:
+                raise RecordingError(f"{path}: damaged block: {exc}") from exc
+            if len(raw) != raw_len:
+                raise RecordingError(f"{path}: block length mismatch")
+            yield from _split(raw, path)
+
+
+def _split(raw: bytes, path: str | Path) -> Iterator[Record]:
+    at = 0
+    while at < len(raw):
+        if at + _REC.size > len(raw):
+            raise RecordingError(f"{path}: record header crosses a block end")
+        kind, n = _REC.unpack_from(raw, at)
+        at += _REC.size
+        if at + n > len(raw):
+            raise RecordingError(f"{path}: record crosses a block end")
+        yield Record(kind, raw[at:at + n])
+        at += n
+
+
+def write_records(path: str | Path, records: list[Record]) -> None:
+    """Write ``records`` as a recording file in one block (tests and tools)."""
+    raw = b"".join(_REC.pack(r.kind, len(r.payload)) + r.payload for r in records)
+    packed = zlib.compress(raw)
+    Path(path).write_bytes(MAGIC + _BLOCK.pack(len(packed), len(raw)) + packed)
+
+
+def parse_checkpoint(payload: bytes) -> Checkpoint:
+    (head_len,) = struct.unpack_from("<I", payload)
+    header = json.loads(payload[4:4 + head_len])
+    capacity = int(header["capacity"])
+    at = 4 + head_len
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype, tail in _ARRAYS:
+        shape = (capacity, *tail)
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if at + n > len(payload):
+            raise RecordingError("checkpoint is shorter than its arrays")
+        arrays[name] = np.frombuffer(payload, dtype=dtype, count=int(np.prod(shape)),
+                                     offset=at).reshape(shape).copy()
+        at += n
+    return Checkpoint(header, arrays)
+
+
+def restore_world(cp: Checkpoint) -> World:
+    """The World a checkpoint describes: arrays, tick, parameters and generator state."""
+    params = params_from_mapping(cp.header["params"])
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = cp.header["rng"]
+    world = World(params, rng)
+    world.tick = int(cp.header["tick"])
+    for name, array in cp.arrays.items():
+        setattr(world, name, array)
+    return world
+
+
+def unpack_member(payload: bytes) -> tuple[int, int, int]:
+    """(tick, player id, slot) of a JOIN or LEAVE record."""
+    return _MEMBER.unpack(payload)
+
+
+def unpack_inputs(payload: bytes) -> tuple[int, np.ndarray]:
+    """(tick, INPUT_ROW rows) of an INPUTS record."""
+    (tick,) = _TICK.unpack_from(payload)
+    return tick, np.frombuffer(payload, dtype=INPUT_ROW, offset=_TICK.size)
+
+
+def unpack_hash(payload: bytes) -> tuple[int, str]:
+    """(tick, hex digest) of a HASH record."""
+    (tick,) = _TICK.unpack_from(payload)
+    return tick, payload[_TICK.size:].hex()
+
+
+# -- the gateway hook -----------------------------------------------------------------------
+
+
+def recording_ctx(gateway: Gateway, config: RecordingConfig
+                  ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp ``cleanup_ctx`` entry: every room the lobby creates gets a recorder
+    (files named ``<room>-<start time>-<n>``, so a restarted server never overwrites an
+    older recording); all recorders are closed when the app stops."""
+    import time
+
+    recorders: list[RoomRecorder] = []
+    started = time.strftime("%Y%m%dT%H%M%S")
+
+    def attach(room: Room) -> None:
+        recorder = RoomRecorder(room, config, prefix=f"{room.room_id}-{started}")
+        room.recorder = recorder
+        # Rooms come and go: forget the recorders of disposed rooms (Lobby.reap closed them).
+        recorders[:] = [r for r in recorders if not r.closed]
+        recorders.append(recorder)
+        log.info("recording room", extra={"room": room.room_id,
+                                          "path": str(recorder.files[-1]) if recorder.files
+                                          else None})
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gateway.lobby.on_new_room = attach
+        yield
+        gateway.lobby.on_new_room = None
+        for recorder in recorders:
+            recorder.close()
+
+    return ctx
