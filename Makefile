@@ -18,8 +18,6 @@ $(STAMP): pyproject.toml
 
 $(PROTO_OUT): proto/tickwire.proto $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto proto/tickwire.proto
-	# protoc emits `import tickwire_pb2`-style absolute names only for imports; we have none,
-	# but keep the module importable as proto.tickwire_pb2.
 	touch $(PROTO_OUT)
 
 proto: $(PROTO_OUT)

@@ -9,6 +9,12 @@
 // reason and a new attempt is scheduled with exponential backoff (0.5 s doubling to 8 s,
 // with +-25 % jitter); a Resume refused by the server (close 1008 before any Welcome)
 // drops the token and retries at once with a fresh Join.
+//
+// Join tokens: a server started with a join secret refuses `/ws` without `?token=...`.
+// The first socket goes to the plain URL; if it is refused before it opens, every later
+// connect first asks `POST /matchmake` for a fresh token (a 404 there means tokens are
+// off, and the plain URL is used again). A default server is never asked, so a normal
+// page load makes no failing request.
 
 export const PROTOCOL_VERSION = 1;
 export const BACKOFF_MIN_S = 0.5;
@@ -48,6 +54,11 @@ export class Net {
     this.retryTimer = null;
     this.pingTimer = null;
     this.stopped = false;
+    this.pendingConnect = null; // a connect waiting for its /matchmake answer
+    // "unknown" until a socket is refused before it opens, then "required" (ask
+    // /matchmake before each connect) or "off" (it answered 404). Default servers are never
+    // asked, so their pages see no 404.
+    this.joinTokens = "unknown";
     this.bytesIn = 0;
     this.framesIn = 0;
   }
@@ -59,6 +70,7 @@ export class Net {
 
   stop() {
     this.stopped = true;
+    this.pendingConnect = null;
     clearTimeout(this.retryTimer);
     clearInterval(this.pingTimer);
     if (this.ws) this.ws.close(1000, "client closed");
@@ -67,11 +79,52 @@ export class Net {
   _connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    const ws = new WebSocket(this.url);
+    if (this.joinTokens !== "required") {
+      this._open(this.url);
+      return;
+    }
+    const attempt = {};
+    this.pendingConnect = attempt;
+    this._tokenUrl().then((url) => {
+      // stop() or a newer attempt while we were asking for a token: drop this one.
+      if (this.pendingConnect !== attempt || this.stopped) return;
+      this.pendingConnect = null;
+      this._open(url);
+    });
+  }
+
+  /**
+   * The socket URL with a fresh join token from POST /matchmake (a server started with a
+   * join secret wants one per connection). 404 means the server has tokens off: use the
+   * plain URL from now on. Any other answer or a network error also gives the plain URL
+   * (that socket then fails or not, and the usual backoff applies).
+   */
+  async _tokenUrl() {
+    const wsUrl = new URL(this.url);
+    const httpUrl = new URL("/matchmake", wsUrl);
+    httpUrl.protocol = wsUrl.protocol === "wss:" ? "https:" : "http:";
+    try {
+      const resp = await fetch(httpUrl, { method: "POST" });
+      if (resp.status === 404) {
+        this.joinTokens = "off";
+      } else if (resp.ok) {
+        const { token } = await resp.json();
+        if (token) wsUrl.searchParams.set("token", token);
+      }
+    } catch (err) {
+      console.warn("tickwire: /matchmake unreachable", err);
+    }
+    return wsUrl.toString();
+  }
+
+  _open(url) {
+    const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.welcomed = false;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       if (this.resumeToken) {
         this.sentResume = true;
         this.send({ resume: { protocolVersion: PROTOCOL_VERSION, token: this.resumeToken } });
@@ -113,6 +166,14 @@ export class Net {
       const info = { code: ev.code, reason: ev.reason || "", wasClean: ev.wasClean, wasWelcomed };
       if (this.stopped) {
         this.onClose?.({ ...info, retryInS: null });
+        return;
+      }
+      if (!opened && this.joinTokens === "unknown") {
+        // Refused before the upgrade (the browser does not say why): perhaps this server
+        // wants a join token. Ask /matchmake for one and retry at once, once.
+        this.joinTokens = "required";
+        this.onClose?.({ ...info, retryInS: 0 });
+        this._connect();
         return;
       }
       if (this.sentResume && !wasWelcomed && ev.code === 1008) {

@@ -46,13 +46,18 @@ StartServer = Callable[..., Awaitable[Running]]
 
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
-    """Start a gateway: `await start_server(params=..., **SessionLimits overrides)`."""
+    """Start a gateway: `await start_server(params=..., config_overrides={...},
+    **SessionLimits overrides)`."""
     servers: list[TestServer] = []
 
-    async def start(params: Params | None = None, **limits: float) -> Running:
+    async def start(params: Params | None = None, *,
+                    config_overrides: dict[str, object] | None = None,
+                    **limits: float) -> Running:
+        """`config_overrides`: other GatewayConfig fields, e.g. {"join_secret": b"..."}."""
         params = params or make_params()
         config = GatewayConfig(params=params,
-                               limits=SessionLimits.for_tick_rate(params.tick_rate, **limits))
+                               limits=SessionLimits.for_tick_rate(params.tick_rate, **limits),
+                               **(config_overrides or {}))
         app = build_app(config)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()

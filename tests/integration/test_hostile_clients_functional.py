@@ -1,0 +1,463 @@
+"""Hostile clients against a real gateway on 127.0.0.1: one table row per attack.
+
+Each row names what the attacker sends and what the server must do about it: close the
+connection with a code (and a reason that says why), or drop what was bad and keep the
+connection; either way a counter says so in /metrics. For every row a bystander keeps
+receiving snapshots at the tick rate and no tick raises.
+
+The attacker is a `RawWebSocket` (so it can send what no WebSocket library would: fragments
+that never finish, frames over aiohttp's own limit, floods of PING control frames). It
+answers the server's pings, as a browser does, unless a row says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from client_demo.client import Client
+from proto import PROTOCOL_VERSION
+from proto import tickwire_pb2 as pb
+from server.gateway import _HARD_FRAME_FACTOR
+from server.metrics import parse_metrics
+from server.room import MAX_SEQ_JUMP, Room
+from server.session import SessionLimits
+from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+MAX_FRAME = SessionLimits().max_frame_bytes
+TIMEOUT_S = 10.0
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+def encode(**kind: object) -> bytes:
+    return pb.ClientFrame(**kind).SerializeToString()
+
+
+def join_frame(name: str = "hostile", version: int = PROTOCOL_VERSION) -> bytes:
+    return encode(join=pb.Join(protocol_version=version, name=name))
+
+
+def input_frame(*cmds: pb.InputCmd, ack_tick: int = 0) -> bytes:
+    return encode(input=pb.Input(ack_tick=ack_tick, cmds=list(cmds)))
+
+
+async def next_event(raw: RawWebSocket, timeout: float = TIMEOUT_S) -> pb.ServerFrame:
+    """The next ServerFrame; answers pings on the way; raises Closed at the close frame."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            opcode, payload = await raw.read_frame(max(0.01, deadline - loop.time()))
+        except asyncio.IncompleteReadError:
+            raise Closed(None, "eof") from None
+        if opcode == OP_PING:
+            raw.send(payload, opcode=OP_PONG)
+        elif opcode == OP_CLOSE:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            with contextlib.suppress(Exception):
+                raw.send(payload[:2], opcode=OP_CLOSE)  # complete the closing handshake
+            raise Closed(code, payload[2:].decode(errors="replace"))
+        elif opcode == OP_BINARY:
+            frame = pb.ServerFrame()
+            frame.ParseFromString(payload)
+            return frame
+
+
+async def read_until(raw: RawWebSocket, want: Callable[[pb.ServerFrame], bool],
+                     timeout: float = TIMEOUT_S) -> pb.ServerFrame:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        frame = await next_event(raw, max(0.01, deadline - loop.time()))
+        if want(frame):
+            return frame
+
+
+async def read_close(raw: RawWebSocket, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
+    """Skip (and answer pings) until the server closes; (code, reason), (None, 'eof')."""
+    try:
+        await read_until(raw, lambda _: False, timeout)
+    except Closed as closed:
+        return closed.code, closed.reason
+    raise AssertionError("unreachable")
+
+
+async def assert_alive(raw: RawWebSocket, timeout: float = TIMEOUT_S) -> None:
+    """The server still answers this connection: a protobuf Ping gets its Pong (asked
+    again every 0.25 s, since a ping sent while the frame bucket is empty is dropped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        raw.send(encode(ping=pb.Ping(client_time=4242.0)))
+        with contextlib.suppress(TimeoutError):
+            await read_until(raw, lambda f: f.HasField("pong") and
+                             f.pong.client_time == 4242.0, timeout=0.25)
+            return
+    raise AssertionError(f"no Pong within {timeout} s")
+
+
+async def join_raw(port: int, name: str) -> tuple[RawWebSocket, pb.Welcome]:
+    raw = await RawWebSocket.connect(port)
+    raw.send(join_frame(name))
+    frame = await read_until(raw, lambda f: f.HasField("welcome"))
+    return raw, frame.welcome
+
+
+async def metrics(running: Running) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, \
+            http.get(running.http_url + "/metrics") as resp:
+        return parse_metrics(await resp.text())
+
+
+async def wait_for_metric(running: Running, name: str, timeout: float = 5.0) -> float:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = (await metrics(running)).get(name, 0.0)
+        if value >= 1 or loop.time() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+async def wait_ticks(room: Room, n: int) -> None:
+    target = room.tick_number + n
+    await wait_until(lambda: room.tick_number >= target, timeout=5)
+
+
+@dataclass
+class Ctx:
+    """What an attack works with: the server, the attacker's socket and its Welcome."""
+
+    running: Running
+    raw: RawWebSocket
+    welcome: pb.Welcome | None
+    notes: dict = field(default_factory=dict)
+    background: list[asyncio.Task] = field(default_factory=list)
+
+    @property
+    def room(self) -> Room:
+        return next(iter(self.running.gateway.lobby.rooms.values()))
+
+    def own_position(self) -> tuple[float, float]:
+        assert self.welcome is not None
+        x, y = self.room.world.pos[self.welcome.entity]
+        return float(x), float(y)
+
+
+Action = Callable[[Ctx], Awaitable[None]]
+
+
+# -- the attacks ---------------------------------------------------------------------------
+
+
+def sending(data: bytes) -> Action:
+    async def act(ctx: Ctx) -> None:
+        ctx.raw.send(data)
+    return act
+
+
+async def far_oversize_frame(ctx: Ctx) -> None:
+    """A header announcing a frame beyond aiohttp's bound, and only the start of it: the
+    server must not wait for (nor buffer) the rest."""
+    size = MAX_FRAME * _HARD_FRAME_FACTOR + 1
+    header = struct.pack("!BBQ", 0x80 | OP_BINARY, 0x80 | 127, size) + b"\x00" * 4
+    ctx.raw.writer.write(header + b"\x00" * 1024)
+
+
+async def text_frame(ctx: Ctx) -> None:
+    ctx.raw.send(b"hello", opcode=OP_TEXT)
+
+
+async def fragment_never_finished(ctx: Ctx) -> None:
+    """Half a message in a non-FIN frame, then nothing but pong answers (next_event)."""
+    body = input_frame(pb.InputCmd(seq=1))
+    ctx.raw.send(body[:3], opcode=OP_BINARY, fin=False)
+
+
+async def ping_flood(ctx: Ctx) -> None:
+    for _ in range(3000):
+        ctx.raw.send(b"x", opcode=OP_PING)
+
+
+def _input(seq: int, **values: float) -> pb.InputCmd:
+    return pb.InputCmd(seq=seq, client_tick=seq, **values)
+
+
+async def input_flood_sustained(ctx: Ctx) -> None:
+    """Valid inputs at 10x the tick rate, for as long as the server lets us (max 5 s)."""
+    rate = ctx.room.params.tick_rate
+    burst = 10  # per tick period: 10x the tick rate
+
+    async def flood() -> None:
+        seq = 0
+        for _ in range(5 * rate):
+            if ctx.raw.writer.transport.is_closing():
+                return
+            for _ in range(burst):
+                seq += 1
+                ctx.raw.send(input_frame(_input(seq)))
+            await asyncio.sleep(1 / rate)
+
+    ctx.background.append(asyncio.create_task(flood()))
+
+
+async def input_burst(ctx: Ctx) -> None:
+    """One burst a little over the frame bucket: some frames are dropped, fewer than the
+    drops that close a connection."""
+    limits = ctx.running.gateway.config.limits
+    for seq in range(1, int(limits.frame_burst) + 21):
+        ctx.raw.send(input_frame(_input(seq)))
+
+
+async def nan_input(ctx: Ctx) -> None:
+    ctx.notes["start"] = ctx.own_position()
+    ctx.raw.send(input_frame(_input(1, move_x=float("nan"), move_y=1.0, aim=float("nan"))))
+    await wait_ticks(ctx.room, 5)
+
+
+async def inf_inputs_sustained(ctx: Ctx) -> None:
+    for seq in range(1, 60):
+        ctx.raw.send(input_frame(_input(seq, move_x=float("inf"), aim=float("-inf"))))
+
+
+async def out_of_range_input(ctx: Ctx) -> None:
+    ctx.notes["start"] = ctx.own_position()
+    ctx.raw.send(input_frame(_input(1, move_x=50.0, move_y=-50.0)))
+    await wait_ticks(ctx.room, 5)
+
+
+async def future_ack(ctx: Ctx) -> None:
+    ctx.raw.send(input_frame(_input(1), ack_tick=ctx.room.tick_number + 10_000))
+    await wait_ticks(ctx.room, 2)
+
+
+async def seq_jump(ctx: Ctx) -> None:
+    ctx.notes["start"] = ctx.own_position()
+    ctx.raw.send(input_frame(_input(MAX_SEQ_JUMP + 2, move_x=1.0)))
+    await wait_ticks(ctx.room, 5)
+
+
+async def seq_backwards(ctx: Ctx) -> None:
+    ctx.raw.send(input_frame(_input(50)))  # standing still, seq 50
+    await wait_until(lambda: ctx.room.seats[ctx.welcome.player_id].last_applied_seq == 50)
+    ctx.notes["start"] = ctx.own_position()
+    # Older sequence numbers asking to move: replays of old commands, ignored.
+    ctx.raw.send(input_frame(_input(10, move_x=1.0), _input(49, move_y=1.0)))
+    await wait_ticks(ctx.room, 5)
+
+
+async def check_no_effect_on_world(ctx: Ctx) -> None:
+    seat = ctx.room.seats[ctx.welcome.player_id]
+    assert ctx.own_position() == ctx.notes["start"], "a refused input moved the player"
+    assert seat.move_x == 0.0 and seat.move_y == 0.0
+    assert not seat.queue
+
+
+async def check_inputs_not_counted(ctx: Ctx) -> None:
+    await check_no_effect_on_world(ctx)
+    assert ctx.room.seats[ctx.welcome.player_id].last_queued_seq == 50
+    samples = await metrics(ctx.running)
+    assert not any(k.startswith("tickwire_inputs_rejected_total") and v
+                   for k, v in samples.items())
+
+
+async def wrong_resume_token(ctx: Ctx) -> None:
+    """A victim drops; the attacker guesses its token (right player id, wrong secret)."""
+    victim, welcome = await join_raw(ctx.running.port, "victim")
+    victim.abort()
+    seat = ctx.room.seats[welcome.player_id]
+    await wait_until(lambda: not seat.connected)
+    token = bytes(welcome.resume_token)
+    forged = token[:4] + bytes(b ^ 0x5A for b in token[4:])
+    ctx.notes.update(victim=welcome, dropped_at=seat.disconnected_at)
+    ctx.raw.send(encode(resume=pb.Resume(protocol_version=PROTOCOL_VERSION, token=forged)))
+
+
+async def check_victim_still_resumes(ctx: Ctx) -> None:
+    welcome: pb.Welcome = ctx.notes["victim"]
+    seat = ctx.room.seats[welcome.player_id]
+    assert not seat.connected and seat.disconnected_at == ctx.notes["dropped_at"]
+    raw = await RawWebSocket.connect(ctx.running.port)
+    try:
+        raw.send(encode(resume=pb.Resume(protocol_version=PROTOCOL_VERSION,
+                                         token=bytes(welcome.resume_token))))
+        back = (await read_until(raw, lambda f: f.HasField("welcome"))).welcome
+        assert (back.player_id, back.entity) == (welcome.player_id, welcome.entity)
+        assert seat.connected
+    finally:
+        raw.abort()
+
+
+async def fill_the_server(ctx: Ctx) -> None:
+    """One room of two seats, the only room allowed: the bystander and a filler take it."""
+    filler, _ = await join_raw(ctx.running.port, "filler")
+    ctx.notes["filler"] = filler
+    ctx.raw.send(join_frame("one-too-many"))
+
+
+async def check_filler_unharmed(ctx: Ctx) -> None:
+    filler: RawWebSocket = ctx.notes["filler"]
+    await assert_alive(filler)
+    filler.abort()
+    assert len(ctx.running.gateway.lobby.rooms) == 1
+
+
+async def crash_in_handler(ctx: Ctx) -> None:
+    """A bug while handling this client's input (simulated): it alone is closed."""
+    room, hostile = ctx.room, ctx.welcome.player_id
+    submit = room.submit
+
+    def buggy_submit(player_id: int, msg: pb.Input) -> list[str]:
+        if player_id == hostile:
+            raise ZeroDivisionError("simulated bug")
+        return submit(player_id, msg)
+
+    room.submit = buggy_submit
+    ctx.raw.send(input_frame(_input(1)))
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    act: Action
+    code: int | None  # the close code; None: the connection is kept
+    counter: str | None  # a /metrics sample that must reach 1
+    reason: str = ""  # a part of the close reason
+    joined: bool = True  # the attacker joins before attacking
+    limits: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # GatewayConfig fields
+    params: dict = field(default_factory=dict)  # dotted sim parameters
+    check: Action | None = None  # more checks once the outcome is seen
+
+
+def frames(label: str) -> str:
+    return f'tickwire_frames_rejected_total{{reason="{label}"}}'
+
+
+def inputs(label: str) -> str:
+    return f'tickwire_inputs_rejected_total{{reason="{label}"}}'
+
+
+ATTACKS = [
+    Attack("garbage_bytes", sending(b"\xff\xfe\xfd\xfc\x00\x01"), 1007,
+           frames("invalid_protobuf"), "invalid protobuf"),
+    Attack("truncated_varint", sending(b"\x12\x80"), 1007, frames("invalid_protobuf"),
+           "invalid protobuf"),
+    Attack("empty_frame", sending(b""), 1008, frames("empty_frame"), "no message"),
+    Attack("text_frame", text_frame, 1003, frames("text_frame"), "binary"),
+    Attack("oversize_frame", sending(join_frame("x" * (MAX_FRAME + 100))), 1009,
+           frames("too_big"), "frame too big"),
+    # Beyond aiohttp's own bound the frame is never read: aiohttp closes with 1009 itself.
+    Attack("far_oversize_frame", far_oversize_frame, 1009, frames("protocol_error")),
+    Attack("fragment_never_finished", fragment_never_finished, 1008,
+           'tickwire_disconnects_total{code="1008"}', "no input for",
+           limits={"idle_timeout_s": 1.0, "ping_interval_s": 0.2}),
+    Attack("ping_control_flood", ping_flood, 1008, frames("flood"), "too many frames"),
+    Attack("input_flood_10x_tick_rate", input_flood_sustained, 1008, frames("flood"),
+           "too many frames"),
+    Attack("input_burst_over_bucket", input_burst, None, frames("rate_limited")),
+    Attack("nan_input", nan_input, None, inputs("non_finite"),
+           check=check_no_effect_on_world),
+    Attack("infinite_inputs_sustained", inf_inputs_sustained, 1008, inputs("non_finite"),
+           "too many invalid inputs"),
+    Attack("out_of_range_input", out_of_range_input, None, inputs("out_of_range"),
+           check=check_no_effect_on_world),
+    Attack("ack_of_a_future_tick", future_ack, None, inputs("bad_ack")),
+    Attack("seq_jump", seq_jump, None, inputs("seq_jump"), check=check_no_effect_on_world),
+    Attack("seq_backwards", seq_backwards, None, None, check=check_inputs_not_counted),
+    Attack("second_join", sending(join_frame("again")), 1008, frames("already_joined"),
+           "after joining"),
+    Attack("input_before_join", sending(input_frame(_input(1))), 1008,
+           frames("input_before_join"), "before Join", joined=False),
+    Attack("unknown_protocol_version", sending(join_frame(version=99)), 1008,
+           frames("bad_version"), "protocol version 99", joined=False),
+    Attack("oversized_name", sending(join_frame("n" * 200)), 1008, frames("bad_join"),
+           "name", joined=False),
+    Attack("resume_with_wrong_token", wrong_resume_token, 1008, frames("bad_resume"),
+           "resume token", joined=False, check=check_victim_still_resumes),
+    Attack("join_when_every_room_is_full", fill_the_server, 1008, frames("server_full"),
+           "server full", joined=False, config={"max_rooms": 1},
+           params={"room.max_players": 2}, check=check_filler_unharmed),
+    Attack("bug_while_handling_its_frame", crash_in_handler, 1011, frames("internal_error"),
+           "internal error"),
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+async def test_hostile_client_gets_its_outcome_and_a_bystander_plays_on_functional(
+        start_server, attack: Attack):
+    running = await start_server(make_params(**{"npc.count": 0, **attack.params}),
+                                 config_overrides=attack.config, **attack.limits)
+    async with Client(running.ws_url, "bystander", ping_interval_s=0.25) as bystander:
+        await bystander.next_snapshot()
+        before = bystander.stats.snapshots
+        if attack.joined:
+            raw, welcome = await join_raw(running.port, "hostile")
+        else:
+            raw, welcome = await RawWebSocket.connect(running.port), None
+        ctx = Ctx(running=running, raw=raw, welcome=welcome)
+        try:
+            await attack.act(ctx)
+            if attack.code is None:
+                await assert_alive(raw)
+                assert len(running.gateway.connections) == 2
+            else:
+                code, reason = await read_close(raw)
+                assert code == attack.code, (code, reason)
+                assert attack.reason in reason, reason
+            if attack.counter is not None:
+                assert await wait_for_metric(running, attack.counter) >= 1, attack.counter
+            if attack.check is not None:
+                await attack.check(ctx)
+        finally:
+            for task in ctx.background:
+                task.cancel()
+            raw.abort()
+        # The bystander kept its seat and its snapshots throughout.
+        for _ in range(10):
+            await bystander.send_input(0.0, 0.0)
+            await bystander.next_snapshot()
+        assert not bystander.closed.is_set()
+        assert bystander.stats.snapshots >= before + 10
+        assert bystander.stats.decode_errors == 0
+    assert (await metrics(running)).get("tickwire_tick_errors_total", 0.0) == 0
+
+
+async def test_random_bytes_are_accepted_or_refused_with_a_documented_code_functional(
+        start_server):
+    """Seeded random frames after joining: each is either taken (the socket stays) or
+    refused with one of our close codes and a reason; never anything else."""
+    rng = random.Random(7)
+    running = await start_server(make_params(**{"npc.count": 0}))
+    outcomes: dict[str, int] = {}
+    for i in range(40):
+        raw, _ = await join_raw(running.port, f"fuzz{i}")
+        try:
+            raw.send(rng.randbytes(rng.randint(1, 48)))
+            raw.send(encode(ping=pb.Ping(client_time=4242.0)))
+            try:
+                await read_until(raw, lambda f: f.HasField("pong"), timeout=5)
+                outcome = "kept"
+            except Closed as closed:
+                assert closed.code in (1003, 1007, 1008, 1009), closed
+                assert closed.reason
+                outcome = str(closed.code)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        finally:
+            raw.abort()
+    assert sum(outcomes.values()) == 40 and outcomes.get("1007", 0) > 0, outcomes
+    assert (await metrics(running)).get("tickwire_tick_errors_total", 0.0) == 0

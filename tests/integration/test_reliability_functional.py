@@ -1,0 +1,462 @@
+"""Faults a player or an operator lives through, against real servers on 127.0.0.1.
+
+Dropped connections and resume (one client, a hundred at once, a stale socket, an expired
+token); the server process itself going away (SIGTERM/SIGINT drain, kill -9 and a restart
+on the same port); a client process frozen with SIGSTOP (half-open connection); TLS; and
+the checks made before the WebSocket upgrade (origin, join tokens, connections per IP,
+the Join deadline).
+
+Subprocess servers are `tickwire serve` on a free loopback port, always killed by pid in
+a `finally`; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from client_demo.client import Client, ClientError
+from proto import PROTOCOL_VERSION
+from proto import tickwire_pb2 as pb
+from server.metrics import parse_metrics
+from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+TICKWIRE = Path(sys.executable).with_name("tickwire")
+HEALTH_TIMEOUT_S = 20.0
+SECRET = b"0123456789abcdef-test-secret"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def abort_client(client: Client) -> None:
+    """Cut the client's TCP connection without a close frame (a dropped network)."""
+    assert client.ws is not None
+    transport = client.ws._conn.transport  # aiohttp keeps no public handle on it
+    assert transport is not None
+    transport.abort()
+
+
+async def fetch_json(url: str, *, ssl_context: ssl.SSLContext | None = None) -> object:
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None
+    async with aiohttp.ClientSession(connector=connector) as http, \
+            http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def metric(running: Running, name: str) -> float:
+    async with aiohttp.ClientSession() as http, \
+            http.get(running.http_url + "/metrics") as resp:
+        return parse_metrics(await resp.text()).get(name, 0.0)
+
+
+class ServeProcess:
+    """`tickwire serve` in a subprocess; `stop()` kills it by pid if it is still running."""
+
+    def __init__(self, port: int, log_path: Path, *args: str, scheme: str = "http",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.port = port
+        self.scheme = scheme
+        self.ssl_context = ssl_context
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        ws = "wss" if self.scheme == "https" else "ws"
+        return f"{ws}://127.0.0.1:{self.port}/ws"
+
+    async def start(self) -> ServeProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(TICKWIRE), "serve", "--port", str(self.port), "--plain-logs", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HEALTH_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.log()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, AssertionError,
+                                     TimeoutError):
+                health = await fetch_json(self.base_url + "/healthz",
+                                          ssl_context=self.ssl_context)
+                if health["status"] == "ok":
+                    return self
+            if loop.time() > deadline:
+                raise AssertionError(f"no /healthz within {HEALTH_TIMEOUT_S} s: {self.log()}")
+            await asyncio.sleep(0.1)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.proc.poll() is None:
+            if loop.time() > deadline:
+                raise AssertionError(f"server still running after {timeout} s")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator:
+    """Start `tickwire serve` subprocesses; every one is killed at the end of the test."""
+    started: list[ServeProcess] = []
+
+    async def start(*args: str, port: int | None = None, **kwargs: object) -> ServeProcess:
+        port = port or free_port()
+        proc = ServeProcess(port, tmp_path / f"serve-{len(started)}.log", *args, **kwargs)
+        started.append(proc)
+        return await proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def resume_frame(token: bytes) -> bytes:
+    return pb.ClientFrame(resume=pb.Resume(protocol_version=PROTOCOL_VERSION, token=token)) \
+        .SerializeToString()
+
+
+async def raw_welcome(raw: RawWebSocket) -> pb.Welcome:
+    while True:
+        opcode, payload = await raw.read_frame(timeout=5)
+        if opcode == 0x2:
+            frame = pb.ServerFrame.FromString(payload)
+            if frame.HasField("welcome"):
+                return frame.welcome
+
+
+# -- resume ----------------------------------------------------------------------------------
+
+
+async def test_a_dropped_client_resumes_its_entity_with_a_keyframe_within_the_grace_functional(
+        start_server):
+    running = await start_server(make_params(**{"npc.count": 0}))
+    async with Client(running.ws_url, "dropper") as c:
+        for _ in range(10):
+            await c.send_input(0.0, 0.0)
+            await c.next_snapshot()
+        player_id, entity = c.player_id, c.entity
+        room = next(iter(running.gateway.lobby.rooms.values()))
+        abort_client(c)
+        await c.wait_closed(timeout=5)
+        await wait_until(lambda: not room.seats[player_id].connected)
+        # The entity waits for its player.
+        assert room.world.alive[entity] and room.seats[player_id].entity == entity
+        keyframes = c.stats.keyframes
+        welcome = await c.resume()
+        assert (welcome.player_id, welcome.entity) == (player_id, entity)
+        await c.next_snapshot()
+        assert c.stats.keyframes > keyframes, "a resumed client starts from a keyframe"
+        assert room.seats[player_id].connected and len(room.seats) == 1
+        await c.send_input(1.0, 0.0)
+        await c.next_snapshot()
+
+
+async def test_a_stale_socket_is_replaced_by_a_resume_and_closed_with_1008_functional(
+        start_server):
+    running = await start_server()
+    async with Client(running.ws_url, "twice") as old:
+        await old.next_snapshot()
+        raw = await RawWebSocket.connect(running.port)
+        try:
+            raw.send(resume_frame(bytes(old.welcome.resume_token)))
+            code, reason = await old.wait_closed(timeout=5)
+            assert code == 1008 and "replaced" in reason
+            welcome = await raw_welcome(raw)
+            assert (welcome.player_id, welcome.entity) == (old.player_id, old.entity)
+            # The new socket holds the seat; nothing was duplicated.
+            conn = running.gateway.connections[old.player_id]
+            assert conn.session.player_id == old.player_id
+            assert running.gateway.lobby.player_count == 1
+            assert len(running.gateway.connections) == 1
+        finally:
+            raw.abort()
+
+
+async def test_a_resume_after_the_grace_period_is_refused_with_1008_functional(start_server):
+    running = await start_server(make_params(**{"room.resume_grace_s": 0.5}))
+    async with Client(running.ws_url, "late") as c:
+        await c.next_snapshot()
+        player_id = c.player_id
+        abort_client(c)
+        await c.wait_closed(timeout=5)
+        room = next(iter(running.gateway.lobby.rooms.values()))
+        await wait_until(lambda: player_id not in room.seats, timeout=5)
+        with pytest.raises(ClientError):
+            await c.resume()
+        assert c.close_code == 1008
+        assert "resume token" in c.close_reason
+    assert await metric(running, 'tickwire_frames_rejected_total{reason="bad_resume"}') == 1
+
+
+async def test_a_hundred_clients_cut_at_once_all_resume_without_duplicates_functional(
+        start_server):
+    n = 100
+    running = await start_server(make_params(**{"npc.count": 0}))
+    clients = [Client(running.ws_url, f"p{i}", reconnect=True, ping_interval_s=0)
+               for i in range(n)]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        before = {c.player_id: c.entity for c in clients}
+        rooms_before = {c.welcome.room for c in clients}
+        assert len(before) == n and len(running.gateway.connections) == n
+        for c in clients:
+            abort_client(c)
+        await wait_until(lambda: all(c.reconnects >= 1 for c in clients), timeout=30)
+        await wait_until(lambda: len(running.gateway.connections) == n, timeout=10)
+        after = {c.player_id: c.entity for c in clients}
+        assert after == before, "every client got its own player and entity back"
+        assert {c.welcome.room for c in clients} == rooms_before
+        lobby = running.gateway.lobby
+        assert lobby.player_count == n, "no extra seats"
+        assert all(s.connected for r in lobby.rooms.values() for s in r.seats.values())
+        await asyncio.gather(*(c.next_snapshot(timeout=10) for c in clients))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+# -- the server process going away -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_drains_clients_with_1001_and_exits_0_functional(serve, sig):
+    shutdown_s = 3.0
+    server = await serve("--shutdown-timeout", str(shutdown_s))
+    async with Client(server.ws_url, "drained") as c:
+        await c.next_snapshot()
+        server.signal(sig)
+        code, reason = await c.wait_closed(timeout=shutdown_s + 5)
+        assert code == 1001
+        assert reason == "server shutting down"
+        assert c.kick is not None and c.kick.code == 1001
+        assert await server.wait(timeout=shutdown_s + 5) == 0
+
+
+async def test_a_killed_server_is_noticed_and_a_restart_on_the_same_port_lets_it_back_functional(
+        serve):
+    first = await serve()
+    c = Client(first.ws_url, "survivor", reconnect=True, max_backoff_s=0.5,
+               max_reconnect_attempts=100)
+    try:
+        await c.connect()
+        await c.next_snapshot()
+        old_token = bytes(c.welcome.resume_token)
+        first.signal(signal.SIGKILL)
+        await c.wait_closed(timeout=5)  # noticed, no hang
+        await wait_until(lambda: c.reconnect_failures >= 2, timeout=10)
+        await serve(port=first.port)
+        await wait_until(lambda: c.reconnects == 1, timeout=15)
+        # The new process knows no seats: the resume was refused and the client joined anew.
+        assert bytes(c.welcome.resume_token) != old_token
+        await c.next_snapshot(timeout=5)
+        assert c.stats.decode_errors == 0
+    finally:
+        await c.close()
+
+
+FROZEN_CLIENT = """
+import asyncio, sys
+from client_demo.client import Client
+
+async def main():
+    c = Client(sys.argv[1], "frozen")
+    await c.connect()
+    print(c.player_id, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_stopped_client_process_is_closed_within_the_liveness_window_functional(
+        serve):
+    server = await serve("--ping-timeout", "1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FROZEN_CLIENT, server.ws_url, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        player_id = int(await asyncio.wait_for(proc.stdout.readline(), 20))
+        os.kill(proc.pid, signal.SIGSTOP)
+
+        async def seat() -> dict:
+            rooms = await fetch_json(server.base_url + "/rooms")
+            return next(s for r in rooms for s in r["seats"] if s["player_id"] == player_id)
+
+        assert (await seat())["connected"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (await seat())["connected"]:
+            assert loop.time() < deadline, "the frozen client was never closed"
+            await asyncio.sleep(0.1)
+        health = await fetch_json(server.base_url + "/healthz")
+        assert health["connections"] == 0 and health["players"] == 1  # seat kept for resume
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+async def test_tls_serves_https_and_wss_and_refuses_plain_http_functional(serve, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    server = await serve("--tls-cert", str(cert), "--tls-key", str(key), scheme="https",
+                         ssl_context=trust)
+    health = await fetch_json(server.base_url + "/healthz", ssl_context=trust)
+    assert health["status"] == "ok"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as session, \
+            Client(server.ws_url, "secure", session=session) as c:
+        assert server.ws_url.startswith("wss://")
+        for _ in range(3):
+            await c.send_input(0.0, 0.0)
+            await c.next_snapshot()
+        assert c.stats.decode_errors == 0
+    # Without trusting the certificate the handshake fails.
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await fetch_json(server.base_url + "/healthz", ssl_context=ssl.create_default_context())
+    # Plain http to the TLS port gets no HTTP answer.
+    with pytest.raises((aiohttp.ClientError, TimeoutError)):
+        await fetch_json(f"http://127.0.0.1:{server.port}/healthz")
+
+
+# -- checks before the upgrade -----------------------------------------------------------------
+
+
+async def upgrade_status(url: str, *, origin: str | None = None) -> int:
+    """101 when the WebSocket opens, else the HTTP status of the refusal."""
+    async with aiohttp.ClientSession() as http:
+        try:
+            ws = await http.ws_connect(url, origin=origin, timeout=aiohttp.ClientWSTimeout(
+                ws_close=1.0))
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101
+
+
+async def test_origins_not_on_the_list_get_403_before_the_upgrade_functional(start_server):
+    running = await start_server(config_overrides={
+        "allowed_origins": ("https://game.example",)})
+    assert await upgrade_status(running.ws_url, origin="https://evil.example") == 403
+    assert await upgrade_status(running.ws_url, origin="https://game.example") == 101
+    assert await upgrade_status(running.ws_url) == 101  # not a browser: no Origin
+    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="origin"}') == 1
+    # The refused one never got a socket.
+    assert await metric(running, "tickwire_connections_total") == 2
+
+
+async def test_by_default_only_the_servers_own_origin_may_connect_functional(start_server):
+    running = await start_server()
+    assert await upgrade_status(running.ws_url, origin=running.http_url) == 101
+    assert await upgrade_status(running.ws_url, origin="http://localhost:1") == 403
+    assert await upgrade_status(running.ws_url, origin="null") == 403
+
+
+async def test_join_tokens_from_matchmake_are_required_signed_and_expire_functional(
+        start_server):
+    running = await start_server(config_overrides={"join_secret": SECRET,
+                                                   "join_token_ttl_s": 1.0})
+    assert await upgrade_status(running.ws_url) == 401
+    async with aiohttp.ClientSession() as http, \
+            http.post(running.http_url + "/matchmake") as resp:
+        assert resp.status == 200
+        issued = await resp.json()
+    token = issued["token"]
+    async with Client(f"{running.ws_url}?token={token}", "ticketed") as c:
+        await c.next_snapshot()
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert await upgrade_status(f"{running.ws_url}?token={tampered}") == 401
+    assert await upgrade_status(f"{running.ws_url}?token=not-a-token") == 401
+    # Not single-use (see THREAT_MODEL.md): the same token works again until it expires...
+    assert await upgrade_status(f"{running.ws_url}?token={token}") == 101
+    await asyncio.sleep(1.1)  # expiry is whole seconds at most ttl after issue
+    assert await upgrade_status(f"{running.ws_url}?token={token}") == 401
+    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="join"}') == 4
+
+
+async def test_matchmake_is_404_without_a_join_secret_functional(start_server):
+    running = await start_server()
+    async with aiohttp.ClientSession() as http, \
+            http.post(running.http_url + "/matchmake") as resp:
+        assert resp.status == 404
+
+
+async def test_one_address_gets_429_past_its_connection_cap_functional(start_server):
+    cap = 3
+    running = await start_server(config_overrides={"max_conns_per_ip": cap})
+    sockets = [await RawWebSocket.connect(running.port) for _ in range(cap)]
+    try:
+        with pytest.raises(ConnectionError, match="429"):
+            await RawWebSocket.connect(running.port)
+        sockets.pop().abort()
+        await wait_until(lambda: sum(running.gateway.per_ip.open.values()) == cap - 1)
+        sockets.append(await RawWebSocket.connect(running.port))  # a freed slot is reusable
+    finally:
+        for raw in sockets:
+            raw.abort()
+    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="too"}') == 1
+
+
+async def test_a_socket_that_never_joins_is_closed_and_frees_its_slot_functional(start_server):
+    running = await start_server(join_timeout_s=0.5,
+                                 config_overrides={"max_conns_per_ip": 1})
+    idle = await RawWebSocket.connect(running.port)
+    try:
+        code, reason = await idle.read_close(timeout=5)
+        assert code == 1008 and "no Join within" in reason
+    finally:
+        idle.abort()
+    await wait_until(lambda: not running.gateway.per_ip.open)
+    async with Client(running.ws_url, "next") as c:  # the slot it held is free again
+        await c.next_snapshot()
+    assert await metric(running, 'tickwire_frames_rejected_total{reason="join_timeout"}') == 1
