@@ -75,6 +75,8 @@ class GatewayConfig:
     join_secret: bytes | None = None  # set: /ws needs a token from POST /matchmake
     join_token_ttl_s: float = 60.0
     max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
+    connects_per_ip_per_s: float = 20.0  # new sockets per address per second; 0 = no limit
+    connect_burst_per_ip: float = 256.0  # a whole load-test swarm may arrive at once
     admin_token: str | None = None  # None: the /admin routes are off (404)
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
@@ -123,7 +125,8 @@ class Gateway:
         self.origins = OriginPolicy(list(config.allowed_origins))
         self.join_tokens = JoinTokens(config.join_secret, config.join_token_ttl_s) \
             if config.join_secret else None
-        self.per_ip = ConnectionsPerIp(config.max_conns_per_ip)
+        self.per_ip = ConnectionsPerIp(config.max_conns_per_ip, config.connects_per_ip_per_s,
+                                       config.connect_burst_per_ip)
         self._room_tasks: dict[str, tuple[asyncio.Task, asyncio.Event, TickSchedule]] = {}
         self._background: set[asyncio.Task] = set()
         self.params_version = 1  # bumped by every live parameter change
@@ -296,8 +299,7 @@ class Gateway:
         peer_ip = _peer_ip(request)
         refusal = self._check_upgrade(request, peer_ip)
         if refusal is not None:
-            label = refusal.reason.split()[0]
-            self.metrics.handshakes_rejected.labels(reason=label).inc()
+            self.metrics.handshakes_rejected.labels(reason=refusal.label).inc()
             log.info("upgrade refused: %s", refusal.reason,
                      extra={"peer": peer_ip, "status": refusal.status})
             return web.Response(status=refusal.status, text=refusal.reason)
@@ -330,7 +332,7 @@ class Gateway:
         if refusal is None and self.join_tokens is not None:
             refusal = self.join_tokens.check(request.query.get("token"), time.time())
         if refusal is None:
-            refusal = self.per_ip.check(peer_ip)
+            refusal = self.per_ip.check(peer_ip, self.clock.now())
         return refusal
 
     async def _serve(self, conn: Connection) -> int | None:

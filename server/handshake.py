@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from server.ratelimit import TokenBucket
+
 JOIN_TOKEN_VERSION = 1
 _TOKEN_PAYLOAD = struct.Struct("!BQ8s")  # version, expiry (unix seconds), nonce
 _MAC_BYTES = 16
@@ -24,7 +26,8 @@ _MAC_BYTES = 16
 @dataclass(frozen=True, slots=True)
 class Refusal:
     status: int
-    reason: str  # the metric label is the first word
+    label: str  # the `reason` label of tickwire_handshakes_rejected_total
+    reason: str  # the response body, for people
 
 
 def normalize_origin(origin: str) -> str:
@@ -58,7 +61,7 @@ class OriginPolicy:
             return None
         if host and wanted == normalize_origin(f"{scheme}://{host}"):
             return None
-        return Refusal(403, f"origin {origin!r} is not allowed")
+        return Refusal(403, "origin", f"origin {origin!r} is not allowed")
 
 
 class JoinTokens:
@@ -82,21 +85,22 @@ class JoinTokens:
 
     def check(self, token: str | None, now_unix: float) -> Refusal | None:
         if not token:
-            return Refusal(401, "join token missing (get one from POST /matchmake)")
+            return Refusal(401, "token_missing",
+                           "join token missing (get one from POST /matchmake)")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):
-            return Refusal(401, "join token malformed")
+            return Refusal(401, "token_malformed", "join token malformed")
         if len(raw) != _TOKEN_PAYLOAD.size + _MAC_BYTES:
-            return Refusal(401, "join token malformed")
+            return Refusal(401, "token_malformed", "join token malformed")
         payload, mac = raw[: _TOKEN_PAYLOAD.size], raw[_TOKEN_PAYLOAD.size :]
         if not hmac.compare_digest(mac, self._mac(payload)):
-            return Refusal(401, "join token invalid")
+            return Refusal(401, "token_invalid", "join token invalid")
         version, expiry, _ = _TOKEN_PAYLOAD.unpack(payload)
         if version != JOIN_TOKEN_VERSION:
-            return Refusal(401, "join token invalid")
+            return Refusal(401, "token_invalid", "join token invalid")
         if now_unix >= expiry:
-            return Refusal(401, "join token expired")
+            return Refusal(401, "token_expired", "join token expired")
         return None
 
     def _mac(self, payload: bytes) -> bytes:
@@ -104,16 +108,42 @@ class JoinTokens:
 
 
 class ConnectionsPerIp:
-    """Open WebSockets per remote address, capped so one host cannot take every seat."""
+    """Open WebSockets per remote address, and how fast an address may open new ones.
 
-    def __init__(self, cap: int) -> None:
+    The cap stops one host from holding every seat at once; the rate stops it from
+    churning seats (a dropped player's seat is kept for the resume grace period, so
+    connect-and-drop in a loop would otherwise fill rooms with ghosts).
+    """
+
+    def __init__(self, cap: int, rate_per_s: float = 0.0, burst: float = 0.0) -> None:
         self.cap = cap
+        self.rate_per_s = rate_per_s
+        self.burst = burst
         self.open: Counter[str] = Counter()
+        self._buckets: dict[str, TokenBucket] = {}
 
-    def check(self, ip: str) -> Refusal | None:
+    def check(self, ip: str, now: float) -> Refusal | None:
         if self.cap and self.open[ip] >= self.cap:
-            return Refusal(429, f"too many connections from {ip} (limit {self.cap})")
+            return Refusal(429, "ip_cap", f"too many connections from {ip} "
+                                          f"(limit {self.cap})")
+        if self.rate_per_s > 0:
+            bucket = self._buckets.get(ip)
+            if bucket is None:
+                self._prune(now)
+                bucket = self._buckets[ip] = TokenBucket(self.rate_per_s, self.burst, now)
+            if not bucket.take(now):
+                return Refusal(429, "ip_rate", f"too many new connections from {ip} "
+                                               f"(limit {self.rate_per_s:g}/s)")
         return None
+
+    def _prune(self, now: float) -> None:
+        """Forget addresses whose bucket has refilled: they are idle, so memory stays
+        bounded by the addresses seen within the last burst/rate seconds."""
+        if len(self._buckets) < 1024:
+            return
+        full = [ip for ip, b in self._buckets.items() if b.tokens(now) >= self.burst]
+        for ip in full:
+            del self._buckets[ip]
 
     def opened(self, ip: str) -> None:
         self.open[ip] += 1

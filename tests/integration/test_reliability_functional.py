@@ -421,7 +421,8 @@ async def test_join_tokens_from_matchmake_are_required_signed_and_expire_functio
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 101
     await asyncio.sleep(1.1)  # expiry is whole seconds at most ttl after issue
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 401
-    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="join"}') == 4
+    for label in ("token_missing", "token_invalid", "token_malformed", "token_expired"):
+        assert await metric(running, f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1
 
 
 async def test_matchmake_is_404_without_a_join_secret_functional(start_server):
@@ -444,7 +445,19 @@ async def test_one_address_gets_429_past_its_connection_cap_functional(start_ser
     finally:
         for raw in sockets:
             raw.abort()
-    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="too"}') == 1
+    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="ip_cap"}') == 1
+
+
+async def test_one_address_gets_429_when_it_opens_sockets_too_fast_functional(start_server):
+    # Connect-and-drop in a loop would fill rooms with seats waiting for a resume.
+    running = await start_server(config_overrides={"connects_per_ip_per_s": 0.5,
+                                                   "connect_burst_per_ip": 2})
+    sockets = [await RawWebSocket.connect(running.port) for _ in range(2)]
+    for raw in sockets:
+        raw.abort()
+    with pytest.raises(ConnectionError, match="429"):
+        await RawWebSocket.connect(running.port)
+    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="ip_rate"}') == 1
 
 
 async def test_a_socket_that_never_joins_is_closed_and_frees_its_slot_functional(start_server):
