@@ -93,21 +93,23 @@ class Connection:
     close_task: asyncio.Task | None = field(default=None)
 
 
-def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, unfragmented WebSocket frame (RFC 6455 §5.2), as a server sends it.
+def ws_header(opcode: int, length: int) -> bytes:
+    """The header of one unmasked, unfragmented WebSocket frame (RFC 6455 §5.2).
 
-    Built here rather than through aiohttp's writer because its send methods are
-    coroutines that may wait for the peer to drain; the tick must never wait.
+    Frames are built here rather than through aiohttp's writer because its send methods
+    are coroutines that may wait for the peer to drain; the tick must never wait.
     """
-    n = len(payload)
     first = 0x80 | opcode
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + payload
+    if length < 126:
+        return struct.pack("!BB", first, length)
+    if length < 65536:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One whole server frame: header and payload."""
+    return ws_header(opcode, len(payload)) + payload
 
 
 class Gateway:
@@ -226,6 +228,9 @@ class Gateway:
     def _deliver(self, result: TickResult, now: float) -> None:
         m = self.metrics
         sent_bytes = 0
+        # header + shared snapshot part, built once per baseline (the per-client part has a
+        # fixed length, so the header is the same for every client that shares it)
+        prefixes: dict[int, bytes] = {}
         for d in result.deliveries:
             conn = self.connections.get(d.player_id)
             if conn is None or conn.session.closing or conn.transport.is_closing():
@@ -237,11 +242,16 @@ class Gateway:
                 sent_bytes += len(data)
             session = conn.session
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
-                data = ws_frame(_OP_BINARY, d.snapshot_shared + d.snapshot_personal)
-                write(data)
-                sent_bytes += len(data)
+                prefix = prefixes.get(id(d.snapshot_shared))
+                if prefix is None:
+                    length = len(d.snapshot_shared) + len(d.snapshot_personal)
+                    prefix = ws_header(_OP_BINARY, length) + d.snapshot_shared
+                    prefixes[id(d.snapshot_shared)] = prefix
+                conn.transport.writelines((prefix, d.snapshot_personal))
+                size = len(prefix) + len(d.snapshot_personal)
+                sent_bytes += size
                 m.snapshots_sent.inc()
-                m.snapshot_bytes.observe(len(data))
+                m.snapshot_bytes.observe(size)
                 if d.keyframe:
                     m.keyframes_sent.inc()
             else:

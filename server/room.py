@@ -51,6 +51,14 @@ from sim.params import Params, restart_keys_changed
 from sim.step import Inputs, step
 from sim.world import World, WorldFullError
 
+# A snapshot's per-client part, written by hand because it is built for every client on
+# every tick: ServerFrame field 2 (snapshot), length 10, holding Snapshot field 3
+# (last_input_seq, fixed32) and field 4 (rtt_ms, float). Fixed width keeps the shared part's
+# WebSocket header the same for every client with the same baseline.
+_PERSONAL = struct.Struct("<BBBIBf")
+_PERSONAL_TAGS = (0x12, 10, 0x1D)
+_RTT_TAG = 0x25
+
 MAX_NAME_CHARS = 24
 MAX_CMDS_PER_FRAME = 8
 MAX_SEQ_JUMP = 1024
@@ -388,8 +396,8 @@ class Room:
                     payload=payload, server_time=now))
                 shared = (frame.SerializeToString(), baseline == 0)
                 shared_by_baseline[baseline] = shared
-            personal = pb.ServerFrame(snapshot=pb.Snapshot(
-                last_input_seq=seat.last_applied_seq, rtt_ms=seat.rtt_ms)).SerializeToString()
+            personal = _PERSONAL.pack(*_PERSONAL_TAGS, seat.last_applied_seq, _RTT_TAG,
+                                      seat.rtt_ms)
             frames = self._pending.pop(seat.player_id, [])
             if roster is not None:
                 frames.append(roster)
