@@ -44,6 +44,7 @@ class ClientStats:
     bytes_out: int = 0
     decode_errors: int = 0
     snapshot_times: list[float] = field(default_factory=list)
+    snapshot_ticks: list[int] = field(default_factory=list)
     server_rtt_ms: list[float] = field(default_factory=list)  # as the server measures it
     client_rtt_ms: list[float] = field(default_factory=list)  # from our Ping/Pong
     snapshot_bytes: list[int] = field(default_factory=list)
@@ -142,6 +143,7 @@ class Client:
         self._seq = 0
         self._unacked: deque[pb.InputCmd] = deque(maxlen=REDUNDANT_INPUTS)
         self._reader: asyncio.Task | None = None
+        self._pongs: set[asyncio.Task] = set()
         self._pinger: asyncio.Task | None = None
         self._welcomed = asyncio.Event()
         self._snapshot_event = asyncio.Event()
@@ -356,7 +358,8 @@ class Client:
     def _on_ping(self, payload: bytes) -> None:
         if self.ws is not None:
             task = asyncio.get_running_loop().create_task(self.ws.pong(payload))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._pongs.add(task)  # a strong reference until it is done
+            task.add_done_callback(self._pongs.discard)
 
     def _on_frame(self, data: bytes) -> None:
         now = time.monotonic()
@@ -395,6 +398,7 @@ class Client:
         if snap.baseline_tick == 0:
             stats.keyframes += 1
         stats.record(stats.snapshot_times, now)
+        stats.record(stats.snapshot_ticks, snap.tick)
         stats.record(stats.snapshot_bytes, size)
         if snap.rtt_ms > 0:
             stats.record(stats.server_rtt_ms, snap.rtt_ms)

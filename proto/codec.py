@@ -19,7 +19,7 @@ Positions are predicted from the baseline's own velocity (dead reckoning in inte
 the decoder computes exactly the same prediction); an NPC or projectile moving in a
 straight line therefore costs nothing until it turns or hits something, and a residual of
 a few quanta covers rounding. Residuals are stored column by column with the narrowest
-signed width (1, 2 or 4 bytes) that holds every value in that column. The body is deflated
+signed width (1 or 2 bytes) that holds every value in that column. The body is deflated
 once (zlib, level 1) when that makes it smaller. The byte layout is specified in
 ``proto/README.md``; keep the two in step.
 

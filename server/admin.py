@@ -104,7 +104,7 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
         room.leave(player_id)
         log.info("player kicked by admin", extra={"player": player_id, "room": room.room_id})
         if attached:
-            await gateway._close(conn.ws, CLOSE_POLICY, KICK_REASON, kick=True)
+            await gateway.close(conn.ws, conn.transport, CLOSE_POLICY, KICK_REASON, kick=True)
         return web.json_response({"kicked": player_id, "room": room.room_id})
 
     app.router.add_get("/admin", page)

@@ -33,11 +33,18 @@ from proto import tickwire_pb2 as pb
 from server.admin import add_admin_routes
 from server.clock import Clock, MonotonicClock
 from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, Refusal
-from server.lobby import Lobby
+from server.lobby import Lobby, LobbyFullError
 from server.metrics import Metrics
 from server.paramswatch import params_watch_ctx
 from server.recording import RecordingConfig, recording_ctx
-from server.room import JoinRefused, Room, RoomFullError, TickResult, merge_live_params
+from server.room import (
+    JoinRefused,
+    Room,
+    RoomFullError,
+    TickResult,
+    check_name,
+    merge_live_params,
+)
 from server.session import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
@@ -58,6 +65,7 @@ log = logging.getLogger("tickwire.gateway")
 WEB_ROOT = Path(__file__).resolve().parent.parent / "client_demo" / "web"
 _OP_BINARY = 0x2
 _OP_PING = 0x9
+_OP_CLOSE = 0x8
 # aiohttp's own bound, far above ours: frames between our limit and this one are read and
 # refused with a reason; beyond it aiohttp closes with 1009 itself.
 _HARD_FRAME_FACTOR = 16
@@ -121,7 +129,7 @@ class Gateway:
         self.metrics = Metrics()
         self.lobby = Lobby(config.params, max_rooms=config.max_rooms)
         self.connections: dict[int, Connection] = {}
-        self.sockets: set[web.WebSocketResponse] = set()
+        self.sockets: dict[web.WebSocketResponse, asyncio.Transport] = {}
         self.started_at = self.clock.now()
         self.draining = False
         self.origins = OriginPolicy(list(config.allowed_origins))
@@ -258,11 +266,13 @@ class Gateway:
                 m.snapshots_skipped.labels(reason="backpressure").inc()
                 if session.outbound.stalled(now):
                     self.close_soon(conn, CLOSE_POLICY, "send buffer stalled",
-                                    label="stalled_reader")
+                                    label="stalled_reader", abort=True)
                     continue
             ping = session.pings.poll(now)
             if ping is not None:
-                write(ws_frame(_OP_PING, ping))
+                data = ws_frame(_OP_PING, ping)
+                write(data)
+                sent_bytes += len(data)
             elif session.pings.timed_out(now):
                 self.close_soon(conn, CLOSE_GOING_AWAY,
                                 f"no pong within {session.limits.ping_timeout_s:g} s",
@@ -273,25 +283,51 @@ class Gateway:
                                 label="idle")
         m.bytes_sent.inc(sent_bytes)
 
-    def close_soon(self, conn: Connection, code: int, reason: str, *, label: str) -> None:
-        """Close a connection from code that must not await (the tick)."""
+    def close_soon(self, conn: Connection, code: int, reason: str, *, label: str,
+                   abort: bool = False) -> None:
+        """Close a connection from code that must not await (the tick).
+
+        `abort`: for a reader that stopped reading. A close frame queued behind its full
+        buffer would never be read, and a close handshake would wait forever: the frame is
+        written for the record and the TCP connection is dropped at once.
+        """
         if conn.session.closing:
             return
         conn.session.closing = True
         conn.session.close_code = code
         log.info("closing connection: %s", reason,
                  extra={"player": conn.session.player_id, "code": code, "label": label})
-        task = asyncio.get_running_loop().create_task(self._close(conn.ws, code, reason))
+        if abort:
+            conn.transport.write(ws_frame(_OP_CLOSE, struct.pack("!H", code)
+                                          + reason.encode()[:120]))
+            conn.transport.abort()
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.close(conn.ws, conn.transport, code, reason))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _close(self, ws: web.WebSocketResponse, code: int, reason: str,
-                     kick: bool = False) -> None:
+    async def close(self, ws: web.WebSocketResponse, transport: asyncio.Transport, code: int,
+                    reason: str, *, kick: bool = False) -> None:
+        """Close with a code and reason (a Kick frame first if `kick`), bounded in time.
+
+        Never waits on a peer longer than `close_timeout_s`: the Kick goes straight to the
+        transport, aiohttp's close does not drain, and a peer that does not answer the close
+        handshake in time has its connection aborted.
+        """
+        if transport.is_closing():
+            return
+        if kick and not ws.closed:
+            frame = pb.ServerFrame(kick=pb.Kick(code=code, reason=reason)).SerializeToString()
+            data = ws_frame(_OP_BINARY, frame)
+            transport.write(data)
+            self.metrics.bytes_sent.inc(len(data))
+        # A failed or timed-out close ends in the abort below either way.
         with contextlib.suppress(Exception):
-            if kick and not ws.closed:
-                await ws.send_bytes(pb.ServerFrame(kick=pb.Kick(code=code, reason=reason))
-                                    .SerializeToString())
-            await ws.close(code=code, message=reason.encode()[:120])
+            await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120],
+                                            drain=False), self.config.close_timeout_s + 0.5)
+        if not transport.is_closing() and not ws.closed:
+            transport.abort()
 
     # -- the WebSocket handler -------------------------------------------------------------
 
@@ -313,23 +349,29 @@ class Gateway:
             log.info("upgrade refused: %s", refusal.reason,
                      extra={"peer": peer_ip, "status": refusal.status})
             return web.Response(status=refusal.status, text=refusal.reason)
-        await ws.prepare(request)
+        # Counted before the upgrade's await, so concurrent upgrades cannot slip past the cap.
+        self.per_ip.opened(peer_ip)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self.per_ip.closed(peer_ip)
+            raise
         transport = request.transport
         if transport is None:
+            self.per_ip.closed(peer_ip)
             return ws
-        self.per_ip.opened(peer_ip)
         sock = transport.get_extra_info("socket")
         if limits.socket_send_buffer and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
         self.metrics.connections.inc()
-        self.sockets.add(ws)
+        self.sockets[ws] = transport
         session = Session.open(limits, self.clock.now())
         conn = Connection(ws=ws, transport=transport, session=session)
         try:
             await self._serve(conn)
         finally:
             self.per_ip.closed(peer_ip)
-            self.sockets.discard(ws)
+            self.sockets.pop(ws, None)
             self._detach(conn)
             code = session.close_code if session.close_code is not None else ws.close_code
             self.metrics.disconnects.labels(code=str(code)).inc()
@@ -348,8 +390,10 @@ class Gateway:
     async def _serve(self, conn: Connection) -> int | None:
         ws, session = conn.ws, conn.session
         limits = session.limits
+        join_deadline = session.opened_at + limits.join_timeout_s
         while not ws.closed:
-            timeout = None if session.joined else limits.join_timeout_s
+            # An absolute deadline: frames that are not a Join must not extend it.
+            timeout = None if session.joined else max(0.0, join_deadline - self.clock.now())
             try:
                 msg = await ws.receive(timeout=timeout)
             except TimeoutError:
@@ -365,9 +409,6 @@ class Gateway:
                 log.info("websocket error", extra={"player": session.player_id,
                                                    "error": str(msg.data)})
                 return ws.close_code
-            if msg.type == WSMsgType.PONG:
-                self._on_pong(conn, msg.data, now)
-                continue
             size = len(msg.data) if msg.data is not None else 0
             self.metrics.bytes_received.inc(size)
             if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
@@ -378,8 +419,15 @@ class Gateway:
                     return await self._refuse(conn, ProtocolError(
                         CLOSE_POLICY, "flood", "too many frames: rate limit exceeded"))
                 continue
+            if msg.type == WSMsgType.PONG:
+                if not self._on_pong(conn, msg.data, now) and session.record_drop(now):
+                    return await self._refuse(conn, ProtocolError(
+                        CLOSE_POLICY, "bad_pong", "too many unsolicited or forged pongs"))
+                continue
             if msg.type == WSMsgType.PING:
-                await ws.pong(msg.data)
+                data = ws_frame(0xA, msg.data)
+                conn.transport.write(data)  # a pong; its size is bounded by the frame limit
+                self.metrics.bytes_sent.inc(len(data))
                 continue
             if msg.type == WSMsgType.TEXT:
                 return await self._refuse(conn, ProtocolError(
@@ -414,26 +462,32 @@ class Gateway:
                             "label": err.label, "peer": str(peer)})
         conn.session.closing = True
         conn.session.close_code = err.code
-        await self._close(conn.ws, err.code, err.reason, kick=err.code == CLOSE_POLICY)
+        await self.close(conn.ws, conn.transport, err.code, err.reason,
+                         kick=err.code == CLOSE_POLICY)
         return err.code
 
-    def _on_pong(self, conn: Connection, payload: bytes, now: float) -> None:
+    def _on_pong(self, conn: Connection, payload: bytes, now: float) -> bool:
+        """Feed an RTT sample; False for a pong that answers no ping of ours."""
         sample = conn.session.pings.on_pong(payload, now)
         if sample is None:
-            return
+            self._reject_metric("bad_pong")
+            return False
         self.metrics.rtt.observe(sample)
         if conn.room is not None:
             conn.room.set_rtt(conn.session.player_id, conn.session.pings.rtt.srtt_s * 1000.0)
+        return True
 
     def _on_frame(self, conn: Connection, frame: pb.ClientFrame, now: float) -> None:
         session = conn.session
+        if session.closing:
+            return  # e.g. replaced by a resumed connection: its last frames are moot
         kind = frame.WhichOneof("kind")
-        if kind == "ping":
-            room = conn.room
+        if kind == "ping" and conn.room is not None:
             pong = pb.Pong(client_time=frame.ping.client_time, server_time=now,
-                           server_tick=room.tick_number if room else 0)
-            conn.transport.write(ws_frame(_OP_BINARY,
-                                          pb.ServerFrame(pong=pong).SerializeToString()))
+                           server_tick=conn.room.tick_number)
+            data = ws_frame(_OP_BINARY, pb.ServerFrame(pong=pong).SerializeToString())
+            conn.transport.write(data)
+            self.metrics.bytes_sent.inc(len(data))
             return
         if not session.joined:
             if kind == "join":
@@ -441,12 +495,13 @@ class Gateway:
             elif kind == "resume":
                 self._resume(conn, frame.resume, now)
             else:
-                raise ProtocolError(CLOSE_POLICY, "input_before_join",
+                raise ProtocolError(CLOSE_POLICY, "before_join",
                                     f"{kind} before Join")
             return
         if kind in ("join", "resume"):
             raise ProtocolError(CLOSE_POLICY, "already_joined", f"{kind} after joining")
-        assert conn.room is not None
+        if conn.room is None:
+            return
         rejected = conn.room.submit(session.player_id, frame.input)
         for reason in rejected:
             self.metrics.inputs_rejected.labels(reason=reason).inc()
@@ -457,12 +512,13 @@ class Gateway:
     def _join(self, conn: Connection, join: pb.Join, now: float) -> None:
         check_version(join.protocol_version)
         try:
+            check_name(join.name)  # before a room might be created for this player
             room, _ = self.lobby.room_with_free_seat(now)
             player_id = self.lobby.next_player_id()
             seat = room.join(player_id, join.name, now)
         except JoinRefused as exc:
             raise ProtocolError(CLOSE_POLICY, "bad_join", exc.reason) from None
-        except (RoomFullError, RuntimeError):
+        except (RoomFullError, LobbyFullError):
             raise ProtocolError(CLOSE_POLICY, "server_full", "server full") from None
         self._attach(conn, room, seat.player_id)
         log.info("player joined", extra={"player": seat.player_id, "room": room.room_id,
@@ -568,12 +624,14 @@ class Gateway:
         aiohttp has already stopped accepting connections when this runs.
         """
         self.draining = True
+        await self.stop_rooms()  # no scheduled tick may interleave with the last one
         now = self.clock.now()
         for room in list(self.lobby.rooms.values()):
             with contextlib.suppress(Exception):
                 self._deliver(room.tick(now), now)
-        closing = [self._close(ws, CLOSE_GOING_AWAY, "server shutting down", kick=True)
-                   for ws in list(self.sockets)]
+        closing = [self.close(ws, transport, CLOSE_GOING_AWAY, "server shutting down",
+                              kick=True)
+                   for ws, transport in list(self.sockets.items())]
         if closing:
             await asyncio.wait([asyncio.ensure_future(c) for c in closing],
                                timeout=self.config.shutdown_timeout_s)

@@ -16,6 +16,10 @@ from sim.params import Params
 EMPTY_ROOM_TTL_S = 30.0
 
 
+class LobbyFullError(Exception):
+    """Every room is full and the server already runs its maximum number of rooms."""
+
+
 class Lobby:
     def __init__(self, params: Params, *, max_rooms: int = 64) -> None:
         self.params = params  # what a new room starts with (the gateway updates it live)
@@ -34,13 +38,13 @@ class Lobby:
     def room_with_free_seat(self, now: float) -> tuple[Room, bool]:
         """(room, created): the first room with a free seat, else a new one.
 
-        Raises RuntimeError when the server already runs `max_rooms` full rooms.
+        Raises LobbyFullError when the server already runs `max_rooms` full rooms.
         """
         for room in self.rooms.values():
             if room.has_free_seat():
                 return room, False
         if len(self.rooms) >= self.max_rooms:
-            raise RuntimeError("server full")
+            raise LobbyFullError("server full")
         room_id = f"r{next(self._room_ids)}"
         room = Room(room_id, self.params, now=now, params_version=self.params_version)
         self.rooms[room_id] = room

@@ -40,6 +40,7 @@ import logging
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -141,6 +142,9 @@ class RoomRecorder:
         self._file_bytes = 0
         self._buf = bytearray()
         self._index = 0
+        # Compression and file I/O happen on one worker thread, in submission order: a
+        # slow disk must never delay a tick. The tick thread only serializes into _buf.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rec-{self.prefix}")
         config.directory.mkdir(parents=True, exist_ok=True)
         self._open(room)
 
@@ -172,14 +176,18 @@ class RoomRecorder:
         self._add(HASH, _TICK.pack(tick) + bytes.fromhex(room.world.state_hash()))
         self._flush()
         # Rotate only here, between two ticks, where a checkpoint is a consistent state.
-        if self._file is not None and self._file_bytes >= self.config.max_bytes:
-            self._close_file()
+        # (_file_bytes is updated by the writer thread; a block late is fine for a limit.)
+        if self._file_bytes >= self.config.max_bytes:
             self._open(room)
 
     def close(self) -> None:
-        """Write what is buffered and close the file (idempotent); later events are ignored."""
+        """Write what is buffered and close the file (idempotent); later events are ignored.
+        Waits for the writer thread, so the files are complete when this returns."""
+        if self.closed:
+            return
         self._flush()
-        self._close_file()
+        self._io.submit(self._close_file)
+        self._io.shutdown(wait=True)
         self.closed = True
 
     # internals -----------------------------------------------------------------------
@@ -195,6 +203,14 @@ class RoomRecorder:
             return
         self._index += 1
         path = self.config.directory / f"{self.prefix}-{self._index:05d}{SUFFIX}"
+        self._io.submit(self._open_file, path)
+        # The checkpoint is taken now, on the tick thread: it must be this tick's state.
+        self._add(CHECKPOINT, _checkpoint_payload(room))
+        self._flush()
+
+    def _open_file(self, path: Path) -> None:
+        """Writer thread: start a new file and drop the oldest beyond `keep`."""
+        self._close_file()
         try:
             self._file = path.open("wb")
             self._file.write(MAGIC)
@@ -206,14 +222,18 @@ class RoomRecorder:
         while len(self.files) > self.config.keep:
             with contextlib.suppress(OSError):
                 self.files.pop(0).unlink()
-        self._add(CHECKPOINT, _checkpoint_payload(room))
-        self._flush()
 
     def _flush(self) -> None:
-        if self.failed or self._file is None or not self._buf:
+        if self.failed or not self._buf:
             return
         raw = bytes(self._buf)
         self._buf.clear()
+        self._io.submit(self._write_block, raw)
+
+    def _write_block(self, raw: bytes) -> None:
+        """Writer thread: one zlib block."""
+        if self.failed or self._file is None:
+            return
         packed = zlib.compress(raw, 6)
         try:
             self._file.write(_BLOCK.pack(len(packed), len(raw)) + packed)
@@ -232,9 +252,9 @@ class RoomRecorder:
             self._file = None
 
     def _fail(self, what: str) -> None:
+        """Writer thread: stop recording this room (the server goes on)."""
         log.exception("recording stopped: %s", what, extra={"prefix": self.prefix})
         self.failed = True
-        self._buf.clear()
         self._close_file()
 
 

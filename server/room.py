@@ -89,6 +89,14 @@ def merge_live_params(running: Params, new: Params) -> tuple[Params, list[str]]:
     return new.with_changes({key: old[key] for key in restart}), restart
 
 
+def check_name(name: str) -> str:
+    """The display name trimmed, or JoinRefused when it is empty, too long or unprintable."""
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
+        raise JoinRefused(f"name must be 1-{MAX_NAME_CHARS} printable characters")
+    return name
+
+
 class RoomFullError(Exception):
     """No free seat in this room."""
 
@@ -187,9 +195,7 @@ class Room:
 
     def join(self, player_id: int, name: str, now: float) -> Seat:
         """Seat a new player and spawn their entity. Raises RoomFullError, JoinRefused."""
-        name = name.strip()
-        if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
-            raise JoinRefused(f"name must be 1-{MAX_NAME_CHARS} printable characters")
+        name = check_name(name)
         if player_id in self.seats:
             raise ValueError(f"player {player_id} is already seated")
         if not self.has_free_seat():
@@ -273,7 +279,8 @@ class Room:
         rejected: list[str] = []
         if msg.ack_tick > self.world.tick:
             rejected.append("bad_ack")
-        elif msg.ack_tick > seat.acked_tick:
+        elif msg.ack_tick == 0 or msg.ack_tick > seat.acked_tick:
+            # 0 is a client saying it lost its baseline: the next snapshot is a keyframe.
             seat.acked_tick = msg.ack_tick
         cmds = msg.cmds
         if len(cmds) > MAX_CMDS_PER_FRAME:

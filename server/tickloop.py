@@ -308,6 +308,8 @@ async def run_ticks(
             await do_sleep(max(0.0, schedule.next_deadline - clock.now()))
             continue
         for _ in range(plan.run):
+            if stop.is_set():
+                break  # a stopped room must not finish its catch-up batch
             started = clock.now()
             try:
                 tick(started)

@@ -22,7 +22,11 @@ async function api(method, path, body) {
   const resp = await fetch(path, init);
   let data = null;
   try { data = await resp.json(); } catch { data = null; }
-  if (resp.status === 401) { showLogin("wrong or missing token"); throw new Error("unauthorized"); }
+  if (resp.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY); // a rejected token is not kept for the next load
+    showLogin("wrong or missing token");
+    throw new Error("unauthorized");
+  }
   return { status: resp.status, data };
 }
 
@@ -148,13 +152,21 @@ async function apply(event) {
   const body = changes();
   if (!Object.keys(body).length) return;
   $("apply").disabled = true;
-  const { status, data } = await api("POST", "/admin/params", body);
+  let status, data;
+  try {
+    ({ status, data } = await api("POST", "/admin/params", body));
+  } catch (err) {
+    // 401: api() already went back to the login form. Anything else: the server is gone.
+    if (err.message !== "unauthorized") setStatus(`cannot apply: ${err.message}`, "error");
+    $("apply").disabled = false;
+    return;
+  }
   if (status !== 200) {
     setStatus(data && data.error ? data.error : `error ${status}`, "error");
     $("apply").disabled = false;
     return;
   }
-  await loadParams();
+  try { await loadParams(); } catch { return; }
   if (data.restart_required.length) {
     setStatus(`applied as version ${data.version}; needs a restart (kept): ${data.restart_required.join(", ")}`, "warn");
   } else {
@@ -170,8 +182,8 @@ function renderRooms(rooms) {
   box.replaceChildren(...rooms.map((r) => {
     const bad = r.overruns > 0 || r.tick_duration_p99_ms > 1000 / r.tick_rate;
     const table = el("table", {},
-      el("tr", {}, el("th", { text: "player" }), el("th", { text: "id" }),
-         el("th", { text: "RTT (ms)" })));
+      el("tr", {}, el("th", { text: "player" }), el("th", { class: "num", text: "id" }),
+         el("th", { class: "num", text: "RTT (ms)" })));
     for (const s of r.seats) {
       const tr = el("tr", { class: s.connected ? "" : "away" },
         el("td", { text: s.name + (s.connected ? "" : " (away)") }),

@@ -263,7 +263,7 @@ export function countLive(words) {
  * (2 x tick_rate is enough, see "Acks and baselines" in proto/README.md).
  */
 export class SnapshotRing {
-  constructor(size = 60) {
+  constructor(size = 64) {
     this.size = size;
     this.byTick = new Map();
     this.newest = 0;

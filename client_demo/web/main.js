@@ -52,6 +52,9 @@ const tw = {
   banner: "",
   hudVisible: true,
   reconnects: 0,
+  // Written once per animation frame, for probes (bench/browser_smoothness.py); read-only:
+  // {t (s), renderTick, newestTick, me: {x, y} | null, firstNpc: {slot, id, x, y, dead} | null}
+  sample: null,
 };
 window.tickwire = tw;
 
@@ -121,7 +124,7 @@ class Game {
     this._resetSession();
     this.welcome = w;
     this.tickRate = w.tickRate || 30;
-    this.ring.size = 2 * this.tickRate;
+    this.ring.size = Math.max(64, 2 * this.tickRate); // the server's ring: any ack in it is usable
     this.interp.reset(this.tickRate);
     this._setParams(w.params);
     tw.connected = true;
@@ -388,7 +391,7 @@ class Game {
     this.predictor.decay(dtS);
 
     const ownSlot = this.welcome ? this.welcome.entity : -1;
-    const { entities } = this.interp.sample(t, ownSlot);
+    const { entities, renderTick } = this.interp.sample(t, ownSlot);
     let meEntity = null;
     const auth = this.latest && ownSlot >= 0 ? entityAt(this.latest.words, ownSlot) : null;
     if (auth && auth.kind === KIND_PLAYER) {
@@ -405,6 +408,7 @@ class Game {
       if (e.kind === KIND_PLAYER) this.playerHpMax = Math.max(this.playerHpMax, e.hp);
       else if (e.kind === 2) this.npcHpMax = Math.max(this.npcHpMax, e.hp);
     }
+    this._publishSample(t, renderTick, entities);
     this.renderer.draw({
       world: this.world,
       me: meEntity,
@@ -432,6 +436,23 @@ class Game {
       );
     }
     requestAnimationFrame(() => this.frame());
+  }
+
+  /** `tw.sample`: what this frame drew for our own player and one NPC (kept while it lives). */
+  _publishSample(t, renderTick, entities) {
+    const keep = this.sampleNpc;
+    let npc = keep ? entities.find((e) => e.slot === keep.slot && e.id === keep.id) : null;
+    if (!npc) npc = entities.find((e) => e.kind === 2 && !(e.flags & EFLAG_DEAD)) || null;
+    this.sampleNpc = npc ? { slot: npc.slot, id: npc.id } : null;
+    const frames = this.interp.frames;
+    tw.sample = {
+      t,
+      renderTick,
+      newestTick: frames.length ? frames[frames.length - 1].tick : null,
+      me: tw.me ? { x: tw.me.x, y: tw.me.y } : null,
+      firstNpc: npc ? { slot: npc.slot, id: npc.id, x: npc.x, y: npc.y,
+                        dead: (npc.flags & EFLAG_DEAD) !== 0 } : null,
+    };
   }
 
   _overlay(deadMe, t) {

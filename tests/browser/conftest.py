@@ -195,3 +195,56 @@ def new_page(browser, server: ServerProcess):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# -- the admin page: a second server with --admin-token ---------------------------------------
+
+ADMIN_TOKEN = "browser-test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def admin_server(tmp_path_factory: pytest.TempPathFactory,
+                 web_built: None) -> Iterator[ServerProcess]:
+    """Like `server`, but started with `--admin-token ADMIN_TOKEN` (so /admin exists)."""
+    if not TICKWIRE.exists():
+        _unavailable(f"{TICKWIRE} is missing (run make install)")
+    log_path = tmp_path_factory.mktemp("admin-server") / "tickwire.log"
+    srv = ServerProcess(port=free_port(), log_path=log_path,
+                        extra_args=["--admin-token", ADMIN_TOKEN])
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def admin_new_page(browser, admin_server: ServerProcess):
+    """A factory of pages on `admin_server` in fresh contexts: `make("/admin")` or
+    `make("/", name="bob")`. Console errors and uncaught exceptions go to `page.errors`;
+    uncaught exceptions alone also to `page.exceptions`. All are closed after the test."""
+    contexts = []
+
+    def make(path: str = "/", name: str | None = None, *, width: int = 1280,
+             height: int = 720):
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        page.errors = []
+        page.exceptions = []
+
+        def on_exception(exc) -> None:
+            page.errors.append(str(exc))
+            page.exceptions.append(str(exc))
+
+        page.on("pageerror", on_exception)
+        page.on("console", lambda msg: page.errors.append(msg.text)
+                if msg.type == "error" else None)
+        url = admin_server.base_url + path + (f"?name={name}" if name else "")
+        page.goto(url, wait_until="load")
+        return page
+
+    yield make
+    for ctx in contexts:
+        ctx.close()

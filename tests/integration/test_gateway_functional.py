@@ -4,7 +4,6 @@ slow readers, liveness and RTT through a delaying proxy."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import statistics
 
@@ -242,12 +241,14 @@ async def test_a_client_that_answers_no_pings_is_closed_and_its_seat_kept_for_re
     assert len(room.seats) == 1  # kept for the resume grace period
 
 
+@pytest.mark.parametrize("high_water", [16 * 1024, 256 * 1024], ids=["16KiB", "default"])
 async def test_a_reader_that_stops_reading_skips_snapshots_is_closed_and_slows_nobody_functional(
-        start_server):
+        start_server, high_water):
     # 1000 NPCs make every keyframe ~7 KiB; the stalled client never acks, so it gets one
-    # keyframe per tick until its socket buffers fill up.
+    # keyframe per tick until its socket buffers fill up. With the default mark (256 KiB)
+    # asyncio has long paused writing (at 64 KiB): the close must not wait for a drain.
     params = make_params(**{"npc.count": 1000, "world.capacity": 2048})
-    running = await start_server(params, send_high_water=16 * 1024, stall_timeout_s=1.0,
+    running = await start_server(params, send_high_water=high_water, stall_timeout_s=1.0,
                                  socket_send_buffer=16 * 1024)
     async with Client(running.ws_url, "reader") as reader:
         slow = await RawWebSocket.connect(running.port, rcvbuf=4096)
@@ -256,20 +257,21 @@ async def test_a_reader_that_stops_reading_skips_snapshots_is_closed_and_slows_n
                   .SerializeToString())
         await slow.writer.drain()
         await wait_until(lambda: len(running.gateway.connections) == 2)
-        start = reader.stats.snapshots
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await wait_until(lambda: len(running.gateway.connections) == 1, timeout=15)
-        # Keep the reader going a bit after the close, then check its rate.
-        for _ in range(15):
+        first = len(reader.stats.snapshot_ticks)
+        reader_conn = running.gateway.connections[reader.player_id]
+        await wait_until(lambda: len(running.gateway.connections) == 1, timeout=20)
+        for _ in range(15):  # the reader plays on after the close
             await reader.send_input(0.0, 0.0)
             await reader.next_snapshot()
-        elapsed = loop.time() - t0
-        rate = (reader.stats.snapshots - start) / elapsed
-        assert rate > 0.8 * 30, f"reader got {rate:.1f} snapshots/s while another stalled"
-        times = reader.stats.snapshot_times[-30:]
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert max(gaps) < 0.25
+        # Nobody slowed down: the reader got every tick the room ran, none skipped for it.
+        ticks = reader.stats.snapshot_ticks[first:]
+        assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))
+        assert reader_conn.session.outbound.skipped == 0
+        # The stalled seat waits for a resume like any dropped player, and its task is gone.
+        room = next(iter(running.gateway.lobby.rooms.values()))
+        slow_seat = next(s for s in room.seats.values() if s.name == "slow")
+        assert not slow_seat.connected
+        assert running.gateway.per_ip.open["127.0.0.1"] == 1
         slow.abort()
     assert await metric(running, 'tickwire_snapshots_skipped_total{reason="backpressure"}') > 0
     assert await metric(running, 'tickwire_disconnects_total{code="1008"}') >= 1
@@ -336,6 +338,8 @@ async def test_rtt_reported_by_the_server_matches_delay_added_by_a_proxy_functio
     finally:
         await proxy.close()
     # 40 ms each way: 80 ms round trip plus a little loopback and scheduling time.
-    assert statistics.median(reported) == pytest.approx(80.0, abs=6.0)
+    # 40 ms each way: 80 ms round trip plus a little loopback and scheduling time; never
+    # less than the delay the proxy adds.
+    assert 79.0 <= statistics.median(reported) <= 88.0
     rtt_count = await metric(running, "tickwire_rtt_seconds_count")
     assert rtt_count >= 10

@@ -270,6 +270,21 @@ def test_after_acking_tick_t_the_next_snapshot_is_a_delta_against_t():
     assert not codec.is_keyframe(snap.payload)
 
 
+def test_an_ack_of_zero_asks_for_a_keyframe_even_after_a_newer_ack():
+    # A client that lost its baseline acks 0; it must not wait for the ring to forget.
+    room = make_room()
+    room.join(1, "alice", now=0.0)
+    for _ in range(5):
+        tick(room)
+    room.submit(1, frame(ack=4))
+    assert snapshot_of(delivery_for(tick(room), 1)).baseline_tick == 4
+
+    room.submit(1, frame(ack=0))
+    d = delivery_for(tick(room), 1)
+
+    assert d.keyframe and snapshot_of(d).baseline_tick == 0
+
+
 def test_an_ack_older_than_the_history_ring_gets_a_keyframe():
     room = make_room()
     room.join(1, "alice", now=0.0)
