@@ -13,8 +13,11 @@ CHECKPOINT     JSON header (room, tick, params, params_version, rng state, seats
                World array's raw bytes in ``sim.world`` order. Each file starts with one.
 PARAMS         JSON ``{"tick", "version", "values"}``: the parameters in force from ``tick``
 JOIN / LEAVE   ``<q i i``: tick, player id, entity slot
+PRE_MOVE       ``<q`` tick, then ``INPUT_ROW`` rows: an extra movement step for those players
+               (a late command caught up) before the step of ``tick`` (``sim.step.pre_move``)
 INPUTS         ``<q`` tick, then ``n`` rows of ``INPUT_ROW`` (slot, move x/y, aim, fire):
-               the dense inputs the room applied to simulate ``tick`` -> ``tick + 1``
+               the inputs of the players that move in the step ``tick`` -> ``tick + 1``
+               (the others are inactive this tick)
 HASH           ``<q`` tick + 16-byte ``World.state_hash`` after ``tick`` ticks
 =============  ===========================================================================
 
@@ -28,8 +31,9 @@ much. When a file reaches ``max_bytes`` the recorder starts the next file with a
 CHECKPOINT (so every file replays on its own) and deletes the oldest beyond ``keep``:
 disk use is bounded by rooms x keep x max_bytes (plus one block).
 
-Writes are small buffered appends from the tick; a recording error disables the recorder
-(logged once) rather than disturbing the game.
+The tick only appends records to a buffer; compression and file I/O run on one writer
+thread per recorder, in order. A recording error disables the recorder (logged once)
+rather than disturbing the game.
 """
 
 from __future__ import annotations
@@ -75,9 +79,9 @@ log = logging.getLogger("tickwire.recording")
 MAGIC = b"TWREC\x01\n"
 SUFFIX = ".twrec"
 
-CHECKPOINT, PARAMS, JOIN, LEAVE, INPUTS, HASH = 1, 2, 3, 4, 5, 6
+CHECKPOINT, PARAMS, JOIN, LEAVE, INPUTS, HASH, PRE_MOVE = 1, 2, 3, 4, 5, 6, 7
 RECORD_NAMES = {CHECKPOINT: "checkpoint", PARAMS: "params", JOIN: "join", LEAVE: "leave",
-                INPUTS: "inputs", HASH: "hash"}
+                INPUTS: "inputs", HASH: "hash", PRE_MOVE: "pre_move"}
 
 _REC = struct.Struct("<BI")
 _BLOCK = struct.Struct("<II")
@@ -106,6 +110,16 @@ class RecordingConfig:
 
 def params_json(params: Params) -> dict[str, object]:
     return params.to_dotted()
+
+
+def _input_rows(slots: np.ndarray, inputs: Inputs) -> bytes:
+    rows = np.empty(len(slots), dtype=INPUT_ROW)
+    rows["slot"] = slots
+    rows["move_x"] = inputs.move[slots, 0]
+    rows["move_y"] = inputs.move[slots, 1]
+    rows["aim"] = inputs.aim[slots]
+    rows["fire"] = inputs.fire[slots]
+    return rows.tobytes()
 
 
 def _checkpoint_payload(room: Room) -> bytes:
@@ -160,14 +174,11 @@ class RoomRecorder:
         self._add(PARAMS, json.dumps({"tick": room.world.tick, "version": room.params_version,
                                       "values": params_json(room.params)}).encode())
 
+    def on_pre_move(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None:
+        self._add(PRE_MOVE, _TICK.pack(room.world.tick) + _input_rows(slots, inputs))
+
     def on_inputs(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None:
-        rows = np.empty(len(slots), dtype=INPUT_ROW)
-        rows["slot"] = slots
-        rows["move_x"] = inputs.move[slots, 0]
-        rows["move_y"] = inputs.move[slots, 1]
-        rows["aim"] = inputs.aim[slots]
-        rows["fire"] = inputs.fire[slots]
-        self._add(INPUTS, _TICK.pack(room.world.tick) + rows.tobytes())
+        self._add(INPUTS, _TICK.pack(room.world.tick) + _input_rows(slots, inputs))
 
     def on_stepped(self, room: Room) -> None:
         tick = room.world.tick
@@ -363,7 +374,7 @@ def unpack_member(payload: bytes) -> tuple[int, int, int]:
 
 
 def unpack_inputs(payload: bytes) -> tuple[int, np.ndarray]:
-    """(tick, INPUT_ROW rows) of an INPUTS record."""
+    """(tick, INPUT_ROW rows) of an INPUTS or PRE_MOVE record."""
     (tick,) = _TICK.unpack_from(payload)
     return tick, np.frombuffer(payload, dtype=INPUT_ROW, offset=_TICK.size)
 

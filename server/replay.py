@@ -32,6 +32,7 @@ from server.recording import (
     JOIN,
     LEAVE,
     PARAMS,
+    PRE_MOVE,
     RecordingError,
     parse_checkpoint,
     read_records,
@@ -41,7 +42,7 @@ from server.recording import (
     unpack_member,
 )
 from sim.params import ParamsError, params_from_mapping
-from sim.step import Inputs, step
+from sim.step import Inputs, pre_move, step
 from sim.world import World, WorldFullError
 
 __all__ = ["ReplayResult", "add_replay_parser", "replay_file"]
@@ -132,22 +133,26 @@ def _apply(world: World, inputs: Inputs, kind: int, payload: bytes,
             world.remove_player(slot)
         except ValueError as exc:
             return f"player {player_id} left slot {slot}: {exc}"
-    elif kind == INPUTS:
+    elif kind in (INPUTS, PRE_MOVE):
         tick, rows = unpack_inputs(payload)
         if tick != world.tick:
             return f"inputs recorded for tick {tick}, replay is at tick {world.tick}"
-        # Only the rows of seated players are read by the step; reset the rest so a stale
-        # row of a departed player never matters.
+        # Only the recorded rows move; reset the rest so a stale row never matters.
         inputs.move.fill(0.0)
         inputs.aim.fill(0.0)
         inputs.fire.fill(False)
+        inputs.active.fill(False)
         slots = rows["slot"].astype(np.int64)
         inputs.move[slots, 0] = rows["move_x"]
         inputs.move[slots, 1] = rows["move_y"]
         inputs.aim[slots] = rows["aim"]
         inputs.fire[slots] = rows["fire"].astype(bool)
-        step(world, inputs)
-        result.steps += 1
+        inputs.active[slots] = True
+        if kind == PRE_MOVE:
+            pre_move(world, slots, inputs)
+        else:
+            step(world, inputs)
+            result.steps += 1
     elif kind == HASH:
         tick, digest = unpack_hash(payload)
         if tick != world.tick:

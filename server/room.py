@@ -7,12 +7,14 @@ A ``Room`` is sans-I/O. The gateway hands it what arrived (``join``, ``submit``,
 returns the bytes to send to each connected seat. Nothing in here touches a socket or
 reads a clock, so every rule is tested with plain calls.
 
-Inputs arrive between ticks and wait in a bounded per-seat queue. Each tick applies at
-most ``inputs_per_tick`` queued commands per seat: the newest applied command sets the
-movement and aim, fire is the OR of them. The simulation integrates velocity once per
-tick whatever the number of commands, so a client sending faster than the tick rate moves
-no faster than one sending at the tick rate. A seat with nothing queued keeps its last
-movement (a late packet should not stop a player mid-stride) but never refires.
+Inputs arrive between ticks and wait in a bounded per-seat queue. One command is one
+movement step of ``dt``, exactly what the client predicted for it, so reconciliation
+against ``last_input_seq`` finds no difference when nothing else interfered. Each tick a
+seat earns one step of budget (kept up to ``inputs_per_tick`` while its commands are late)
+and spends one per command: a tick without a command leaves the player where it is, and
+the commands arriving bunched next tick catch up (earlier ones through ``pre_move``).
+Sending faster than the tick rate earns nothing, so over any stretch of time a player
+covers at most (ticks + inputs_per_tick) steps. Fire is the OR of a tick's commands.
 
 Snapshots: after each step the world is quantised once and pushed into a
 ``SnapshotHistory``. Each seat gets a delta against the tick it acknowledged (or a
@@ -48,7 +50,7 @@ import numpy as np
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
 from sim.params import Params, restart_keys_changed
-from sim.step import Inputs, step
+from sim.step import Inputs, pre_move, step
 from sim.world import World, WorldFullError
 
 # A snapshot's per-client part, written by hand because it is built for every client on
@@ -73,6 +75,7 @@ class RoomRecorder(Protocol):
     def on_join(self, room: Room, player_id: int, slot: int) -> None: ...
     def on_leave(self, room: Room, player_id: int, slot: int) -> None: ...
     def on_params(self, room: Room) -> None: ...
+    def on_pre_move(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None: ...
     def on_inputs(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None: ...
     def on_stepped(self, room: Room) -> None: ...
     def close(self) -> None: ...
@@ -124,9 +127,7 @@ class Seat:
     last_queued_seq: int = 0
     acked_tick: int = 0
     rtt_ms: float = 0.0
-    move_x: float = 0.0
-    move_y: float = 0.0
-    aim: float = 0.0
+    budget: int = 0  # movement steps earned but not yet spent (see Room._apply_inputs)
 
     @property
     def resume_token(self) -> bytes:
@@ -175,6 +176,7 @@ class Room:
         self.inputs_rejected: Counter[str] = Counter()
         self.inputs_dropped = 0  # queue overflow: commands older than the queue bound
         self._inputs = Inputs.empty(self.world.capacity)
+        self._pre_inputs = Inputs.empty(self.world.capacity)  # scratch for pre_move rounds
         self._pending: dict[int, list[bytes]] = {}  # event frames queued per seat
         self._roster_dirty = False
         self.last_state = self._quantize()
@@ -233,6 +235,7 @@ class Room:
             raise JoinRefused("resume token expired")
         seat.connected = True
         seat.acked_tick = 0
+        seat.budget = 0
         seat.queue.clear()
         # The client restarts its sequence numbers on a new socket.
         seat.last_applied_seq = seat.last_queued_seq = 0
@@ -250,7 +253,6 @@ class Room:
         seat.connected = False
         seat.disconnected_at = now
         seat.queue.clear()
-        seat.move_x = seat.move_y = 0.0
         self._roster_dirty = True
 
     def leave(self, player_id: int) -> None:
@@ -345,9 +347,7 @@ class Room:
         expired = self._expire_seats(now)
         self._apply_inputs()
         if self.recorder is not None:
-            self.recorder.on_inputs(
-                self, np.fromiter((s.entity for s in self.seats.values()), np.int64,
-                                  len(self.seats)), self._inputs)
+            self.recorder.on_inputs(self, np.flatnonzero(self._inputs.active), self._inputs)
         step(self.world, self._inputs)
         if self.recorder is not None:
             self.recorder.on_stepped(self)
@@ -368,21 +368,51 @@ class Room:
         return gone
 
     def _apply_inputs(self) -> None:
+        """Turn queued commands into this tick's movement: one command, one step.
+
+        Each tick a seat earns one step of budget, kept up to `inputs_per_tick` while its
+        commands are late, and spends one per command applied. A seat with nothing queued
+        does not move (its command is late, not absent: the client already predicted that
+        step, and it is applied when the command arrives). Earlier commands of a bunch
+        are applied by `pre_move`, round by round, so the server's position after command
+        `seq` is exactly the client's prediction; a client sending faster than the tick
+        rate earns no extra steps.
+        """
         inputs = self._inputs
         inputs.fire[:] = False
+        inputs.active[:] = False
         cap = self.params.inputs_per_tick
+        early: list[list[tuple[int, float, float, float]]] = []  # per round: slot, move, aim
         # One Python iteration per seat (not per entity): the queues are per connection.
         for seat in self.seats.values():
+            seat.budget = min(seat.budget + 1, cap)
+            n = min(seat.budget, len(seat.queue))
+            if n == 0:
+                continue
+            seat.budget -= n
             fire = False
-            for _ in range(min(cap, len(seat.queue))):
-                seq, seat.move_x, seat.move_y, seat.aim, fired = seat.queue.popleft()
-                seat.last_applied_seq = seq
+            for r in range(n):
+                seq, move_x, move_y, aim, fired = seat.queue.popleft()
                 fire = fire or fired
+                if r < n - 1:
+                    if len(early) == r:
+                        early.append([])
+                    early[r].append((seat.entity, move_x, move_y, aim))
+            seat.last_applied_seq = seq
             row = seat.entity
-            inputs.move[row, 0] = seat.move_x
-            inputs.move[row, 1] = seat.move_y
-            inputs.aim[row] = seat.aim
+            inputs.move[row, 0] = move_x
+            inputs.move[row, 1] = move_y
+            inputs.aim[row] = aim
             inputs.fire[row] = fire
+            inputs.active[row] = True
+        for rows in early:
+            slots = np.array([r[0] for r in rows], dtype=np.int64)
+            pre = self._pre_inputs
+            pre.move[slots] = [(r[1], r[2]) for r in rows]
+            pre.aim[slots] = [r[3] for r in rows]
+            pre_move(self.world, slots, pre)
+            if self.recorder is not None:
+                self.recorder.on_pre_move(self, slots, pre)
 
     def _quantize(self) -> np.ndarray:
         w = self.world

@@ -113,12 +113,13 @@ class Params:
         32, "room.max_players", "players", 1, 1000, "players one room accepts", live=False
     )
     inputs_per_tick: int = _p(
-        2,
+        3,
         "room.inputs_per_tick",
         "commands",
         1,
         8,
-        "input commands applied per player per tick at most",
+        "movement steps a player may catch up in one tick when its commands arrive late "
+        "and bunched (one command is one step; sending faster earns nothing)",
     )
     input_queue: int = _p(
         8,

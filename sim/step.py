@@ -8,7 +8,9 @@ being simulated; ``world.tick`` becomes ``t + 1`` at the end. The phases, in ord
 
 1. ``FLAG_FIRED`` is cleared everywhere; players/NPCs whose ``respawn_tick <= t`` respawn
    at a random position with full hp (NPCs also get a new random direction).
-2. Players move (the rule is in ``move_players``; the browser client reproduces it).
+2. Active players move one step (the rule is in ``move_players``; the browser client
+   reproduces it). Players without a command this tick are inactive and do not move; one
+   with several commands had its earlier ones applied by ``pre_move`` before the step.
 3. NPCs: when ``t % npc_turn_interval_ticks == 0`` every NPC picks a new uniform random
    direction at ``npc_speed``; then per axis ``p += v*dt``; ``p < 0 → p = -p, v = -v``;
    ``p > size → p = 2*size - p, v = -v`` (float32, exactly the arena scenario's rule).
@@ -51,7 +53,8 @@ from sim.world import (
     World,
 )
 
-__all__ = ["STOP_SPEED", "Inputs", "StepEvents", "find_hits", "move_players", "step"]
+__all__ = ["STOP_SPEED", "Inputs", "StepEvents", "find_hits", "move_players", "pre_move",
+           "step"]
 
 F32 = np.float32
 STOP_SPEED = F32(0.5)  # units/s: an idle player slower than this stops, so it stops changing
@@ -67,20 +70,25 @@ _DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1], dtype=np.int64)
 class Inputs:
     """Dense per-slot intent for one tick, arrays of length C (only rows of live players
     are read). ``move`` (C,2) float32: desired direction, its length is clamped to <= 1;
-    ``aim`` (C,) float32 radians; ``fire`` (C,) bool. Non-finite move/aim rows are ignored
-    (treated as no move / unchanged aim)."""
+    ``aim`` (C,) float32 radians; ``fire`` (C,) bool; ``active`` (C,) bool: the player
+    moves this tick. A player with no command this tick is not active: it keeps its
+    position and velocity until its command arrives (one command is one movement step, as
+    the client predicted it). Non-finite move/aim rows are ignored (treated as no move /
+    unchanged aim)."""
 
     move: np.ndarray
     aim: np.ndarray
     fire: np.ndarray
+    active: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int) -> Inputs:
-        """No move, aim 0, no fire for every slot."""
+        """No move, aim 0, no fire, every player active."""
         return cls(
             move=np.zeros((capacity, 2), dtype=np.float32),
             aim=np.zeros(capacity, dtype=np.float32),
             fire=np.zeros(capacity, dtype=np.bool_),
+            active=np.ones(capacity, dtype=np.bool_),
         )
 
 
@@ -118,8 +126,9 @@ def step(world: World, inputs: Inputs) -> StepEvents:
         events.respawned = due
 
     players = np.flatnonzero((kind == KIND_PLAYER) & ~dead)
-    if players.size:
-        move_players(world, players, inputs, dt)
+    moving = players[inputs.active[players]]
+    if moving.size:
+        move_players(world, moving, inputs, dt)
 
     npcs = np.flatnonzero((kind == KIND_NPC) & ~dead)
     if npcs.size:
@@ -136,6 +145,17 @@ def step(world: World, inputs: Inputs) -> StepEvents:
 
     world.tick = t + 1
     return events
+
+
+def pre_move(world: World, slots: np.ndarray, inputs: Inputs) -> None:
+    """An extra movement step, before the tick's own, for player ``slots`` with more than
+    one command this tick (commands that arrived late, bunched together). Each command is
+    one movement step of ``dt``, exactly as the client predicted it; dead or departed slots
+    are skipped. Nothing else in the world moves."""
+    slots = np.asarray(slots, dtype=np.int64)
+    live = (world.kind[slots] == KIND_PLAYER) & ((world.flags[slots] & FLAG_DEAD) == 0)
+    if live.any():
+        move_players(world, slots[live], inputs, F32(1.0 / world.params.tick_rate))
 
 
 def move_players(world: World, slots: np.ndarray, inputs: Inputs, dt: np.float32) -> None:

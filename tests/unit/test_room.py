@@ -408,20 +408,61 @@ def test_many_frames_without_a_tick_keep_the_queue_within_its_bound_and_count_dr
     assert [entry[0] for entry in room.seats[1].queue] == list(range(101 - bound, 101))
 
 
-def test_a_seat_with_nothing_queued_keeps_moving_but_never_refires():
+def test_a_seat_with_nothing_queued_stands_still_and_never_refires():
+    # Its command is late, not absent: the step is taken when the command arrives.
     room = make_room(make_params(npc_count=0, world_width=4000.0, world_height=4000.0))
     room.join(1, "alice", now=0.0)
     room.submit(1, frame(cmd(1, move_y=1.0, buttons=1)))
     tick(room)
     shots = int(np.count_nonzero(room.world.kind == KIND_PROJECTILE))
-    y = position(room, 1)[1]
+    where = position(room, 1)
 
     for _ in range(3 * room.params.ticks(room.params.fire_cooldown_s)):
         tick(room)
 
     assert shots == 1
     assert np.count_nonzero(room.world.kind == KIND_PROJECTILE) <= shots
-    assert position(room, 1)[1] > y + 10.0
+    assert np.array_equal(position(room, 1), where)
+
+
+def test_late_commands_catch_up_to_exactly_where_on_time_commands_lead():
+    # The client predicts one step per command; bunched commands must land the player
+    # where the same commands arriving one per tick would have, at the same seq.
+    params = make_params(npc_count=0, world_width=4000.0, world_height=4000.0)
+    on_time, late = make_room(params), make_room(params)
+    for room in (on_time, late):
+        room.join(1, "alice", now=0.0)
+    commands = [cmd(seq, move_x=1.0, move_y=0.5 * (seq % 3)) for seq in range(1, 7)]
+
+    for c in commands[:3]:
+        on_time.submit(1, frame(c))
+        tick(on_time)
+    tick(late)  # nothing arrived
+    late.submit(1, frame(*commands[:2]))
+    tick(late)  # two commands: one pre-move step, then the tick's own
+    late.submit(1, frame(commands[2]))
+    tick(late)
+
+    assert late.seats[1].last_applied_seq == on_time.seats[1].last_applied_seq == 3
+    assert np.array_equal(position(late, 1), position(on_time, 1))
+    assert np.array_equal(late.world.vel[late.seats[1].entity],
+                          on_time.world.vel[on_time.seats[1].entity])
+
+
+def test_a_fast_sender_earns_no_extra_steps():
+    # Twice the tick rate lands exactly where once per tick does: one step per tick
+    # (the surplus waits in the bounded queue, and the oldest is dropped from it).
+    params = make_params(npc_count=0, world_width=4000.0, world_height=4000.0)
+    steady, fast = make_room(params), make_room(params)
+    for room in (steady, fast):
+        room.join(1, "alice", now=0.0)
+    for t in range(30):
+        steady.submit(1, frame(cmd(t + 1, move_x=1.0)))
+        fast.submit(1, frame(cmd(2 * t + 1, move_x=1.0), cmd(2 * t + 2, move_x=1.0)))
+        tick(steady)
+        tick(fast)
+    assert np.array_equal(position(fast, 1), position(steady, 1))
+    assert fast.inputs_dropped > 0
 
 
 # -- input validation ---------------------------------------------------------------------
@@ -499,6 +540,7 @@ def test_a_redundant_copy_of_a_command_is_silently_ignored_and_applied_once():
     assert room.inputs_rejected == {}
     tick(room)
     tick(room)
+    tick(room)  # one command per tick
     assert room.seats[1].last_applied_seq == 3
     assert snapshot_of(delivery_for(tick(room), 1)).last_input_seq == 3
 
