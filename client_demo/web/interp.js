@@ -5,10 +5,12 @@
 // Snapshots arrive tick_rate times a second with network jitter. We keep the recent ones
 // by tick and draw every entity other than our own at a render time about two snapshot
 // intervals behind the newest server time we expect to have, so there is almost always
-// a snapshot on either side to blend between. The server-time estimate is a smoothed
-// offset between `tick / rate` and the local clock (it drifts slowly towards each new
-// sample, and resyncs after a big jump). The delay grows a little with the measured
-// arrival jitter. Between two snapshots, a slot is blended only when it holds the same
+// a snapshot on either side to blend between. The server-time estimate is the offset
+// between `tick / rate` and the local clock of the *earliest* arrivals (the least delayed
+// ones; the target decays slowly so a lasting change of path is followed), and the render
+// clock slews towards it by at most 1% of elapsed time: jitter moves neither the clock
+// nor the apparent speed of anything. The delay covers the measured lateness behind the
+// earliest arrivals. It resyncs after a big jump. Between two snapshots, a slot is blended only when it holds the same
 // entity (same kind and generation) in both; otherwise the older record is shown until
 // the newer tick is reached, so a reused slot never slides from the old entity to the new.
 
@@ -22,12 +24,14 @@ export class Interpolator {
   reset(rate) {
     this.rate = rate;
     this.frames = []; // {tick, words}, ascending tick
-    this.offsetS = null; // server time (tick / rate) minus local time, seconds
-    this.jitterS = 0; // mean absolute deviation of arrival from the smoothed offset
+    this.offsetS = null; // render time (server ticks / rate) minus local time, slewed
+    this.targetS = null; // the offset of the earliest recent arrivals
+    this.jitterS = 0; // mean lateness of arrivals behind the earliest, seconds
+    this.slewedAt = null; // local time of the last slew step
   }
 
   get delayS() {
-    return 2 / this.rate + Math.min(0.1, 1.5 * this.jitterS);
+    return 2 / this.rate + Math.min(0.1, 2 * this.jitterS);
   }
 
   /** A decoded snapshot of `tick` arrived at local time `nowS` (seconds). */
@@ -36,14 +40,16 @@ export class Interpolator {
     if (last && tick <= last.tick) return;
     this.frames.push({ tick, words });
     const sample = tick / this.rate - nowS;
-    if (this.offsetS === null || Math.abs(sample - this.offsetS) > 0.5) {
-      this.offsetS = sample;
+    if (this.targetS === null || Math.abs(sample - this.targetS) > 0.5) {
+      this.targetS = sample;
       this.jitterS = 0;
+      this.offsetS = sample - this.delayS;
+      this.slewedAt = nowS;
     } else {
-      const d = sample - this.offsetS;
-      this.jitterS += (Math.abs(d) - this.jitterS) * 0.05;
-      // Early arrivals pull the clock forward faster than late ones pull it back.
-      this.offsetS += d * (d > 0 ? 0.1 : 0.02);
+      // Decay 0.5 ms per snapshot (15 ms/s at 30 Hz), so the target follows a path that
+      // got slower for good, while one early arrival is enough to pull it forward.
+      this.targetS = Math.max(sample, this.targetS - 0.0005);
+      this.jitterS += (this.targetS - sample - this.jitterS) * 0.05;
     }
     // Keep about one second beyond the render time.
     const keepFrom = this.renderTick(nowS) - this.rate;
@@ -53,7 +59,7 @@ export class Interpolator {
   /** The (fractional) server tick to draw at local time `nowS`. */
   renderTick(nowS) {
     if (this.offsetS === null) return 0;
-    return (nowS + this.offsetS - this.delayS) * this.rate;
+    return (nowS + this.offsetS) * this.rate;
   }
 
   /**
@@ -61,6 +67,7 @@ export class Interpolator {
    * `skipSlot` (our own entity) is left out.
    */
   sample(nowS, skipSlot = -1) {
+    this._slew(nowS);
     const n = this.frames.length;
     if (!n) return { entities: [], renderTick: 0 };
     const rt = this.renderTick(nowS);
@@ -110,6 +117,16 @@ export class Interpolator {
     return { entities, renderTick: rt };
   }
 }
+
+Interpolator.prototype._slew = function (nowS) {
+  if (this.offsetS === null) return;
+  const step = 0.01 * Math.max(0, nowS - this.slewedAt); // at most 1% faster or slower
+  // offsetS is the render clock: the earliest-arrival offset minus the delay, both of
+  // which move with every snapshot; slewing the sum keeps motion at a steady speed.
+  const d = this.targetS - this.delayS - this.offsetS;
+  this.offsetS += Math.max(-step, Math.min(step, d));
+  this.slewedAt = nowS;
+};
 
 export function lerpAngle(a, b, t) {
   let d = (b - a) % (2 * Math.PI);

@@ -327,8 +327,9 @@ class Game {
 
   _estimatedServerTick() {
     const rtt = (tw.pingRttMs ?? tw.rttMs ?? 0) / 1000;
-    if (this.interp.offsetS === null) return tw.serverTick;
-    return (now() + this.interp.offsetS + rtt / 2) * this.tickRate;
+    // targetS: the server-time offset of the earliest snapshot arrivals (no render delay).
+    if (this.interp.targetS === null) return tw.serverTick;
+    return (now() + this.interp.targetS + rtt / 2) * this.tickRate;
   }
 
   // ---------------------------------------------------------------- input devices
