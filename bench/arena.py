@@ -25,16 +25,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from tests.serverproc import PYTHON_M_CLI, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "bench" / "scenarios"
@@ -50,12 +50,6 @@ PEER = {
     (1000, 50): (0.13, 93, 425, 30.15, 33.1, 36.0, 13.6),
     (1000, 200): (0.28, 95, 482, 30.20, 33.0, 38.3, 13.5),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_cpu_s(pid: int) -> float:
@@ -112,38 +106,26 @@ class ProcSampler(threading.Thread):
                 "rss_mb": round(float(rss.mean()), 1), "rss_mb_max": round(float(rss.max()), 1)}
 
 
-def start_server(params: Path, port: int, profile: Path | None) -> subprocess.Popen:
-    cmd = [sys.executable]
+def start_server(params: Path, port: int, profile: Path | None) -> ServerProcess:
+    """`tickwire serve` for the scenario, under cProfile when `profile` is given; output
+    discarded. Stop it with `stop_server` (SIGINT, so cProfile writes its file)."""
     if profile is not None:
-        cmd += ["-m", "cProfile", "-o", str(profile)]
-        cmd += [str(ROOT / "server" / "cli.py")]
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile),
+                   str(ROOT / "server" / "cli.py")]
     else:
-        cmd += ["-m", "server.cli"]
-    cmd += ["serve", "--host", "127.0.0.1", "--port", str(port), "--params", str(params),
-            "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20.0
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop_server(proc)
-                raise RuntimeError(f"server did not start (exit {proc.poll()})") from None
-            time.sleep(0.1)
+        command = PYTHON_M_CLI
+    server = ServerProcess(port=port, command=command, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, plain_logs=False,
+                           extra_args=["--params", str(params), "--log-level", "warning"],
+                           health_timeout_s=20.0)
+    try:
+        return server.start()
+    except RuntimeError:
+        raise RuntimeError(f"server did not start (exit {server.returncode})") from None
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGINT)  # run_app exits cleanly; cProfile writes its file
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+def stop_server(server: ServerProcess) -> None:
+    server.stop(signal.SIGINT)  # run_app exits cleanly; cProfile writes its file
 
 
 def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: float = 5.0,
@@ -152,7 +134,7 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
     params = PARAMS_BY_E.get(entities)
     if params is None:
         raise ValueError(f"no scenario file for E={entities}; one of {sorted(PARAMS_BY_E)}")
-    port = _free_port()
+    port = free_port()
     server = start_server(params, port, profile)
     sampler = ProcSampler(server.pid)
     sampler.start()

@@ -38,18 +38,15 @@ import itertools
 import json
 import math
 import random
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from tests.serverproc import ServerProcess, free_port
+
 REPO = Path(__file__).resolve().parent.parent
-TICKWIRE = Path(sys.executable).with_name("tickwire")
 CHROMIUM = Path("/usr/bin/chromium")
 DEFAULT_OUT = REPO / "bench" / "results" / "browser-smoothness.json"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -147,44 +144,6 @@ class DelayProxy:
         except asyncio.CancelledError:
             queue.put_nowait((0.0, b""))
             raise
-
-
-# -- the server ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, log_path: Path, extra: list[str]) -> subprocess.Popen:
-    log = log_path.open("ab")
-    proc = subprocess.Popen(
-        [str(TICKWIRE), "serve", "--host", "127.0.0.1", "--port", str(port), "--plain-logs",
-         *extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 20.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tickwire serve exited with {proc.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1.0):
-                return proc
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    stop_server(proc)
-    raise RuntimeError(f"tickwire serve did not answer /healthz in 20 s; see {log_path}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 # -- page instrumentation -----------------------------------------------------------------
@@ -354,7 +313,8 @@ async def run(args: argparse.Namespace) -> dict:
     port = free_port()
     log_path = Path(args.log) if args.log else Path(f"/tmp/tickwire-smoothness-{port}.log")
     extra = ["--tick-rate", str(args.tick_rate)] if args.tick_rate else []
-    proc = start_server(port, log_path, extra)
+    server = ServerProcess(port=port, log_path=log_path, extra_args=extra, cwd=REPO)
+    server.start()
     proxy = DelayProxy(port, args.rtt_ms / 2000.0, args.jitter_ms / 1000.0, seed=args.seed)
     try:
         proxy_port = await proxy.start()
@@ -383,7 +343,7 @@ async def run(args: argparse.Namespace) -> dict:
                 await browser.close()
     finally:
         await proxy.close()
-        stop_server(proc)
+        server.stop()
     result = analyse(raw)
     result["page_errors"] = errors
     result["conditions"] = {"rtt_ms": args.rtt_ms, "jitter_ms": args.jitter_ms,

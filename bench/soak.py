@@ -25,11 +25,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,36 +36,18 @@ from pathlib import Path
 import aiohttp
 
 from client_demo.client import Client, ClientError
+from tests.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-TICKWIRE = Path(sys.executable).with_name("tickwire")
 RSS_TOLERANCE_MB = 20.0
 FD_TOLERANCE = 5
 TASK_TOLERANCE = 5
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def health(base_url: str) -> dict:
     async with aiohttp.ClientSession() as http, \
             http.get(base_url + "/healthz", timeout=aiohttp.ClientTimeout(total=5)) as resp:
         return await resp.json()
-
-
-async def wait_healthy(base_url: str, proc: subprocess.Popen, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"soak: the server exited with {proc.returncode}")
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-            return await health(base_url)
-        if time.monotonic() > deadline:
-            raise SystemExit(f"soak: no /healthz within {timeout_s} s")
-        await asyncio.sleep(0.1)
 
 
 def _abort(client: Client) -> None:
@@ -124,14 +103,17 @@ async def soak(minutes: float, bots: int, settle_timeout_s: float) -> dict:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = Path(tempfile.gettempdir()) / f"tickwire-soak-server-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(TICKWIRE), "serve", "--port", str(port), "--log-level",
-                                 "warning"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    log_path.unlink(missing_ok=True)  # a fresh log, not one left by an earlier run
+    server = ServerProcess(port=port, log_path=log_path, extra_args=["--log-level", "warning"],
+                           cwd=REPO, host=None, plain_logs=False, health_timeout_s=20.0)
     try:
-        await wait_healthy(base_url, proc, 20.0)
+        await asyncio.to_thread(server.start)
+    except RuntimeError as exc:
+        raise SystemExit(f"soak: {exc}") from None
+    try:
         await asyncio.sleep(1.0)
         baseline = (await health(base_url))["process"]
-        print(f"soak: server pid {proc.pid} on port {port} (log {log_path}); "
+        print(f"soak: server pid {server.pid} on port {port} (log {log_path}); "
               f"baseline {baseline}", flush=True)
         counts: Counter = Counter()
         started = time.monotonic()
@@ -169,13 +151,7 @@ async def soak(minutes: float, bots: int, settle_timeout_s: float) -> dict:
         await asyncio.sleep(1.0)
         after = (await health(base_url))["process"]
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        server.stop(signal.SIGTERM, timeout=15)
     delta = {k: round(after.get(k, 0) - baseline.get(k, 0), 1) for k in baseline}
     checks = {
         "rss_mb": delta.get("rss_mb", 0) <= RSS_TOLERANCE_MB,
@@ -189,7 +165,7 @@ async def soak(minutes: float, bots: int, settle_timeout_s: float) -> dict:
         "tolerance": {"rss_mb": RSS_TOLERANCE_MB, "open_fds": FD_TOLERANCE,
                       "asyncio_tasks": TASK_TOLERANCE},
         "checks": checks, "pass": all(checks.values()),
-        "server_exit_code": proc.returncode,
+        "server_exit_code": server.returncode,
     }
 
 

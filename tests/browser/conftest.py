@@ -9,25 +9,19 @@ are skipped, except under CI=true, where that is a failure.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.serverproc import TICKWIRE, ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_CHROMIUM = REPO / "scripts" / "install_chromium.sh"
 INSTALL_WEB = REPO / "scripts" / "install_web.sh"
 WEB = REPO / "client_demo" / "web"
-TICKWIRE = Path(sys.executable).with_name("tickwire")
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM_ARGS = [
     "--headless",
@@ -39,7 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-HEALTH_TIMEOUT_S = 20.0
 
 
 def _unavailable(reason: str) -> None:
@@ -47,75 +40,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"browser tests cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base_url}/healthz", timeout=1.0) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@dataclass
-class ServerProcess:
-    """A `tickwire serve` subprocess; `restart()` kills it and starts a new one on the
-    same port (what a crash-and-restart looks like to a client)."""
-
-    port: int
-    log_path: Path
-    extra_args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [str(TICKWIRE), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--plain-logs", *self.extra_args]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"tickwire serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if _healthy(self.base_url):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"tickwire serve did not answer /healthz within "
-                           f"{HEALTH_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the process by its pid (SIGTERM: graceful drain), bounded; then SIGKILL."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
 
 
 @pytest.fixture(scope="session")

@@ -4,54 +4,33 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.serverproc import PYTHON_M_CLI, ServerProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-TICKWIRE = [sys.executable, "-m", "server.cli"]
+TICKWIRE = PYTHON_M_CLI
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([*TICKWIRE, "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log_path = tmp_path_factory.mktemp("bots-server") / "tickwire.log"
+    srv = ServerProcess(port=free_port(), log_path=log_path, command=TICKWIRE, env=ENV,
+                        cwd=ROOT, plain_logs=False, health_timeout_s=15.0,
+                        extra_args=["--log-level", "warning"])
     try:
-        deadline = time.monotonic() + 15.0
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                    pytest.fail(f"server did not become healthy: {err[-2000:]}")
-                time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}/ws"
+        srv.start()
+    except RuntimeError as exc:
+        pytest.fail(f"server did not become healthy: {exc}")
+    try:
+        yield srv.ws_url
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        srv.stop(timeout=5)
 
 
 def _bots(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -99,7 +78,7 @@ def test_bots_threshold_that_cannot_hold_exits_1_and_names_it(server_url: str) -
 
 
 def test_bots_against_a_server_that_is_down_says_so_and_exits_1() -> None:
-    done = _bots("--url", f"ws://127.0.0.1:{_free_port()}/ws", "--count", "3",
+    done = _bots("--url", f"ws://127.0.0.1:{free_port()}/ws", "--count", "3",
                  "--duration", "1", "--procs", "1")
     assert done.returncode == 1
     assert "no bot could connect" in done.stdout

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,20 +30,13 @@ from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
 from server.metrics import parse_metrics
 from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
+from tests.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-TICKWIRE = Path(sys.executable).with_name("tickwire")
-HEALTH_TIMEOUT_S = 20.0
 SECRET = b"0123456789abcdef-test-secret"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def abort_client(client: Client) -> None:
@@ -69,84 +61,24 @@ async def metric(running: Running, name: str) -> float:
         return parse_metrics(await resp.text()).get(name, 0.0)
 
 
-class ServeProcess:
-    """`tickwire serve` in a subprocess; `stop()` kills it by pid if it is still running."""
-
-    def __init__(self, port: int, log_path: Path, *args: str, scheme: str = "http",
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        self.port = port
-        self.scheme = scheme
-        self.ssl_context = ssl_context
-        self.log_path = log_path
-        self.args = args
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        ws = "wss" if self.scheme == "https" else "ws"
-        return f"{ws}://127.0.0.1:{self.port}/ws"
-
-    async def start(self) -> ServeProcess:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(TICKWIRE), "serve", "--port", str(self.port), "--plain-logs", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HEALTH_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.log()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError, AssertionError,
-                                     TimeoutError):
-                health = await fetch_json(self.base_url + "/healthz",
-                                          ssl_context=self.ssl_context)
-                if health["status"] == "ok":
-                    return self
-            if loop.time() > deadline:
-                raise AssertionError(f"no /healthz within {HEALTH_TIMEOUT_S} s: {self.log()}")
-            await asyncio.sleep(0.1)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.proc.poll() is None:
-            if loop.time() > deadline:
-                raise AssertionError(f"server still running after {timeout} s")
-            await asyncio.sleep(0.05)
-        return self.proc.returncode
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:]
-
-
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator:
-    """Start `tickwire serve` subprocesses; every one is killed at the end of the test."""
-    started: list[ServeProcess] = []
+    """Start `tickwire serve` subprocesses (their health wait runs off the event loop);
+    every one is killed by pid at the end of the test."""
+    started: list[ServerProcess] = []
 
-    async def start(*args: str, port: int | None = None, **kwargs: object) -> ServeProcess:
-        port = port or free_port()
-        proc = ServeProcess(port, tmp_path / f"serve-{len(started)}.log", *args, **kwargs)
+    async def start(*args: str, port: int | None = None, scheme: str = "http",
+                    ssl_context: ssl.SSLContext | None = None) -> ServerProcess:
+        proc = ServerProcess(port=port or free_port(),
+                             log_path=tmp_path / f"serve-{len(started)}.log",
+                             extra_args=list(args), host=None, scheme=scheme,
+                             ssl_context=ssl_context)
         started.append(proc)
-        return await proc.start()
+        return await asyncio.to_thread(proc.start)
 
     yield start
     for proc in started:
-        proc.stop()
+        proc.stop(signal.SIGKILL)
 
 
 def resume_frame(token: bytes) -> bytes:
@@ -262,12 +194,12 @@ async def test_a_signal_drains_clients_with_1001_and_exits_0_functional(serve, s
     server = await serve("--shutdown-timeout", str(shutdown_s))
     async with Client(server.ws_url, "drained") as c:
         await c.next_snapshot()
-        server.signal(sig)
+        server.send_signal(sig)
         code, reason = await c.wait_closed(timeout=shutdown_s + 5)
         assert code == 1001
         assert reason == "server shutting down"
         assert c.kick is not None and c.kick.code == 1001
-        assert await server.wait(timeout=shutdown_s + 5) == 0
+        assert await asyncio.to_thread(server.wait, shutdown_s + 5) == 0
 
 
 async def test_a_killed_server_is_noticed_and_a_restart_on_the_same_port_lets_it_back_functional(
@@ -279,7 +211,7 @@ async def test_a_killed_server_is_noticed_and_a_restart_on_the_same_port_lets_it
         await c.connect()
         await c.next_snapshot()
         old_token = bytes(c.welcome.resume_token)
-        first.signal(signal.SIGKILL)
+        first.send_signal(signal.SIGKILL)
         await c.wait_closed(timeout=5)  # noticed, no hang
         await wait_until(lambda: c.reconnect_failures >= 2, timeout=10)
         await serve(port=first.port)
