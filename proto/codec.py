@@ -129,15 +129,20 @@ def states_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def live_span(state: np.ndarray) -> int:
     """One past the highest occupied slot (0 for an empty world)."""
-    occupied = np.flatnonzero(state["kind"])
-    return int(occupied[-1]) + 1 if len(occupied) else 0
+    if len(state) == 0:
+        return 0
+    occupied_from_end = state["kind"][::-1] != 0
+    last = int(np.argmax(occupied_from_end))  # stops at the first True
+    return len(state) - last if occupied_from_end[last] else 0
 
 
-def _padded(state: np.ndarray, n: int) -> np.ndarray:
+def _padded(state: np.ndarray, n: int, *, checked: bool = False) -> np.ndarray:
+    """`state` cut or zero-extended to `n` slots. `checked`: the caller knows no live slot
+    lies at or beyond `n` (it computed `n` from live_span)."""
     if len(state) == n:
         return state
     if len(state) > n:
-        if state["kind"][n:].any():
+        if not checked and state["kind"][n:].any():
             raise CodecError(f"state has live slots beyond slot {n}")
         return state[:n]
     out = np.zeros(n, dtype=STATE_DTYPE)
@@ -202,13 +207,14 @@ def encode(
     keyframe = baseline is None
     if keyframe:
         span = live_span(state)
-        cur = _words(_padded(state, span))
+        cur = _words(_padded(state, span, checked=True))
         ops = np.where(cur[:, _W_KIND_GEN] & 0xFF != 0, OP_SPAWN, OP_UNCHANGED).astype(np.uint8)
         elapsed_ticks = 0
     else:
         span = max(live_span(state), live_span(baseline))
-        cur = _words(_padded(state, span))
-        pred = _predict_words(_words(_padded(baseline, span)), elapsed_ticks, tick_rate)
+        cur = _words(_padded(state, span, checked=True))
+        pred = _predict_words(_words(_padded(baseline, span, checked=True)), elapsed_ticks,
+                              tick_rate)
         cur_live = cur[:, _W_KIND_GEN] & 0xFF != 0
         base_live = pred[:, _W_KIND_GEN] & 0xFF != 0
         same = cur_live & base_live & (cur[:, _W_KIND_GEN] == pred[:, _W_KIND_GEN])
@@ -236,12 +242,14 @@ def encode(
         parts.append(np.packbits(present.reshape(-1), bitorder="little").tobytes())
         widths = bytearray(len(WORDS))
         columns = []
-        for i in range(len(WORDS)):
-            vals = residual[present[:, i], i]
-            if len(vals):
-                narrow = int(vals.min()) >= -128 and int(vals.max()) <= 127
-                widths[i] = 1 if narrow else 2
-                columns.append((vals.astype("<i1") if narrow else vals).tobytes())
+        # Word by word on contiguous copies; typically only x and y changed, so only the
+        # words some row changed are visited.
+        by_word, present_by_word = residual.T.copy(), present.T.copy()
+        for i in np.flatnonzero(present_by_word.any(axis=1)).tolist():
+            vals = by_word[i][present_by_word[i]]
+            narrow = int(vals.min()) >= -128 and int(vals.max()) <= 127
+            widths[i] = 1 if narrow else 2
+            columns.append((vals.astype("<i1") if narrow else vals).tobytes())
         parts.append(bytes(widths))
         parts.extend(columns)
 
