@@ -1,0 +1,412 @@
+"""The browser's snapshot decoder (client_demo/web/codec.js) against the Python reference.
+
+Cases are built in Python with a seeded RNG (keyframes, deltas with moves, spawns, removes,
+slot reuse, growth and shrinkage of the span, narrow and wide residual columns, clamped
+dead reckoning, deflated and raw bodies) and encoded with ``proto.codec.encode``; mutants of
+those payloads (truncated, bit-flipped, trailing bytes, wrong flags or baselines) are added
+with the Python decoder's verdict. One Node process decodes every case with codec.js's
+``decodePayload`` and prints the results as JSON; every case must come out exactly as it
+does in Python: the same snapshot (trailing empty slots don't count, as in
+``proto.codec.states_equal``), or a rejection with ``CodecError``.
+
+Skipped when ``node`` is missing, except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proto import codec
+from proto.codec import STATE_DTYPE, CodecError
+
+ROOT = Path(__file__).resolve().parents[2]
+CODEC_JS = ROOT / "client_demo" / "web" / "codec.js"
+
+NODE_SCRIPT = """\
+import { readFileSync } from "node:fs";
+
+const codec = await import(process.argv[2]);
+const cases = JSON.parse(readFileSync(process.argv[3], "utf8"));
+const results = [];
+for (const [i, c] of cases.entries()) {
+  const raw = Buffer.from(c.payload, "hex");
+  // Every other case sits at an odd offset inside a larger buffer, so the decoder must
+  // honour byteOffset (as it must for a subarray of a WebSocket message).
+  let payload;
+  if (i % 2) {
+    const backing = new Uint8Array(raw.length + 7).fill(0xa5);
+    backing.set(raw, 3);
+    payload = backing.subarray(3, 3 + raw.length);
+  } else {
+    payload = Uint8Array.from(raw);
+  }
+  const baseline = c.baseline === null ? null : Uint16Array.from(c.baseline.flat());
+  try {
+    const r = await codec.decodePayload(payload, baseline);
+    results.push({ ok: true, span: r.span, rate: r.rate, elapsed: r.elapsed,
+                   keyframe: r.keyframe, words: Array.from(r.words) });
+  } catch (err) {
+    results.push({ ok: false, codecError: err instanceof codec.CodecError,
+                   error: `${err && err.name}: ${err && err.message}` });
+  }
+}
+process.stdout.write(JSON.stringify(results));
+"""
+
+
+# -- case generation -----------------------------------------------------------------------------
+
+def random_state(rng: np.random.Generator, slots: int, live_fraction: float) -> np.ndarray:
+    """Random canonical snapshot: live slots random in every word, empty slots all zero."""
+    state = np.zeros(slots, dtype=STATE_DTYPE)
+    state.view("<u2").reshape(-1, 8)[:] = rng.integers(0, 65536, size=(slots, 8))
+    live = rng.random(slots) < live_fraction
+    state["kind"] = np.where(live, rng.integers(1, 4, size=slots), 0)
+    state[~live] = 0
+    return state
+
+
+def moving_state(rng: np.random.Generator, slots: int, live_fraction: float,
+                 speed: int = 800) -> np.ndarray:
+    """Like random_state, but with positions mid-world and game-like velocities."""
+    state = random_state(rng, slots, live_fraction)
+    live = state["kind"] != 0
+    state["x"] = np.where(live, rng.integers(1_000, 64_000, slots), 0)
+    state["y"] = np.where(live, rng.integers(1_000, 64_000, slots), 0)
+    state["vx"] = np.where(live, rng.integers(-speed, speed + 1, slots), 0)
+    state["vy"] = np.where(live, rng.integers(-speed, speed + 1, slots), 0)
+    return state
+
+
+def evolve(rng: np.random.Generator, base: np.ndarray, ticks: int, rate: int, *,
+           wide: bool = False, grow: int = 0, p_remove: float = 0.05,
+           p_reuse: float = 0.05, p_spawn: float = 0.05) -> np.ndarray:
+    """A next state: dead reckoning plus small moves, some changed words (wide residuals
+    when `wide`), removals, reused slots (generation bumped), spawns into empty slots and
+    `grow` new slots past the end."""
+    nxt = codec.predict(base, ticks, rate).copy()
+    n = len(nxt)
+    live = nxt["kind"] != 0
+    jitter = rng.integers(-3, 4, size=(n, 2))
+    nxt["x"] = np.clip(nxt["x"].astype(np.int64) + jitter[:, 0], 0, 65535)
+    nxt["y"] = np.clip(nxt["y"].astype(np.int64) + jitter[:, 1], 0, 65535)
+    hit = rng.random(n) < (0.3 if wide else 0.1)
+    if wide:
+        nxt["hp"][hit] = rng.integers(0, 65536, size=hit.sum())
+        turned = rng.random(n) < 0.2
+        nxt["vx"][turned] = rng.integers(-32768, 32768, size=turned.sum())
+        nxt["score"][rng.random(n) < 0.2] += 1000
+    else:
+        nxt["hp"][hit] -= rng.integers(0, 100, size=hit.sum()).astype(np.uint16)
+        nxt["vy"][rng.random(n) < 0.1] += 5
+    nxt["aim"][rng.random(n) < 0.1] += 3
+    nxt["flags"][rng.random(n) < 0.05] ^= 1
+    nxt[live & (rng.random(n) < p_remove)] = 0
+    reused = live & (nxt["kind"] != 0) & (rng.random(n) < p_reuse)
+    nxt["gen"][reused] += 1
+    fresh = random_state(rng, n, 1.0)
+    nxt["x"][reused] = fresh["x"][reused]
+    spawn = ~live & (rng.random(n) < p_spawn)
+    nxt[spawn] = fresh[spawn]
+    out = np.concatenate([nxt, random_state(rng, grow, 0.8)])
+    out[out["kind"] == 0] = 0
+    return out
+
+
+def as_rows(state: np.ndarray | None) -> list[list[int]] | None:
+    if state is None:
+        return None
+    return np.ascontiguousarray(state).view("<u2").reshape(-1, 8).tolist()
+
+
+def body_of(payload: bytes) -> bytes:
+    return zlib.decompress(payload[1:]) if payload[0] & codec.FLAG_DEFLATE else payload[1:]
+
+
+def residual_widths(payload: bytes) -> bytes:
+    """The 8 width bytes of a valid payload (all 0 when it has no updates)."""
+    body = body_of(payload)
+    span = int.from_bytes(body[3:5], "little")
+    ops = codec._unpack_ops(body[5 : 5 + (span + 3) // 4], span)
+    at = 5 + (span + 3) // 4 + 16 * int((ops == codec.OP_SPAWN).sum())
+    updates = int((ops == codec.OP_UPDATE).sum())
+    return body[at + updates : at + updates + 8] if updates else bytes(8)
+
+
+def op_counts(payload: bytes) -> np.ndarray:
+    body = body_of(payload)
+    span = int.from_bytes(body[3:5], "little")
+    return np.bincount(codec._unpack_ops(body[5 : 5 + (span + 3) // 4], span), minlength=4)
+
+
+def python_outcome(payload: bytes, baseline: np.ndarray | None) -> np.ndarray | None:
+    try:
+        return codec.decode(payload, baseline)
+    except CodecError:
+        return None
+
+
+def build_cases() -> list[dict]:
+    rng = np.random.default_rng(20240611)
+    valid: list[dict] = []
+
+    def add(name, state, baseline, *, elapsed=0, rate=30, deflate=True):
+        payload = codec.encode(state, baseline, elapsed_ticks=elapsed, tick_rate=rate,
+                               deflate=deflate)
+        decoded = codec.decode(payload, baseline)
+        assert codec.states_equal(decoded, state), name  # the reference round-trips
+        valid.append({"name": name, "kind": "valid", "payload_bytes": payload,
+                      "baseline_state": baseline, "state": state,
+                      "expected_state": decoded})
+
+    # Keyframes: empty world, one entity, sparse and dense worlds, raw and deflated.
+    add("keyframe-empty", codec.empty_state(0), None)
+    add("keyframe-empty-slots", codec.empty_state(12), None)
+    add("keyframe-one", random_state(rng, 1, 1.0), None)
+    for i, (slots, live) in enumerate([(5, 0.5), (64, 0.7), (300, 0.9), (200, 0.1)]):
+        st = random_state(rng, slots, live)
+        add(f"keyframe-{slots}-{live}", st, None)
+        add(f"keyframe-{slots}-{live}-raw", st, None, deflate=False)
+        if i == 0:
+            # A keyframe ignores any baseline the client still holds.
+            add("keyframe-ignores-baseline", st, random_state(rng, 40, 1.0))
+
+    # Pure dead reckoning: every op 0, including at the rate/elapsed extremes.
+    for rate, elapsed in [(30, 1), (30, 2), (1, 1), (255, 1), (60, 65535), (7, 13)]:
+        base = moving_state(rng, 50, 0.8)
+        add(f"dead-reckoning-r{rate}-k{elapsed}", codec.predict(base, elapsed, rate).copy(),
+            base, elapsed=elapsed, rate=rate)
+    add("delta-elapsed-0", (b := moving_state(rng, 30, 0.8)).copy(), b, elapsed=0)
+
+    # Clamping at the world's edges: positions near 0/65535, large velocities.
+    edge = moving_state(rng, 40, 1.0, speed=32767)
+    edge["x"][::2] = 65530
+    edge["y"][1::2] = 3
+    edge["vx"][::2] = 32767
+    edge["vy"][1::2] = -32768
+    add("clamped-prediction", codec.predict(edge, 40, 30).copy(), edge, elapsed=40)
+    add("clamped-prediction-with-updates", evolve(rng, edge, 40, 30), edge, elapsed=40)
+
+    # Deltas: small residuals (i8 columns) and wide ones (i16 columns), raw and deflated.
+    for i in range(12):
+        slots = int(rng.integers(1, 250))
+        rate = int(rng.choice([10, 20, 30, 60, 128, 255]))
+        ticks = int(rng.integers(1, 40))
+        base = moving_state(rng, slots, float(rng.uniform(0.3, 1.0)))
+        wide = bool(i % 2)
+        st = evolve(rng, base, ticks, rate, wide=wide, grow=int(rng.integers(0, 6)))
+        add(f"delta-{i}-{'wide' if wide else 'narrow'}", st, base, elapsed=ticks, rate=rate)
+        add(f"delta-{i}-{'wide' if wide else 'narrow'}-raw", st, base, elapsed=ticks,
+            rate=rate, deflate=False)
+
+    # Each op on its own.
+    base = moving_state(rng, 20, 0.6)
+    live_idx = np.flatnonzero(base["kind"])
+    empty_idx = np.flatnonzero(base["kind"] == 0)
+    st = codec.predict(base, 1, 30).copy()
+    st[live_idx[:3]] = 0
+    add("removes-only", st, base, elapsed=1, deflate=False)
+    st = codec.predict(base, 1, 30).copy()
+    st[empty_idx[:3]] = random_state(rng, 3, 1.0)
+    add("spawns-into-empty-slots", st, base, elapsed=1, deflate=False)
+    st = codec.predict(base, 1, 30).copy()
+    st["gen"][live_idx[:4]] += 1  # same kind, new generation: a reused slot
+    add("slot-reuse-gen-bump", st, base, elapsed=1, deflate=False)
+    st = codec.predict(base, 1, 30).copy()
+    st["gen"][live_idx[:2]] = 255
+    st["gen"][live_idx[2:4]] = 0  # wraps 255 -> 0 as well
+    st["kind"][live_idx[4:6]] = (st["kind"][live_idx[4:6]] % 3) + 1  # new kind, same gen
+    add("slot-reuse-kind-change", st, base, elapsed=1, deflate=False)
+    st = codec.predict(base, 1, 30).copy()
+    st["hp"][live_idx[:5]] += np.array([1, -1, 127, -128, 128], dtype=np.int64).astype(
+        np.uint16)
+    add("residual-width-boundaries", st, base, elapsed=1, deflate=False)
+    st = codec.predict(base, 1, 30).copy()
+    st["x"][live_idx[0]] += 32768  # residual of exactly -32768 (wraps mod 2**16)
+    st["aim"][live_idx[1]] ^= 0x80
+    st["flags"][live_idx[1]] = 0xFF
+    add("residual-extremes", st, base, elapsed=1, deflate=False)
+
+    # Span changes: growth past the baseline, shrinkage, arrays longer than their span.
+    base = moving_state(rng, 30, 0.9)
+    grown = np.concatenate([codec.predict(base, 2, 30), random_state(rng, 70, 0.5)])
+    grown[-1] = random_state(rng, 1, 1.0)
+    add("growth-past-baseline-span", grown, base, elapsed=2)
+    add("growth-past-baseline-span-raw", grown, base, elapsed=2, deflate=False)
+    shrunk = codec.predict(base, 2, 30)[:10].copy()
+    add("shrink-trailing-removes", shrunk, base, elapsed=2, deflate=False)
+    add("all-removed", codec.empty_state(0), base, elapsed=2)
+    add("from-empty-baseline", random_state(rng, 40, 0.7), codec.empty_state(0), elapsed=3)
+    padded_base = np.concatenate([base, codec.empty_state(25)])
+    padded_state = np.concatenate([evolve(rng, base, 2, 30), codec.empty_state(9)])
+    add("trailing-empty-slots-in-arrays", padded_state, padded_base, elapsed=2)
+
+    # A chain of deltas, each against the previous state (as a client sees them).
+    prev = moving_state(rng, 120, 0.7)
+    for step in range(6):
+        nxt = evolve(rng, prev, 1, 30, wide=step == 3, grow=int(step % 3))
+        add(f"chain-{step}", nxt, prev, elapsed=1, deflate=step % 2 == 0)
+        prev = nxt
+
+    # Mutants of valid payloads, with the Python decoder's verdict.
+    mutants: list[dict] = []
+
+    def mutant(name, payload, baseline):
+        expected = python_outcome(payload, baseline)
+        mutants.append({"name": name, "kind": "rejected" if expected is None else "mutant",
+                        "payload_bytes": payload, "baseline_state": baseline,
+                        "state": None, "expected_state": expected})
+
+    for case in valid:
+        p, b, name = case["payload_bytes"], case["baseline_state"], case["name"]
+        if len(p) > 1:
+            mutant(f"{name}/truncated-1", p[:-1], b)
+            mutant(f"{name}/truncated-half", p[: len(p) // 2], b)
+        mutant(f"{name}/trailing-zero", p + b"\x00", b)
+        mutant(f"{name}/trailing-junk", p + bytes(rng.integers(0, 256, 5).tolist()), b)
+        for k in range(3):
+            flipped = bytearray(p)
+            at = int(rng.integers(0, len(p)))
+            flipped[at] ^= 1 << int(rng.integers(0, 8))
+            mutant(f"{name}/bitflip-{k}", bytes(flipped), b)
+        mutant(f"{name}/unknown-flag", bytes([p[0] | 0x04]) + p[1:], b)
+        if not p[0] & codec.FLAG_KEYFRAME:
+            mutant(f"{name}/delta-without-baseline", p, None)
+            if b is not None and len(b):
+                pad = max(40, len(case["state"]) + 1)
+                live_beyond = np.concatenate([b, codec.empty_state(pad)])
+                live_beyond[-1] = random_state(rng, 1, 1.0)
+                mutant(f"{name}/baseline-live-beyond-span", p, live_beyond)
+        if p[0] & codec.FLAG_DEFLATE:
+            mutant(f"{name}/deflate-flag-cleared", bytes([p[0] & ~codec.FLAG_DEFLATE]) + p[1:],
+                   b)
+            body = zlib.decompress(p[1:])
+            mutant(f"{name}/body-trailing-byte-deflated",
+                   bytes([p[0]]) + zlib.compress(body + b"\x00", 1), b)
+        else:
+            mutant(f"{name}/deflate-flag-set", bytes([p[0] | codec.FLAG_DEFLATE]) + p[1:], b)
+    # Hand-made bodies for the remaining checks of the spec.
+    for name, body, keyframe in [
+        ("empty-payload", b"", None),
+        ("rate-0", bytes([0, 0, 0, 0, 0]), True),
+        ("keyframe-nonzero-elapsed", bytes([30, 1, 0, 0, 0]), True),
+        ("keyframe-update-op", bytes([30, 0, 0, 1, 0, 0b01]), True),
+        ("spawn-of-empty-record", bytes([30, 0, 0, 1, 0, 0b10]) + bytes(16), True),
+        ("ops-beyond-span", bytes([30, 0, 0, 1, 0, 0b1000]), True),
+        ("header-only-short", bytes([30, 0, 0]), True),
+    ]:
+        payload = b"" if keyframe is None else bytes([codec.FLAG_KEYFRAME]) + body
+        mutant(name, payload, None)
+    return valid + mutants
+
+
+def encode_case(case: dict) -> dict:
+    return {"name": case["name"], "payload": case["payload_bytes"].hex(),
+            "baseline": as_rows(case["baseline_state"]),
+            "expected": as_rows(case["expected_state"])}
+
+
+CASES = build_cases()
+VALID = [c for c in CASES if c["kind"] == "valid"]
+REJECTED = [c for c in CASES if c["kind"] == "rejected"]
+ACCEPTED_MUTANTS = [c for c in CASES if c["kind"] == "mutant"]
+
+
+# -- running codec.js -----------------------------------------------------------------------------
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"codec.js conformance cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def js_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    node = shutil.which("node")
+    if node is None:
+        _unavailable("`node` is not on PATH (needed to run client_demo/web/codec.js)")
+    tmp = tmp_path_factory.mktemp("codecjs")
+    cases_json = tmp / "cases.json"
+    cases_json.write_text(json.dumps([encode_case(c) for c in CASES]), encoding="utf-8")
+    script = tmp / "decode_cases.mjs"
+    script.write_text(NODE_SCRIPT, encoding="utf-8")
+    proc = subprocess.run([node, str(script), CODEC_JS.as_uri(), str(cases_json)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0 and "DecompressionStream is not defined" in proc.stderr:
+        _unavailable("this node has no DecompressionStream (needs Node >= 18)")
+    assert proc.returncode == 0, f"node failed:\n{proc.stderr}"
+    results = json.loads(proc.stdout)
+    assert len(results) == len(CASES)
+    return {c["name"]: r for c, r in zip(CASES, results, strict=True)}
+
+
+def js_state(result: dict) -> np.ndarray:
+    return np.array(result["words"], dtype="<u2").view(STATE_DTYPE)
+
+
+def _describe(result: dict) -> str:
+    return result.get("error") or f"decoded span {result.get('span')}"
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+def test_cases_cover_the_format():
+    payloads = [c["payload_bytes"] for c in VALID]
+    keyframes = [p for p in payloads if p[0] & codec.FLAG_KEYFRAME]
+    deltas = [p for p in payloads if not p[0] & codec.FLAG_KEYFRAME]
+    assert keyframes and deltas
+    for group in (keyframes, deltas):
+        assert any(p[0] & codec.FLAG_DEFLATE for p in group)
+        assert any(not p[0] & codec.FLAG_DEFLATE for p in group)
+    ops = sum(op_counts(p) for p in deltas)
+    assert (ops > 0).all(), ops  # unchanged, update, spawn and remove all occur
+    widths = np.array([list(residual_widths(p)) for p in deltas])
+    assert (widths == 1).any() and (widths == 2).any()
+    grew = [c for c in VALID if c["baseline_state"] is not None
+            and codec.live_span(c["state"]) > len(c["baseline_state"])]
+    assert grew
+    reused = [c for c in VALID if c["baseline_state"] is not None and (
+        (lambda b, s: bool(((b["kind"][:n] != 0) & (s["kind"][:n] != 0)
+                            & (b["gen"][:n] != s["gen"][:n])).any()))(
+            c["baseline_state"], c["state"]) if (n := min(len(c["baseline_state"]),
+                                                          len(c["state"]))) else False)]
+    assert reused
+    assert len(REJECTED) >= 100
+
+
+@pytest.mark.parametrize("case", VALID, ids=[c["name"] for c in VALID])
+def test_valid_payload_decodes_to_the_python_state(case, js_results):
+    res = js_results[case["name"]]
+    assert res["ok"], f"codec.js rejected a valid payload: {res['error']}"
+    got = js_state(res)
+    assert res["span"] == len(case["expected_state"]) == len(got)
+    assert codec.states_equal(got, case["state"])
+    assert codec.states_equal(got, case["expected_state"])
+    body = body_of(case["payload_bytes"])
+    assert res["rate"] == body[0]
+    assert res["elapsed"] == int.from_bytes(body[1:3], "little")
+    assert res["keyframe"] == bool(case["payload_bytes"][0] & codec.FLAG_KEYFRAME)
+
+
+@pytest.mark.parametrize("case", REJECTED, ids=[c["name"] for c in REJECTED])
+def test_corrupted_payload_is_rejected_by_both(case, js_results):
+    res = js_results[case["name"]]
+    assert not res["ok"], "codec.js accepted a payload the Python decoder rejects"
+    assert res["codecError"], f"rejected, but not with CodecError: {res['error']}"
+
+
+@pytest.mark.parametrize("case", ACCEPTED_MUTANTS, ids=[c["name"] for c in ACCEPTED_MUTANTS])
+def test_mutant_accepted_by_python_decodes_the_same_in_js(case, js_results):
+    # A bit flip in a raw body can land on a value (a residual, a position) and still be a
+    # valid payload; then both decoders must agree on what it says.
+    res = js_results[case["name"]]
+    assert res["ok"], f"codec.js rejected what Python accepts: {_describe(res)}"
+    assert codec.states_equal(js_state(res), case["expected_state"])
