@@ -139,6 +139,7 @@ class Gateway:
                                        config.connect_burst_per_ip)
         self._room_tasks: dict[str, tuple[asyncio.Task, asyncio.Event, TickSchedule]] = {}
         self._background: set[asyncio.Task] = set()
+        self._room_drops: dict[str, tuple[int, int]] = {}
         self.params_version = 1  # bumped by every live parameter change
 
     # -- live parameters ---------------------------------------------------------------
@@ -197,6 +198,7 @@ class Gateway:
         try:
             result = room.tick(now)
             self._deliver(result, now)
+            self._count_room_drops(room)
         except Exception:
             self.metrics.tick_errors.inc()
             raise  # run_ticks logs it (once per kind) and keeps the loop going
@@ -209,11 +211,22 @@ class Gateway:
         if room.tick_number % (room.params.tick_rate * 10) == 0:
             self._reap_rooms(now)
 
+    def _count_room_drops(self, room: Room) -> None:
+        """Commands the room dropped (queue overflow, standing-queue trim) into /metrics."""
+        seen = self._room_drops.get(room.room_id, (0, 0))
+        now_counts = (room.inputs_dropped, room.inputs_trimmed)
+        if now_counts != seen:
+            m = self.metrics.inputs_rejected
+            m.labels(reason="queue_overflow").inc(now_counts[0] - seen[0])
+            m.labels(reason="queue_trimmed").inc(now_counts[1] - seen[1])
+            self._room_drops[room.room_id] = now_counts
+
     def _reap_rooms(self, now: float) -> None:
         for room in self.lobby.reap(now):
             entry = self._room_tasks.pop(room.room_id, None)
             if entry is not None:
                 entry[1].set()
+            self._room_drops.pop(room.room_id, None)
             log.info("room disposed", extra={"room": room.room_id})
         self.metrics.rooms.set(len(self._room_tasks))
 
@@ -223,9 +236,11 @@ class Gateway:
         tasks = [task for task, _, _ in self._room_tasks.values()]
         self._room_tasks.clear()
         if tasks:
-            await asyncio.wait(tasks, timeout=2.0)
-            for task in tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     def schedule_for(self, room_id: str) -> TickSchedule | None:
         entry = self._room_tasks.get(room_id)
@@ -326,7 +341,9 @@ class Gateway:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120],
                                             drain=False), self.config.close_timeout_s + 0.5)
-        if not transport.is_closing() and not ws.closed:
+        # aiohttp closes the transport gracefully when the handshake fails, which waits
+        # to send whatever is buffered: a peer that stopped reading would keep the socket.
+        if not transport.is_closing() or transport.get_write_buffer_size() > 0:
             transport.abort()
 
     # -- the WebSocket handler -------------------------------------------------------------
@@ -490,6 +507,8 @@ class Gateway:
             self.metrics.bytes_sent.inc(len(data))
             return
         if not session.joined:
+            if self.draining:
+                raise ProtocolError(CLOSE_GOING_AWAY, "draining", "server shutting down")
             if kind == "join":
                 self._join(conn, frame.join, now)
             elif kind == "resume":
@@ -540,7 +559,7 @@ class Gateway:
             # The old socket is still open (a half-open connection): the new one wins.
             stale.room = None
             self.close_soon(stale, CLOSE_POLICY, "replaced by a resumed connection",
-                            label="replaced")
+                            label="replaced", abort=True)  # often half-open: don't wait
             self.metrics.players.dec()
         self._attach(conn, room, seat.player_id)
         log.info("player resumed", extra={"player": seat.player_id, "room": room.room_id})

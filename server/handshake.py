@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import struct
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -107,48 +108,63 @@ class JoinTokens:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
+def address_key(ip: str) -> str:
+    """What one client's address counts as: the address itself for IPv4, its /64 for
+    IPv6 (a single host usually holds a whole /64, so per-address limits would not bite)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
 class ConnectionsPerIp:
-    """Open WebSockets per remote address, and how fast an address may open new ones.
+    """Open WebSockets per client address, and how fast an address may open new ones.
 
     The cap stops one host from holding every seat at once; the rate stops it from
     churning seats (a dropped player's seat is kept for the resume grace period, so
-    connect-and-drop in a loop would otherwise fill rooms with ghosts).
+    connect-and-drop in a loop would otherwise fill rooms with ghosts). Addresses are
+    keyed by `address_key`. The rate buckets are an LRU of at most `max_tracked`
+    addresses: O(1) per check, bounded memory; an address evicted after being idle
+    simply starts again with a full bucket.
     """
 
-    def __init__(self, cap: int, rate_per_s: float = 0.0, burst: float = 0.0) -> None:
+    def __init__(self, cap: int, rate_per_s: float = 0.0, burst: float = 0.0,
+                 max_tracked: int = 65536) -> None:
         self.cap = cap
         self.rate_per_s = rate_per_s
         self.burst = burst
+        self.max_tracked = max_tracked
         self.open: Counter[str] = Counter()
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def check(self, ip: str, now: float) -> Refusal | None:
-        if self.cap and self.open[ip] >= self.cap:
-            return Refusal(429, "ip_cap", f"too many connections from {ip} "
+        key = address_key(ip)
+        if self.cap and self.open[key] >= self.cap:
+            return Refusal(429, "ip_cap", f"too many connections from {key} "
                                           f"(limit {self.cap})")
         if self.rate_per_s > 0:
-            bucket = self._buckets.get(ip)
+            bucket = self._buckets.get(key)
             if bucket is None:
-                self._prune(now)
-                bucket = self._buckets[ip] = TokenBucket(self.rate_per_s, self.burst, now)
+                bucket = self._buckets[key] = TokenBucket(self.rate_per_s, self.burst, now)
+                if len(self._buckets) > self.max_tracked:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
             if not bucket.take(now):
-                return Refusal(429, "ip_rate", f"too many new connections from {ip} "
+                return Refusal(429, "ip_rate", f"too many new connections from {key} "
                                                f"(limit {self.rate_per_s:g}/s)")
         return None
 
-    def _prune(self, now: float) -> None:
-        """Forget addresses whose bucket has refilled: they are idle, so memory stays
-        bounded by the addresses seen within the last burst/rate seconds."""
-        if len(self._buckets) < 1024:
-            return
-        full = [ip for ip, b in self._buckets.items() if b.tokens(now) >= self.burst]
-        for ip in full:
-            del self._buckets[ip]
-
     def opened(self, ip: str) -> None:
-        self.open[ip] += 1
+        self.open[address_key(ip)] += 1
 
     def closed(self, ip: str) -> None:
-        self.open[ip] -= 1
-        if self.open[ip] <= 0:
-            del self.open[ip]
+        key = address_key(ip)
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]

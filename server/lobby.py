@@ -75,7 +75,7 @@ class Lobby:
                 del self.rooms[room_id]
                 del self._empty_since[room_id]
                 if room.recorder is not None:
-                    room.recorder.close()
+                    room.recorder.close(wait=False)  # inside a tick: never wait on disk
                 gone.append(room)
         return gone
 

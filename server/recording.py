@@ -44,7 +44,7 @@ import logging
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -85,6 +85,7 @@ RECORD_NAMES = {CHECKPOINT: "checkpoint", PARAMS: "params", JOIN: "join", LEAVE:
 
 _REC = struct.Struct("<BI")
 _BLOCK = struct.Struct("<II")
+MAX_PENDING_BLOCKS = 64  # about a minute of blocks at one per second
 _MEMBER = struct.Struct("<qii")
 _TICK = struct.Struct("<q")
 INPUT_ROW = np.dtype([("slot", "<i4"), ("move_x", "<f4"), ("move_y", "<f4"),
@@ -158,7 +159,11 @@ class RoomRecorder:
         self._index = 0
         # Compression and file I/O happen on one worker thread, in submission order: a
         # slow disk must never delay a tick. The tick thread only serializes into _buf.
+        # Ownership: `files`, `_index` and `_pending` belong to the tick thread; `_file`,
+        # `_file_bytes` and `bytes_written` to the writer (the tick only reads them, and a
+        # value one block late is fine for a size limit); `failed` is set by either.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rec-{self.prefix}")
+        self._pending: list[Future] = []
         config.directory.mkdir(parents=True, exist_ok=True)
         self._open(room)
 
@@ -182,7 +187,7 @@ class RoomRecorder:
 
     def on_stepped(self, room: Room) -> None:
         tick = room.world.tick
-        if tick % self.config.hash_every:
+        if tick % self.config.hash_every or self.closed or self.failed:
             return
         self._add(HASH, _TICK.pack(tick) + bytes.fromhex(room.world.state_hash()))
         self._flush()
@@ -191,15 +196,19 @@ class RoomRecorder:
         if self._file_bytes >= self.config.max_bytes:
             self._open(room)
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Write what is buffered and close the file (idempotent); later events are ignored.
-        Waits for the writer thread, so the files are complete when this returns."""
+        `wait`: block until the writer thread is done, so the files are complete when this
+        returns (at shutdown); a room disposed of mid-game passes False, since that runs
+        inside a tick."""
         if self.closed:
+            if wait:
+                self._io.shutdown(wait=True)  # an earlier close may not have waited
             return
         self._flush()
-        self._io.submit(self._close_file)
-        self._io.shutdown(wait=True)
+        self._submit(self._close_file)
         self.closed = True
+        self._io.shutdown(wait=wait)
 
     # internals -----------------------------------------------------------------------
 
@@ -214,13 +223,16 @@ class RoomRecorder:
             return
         self._index += 1
         path = self.config.directory / f"{self.prefix}-{self._index:05d}{SUFFIX}"
-        self._io.submit(self._open_file, path)
+        self.files.append(path)
+        stale = self.files[: -self.config.keep]
+        del self.files[: -self.config.keep]
+        self._submit(self._open_file, path, stale)
         # The checkpoint is taken now, on the tick thread: it must be this tick's state.
         self._add(CHECKPOINT, _checkpoint_payload(room))
         self._flush()
 
-    def _open_file(self, path: Path) -> None:
-        """Writer thread: start a new file and drop the oldest beyond `keep`."""
+    def _open_file(self, path: Path, stale: list[Path]) -> None:
+        """Writer thread: start a new file and delete the ones beyond `keep`."""
         self._close_file()
         try:
             self._file = path.open("wb")
@@ -229,17 +241,28 @@ class RoomRecorder:
             self._fail(f"cannot open {path}")
             return
         self._file_bytes = len(MAGIC)
-        self.files.append(path)
-        while len(self.files) > self.config.keep:
+        for old in stale:
             with contextlib.suppress(OSError):
-                self.files.pop(0).unlink()
+                old.unlink()
 
     def _flush(self) -> None:
         if self.failed or not self._buf:
             return
         raw = bytes(self._buf)
         self._buf.clear()
-        self._io.submit(self._write_block, raw)
+        self._submit(self._write_block, raw)
+
+    def _submit(self, fn: Callable[..., None], *args: object) -> None:
+        """Queue work for the writer; a disk that cannot keep up (more than
+        MAX_PENDING_BLOCKS waiting) stops the recording rather than growing memory."""
+        self._pending = [f for f in self._pending if not f.done()]
+        if len(self._pending) >= MAX_PENDING_BLOCKS:
+            self.failed = True
+            self._buf.clear()
+            log.error("recording stopped: the disk is too slow",
+                      extra={"prefix": self.prefix, "pending": len(self._pending)})
+            return
+        self._pending.append(self._io.submit(fn, *args))
 
     def _write_block(self, raw: bytes) -> None:
         """Writer thread: one zlib block."""

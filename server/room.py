@@ -14,7 +14,9 @@ seat earns one step of budget (kept up to ``inputs_per_tick`` while its commands
 and spends one per command: a tick without a command leaves the player where it is, and
 the commands arriving bunched next tick catch up (earlier ones through ``pre_move``).
 Sending faster than the tick rate earns nothing, so over any stretch of time a player
-covers at most (ticks + inputs_per_tick) steps. Fire is the OR of a tick's commands.
+covers at most (ticks + inputs_per_tick - 1) steps. A queue that stays long for a whole
+second is trimmed, so a stall or a fast client clock does not add lasting input delay.
+Fire is the OR of a tick's commands.
 
 Snapshots: after each step the world is quantised once and pushed into a
 ``SnapshotHistory``. Each seat gets a delta against the tick it acknowledged (or a
@@ -128,6 +130,8 @@ class Seat:
     acked_tick: int = 0
     rtt_ms: float = 0.0
     budget: int = 0  # movement steps earned but not yet spent (see Room._apply_inputs)
+    queue_floor: int = 1 << 30  # the shortest the queue was in this trim window
+    window_ticks: int = 0
 
     @property
     def resume_token(self) -> bytes:
@@ -175,6 +179,7 @@ class Room:
         self.created_at = now
         self.inputs_rejected: Counter[str] = Counter()
         self.inputs_dropped = 0  # queue overflow: commands older than the queue bound
+        self.inputs_trimmed = 0  # commands dropped to cut a standing queue (input delay)
         self._inputs = Inputs.empty(self.world.capacity)
         self._pre_inputs = Inputs.empty(self.world.capacity)  # scratch for pre_move rounds
         self._pending: dict[int, list[bytes]] = {}  # event frames queued per seat
@@ -236,6 +241,7 @@ class Room:
         seat.connected = True
         seat.acked_tick = 0
         seat.budget = 0
+        seat.queue_floor, seat.window_ticks = 1 << 30, 0
         seat.queue.clear()
         # The client restarts its sequence numbers on a new socket.
         seat.last_applied_seq = seat.last_queued_seq = 0
@@ -377,6 +383,11 @@ class Room:
         are applied by `pre_move`, round by round, so the server's position after command
         `seq` is exactly the client's prediction; a client sending faster than the tick
         rate earns no extra steps.
+
+        A queue that never empties is input delay nobody needs (after a stall, or a client
+        clock running a little fast): when its shortest length over a window of one second
+        was above one, the surplus oldest commands are dropped (counted in
+        `inputs_trimmed`). The client sees one correction instead of lasting extra lag.
         """
         inputs = self._inputs
         inputs.fire[:] = False
@@ -384,9 +395,11 @@ class Room:
         cap = self.params.inputs_per_tick
         early: list[list[tuple[int, float, float, float]]] = []  # per round: slot, move, aim
         # One Python iteration per seat (not per entity): the queues are per connection.
+        window = self.params.tick_rate
         for seat in self.seats.values():
             seat.budget = min(seat.budget + 1, cap)
             n = min(seat.budget, len(seat.queue))
+            self._trim_standing_queue(seat, len(seat.queue) - n, window)
             if n == 0:
                 continue
             seat.budget -= n
@@ -413,6 +426,18 @@ class Room:
             pre_move(self.world, slots, pre)
             if self.recorder is not None:
                 self.recorder.on_pre_move(self, slots, pre)
+
+    def _trim_standing_queue(self, seat: Seat, left_after_tick: int, window: int) -> None:
+        seat.queue_floor = min(seat.queue_floor, left_after_tick)
+        seat.window_ticks += 1
+        if seat.window_ticks < window:
+            return
+        surplus = seat.queue_floor - 1
+        seat.queue_floor, seat.window_ticks = 1 << 30, 0
+        if surplus > 0 and len(seat.queue) > surplus:
+            for _ in range(surplus):
+                seat.queue.popleft()
+            self.inputs_trimmed += surplus
 
     def _quantize(self) -> np.ndarray:
         w = self.world

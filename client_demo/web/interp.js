@@ -40,7 +40,9 @@ export class Interpolator {
     if (last && tick <= last.tick) return;
     this.frames.push({ tick, words });
     const sample = tick / this.rate - nowS;
-    if (this.targetS === null || Math.abs(sample - this.targetS) > 0.5) {
+    // Resync only when time jumps forward (first snapshot, a tab that slept). A late
+    // sample is lateness, not a new clock: a stall must not rewind the view.
+    if (this.targetS === null || sample - this.targetS > 0.5) {
       this.targetS = sample;
       this.jitterS = 0;
       this.offsetS = sample - this.delayS;
@@ -49,7 +51,9 @@ export class Interpolator {
       // Decay 0.5 ms per snapshot (15 ms/s at 30 Hz), so the target follows a path that
       // got slower for good, while one early arrival is enough to pull it forward.
       this.targetS = Math.max(sample, this.targetS - 0.0005);
-      this.jitterS += (this.targetS - sample - this.jitterS) * 0.05;
+      // One long stall should not inflate the delay for good: cap each sample's weight.
+      const lateness = Math.min(this.targetS - sample, 0.25);
+      this.jitterS += (lateness - this.jitterS) * 0.05;
     }
     // Keep about one second beyond the render time.
     const keepFrom = this.renderTick(nowS) - this.rate;
@@ -120,10 +124,13 @@ export class Interpolator {
 
 Interpolator.prototype._slew = function (nowS) {
   if (this.offsetS === null) return;
-  const step = 0.01 * Math.max(0, nowS - this.slewedAt); // at most 1% faster or slower
   // offsetS is the render clock: the earliest-arrival offset minus the delay, both of
-  // which move with every snapshot; slewing the sum keeps motion at a steady speed.
+  // which move with every snapshot; slewing the sum keeps motion at a steady speed. At
+  // most 1% faster or slower for small differences; 10% to catch up when more than three
+  // ticks off (after a stall or a change of path), so that never takes long.
   const d = this.targetS - this.delayS - this.offsetS;
+  const rate = Math.abs(d) > 3 / this.rate ? 0.1 : 0.01;
+  const step = rate * Math.max(0, nowS - this.slewedAt);
   this.offsetS += Math.max(-step, Math.min(step, d));
   this.slewedAt = nowS;
 };

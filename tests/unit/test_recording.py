@@ -164,3 +164,14 @@ def test_the_replay_command_exits_0_for_a_good_file_and_1_for_a_diverged_one(tmp
     write_records(bad, records)
     assert main(["replay", str(bad)]) == 1
     assert "DIVERGED" in capsys.readouterr().out
+
+
+def test_a_closed_recorder_ignores_the_room_even_when_a_rotation_is_due(tmp_path):
+    # A disposed room may still tick once after its recorder was closed without waiting.
+    room, recorder = recorded_room(tmp_path, hash_every=1, max_bytes=64)
+    room.join(1, "a", 0.0)
+    play(room, 5)
+    recorder.close(wait=False)
+    play(room, 5, 5)  # must not raise (the writer is shut down)
+    recorder.close()
+    assert all(replay_file(path).ok for path in recorder.files)

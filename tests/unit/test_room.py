@@ -449,6 +449,26 @@ def test_late_commands_catch_up_to_exactly_where_on_time_commands_lead():
                           on_time.world.vel[on_time.seats[1].entity])
 
 
+def test_a_standing_queue_after_a_stall_is_trimmed_within_two_seconds():
+    # Ten ticks of silence, then everything at once, then one command per tick: without
+    # trimming the seat would stay several commands (ticks of input delay) behind forever.
+    room = make_room(make_params(npc_count=0))
+    room.join(1, "alice", now=0.0)
+    for _ in range(10):
+        tick(room)
+    seq = 10
+    room.submit(1, frame(*[cmd(i, move_x=1.0) for i in range(1, 9)]))
+    room.submit(1, frame(cmd(9, move_x=1.0), cmd(10, move_x=1.0)))
+    backlog = []
+    for _ in range(2 * room.params.tick_rate):
+        seq += 1
+        room.submit(1, frame(cmd(seq, move_x=1.0)))
+        tick(room)
+        backlog.append(seq - room.seats[1].last_applied_seq)
+    assert max(backlog[:5]) >= 3  # the stall left a queue behind
+    assert backlog[-1] <= 1 and room.inputs_trimmed > 0
+
+
 def test_a_fast_sender_earns_no_extra_steps():
     # Twice the tick rate lands exactly where once per tick does: one step per tick
     # (the surplus waits in the bounded queue, and the oldest is dropped from it).

@@ -1,0 +1,61 @@
+"""Pre-upgrade checks: origins, join tokens, connections per address."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, address_key
+
+
+def test_ipv6_addresses_count_per_slash_64_and_mapped_ipv4_as_ipv4():
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert address_key("2001:db8:0:1::1") != address_key("2001:db8::1")
+    assert address_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert address_key("127.0.0.1") == "127.0.0.1"
+    assert address_key("not an address") == "not an address"
+
+
+def test_one_ipv6_host_cannot_escape_the_cap_by_changing_its_interface_id():
+    ips = ConnectionsPerIp(cap=2)
+    for host in ("2001:db8::1", "2001:db8::2"):
+        assert ips.check(host, now=0.0) is None
+        ips.opened(host)
+    refusal = ips.check("2001:db8::3", now=0.0)
+    assert refusal is not None and refusal.status == 429 and refusal.label == "ip_cap"
+    ips.closed("2001:db8::1")
+    assert ips.check("2001:db8::3", now=0.0) is None
+
+
+def test_new_connections_per_address_are_rate_limited_and_refill_with_time():
+    ips = ConnectionsPerIp(cap=0, rate_per_s=2.0, burst=3.0)
+    assert [ips.check("10.0.0.1", now=0.0) is None for _ in range(4)] == [True] * 3 + [False]
+    assert ips.check("10.0.0.2", now=0.0) is None  # another address has its own bucket
+    assert ips.check("10.0.0.1", now=0.5) is None  # one token back after 0.5 s at 2/s
+
+
+def test_rate_buckets_are_a_bounded_lru():
+    ips = ConnectionsPerIp(cap=0, rate_per_s=1.0, burst=1.0, max_tracked=100)
+    for i in range(1000):
+        ips.check(f"10.0.{i // 256}.{i % 256}", now=0.0)
+    assert len(ips._buckets) == 100
+
+
+@pytest.mark.parametrize(("origin", "ok"), [
+    (None, True), ("http://game.example", True), ("https://other.example", False),
+    ("http://127.0.0.1:8080", True), ("HTTP://127.0.0.1:8080", True), ("null", False)])
+def test_origins_on_the_list_or_the_servers_own_pass(origin, ok):
+    policy = OriginPolicy(["http://game.example:80"])
+    assert (policy.check(origin, "127.0.0.1:8080", "http") is None) is ok
+
+
+def test_join_tokens_verify_until_they_expire_and_not_after_tampering():
+    tokens = JoinTokens(b"s" * 32, ttl_s=10.0)
+    token = tokens.issue(now_unix=1000.0)
+    assert tokens.check(token, now_unix=1005.0) is None
+    assert tokens.check(token, now_unix=1010.0).label == "token_expired"
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert tokens.check(flipped, now_unix=1005.0).label in ("token_invalid", "token_malformed")
+    assert JoinTokens(b"t" * 32).check(token, now_unix=1005.0).label == "token_invalid"
+    assert tokens.check(None, now_unix=0.0).label == "token_missing"
+    with pytest.raises(ValueError):
+        JoinTokens(b"short")
