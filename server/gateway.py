@@ -558,8 +558,9 @@ class Gateway:
         if stale is not None and stale is not conn:
             # The old socket is still open (a half-open connection): the new one wins.
             stale.room = None
+            # Often half-open: the close is bounded by close_timeout_s, then aborted.
             self.close_soon(stale, CLOSE_POLICY, "replaced by a resumed connection",
-                            label="replaced", abort=True)  # often half-open: don't wait
+                            label="replaced")
             self.metrics.players.dec()
         self._attach(conn, room, seat.player_id)
         log.info("player resumed", extra={"player": seat.player_id, "room": room.room_id})

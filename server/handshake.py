@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from server.ratelimit import TokenBucket
 
 JOIN_TOKEN_VERSION = 1
-_TOKEN_PAYLOAD = struct.Struct("!BQ8s")  # version, expiry (unix seconds), nonce
+_TOKEN_PAYLOAD = struct.Struct("!BQ8s")  # version, expiry (unix milliseconds), nonce
 _MAC_BYTES = 16
 
 
@@ -80,7 +80,8 @@ class JoinTokens:
         self.ttl_s = ttl_s
 
     def issue(self, now_unix: float) -> str:
-        payload = _TOKEN_PAYLOAD.pack(JOIN_TOKEN_VERSION, int(now_unix + self.ttl_s),
+        payload = _TOKEN_PAYLOAD.pack(JOIN_TOKEN_VERSION,
+                                      int((now_unix + self.ttl_s) * 1000),
                                       secrets.token_bytes(8))
         return base64.urlsafe_b64encode(payload + self._mac(payload)).decode().rstrip("=")
 
@@ -100,7 +101,7 @@ class JoinTokens:
         version, expiry, _ = _TOKEN_PAYLOAD.unpack(payload)
         if version != JOIN_TOKEN_VERSION:
             return Refusal(401, "token_invalid", "join token invalid")
-        if now_unix >= expiry:
+        if now_unix * 1000 >= expiry:
             return Refusal(401, "token_expired", "join token expired")
         return None
 
