@@ -24,7 +24,7 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
@@ -98,7 +98,6 @@ class Connection:
     transport: asyncio.Transport
     session: Session
     room: Room | None = None
-    close_task: asyncio.Task | None = field(default=None)
 
 
 def ws_header(opcode: int, length: int) -> bytes:
@@ -250,7 +249,8 @@ class Gateway:
 
     def _deliver(self, result: TickResult, now: float) -> None:
         m = self.metrics
-        sent_bytes = 0
+        # Counted locally and added once per tick: each Prometheus call takes a lock.
+        sent_bytes = sent = keyframes = skipped = 0
         # header + shared snapshot part, built once per baseline (the per-client part has a
         # fixed length, so the header is the same for every client that shares it)
         prefixes: dict[int, bytes] = {}
@@ -273,12 +273,11 @@ class Gateway:
                 conn.transport.writelines((prefix, d.snapshot_personal))
                 size = len(prefix) + len(d.snapshot_personal)
                 sent_bytes += size
-                m.snapshots_sent.inc()
+                sent += 1
+                keyframes += d.keyframe
                 m.snapshot_bytes.observe(size)
-                if d.keyframe:
-                    m.keyframes_sent.inc()
             else:
-                m.snapshots_skipped.labels(reason="backpressure").inc()
+                skipped += 1
                 if session.outbound.stalled(now):
                     self.close_soon(conn, CLOSE_POLICY, "send buffer stalled",
                                     label="stalled_reader", abort=True)
@@ -297,6 +296,10 @@ class Gateway:
                                 f"no input for {session.limits.idle_timeout_s:g} s",
                                 label="idle")
         m.bytes_sent.inc(sent_bytes)
+        m.snapshots_sent.inc(sent)
+        m.keyframes_sent.inc(keyframes)
+        if skipped:
+            m.snapshots_skipped.labels(reason="backpressure").inc(skipped)
 
     def close_soon(self, conn: Connection, code: int, reason: str, *, label: str,
                    abort: bool = False) -> None:

@@ -137,7 +137,6 @@ class Session:
     room_id: str = ""
     closing: bool = False
     close_code: int | None = None  # the code the server closed with, if it closed first
-    frames_in: int = 0
     last_frame_at: float = 0.0  # the last complete data frame (binary or text)
 
     @classmethod
@@ -159,7 +158,6 @@ class Session:
 
     def admit_frame(self, size: int, now: float) -> bool:
         """Charge one inbound frame of `size` bytes; False means drop it (over budget)."""
-        self.frames_in += 1
         ok_frames = self.frames.take(now)
         ok_bytes = self.bytes_in.take(now, float(size))
         return ok_frames and ok_bytes

@@ -233,7 +233,3 @@ class World:
     def slots_of(self, kind: int) -> np.ndarray:
         """Slots currently holding ``kind`` (ascending)."""
         return np.flatnonzero(self.alive & (self.kind == kind))
-
-    def dead_mask(self) -> np.ndarray:
-        """(C,) bool: players/NPCs waiting to respawn."""
-        return (self.flags & FLAG_DEAD) != 0

@@ -10,10 +10,12 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
 from server.gateway import GATEWAY_KEY, Gateway, GatewayConfig, build_app
+from server.metrics import parse_metrics
 from server.session import SessionLimits
 from sim.params import Params, load_params
 
@@ -39,6 +41,16 @@ class Running:
     @property
     def port(self) -> int:
         return self.server.port
+
+    async def metrics(self) -> dict[str, float]:
+        """The server's /metrics, parsed into {sample: value}."""
+        async with aiohttp.ClientSession() as http, \
+                http.get(self.http_url + "/metrics") as resp:
+            return parse_metrics(await resp.text())
+
+    async def metric(self, name: str) -> float:
+        """One /metrics sample (0 when it has not been recorded yet)."""
+        return (await self.metrics()).get(name, 0.0)
 
 
 StartServer = Callable[..., Awaitable[Running]]

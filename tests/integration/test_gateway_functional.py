@@ -22,11 +22,6 @@ async def fetch(url: str) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-async def metric(running, name: str) -> float:
-    _, text = await fetch(running.http_url + "/metrics")
-    return parse_metrics(text).get(name, 0.0)
-
-
 async def test_http_routes_report_health_rooms_and_metrics_functional(start_server):
     running = await start_server()
     async with Client(running.ws_url, "alice") as alice:
@@ -182,14 +177,14 @@ async def test_bad_input_closes_only_the_sender_with_a_code_and_a_counted_reason
         got_code, reason = await hostile.wait_closed(timeout=10)
         assert got_code == code
         assert reason, "the close carries a reason"
-        assert await metric(running, counter) >= 1
+        assert await running.metric(counter) >= 1
         # The bystander keeps receiving snapshots and stays connected.
         for _ in range(10):
             await bystander.send_input(0.0, 0.0)
             await bystander.next_snapshot()
         assert bystander.stats.snapshots >= before + 10
         assert not bystander.closed.is_set()
-    assert await metric(running, "tickwire_tick_errors_total") == 0
+    assert await running.metric("tickwire_tick_errors_total") == 0
 
 
 async def test_protocol_violations_before_join_are_refused_with_1008_functional(start_server):
@@ -273,8 +268,8 @@ async def test_a_reader_that_stops_reading_skips_snapshots_is_closed_and_slows_n
         assert not slow_seat.connected
         assert running.gateway.per_ip.open["127.0.0.1"] == 1
         slow.abort()
-    assert await metric(running, 'tickwire_snapshots_skipped_total{reason="backpressure"}') > 0
-    assert await metric(running, 'tickwire_disconnects_total{code="1008"}') >= 1
+    assert await running.metric('tickwire_snapshots_skipped_total{reason="backpressure"}') > 0
+    assert await running.metric('tickwire_disconnects_total{code="1008"}') >= 1
 
 
 class DelayProxy:
@@ -341,5 +336,5 @@ async def test_rtt_reported_by_the_server_matches_delay_added_by_a_proxy_functio
     # 40 ms each way: 80 ms round trip plus a little loopback and scheduling time; never
     # less than the delay the proxy adds.
     assert 79.0 <= statistics.median(reported) <= 88.0
-    rtt_count = await metric(running, "tickwire_rtt_seconds_count")
+    rtt_count = await running.metric("tickwire_rtt_seconds_count")
     assert rtt_count >= 10

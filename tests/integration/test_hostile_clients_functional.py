@@ -19,14 +19,12 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 
 from client_demo.client import Client
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
 from server.gateway import _HARD_FRAME_FACTOR
-from server.metrics import parse_metrics
 from server.room import MAX_SEQ_JUMP, Room
 from server.session import SessionLimits
 from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
@@ -117,17 +115,11 @@ async def join_raw(port: int, name: str) -> tuple[RawWebSocket, pb.Welcome]:
     return raw, frame.welcome
 
 
-async def metrics(running: Running) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, \
-            http.get(running.http_url + "/metrics") as resp:
-        return parse_metrics(await resp.text())
-
-
 async def wait_for_metric(running: Running, name: str, timeout: float = 5.0) -> float:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = (await metrics(running)).get(name, 0.0)
+        value = (await running.metrics()).get(name, 0.0)
         if value >= 1 or loop.time() > deadline:
             return value
         await asyncio.sleep(0.05)
@@ -269,7 +261,7 @@ async def check_no_effect_on_world(ctx: Ctx) -> None:
 async def check_inputs_not_counted(ctx: Ctx) -> None:
     await check_no_effect_on_world(ctx)
     assert ctx.room.seats[ctx.welcome.player_id].last_queued_seq == 50
-    samples = await metrics(ctx.running)
+    samples = await ctx.running.metrics()
     assert not any(k.startswith("tickwire_inputs_rejected_total") and v
                    for k, v in samples.items())
 
@@ -363,7 +355,7 @@ async def check_resumed_socket_plays(ctx: Ctx) -> None:
     assert welcome.entity == ctx.welcome.entity
     await assert_alive(fresh)
     fresh.abort()
-    assert (await metrics(ctx.running)).get(frames("internal_error"), 0.0) == 0
+    assert (await ctx.running.metrics()).get(frames("internal_error"), 0.0) == 0
 
 
 @dataclass(frozen=True)
@@ -477,7 +469,7 @@ async def test_hostile_client_gets_its_outcome_and_a_bystander_plays_on_function
         assert not bystander.closed.is_set()
         assert bystander.stats.snapshots >= before + 10
         assert bystander.stats.decode_errors == 0
-    assert (await metrics(running)).get("tickwire_tick_errors_total", 0.0) == 0
+    assert (await running.metrics()).get("tickwire_tick_errors_total", 0.0) == 0
 
 
 async def test_random_bytes_are_accepted_or_refused_with_a_documented_code_functional(
@@ -504,4 +496,4 @@ async def test_random_bytes_are_accepted_or_refused_with_a_documented_code_funct
             raw.abort()
     # Garbage is overwhelmingly not protobuf; some of it must have been refused as such.
     assert outcomes.get("1007", 0) > 0, outcomes
-    assert (await metrics(running)).get("tickwire_tick_errors_total", 0.0) == 0
+    assert (await running.metrics()).get("tickwire_tick_errors_total", 0.0) == 0

@@ -29,8 +29,7 @@ import pytest
 from client_demo.client import Client, ClientError
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
-from server.metrics import parse_metrics
-from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
+from tests.integration.conftest import RawWebSocket, make_params, wait_until
 from tests.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,12 +53,6 @@ async def fetch_json(url: str, *, ssl_context: ssl.SSLContext | None = None) -> 
             http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
         assert resp.status == 200
         return await resp.json()
-
-
-async def metric(running: Running, name: str) -> float:
-    async with aiohttp.ClientSession() as http, \
-            http.get(running.http_url + "/metrics") as resp:
-        return parse_metrics(await resp.text()).get(name, 0.0)
 
 
 @pytest.fixture
@@ -157,7 +150,7 @@ async def test_a_resume_after_the_grace_period_is_refused_with_1008_functional(s
             await c.resume()
         assert c.close_code == 1008
         assert "resume token" in c.close_reason
-    assert await metric(running, 'tickwire_frames_rejected_total{reason="bad_resume"}') == 1
+    assert await running.metric('tickwire_frames_rejected_total{reason="bad_resume"}') == 1
 
 
 async def test_a_hundred_clients_cut_at_once_all_resume_without_duplicates_functional(
@@ -323,9 +316,9 @@ async def test_origins_not_on_the_list_get_403_before_the_upgrade_functional(sta
     assert await upgrade_status(running.ws_url, origin="https://evil.example") == 403
     assert await upgrade_status(running.ws_url, origin="https://game.example") == 101
     assert await upgrade_status(running.ws_url) == 101  # not a browser: no Origin
-    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="origin"}') == 1
+    assert await running.metric('tickwire_handshakes_rejected_total{reason="origin"}') == 1
     # The refused one never got a socket.
-    assert await metric(running, "tickwire_connections_total") == 2
+    assert await running.metric("tickwire_connections_total") == 2
 
 
 async def test_by_default_only_the_servers_own_origin_may_connect_functional(start_server):
@@ -357,7 +350,7 @@ async def test_join_tokens_from_matchmake_are_required_signed_and_expire_functio
     await asyncio.sleep(max(0.0, expires_at + 0.05 - time.time()))
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 401
     for label in ("token_missing", "token_invalid", "token_malformed", "token_expired"):
-        assert await metric(running, f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1
+        assert await running.metric(f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1
 
 
 async def test_matchmake_is_404_without_a_join_secret_functional(start_server):
@@ -380,7 +373,7 @@ async def test_one_address_gets_429_past_its_connection_cap_functional(start_ser
     finally:
         for raw in sockets:
             raw.abort()
-    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="ip_cap"}') == 1
+    assert await running.metric('tickwire_handshakes_rejected_total{reason="ip_cap"}') == 1
 
 
 async def test_one_address_gets_429_when_it_opens_sockets_too_fast_functional(start_server):
@@ -392,7 +385,7 @@ async def test_one_address_gets_429_when_it_opens_sockets_too_fast_functional(st
         raw.abort()
     with pytest.raises(ConnectionError, match="429"):
         await RawWebSocket.connect(running.port)
-    assert await metric(running, 'tickwire_handshakes_rejected_total{reason="ip_rate"}') == 1
+    assert await running.metric('tickwire_handshakes_rejected_total{reason="ip_rate"}') == 1
 
 
 async def test_a_socket_that_never_joins_is_closed_and_frees_its_slot_functional(start_server):
@@ -407,4 +400,4 @@ async def test_a_socket_that_never_joins_is_closed_and_frees_its_slot_functional
     await wait_until(lambda: not running.gateway.per_ip.open)
     async with Client(running.ws_url, "next") as c:  # the slot it held is free again
         await c.next_snapshot()
-    assert await metric(running, 'tickwire_frames_rejected_total{reason="join_timeout"}') == 1
+    assert await running.metric('tickwire_frames_rejected_total{reason="join_timeout"}') == 1
