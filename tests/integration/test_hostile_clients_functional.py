@@ -24,7 +24,7 @@ import pytest
 from client_demo.client import Client
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
-from server.gateway import _HARD_FRAME_FACTOR
+from server.framing import HARD_FRAME_FACTOR as _HARD_FRAME_FACTOR
 from server.room import MAX_SEQ_JUMP, Room
 from server.session import SessionLimits
 from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
