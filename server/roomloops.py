@@ -31,6 +31,10 @@ __all__ = ["RoomLoops"]
 
 log = logging.getLogger("tickwire.gateway")
 
+# After the loop fell behind (GC, VM steal, SIGSTOP), replies that clients sent during
+# the pause may still be unread: liveness closes (ping timeout, idle, stall) wait this long.
+LIVENESS_GRACE_S = 1.0
+
 
 @dataclass(slots=True)
 class _Loop:
@@ -52,6 +56,7 @@ class RoomLoops:
         self.metrics = metrics
         self.connections = connections
         self._loops: dict[str, _Loop] = {}
+        self._liveness_from = 0.0  # no liveness closes before this time (see above)
 
     def ensure(self, room: Room) -> None:
         """Start the room's tick loop unless it runs."""
@@ -100,6 +105,8 @@ class RoomLoops:
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:
             self.metrics.tick_jitter.observe(plan.jitter_s)
+        if plan.skipped:
+            self._liveness_from = self.clock.now() + LIVENESS_GRACE_S
 
     def _export(self, entry: _Loop) -> None:
         """After each tick: the schedule's counters and the plain-int counts, exported."""
@@ -161,6 +168,7 @@ class RoomLoops:
         # header + shared snapshot part, built once per baseline (the per-client part has
         # a fixed length, so the header is the same for every client that shares it)
         prefixes: dict[int, bytes] = {}
+        check_liveness = now >= self._liveness_from
         for d in result.deliveries:
             conn = connections.get(d.player_id)
             if conn is None or not conn.open:
@@ -186,7 +194,7 @@ class RoomLoops:
                 sizes[size] = sizes.get(size, 0) + 1
             else:
                 skipped += 1
-                if session.outbound.stalled(now):
+                if check_liveness and session.outbound.stalled(now):
                     conn.close(CLOSE_POLICY, "send buffer stalled", label="stalled_reader",
                                abort=True)
                     continue
@@ -196,6 +204,8 @@ class RoomLoops:
                 data = ws_frame(OP_PING, ping)
                 write(data)
                 sent_bytes += len(data)
+            elif not check_liveness:
+                continue
             elif pings.timed_out(now):
                 conn.close(CLOSE_GOING_AWAY,
                            f"no pong within {session.limits.ping_timeout_s:g} s",
