@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -69,7 +68,10 @@ class GatewayConfig:
 class Gateway:
     """Application state: rooms, connections, metrics. Lives under `GATEWAY_KEY`."""
 
-    def __init__(self, config: GatewayConfig, clock: Clock | None = None) -> None:
+    def __init__(self, config: GatewayConfig, clock: Clock | None = None,
+                 wall_clock: Clock | None = None) -> None:
+        """`clock`: monotonic, times everything (ticks, deadlines, rates); `wall_clock`:
+        epoch seconds, only for join-token expiry (checkable across processes)."""
         self.config = config
         self.clock = clock or MonotonicClock()
         self.metrics = Metrics()
@@ -79,8 +81,8 @@ class Gateway:
         self.started_at = self.clock.now()
         self.draining = False
         self.origins = OriginPolicy(list(config.allowed_origins))
-        self.join_tokens = JoinTokens(config.join_secret, config.join_token_ttl_s) \
-            if config.join_secret else None
+        self.join_tokens = JoinTokens(config.join_secret, config.join_token_ttl_s,
+                                      wall_clock) if config.join_secret else None
         self.per_ip = ConnectionsPerIp(config.max_conns_per_ip, config.connects_per_ip_per_s,
                                        config.connect_burst_per_ip)
         self.loops = RoomLoops(self.lobby, self.clock, self.metrics, self.connections)
@@ -206,7 +208,7 @@ class Gateway:
         refusal = self.origins.check(request.headers.get("Origin"), request.host,
                                      request.scheme)
         if refusal is None and self.join_tokens is not None:
-            refusal = self.join_tokens.check(request.query.get("token"), time.time())
+            refusal = self.join_tokens.check(request.query.get("token"))
         if refusal is None:
             refusal = self.per_ip.check(peer_ip, self.clock.now())
         return refusal
@@ -278,7 +280,7 @@ class Gateway:
         """A join token for /ws (only when the server was started with a join secret)."""
         if self.join_tokens is None:
             raise web.HTTPNotFound(text="matchmaking tokens are not enabled on this server")
-        token = self.join_tokens.issue(time.time())
+        token = self.join_tokens.issue()
         return web.json_response({"token": token, "ws_path": f"/ws?token={token}",
                                   "expires_in_s": self.join_tokens.ttl_s})
 
@@ -318,10 +320,11 @@ class Gateway:
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 
-def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Application:
+def build_app(config: GatewayConfig, clock: Clock | None = None,
+              wall_clock: Clock | None = None) -> web.Application:
     """The aiohttp application with every route; the caller runs it."""
     app = web.Application()
-    gateway = Gateway(config, clock)
+    gateway = Gateway(config, clock, wall_clock)
     app[GATEWAY_KEY] = gateway
     app.router.add_get("/ws", gateway.handle_ws)
     app.router.add_get("/healthz", gateway.handle_healthz)

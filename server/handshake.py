@@ -17,6 +17,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from server.clock import Clock, WallClock
 from server.ratelimit import TokenBucket
 
 JOIN_TOKEN_VERSION = 1
@@ -73,19 +74,29 @@ class JoinTokens:
     a connection: one can be used until it expires (see THREAT_MODEL.md).
     """
 
-    def __init__(self, secret: bytes, ttl_s: float = 60.0) -> None:
+    def __init__(self, secret: bytes, ttl_s: float = 60.0, clock: Clock | None = None
+                 ) -> None:
+        """`clock`: wall time (seconds since the epoch; default `WallClock`), so a token is
+        checkable by any process; tests pass a `ManualClock` and never sleep."""
         if len(secret) < 16:
             raise ValueError("the join secret must be at least 16 bytes")
         self._secret = secret
         self.ttl_s = ttl_s
+        self.clock: Clock = clock or WallClock()
 
-    def issue(self, now_unix: float) -> str:
+    def issue(self, now_unix: float | None = None) -> str:
+        """A fresh token valid for `ttl_s` from `now_unix` (default: the clock's now)."""
+        if now_unix is None:
+            now_unix = self.clock.now()
         payload = _TOKEN_PAYLOAD.pack(JOIN_TOKEN_VERSION,
                                       int((now_unix + self.ttl_s) * 1000),
                                       secrets.token_bytes(8))
         return base64.urlsafe_b64encode(payload + self._mac(payload)).decode().rstrip("=")
 
-    def check(self, token: str | None, now_unix: float) -> Refusal | None:
+    def check(self, token: str | None, now_unix: float | None = None) -> Refusal | None:
+        """None when `token` is valid at `now_unix` (default: the clock's now)."""
+        if now_unix is None:
+            now_unix = self.clock.now()
         if not token:
             return Refusal(401, "token_missing",
                            "join token missing (get one from POST /matchmake)")

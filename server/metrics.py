@@ -119,13 +119,14 @@ class Counts:
     Prometheus series once per tick (and before every /metrics render) and zeroes them.
     """
 
-    __slots__ = ("bytes_received", "bytes_sent", "frames_rejected", "inputs_rejected",
+    __slots__ = ("backlogs", "bytes_received", "bytes_sent", "frames_rejected", "inputs_rejected",
                  "keyframes_sent", "rtt_samples", "snapshot_sizes",
                  "snapshots_sent", "snapshots_skipped")
 
     def __init__(self) -> None:
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.backlogs = 0
         self.snapshots_sent = 0
         self.keyframes_sent = 0
         self.snapshots_skipped = 0
@@ -227,6 +228,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.backlogs = Counter(
+            "tickwire_backlogs",
+            "Reads after a client's silence that held more frames than the burst, taken as "
+            "a backlog (what it queued meanwhile), not as a flood.",
+            registry=r,
+        )
         self.handshakes_rejected = Counter(
             "tickwire_handshakes_rejected",
             "WebSocket upgrades refused before the socket opened, by reason.",
@@ -245,6 +252,9 @@ class Metrics:
         if c.bytes_sent:
             self.bytes_sent.inc(c.bytes_sent)
             c.bytes_sent = 0
+        if c.backlogs:
+            self.backlogs.inc(c.backlogs)
+            c.backlogs = 0
         if c.snapshots_sent:
             self.snapshots_sent.inc(c.snapshots_sent)
             c.snapshots_sent = 0

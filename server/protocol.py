@@ -197,8 +197,12 @@ class ConnectionProtocol:
         if self.state is State.CLOSED:
             return events
         session = self.session
-        session.budget.refill(now)
+        budget = session.budget
+        silence = now - session.last_read_at
+        session.last_read_at = now
+        budget.refill(now)
         parser = self.parser
+        frames = dropped = 0
         counts = self.counts
         counts.bytes_received += len(data)
         parser.feed(data)
@@ -210,7 +214,9 @@ class ConnectionProtocol:
                 opcode, payload = frame
                 if self.state is State.CLOSING and opcode != OP_CLOSE:
                     continue
-                if not session.budget.spend(parser.wire_bytes):
+                frames += 1
+                if not budget.spend(parser.wire_bytes):
+                    dropped += 1
                     self._drop("rate_limited", "flood", "too many frames: rate limit exceeded",
                                now, events)
                     continue
@@ -241,6 +247,12 @@ class ConnectionProtocol:
                 break
             if self.state is State.CLOSED:
                 break
+        if frames > session.limits.frame_burst and not dropped and self.state is State.JOINED:
+            # More in one read than a burst, and all of it admitted: frames the client
+            # queued during a silence (its network stalled, or this server paused).
+            counts.backlogs += 1
+            log.info("backlog after a silence of %.1f s: %d frames", silence, frames,
+                     extra={"player": session.player_id, "label": "backlog"})
         return events
 
     def receive(self, frame: pb.ClientFrame, now: float, events: list[Event]) -> None:

@@ -148,6 +148,7 @@ class Session:
     player_id: int = 0
     room_id: str = ""
     last_frame_at: float = 0.0  # the last complete data message (binary or text)
+    last_read_at: float = 0.0  # the last read from the socket, whatever it held
 
     @classmethod
     def open(cls, limits: SessionLimits, now: float) -> Session:
@@ -155,6 +156,7 @@ class Session:
             limits=limits,
             opened_at=now,
             last_frame_at=now,
+            last_read_at=now,
             pings=PingTracker(interval_s=limits.ping_interval_s, timeout_s=limits.ping_timeout_s),
             budget=InboundBudget(limits.frames_per_s, limits.frame_burst, limits.bytes_per_s,
                                  limits.byte_burst, limits.backlog_s, now),

@@ -470,3 +470,46 @@ async def test_random_bytes_are_accepted_or_refused_with_a_documented_code_funct
     # Garbage is overwhelmingly not protobuf; some of it must have been refused as such.
     assert outcomes.get("1007", 0) > 0, outcomes
     assert (await running.metrics()).get("tickwire_tick_errors_total", 0.0) == 0
+
+
+async def test_an_empty_continuation_flood_is_closed_and_a_bystander_misses_no_tick_functional(
+        start_server):
+    """Issue 11 item 1: a fragmented message kept open with empty continuation frames sent
+    as fast as the socket takes them. Every frame is charged, so the attacker is closed
+    1008; meanwhile the bystander gets a snapshot for every tick the room ran, and no tick
+    is skipped. (Fragment-count limit lifted, so the frame budget is what closes it.)"""
+    from tests.wsframes import client_frame
+    running = await start_server(make_params(**{"npc.count": 0}), max_fragments=10**9)
+    async with Client(running.ws_url, "bystander") as bystander:
+        await bystander.next_snapshot()
+        raw, _ = await join_raw(running.port, "attacker")
+        room = next(iter(running.gateway.lobby.rooms.values()))
+        tick0, seen0 = room.tick_number, bystander.stats.snapshots
+        empty = client_frame(b"", OP_CONT, fin=False, mask=b"\x00\x00\x00\x00") * 2000
+
+        async def flood() -> None:
+            raw.send(b"\x0a", fin=False)
+            for _ in range(500):  # bounded: 1M frames at most
+                if raw.writer.transport.is_closing():
+                    return
+                raw.writer.write(empty)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(raw.writer.drain(), 1.0)
+
+        task = asyncio.create_task(flood())
+        try:
+            code, reason = await read_close(raw)
+            assert code == 1008 and "too many frames" in reason, (code, reason)
+        finally:
+            task.cancel()
+            raw.abort()
+        await wait_ticks(room, 30)
+        for _ in range(5):  # let the snapshots in flight arrive
+            await bystander.send_input(0.0, 0.0)
+            await bystander.next_snapshot()
+        ticks = room.tick_number - tick0
+        got = bystander.stats.snapshots - seen0
+        assert got >= ticks - 2, (got, ticks)
+        samples = await running.metrics()
+        assert samples.get("tickwire_ticks_skipped_total", 0) == 0
+        assert samples.get('tickwire_frames_rejected_total{reason="flood"}', 0) == 1

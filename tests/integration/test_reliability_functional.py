@@ -30,6 +30,7 @@ import pytest
 from client_demo.client import Client, ClientError
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
+from server.clock import ManualClock
 from tests.integration.conftest import RawWebSocket, make_params, wait_until
 from tests.serverproc import ServerProcess, free_port
 
@@ -331,15 +332,16 @@ async def test_by_default_only_the_servers_own_origin_may_connect_functional(sta
 
 async def test_join_tokens_from_matchmake_are_required_signed_and_expire_functional(
         start_server):
-    ttl_s = 2.0  # long enough for the checks below on a loaded machine
+    ttl_s = 2.0
+    tokens_clock = ManualClock(time.time())  # token expiry by a clock the test moves
     running = await start_server(config_overrides={"join_secret": SECRET,
-                                                   "join_token_ttl_s": ttl_s})
+                                                   "join_token_ttl_s": ttl_s},
+                                 wall_clock=tokens_clock)
     assert await upgrade_status(running.ws_url) == 401
     async with aiohttp.ClientSession() as http, \
             http.post(running.http_url + "/matchmake") as resp:
         assert resp.status == 200
         issued = await resp.json()
-    expires_at = time.time() + ttl_s  # the server issued it a moment earlier
     token = issued["token"]
     async with Client(f"{running.ws_url}?token={token}", "ticketed") as c:
         await c.next_snapshot()
@@ -348,7 +350,9 @@ async def test_join_tokens_from_matchmake_are_required_signed_and_expire_functio
     assert await upgrade_status(f"{running.ws_url}?token=not-a-token") == 401
     # Not single-use (see THREAT_MODEL.md): the same token works again until it expires...
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 101
-    await asyncio.sleep(max(0.0, expires_at + 0.05 - time.time()))
+    tokens_clock.advance(ttl_s - 0.001)
+    assert await upgrade_status(f"{running.ws_url}?token={token}") == 101
+    tokens_clock.advance(0.001)  # expired to the millisecond
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 401
     for label in ("token_missing", "token_invalid", "token_malformed", "token_expired"):
         assert await running.metric(f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1

@@ -282,6 +282,7 @@ def test_frames_queued_during_a_4_s_stall_arrive_at_once_and_are_a_backlog():
     conn.receive_data(_inputs(31, 120) + client_frame(b"x" * 16, OP_PONG) * 4, t + 4.0)
     assert conn.state is State.JOINED
     assert server.counts.frames_rejected.get("rate_limited", 0) == 0
+    assert server.counts.backlogs == 1  # counted (and logged) as a backlog
 
 
 def test_a_flood_without_a_pause_is_still_closed():
