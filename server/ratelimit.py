@@ -116,15 +116,16 @@ class InboundBudget:
         if elapsed <= 0:  # also for a clock read twice in one ms: nothing earned
             return
         self._ms = ms
-        silence = min(elapsed, self.backlog_ms)
-        earned_f = elapsed * self.frames_per_ms_x1000
-        earned_b = elapsed * self.bytes_per_ms_x1000
-        cap_f = max(self.frame_burst, silence * self.frames_per_ms_x1000)
-        cap_b = max(self.byte_burst, silence * self.bytes_per_ms_x1000)
-        self.frames = min(self.frames + earned_f, cap_f) if self.frames < cap_f \
-            else self.frames
-        self.bytes_ = min(self.bytes_ + earned_b, cap_b) if self.bytes_ < cap_b \
-            else self.bytes_
+        frames = self.frames + elapsed * self.frames_per_ms_x1000
+        if frames > self.frame_burst:  # past the burst only what the silence earned
+            cap = min(elapsed, self.backlog_ms) * self.frames_per_ms_x1000
+            frames = max(self.frame_burst, min(frames, cap), self.frames)
+        self.frames = frames
+        bytes_ = self.bytes_ + elapsed * self.bytes_per_ms_x1000
+        if bytes_ > self.byte_burst:
+            cap = min(elapsed, self.backlog_ms) * self.bytes_per_ms_x1000
+            bytes_ = max(self.byte_burst, min(bytes_, cap), self.bytes_)
+        self.bytes_ = bytes_
 
     def spend(self, wire_bytes: int) -> bool:
         """Charge one frame of ``wire_bytes``; False (nothing charged) when over budget."""
