@@ -63,10 +63,16 @@ class Connection:
     # -- aiohttp's payload-parser interface ---------------------------------------------
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        events = self.protocol.receive_data(data, self.clock.now())
-        self.flush()
-        if events:
-            self.apply(events)
+        try:
+            events = self.protocol.receive_data(data, self.clock.now())
+            self.flush()
+            if events:
+                self.apply(events)
+        except Exception:
+            # The protocol catches what a client can cause; this is a bug in the shell.
+            # It must not reach aiohttp's data_received: this connection goes, quietly.
+            log.exception("error in the connection shell", extra={"peer": self.peer})
+            self.transport.abort()
         return False, b""
 
     def feed_eof(self) -> None:

@@ -134,12 +134,13 @@ def _error(reason: str) -> ProtocolError:
 class FrameParser:
     """Client-to-server frames of one connection. See the module docstring."""
 
-    __slots__ = ("_buf", "_fragments", "_message_len", "_message_opcode", "_parts",
+    __slots__ = ("_buf", "_fragments", "_message_len", "_message_opcode", "_parts", "_pos",
                  "limits", "wire_bytes")
 
     def __init__(self, limits: FrameLimits | None = None) -> None:
         self.limits = limits or FrameLimits()
         self._buf = b""
+        self._pos = 0  # where the next frame starts in _buf (consumed bytes are not copied)
         self._message_opcode = -1  # opcode of the fragmented message in progress, or -1
         self._parts: list[bytes] = []
         self._message_len = 0
@@ -149,19 +150,23 @@ class FrameParser:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as frames."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> None:
-        """Append bytes read from the socket."""
-        self._buf = self._buf + data if self._buf else data
+        """Append bytes read from the socket (one copy of the unparsed tail, at most)."""
+        if self._pos >= len(self._buf):
+            self._buf = data
+        else:
+            self._buf = self._buf[self._pos:] + data
+        self._pos = 0
 
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next wire frame, or None until more bytes arrive. Raises ProtocolError."""
-        buf = self._buf
+        buf, start = self._buf, self._pos
         have = len(buf)
-        if have < 2:
+        if have - start < 2:
             return None
-        first, second = buf[0], buf[1]
+        first, second = buf[start], buf[start + 1]
         if first & 0x70:
             raise _error("reserved bits set (no extension was negotiated)")
         opcode = first & 0x0F
@@ -170,17 +175,17 @@ class FrameParser:
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, "unmasked",
                                 "client frames must be masked (RFC 6455 section 5.1)")
         length = second & 0x7F
-        pos = 2
+        pos = start + 2
         if length == 126:
-            if have < 4:
+            if have - start < 4:
                 return None
-            (length,) = _U16.unpack_from(buf, 2)
-            pos = 4
+            (length,) = _U16.unpack_from(buf, pos)
+            pos += 2
         elif length == 127:
-            if have < 10:
+            if have - start < 10:
                 return None
-            (length,) = _U64.unpack_from(buf, 2)
-            pos = 10
+            (length,) = _U64.unpack_from(buf, pos)
+            pos += 8
             if length >> 63:
                 raise _error("frame length has its most significant bit set")
         if opcode in _CONTROL:
@@ -195,10 +200,9 @@ class FrameParser:
         end = pos + 4 + length
         if have < end:
             return None
-        mask = buf[pos:pos + 4]
-        payload = _unmask(buf[pos + 4:end], mask)
-        self._buf = buf[end:] if end < have else b""
-        self.wire_bytes = end
+        payload = _unmask(buf[pos + 4:end], buf[pos:pos + 4])
+        self._pos = end
+        self.wire_bytes = end - start
         if opcode in _CONTROL:
             return opcode, payload
         return self._data(opcode, fin, payload)

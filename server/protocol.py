@@ -36,6 +36,7 @@ open           `close(code, reason, label)`    CLOSING        Kick (policy close
 CLOSING        peer Close frame                CLOSED         Closed event
 CLOSING        any other frame                 CLOSING        ignored (the peer may not
                                                               have seen our Close yet)
+CLOSING        64 KiB read since our Close     CLOSED         Closed event (stop waiting)
 any            `connection_lost()`             CLOSED         -
 =============  ==============================  =============  =========================
 
@@ -168,6 +169,9 @@ class Closed:
 
 
 Event = Joined | Closing | Closed
+# After our Close, a peer that keeps sending is read only this far before we stop
+# waiting for its Close (its frames are ignored anyway; parsing them costs CPU).
+CLOSING_READ_LIMIT = 64 * 1024
 _U16 = struct.Struct("!H")
 
 
@@ -187,6 +191,7 @@ class ConnectionProtocol:
         self.close_reason = ""
         self.close_label = ""
         self.peer_close_code: int | None = None  # the code in the peer's Close frame
+        self._read_while_closing = 0
         self.join_deadline = session.opened_at + session.limits.join_timeout_s
 
     # -- input ------------------------------------------------------------------------
@@ -196,6 +201,12 @@ class ConnectionProtocol:
         events: list[Event] = []
         if self.state is State.CLOSED:
             return events
+        if self.state is State.CLOSING:
+            self._read_while_closing += len(data)
+            if self._read_while_closing > CLOSING_READ_LIMIT:
+                self.state = State.CLOSED
+                events.append(Closed(self.close_code or CLOSE_POLICY))
+                return events
         session = self.session
         budget = session.budget
         silence = now - session.last_read_at

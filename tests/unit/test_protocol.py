@@ -331,6 +331,14 @@ def test_frames_after_our_close_are_ignored_until_the_peer_closes_too():
     assert events == [Closed(1008)] and conn.state is State.CLOSED and conn.outbox == []
 
 
+def test_a_peer_that_keeps_sending_after_our_close_is_not_read_forever():
+    conn, _ = Server().joined()
+    conn.close(1008, "bye", label="kicked")
+    junk = client_frame(b"x" * 100, OP_PING) * 700  # 74 KB of frames, no Close
+    events = conn.receive_data(junk[:30_000], 0.0) + conn.receive_data(junk[30_000:], 0.0)
+    assert events == [Closed(1008)] and conn.state is State.CLOSED
+
+
 def test_a_peer_close_is_echoed_and_its_code_kept():
     conn, _ = Server().joined()
     conn.outbox.clear()
