@@ -17,6 +17,7 @@ from server.protocol import Closed, Closing, ConnectionProtocol, Event, Joined, 
 
 if TYPE_CHECKING:
     from server.clock import Clock
+    from server.room import Room
     from server.session import Session
 
 __all__ = ["Connection", "ConnectionHooks"]
@@ -52,7 +53,7 @@ class Connection:
         self._close_timer: asyncio.TimerHandle | None = None
 
     @property
-    def room(self):
+    def room(self) -> Room | None:
         return self.protocol.room
 
     @property
@@ -118,11 +119,17 @@ class Connection:
         self.apply(events)
 
     def poll(self) -> None:
-        """Protocol deadlines (the Join deadline); called from a timer."""
-        events = self.protocol.poll(self.clock.now())
+        """Protocol deadlines (the Join deadline); called from a timer. The event loop's
+        timer and the server's clock may disagree by a millisecond or so: if the deadline
+        has not passed by the server's clock yet, look again when it will have."""
+        now = self.clock.now()
+        events = self.protocol.poll(now)
         if events:
             self.flush()
             self.apply(events)
+        elif self.protocol.state is State.AWAITING_JOIN and not self.done.done():
+            asyncio.get_running_loop().call_later(
+                max(0.001, self.protocol.join_deadline - now), self.poll)
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None and not self.done.done():
