@@ -135,10 +135,11 @@ class FrameParser:
     """Client-to-server frames of one connection. See the module docstring."""
 
     __slots__ = ("_buf", "_fragments", "_message_len", "_message_opcode", "_parts", "_pos",
-                 "limits", "wire_bytes")
+                 "_small_limit", "limits", "wire_bytes")
 
     def __init__(self, limits: FrameLimits | None = None) -> None:
         self.limits = limits or FrameLimits()
+        self._small_limit = min(self.limits.max_fragment_bytes, self.limits.max_message_bytes)
         self._buf = b""
         self._pos = 0  # where the next frame starts in _buf (consumed bytes are not copied)
         self._message_opcode = -1  # opcode of the fragmented message in progress, or -1
@@ -167,6 +168,16 @@ class FrameParser:
         if have - start < 2:
             return None
         first, second = buf[start], buf[start + 1]
+        if first == 0x82 and 0x80 <= second < 0x80 + 126 and self._message_opcode < 0 \
+                and second - 0x80 <= self._small_limit:
+            # The common case, an input: one small, masked, unfragmented binary frame.
+            # (The same checks as below, in the order they cannot fail.)
+            end = start + 6 + second - 0x80
+            if have < end:
+                return None
+            self._pos = end
+            self.wire_bytes = end - start
+            return OP_BINARY, _unmask(buf[start + 6:end], buf[start + 2:start + 6])
         if first & 0x70:
             raise _error("reserved bits set (no extension was negotiated)")
         opcode = first & 0x0F

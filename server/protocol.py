@@ -169,6 +169,8 @@ class Closed:
 
 
 Event = Joined | Closing | Closed
+_AWAITING_JOIN, _JOINED, _CLOSING, _CLOSED = (State.AWAITING_JOIN, State.JOINED,
+                                              State.CLOSING, State.CLOSED)
 # After our Close, a peer that keeps sending is read only this far before we stop
 # waiting for its Close (its frames are ignored anyway; parsing them costs CPU).
 CLOSING_READ_LIMIT = 64 * 1024
@@ -192,6 +194,7 @@ class ConnectionProtocol:
         self.close_label = ""
         self.peer_close_code: int | None = None  # the code in the peer's Close frame
         self._read_while_closing = 0
+        self._burst_frames = session.limits.frame_burst
         self.join_deadline = session.opened_at + session.limits.join_timeout_s
 
     # -- input ------------------------------------------------------------------------
@@ -199,9 +202,10 @@ class ConnectionProtocol:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Handle one read from the socket; returns the events for the shell."""
         events: list[Event] = []
-        if self.state is State.CLOSED:
+        state = self.state
+        if state is _CLOSED:
             return events
-        if self.state is State.CLOSING:
+        if state is _CLOSING:
             self._read_while_closing += len(data)
             if self._read_while_closing > CLOSING_READ_LIMIT:
                 self.state = State.CLOSED
@@ -223,7 +227,7 @@ class ConnectionProtocol:
                 if frame is None:
                     break
                 opcode, payload = frame
-                if self.state is State.CLOSING and opcode != OP_CLOSE:
+                if self.state is _CLOSING and opcode != OP_CLOSE:
                     continue
                 frames += 1
                 if not budget.spend(parser.wire_bytes):
@@ -233,7 +237,11 @@ class ConnectionProtocol:
                     continue
                 if opcode == OP_BINARY:
                     session.last_frame_at = now
-                    self.receive(parse_client_frame(payload), now, events)
+                    msg = parse_client_frame(payload)
+                    if self.state is _JOINED and msg.WhichOneof("kind") == "input":
+                        self._submit(msg.input, now, events)  # the hot path, inlined
+                    else:
+                        self.receive(msg, now, events)
                 elif opcode == OP_FRAGMENT:
                     continue
                 elif opcode == OP_PONG:
@@ -256,9 +264,9 @@ class ConnectionProtocol:
                 self._refuse(ProtocolError(CLOSE_INTERNAL_ERROR, "internal_error",
                                            "internal error"), events, log_it=False)
                 break
-            if self.state is State.CLOSED:
+            if self.state is _CLOSED:
                 break
-        if frames > session.limits.frame_burst and not dropped and self.state is State.JOINED:
+        if frames > self._burst_frames and not dropped and self.state is _JOINED:
             # More in one read than a burst, and all of it admitted: frames the client
             # queued during a silence (its network stalled, or this server paused).
             counts.backlogs += 1

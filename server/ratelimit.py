@@ -73,6 +73,18 @@ class TokenBucket:
         return False
 
 
+def _capped(credit: int, earned: int, burst: int, silence_cap: int) -> int:
+    """credit + earned, capped at the burst or at what the silence earned, whichever is
+    more; credit already above both (an unspent backlog) is kept, never cut."""
+    total = credit + earned
+    if total <= burst:
+        return total
+    cap = silence_cap if silence_cap > burst else burst
+    if total > cap:
+        total = cap
+    return total if total > credit else credit
+
+
 class InboundBudget:
     """Frames and bytes a connection may send: integer credit refilled per millisecond.
 
@@ -116,16 +128,11 @@ class InboundBudget:
         if elapsed <= 0:  # also for a clock read twice in one ms: nothing earned
             return
         self._ms = ms
-        frames = self.frames + elapsed * self.frames_per_ms_x1000
-        if frames > self.frame_burst:  # past the burst only what the silence earned
-            cap = min(elapsed, self.backlog_ms) * self.frames_per_ms_x1000
-            frames = max(self.frame_burst, min(frames, cap), self.frames)
-        self.frames = frames
-        bytes_ = self.bytes_ + elapsed * self.bytes_per_ms_x1000
-        if bytes_ > self.byte_burst:
-            cap = min(elapsed, self.backlog_ms) * self.bytes_per_ms_x1000
-            bytes_ = max(self.byte_burst, min(bytes_, cap), self.bytes_)
-        self.bytes_ = bytes_
+        silence = elapsed if elapsed < self.backlog_ms else self.backlog_ms
+        self.frames = _capped(self.frames, elapsed * self.frames_per_ms_x1000,
+                              self.frame_burst, silence * self.frames_per_ms_x1000)
+        self.bytes_ = _capped(self.bytes_, elapsed * self.bytes_per_ms_x1000,
+                              self.byte_burst, silence * self.bytes_per_ms_x1000)
 
     def spend(self, wire_bytes: int) -> bool:
         """Charge one frame of ``wire_bytes``; False (nothing charged) when over budget."""
