@@ -311,6 +311,12 @@ class Gateway:
         conns = list(self.sockets)
         for conn in conns:
             conn.close(CLOSE_GOING_AWAY, "server shutting down", label="shutdown")
+            # aiohttp reads nothing more once it is shutting down, so the peer's Close
+            # would never be seen: half-close after our Close (FIN once it is flushed; a
+            # browser that waits too long for it reports 1006) and let the peer's own FIN
+            # end the connection. A full close here would answer its Close with a RST.
+            if conn.transport.can_write_eof():
+                conn.transport.write_eof()
         if conns:
             await asyncio.wait([conn.done for conn in conns],
                                timeout=self.config.shutdown_timeout_s)
