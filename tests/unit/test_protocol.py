@@ -138,6 +138,34 @@ def test_a_resume_retakes_the_seat_after_a_drop():
     assert second.state is State.JOINED
 
 
+def test_a_resume_with_an_unknown_token_or_after_the_grace_is_refused_for_good():
+    server = Server()
+    conn = server.connect()
+    conn.receive_data(client_frame(encode(resume=pb.Resume(
+        protocol_version=PROTOCOL_VERSION, token=b"\x00\x00\x00\x07" + b"x" * 16))),
+        server.now)
+    kick, code, reason = kick_and_close(conn)
+    assert (code, kick.label, kick.retry) == (1008, "bad_resume", False)
+    _, joined = server.joined()
+    token = joined.room.seats[joined.player_id].resume_token
+    joined.room.disconnect(joined.player_id, server.now)
+    late = server.connect()
+    late.receive_data(client_frame(encode(resume=pb.Resume(
+        protocol_version=PROTOCOL_VERSION, token=token))),
+        server.now + server.params.resume_grace_s)
+    kick, code, reason = kick_and_close(late)
+    assert (code, kick.label) == (1008, "bad_resume") and "expired" in reason
+
+
+def test_a_resume_after_joining_is_refused():
+    conn, joined = Server().joined()
+    token = joined.room.seats[joined.player_id].resume_token
+    conn.outbox.clear()
+    conn.receive_data(client_frame(encode(resume=pb.Resume(
+        protocol_version=PROTOCOL_VERSION, token=token))), 0.0)
+    assert conn.close_label == "already_joined"
+
+
 @pytest.mark.parametrize("kind", ["join", "resume"])
 def test_join_and_resume_are_refused_while_draining_with_a_transient_kick(kind: str):
     server = Server()
