@@ -95,7 +95,7 @@ class RoomLoops:
     def tick_room(self, room: Room, now: float) -> None:
         result = room.tick(now)
         self.deliver(result, now)
-        self._charge_rejections(result, now)
+        self.charge_input_rejections(result, now)
         self._count_room_drops(room)
         for player_id in result.expired:
             log.info("seat expired", extra={"player": player_id, "room": room.room_id})
@@ -123,8 +123,10 @@ class RoomLoops:
         entry.exported = (s.ticks_skipped, s.overruns, s.tick_errors)
         m.flush()
 
-    def _charge_rejections(self, result: TickResult, now: float) -> None:
-        for player_id, reason, count in getattr(result, "input_rejections", ()):
+    def charge_input_rejections(self, result: TickResult, now: float) -> None:
+        """Inputs the room rejected at its tick, (player id, reason, count): counted, and
+        charged to the sender's abuse budget like rejections from `Room.submit`."""
+        for player_id, reason, count in result.input_rejections:
             conn = self.connections.get(player_id)
             if conn is None:
                 self.metrics.counts.input_rejected(reason, count)

@@ -107,12 +107,12 @@ def test_input_rejections_the_room_reports_after_a_tick_are_charged_to_their_sen
         w = World(players=2)
         bad, good = w.conns
         pid = bad.session.player_id
-        w.loops._charge_rejections(TickResult(tick=1, deliveries=[], expired=[],
+        w.loops.charge_input_rejections(TickResult(tick=1, deliveries=[], expired=[],
                                               input_rejections=[(pid, "non_finite", 3)]),
                                    w.clock.now())
         assert w.metrics.counts.inputs_rejected == {"non_finite": 3}
         assert bad.protocol.state is State.JOINED
-        w.loops._charge_rejections(TickResult(tick=2, deliveries=[], expired=[],
+        w.loops.charge_input_rejections(TickResult(tick=2, deliveries=[], expired=[],
                                               input_rejections=[(pid, "non_finite", 500)]),
                                    w.clock.now())
         assert bad.protocol.close_label == "invalid_inputs"
