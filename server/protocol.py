@@ -55,7 +55,7 @@ import enum
 import logging
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from proto import tickwire_pb2 as pb
 from server.errors import (
@@ -81,9 +81,6 @@ from server.lobby import Lobby, LobbyFullError
 from server.metrics import Counts
 from server.room import JoinRefused, Room, RoomFullError, check_name
 from server.session import Session, check_version, parse_client_frame
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = [
     "KICKS",
@@ -180,8 +177,7 @@ _U16 = struct.Struct("!H")
 class ConnectionProtocol:
     """One WebSocket connection's rules, without the socket. See the module docstring."""
 
-    def __init__(self, session: Session, seating: Seating, counts: Counts,
-                 room_tick: Callable[[Room], int] | None = None) -> None:
+    def __init__(self, session: Session, seating: Seating, counts: Counts) -> None:
         self.session = session
         self.seating = seating
         self.counts = counts
