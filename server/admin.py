@@ -30,7 +30,7 @@ __all__ = ["KICK_REASON", "add_admin_routes"]
 log = logging.getLogger("tickwire.admin")
 
 KICK_REASON = "kicked by admin"
-_SCHEMA_FIELDS = ("type", "min", "max", "unit", "doc", "live", "default")
+_SCHEMA_FIELDS = ("type", "min", "max", "choices", "unit", "doc", "live", "default")
 
 
 def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) -> None:

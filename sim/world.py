@@ -23,10 +23,14 @@ at 0 and size exactly as the arena scenario specifies).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sim.params import Params, ParamsError, restart_keys_changed
+
+if TYPE_CHECKING:
+    from sim.history import History
 
 __all__ = [
     "FLAG_DEAD",
@@ -83,6 +87,8 @@ class World:
       kill_score); deaths (C,) int32; flags (C,) uint8 (FLAG_*); respawn_tick,
       next_fire_tick, expire_tick (C,) int64 tick numbers.
       tick: int, ticks completed. rng: np.random.Generator. params: Params.
+      history: ``sim.history.History``, the last second of hit-test state for lag
+      compensation (derived from the arrays; ``step`` records it, not part of the hash).
     """
 
     pos: np.ndarray
@@ -109,6 +115,9 @@ class World:
         for name, dtype, tail in _ARRAYS:
             setattr(self, name, np.zeros((c, *tail), dtype=dtype))
         self.owner.fill(-1)
+        from sim.history import History  # here: sim.history imports this module
+
+        self.history: History = History.for_world(self)
 
     @property
     def capacity(self) -> int:
@@ -127,6 +136,7 @@ class World:
             world.pos[slots] = world._random_points(n, 0.0)
             world.vel[slots] = world._random_velocities(n, params.npc_speed)
             world.hp[slots] = params.npc_hp
+        world.history.record(world)
         return world
 
     # -- randomness (every draw goes through here, in a fixed order) ---------------------
@@ -215,6 +225,7 @@ class World:
         other.params = self.params
         other.rng = rng
         other.tick = self.tick
+        other.history = self.history.copy()
         for name, _dtype, _tail in _ARRAYS:
             setattr(other, name, getattr(self, name).copy())
         return other

@@ -72,6 +72,11 @@ function fieldFor(key, meta, value) {
     input = el("input", { type: "checkbox", id: `in-${key}` });
     input.checked = Boolean(value);
     row.append(input, el("span"), el("span", { class: "unit", text: meta.unit || "" }));
+  } else if (meta.type === "str") {
+    input = el("select", { id: `in-${key}` },
+               ...meta.choices.map((c) => el("option", { value: c, text: c })));
+    input.value = value;
+    row.append(input, el("span"), el("span", { class: "unit", text: meta.unit || "" }));
   } else {
     const slider = el("input", { type: "range", min: meta.min, max: meta.max, step: stepFor(meta),
                                  "aria-label": `${key} slider` });
@@ -89,7 +94,8 @@ function fieldFor(key, meta, value) {
   input.dataset.key = key;
   input.classList.add("value");
   input.addEventListener("change", onEdit);
-  const range = meta.type === "bool" ? "" : ` [${meta.min} – ${meta.max}]`;
+  const range = meta.type === "bool" ? "" : meta.type === "str" ? ` (${meta.choices.join(" | ")})`
+    : ` [${meta.min} – ${meta.max}]`;
   row.append(el("div", { class: "doc", text: `${meta.doc}${range}` }));
   return row;
 }
@@ -112,13 +118,14 @@ function buildForm() {
 function readValue(input) {
   const meta = schema[input.dataset.key];
   if (meta.type === "bool") return input.checked;
+  if (meta.type === "str") return input.value;
   const n = Number(input.value);
   return meta.type === "int" ? Math.round(n) : n;
 }
 
 function changes() {
   const out = {};
-  for (const input of document.querySelectorAll("input.value")) {
+  for (const input of document.querySelectorAll("input.value, select.value")) {
     const key = input.dataset.key;
     const v = readValue(input);
     if (v !== running[key]) out[key] = v;
