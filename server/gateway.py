@@ -219,6 +219,9 @@ class Gateway:
             m.labels(reason="queue_overflow").inc(now_counts[0] - seen[0])
             m.labels(reason="queue_trimmed").inc(now_counts[1] - seen[1])
             self._room_drops[room.room_id] = now_counts
+        mt = self.metrics
+        room.shot_stats.export(mt.hitscan_rewind, mt.hitscan_shots, mt.hitscan_clamped,
+                               mt.hitscan_hits)
 
     def _reap_rooms(self, now: float) -> None:
         for room in self.lobby.reap(now):
@@ -614,6 +617,7 @@ class Gateway:
                 "tick_rate": room.params.tick_rate,
                 "tick_duration_p99_ms": round(stats.get("duration_p99_s", 0.0) * 1000, 3),
                 "overruns": stats.get("overruns", 0),
+                "hitscan": room.shot_stats.summary(),
                 "seats": [{"player_id": s.player_id, "name": s.name, "entity": s.entity,
                            "connected": s.connected, "rtt_ms": round(s.rtt_ms, 2)}
                           for s in room.seats.values()],

@@ -16,7 +16,14 @@ the commands arriving bunched next tick catch up (earlier ones through ``pre_mov
 Sending faster than the tick rate earns nothing, so over any stretch of time a player
 covers at most (ticks + inputs_per_tick - 1) steps. A queue that stays long for a whole
 second is trimmed, so a stall or a fast client clock does not add lasting input delay.
-Fire is the OR of a tick's commands.
+Fire is the OR of a tick's commands; the first firing command of the tick names the shot
+(its ``seq``) and, for a hitscan weapon, the view the client was drawing (``view_tick``,
+``view_next_tick``, ``view_blend``). The room limits how far that view may rewind to what
+the seat's measured RTT plus the client's interpolation allows (``rewind_limit_ms``); the
+sim caps it again at ``weapon.max_rewind_ms``. After the step every seat gets a ``Shots``
+frame with the tick's hitscan shots (tracers; the shooter's hit marker) and its own
+projectile shots (to match its predicted projectiles by seq), and ``shot_stats`` counts
+the rewind depths and the clamped shots.
 
 Snapshots: after each step the world is quantised once and pushed into a
 ``SnapshotHistory``. Each seat gets a delta against the tick it acknowledged (or a
@@ -51,8 +58,9 @@ import numpy as np
 
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
+from server.shotstats import ShotStats
 from sim.params import Params, restart_keys_changed
-from sim.step import Inputs, pre_move, step
+from sim.step import Inputs, StepEvents, pre_move, step
 from sim.world import World, WorldFullError
 
 # A snapshot's per-client part, written by hand because it is built for every client on
@@ -69,6 +77,11 @@ MAX_SEQ_JUMP = 1024
 TOKEN_SECRET_BYTES = 16
 _AIM_LIMIT = 2 * math.pi + 1e-6
 _KNOWN_BUTTONS = 0x1
+# What an honest client's view can lag behind the tick its shot is applied in, beyond its
+# RTT: the demo client's interpolation delay (2 snapshot intervals plus up to 100 ms for
+# jitter), a tick of queueing and a tick of tolerance.
+INTERP_ALLOWANCE_MS = 100.0
+REWIND_SLACK_TICKS = 4
 
 
 class RoomRecorder(Protocol):
@@ -124,7 +137,8 @@ class Seat:
     secret: bytes
     connected: bool = True
     disconnected_at: float = 0.0
-    queue: deque = field(default_factory=deque)  # (seq, move_x, move_y, aim, fire)
+    # (seq, move_x, move_y, aim, fire, view_tick, view_next_tick, view_blend)
+    queue: deque = field(default_factory=deque)
     last_applied_seq: int = 0
     last_queued_seq: int = 0
     acked_tick: int = 0
@@ -183,6 +197,9 @@ class Room:
         self._inputs = Inputs.empty(self.world.capacity)
         self._pre_inputs = Inputs.empty(self.world.capacity)  # scratch for pre_move rounds
         self._pending: dict[int, list[bytes]] = {}  # event frames queued per seat
+        self._fire_seq = np.zeros(self.world.capacity, dtype=np.int64)  # per slot, this tick
+        self.shot_stats = ShotStats()
+        self.last_events: StepEvents | None = None
         self._roster_dirty = False
         self.last_state = self._quantize()
 
@@ -303,7 +320,8 @@ class Room:
                 rejected.append(reason)
                 continue
             seat.queue.append((cmd.seq, cmd.move_x, cmd.move_y, cmd.aim,
-                               bool(cmd.buttons & 1)))
+                               bool(cmd.buttons & 1), cmd.view_tick, cmd.view_next_tick,
+                               cmd.view_blend))
             seat.last_queued_seq = cmd.seq
             if len(seat.queue) > limit:
                 seat.queue.popleft()
@@ -354,10 +372,13 @@ class Room:
         self._apply_inputs()
         if self.recorder is not None:
             self.recorder.on_inputs(self, np.flatnonzero(self._inputs.active), self._inputs)
-        step(self.world, self._inputs)
+        events = step(self.world, self._inputs)
+        self.last_events = events
         if self.recorder is not None:
             self.recorder.on_stepped(self)
         tick = self.world.tick
+        if events.shots:
+            self._shots_out(events, tick)
         self.last_state = self._quantize()
         self.history.push(tick, self.last_state)
         roster = self._roster_frame() if self._roster_dirty else None
@@ -392,6 +413,7 @@ class Room:
         inputs = self._inputs
         inputs.fire[:] = False
         inputs.active[:] = False
+        inputs.clear_views()
         cap = self.params.inputs_per_tick
         early: list[list[tuple[int, float, float, float]]] = []  # per round: slot, move, aim
         # One Python iteration per seat (not per entity): the queues are per connection.
@@ -405,7 +427,9 @@ class Room:
             seat.budget -= n
             fire = False
             for r in range(n):
-                seq, move_x, move_y, aim, fired = seat.queue.popleft()
+                seq, move_x, move_y, aim, fired, view_a, view_b, blend = seat.queue.popleft()
+                if fired and not fire:  # the tick's first firing command names the shot
+                    self._claim_view(seat, seq, view_a, view_b, blend)
                 fire = fire or fired
                 if r < n - 1:
                     if len(early) == r:
@@ -426,6 +450,59 @@ class Room:
             pre_move(self.world, slots, pre)
             if self.recorder is not None:
                 self.recorder.on_pre_move(self, slots, pre)
+
+    def _claim_view(self, seat: Seat, seq: int, view_a: int, view_b: int, blend: float
+                    ) -> None:
+        """Note the shot's seq and the view its client claims, limited to what the seat's
+        RTT allows (the sim clamps deeper claims and says so)."""
+        row = seat.entity
+        self._fire_seq[row] = seq
+        inputs = self._inputs
+        inputs.view_a[row] = view_a
+        inputs.view_b[row] = view_b
+        inputs.view_blend[row] = blend
+        rate = self.params.tick_rate
+        inputs.rewind_limit[row] = ((seat.rtt_ms + INTERP_ALLOWANCE_MS) * rate / 1000.0
+                                    + REWIND_SLACK_TICKS)
+
+    def _shots_out(self, events: StepEvents, tick: int) -> None:
+        """Queue this tick's Shots frames: every hitscan shot to every seat, and each
+        seat's own projectile shots to it alone; count the rewinds."""
+        shots: list[pb.Shot] = []
+        h = events.hitscan
+        if h is not None:
+            p = self.params
+            cap = p.max_rewind_ms * p.tick_rate / 1000.0
+            rewind_ms = h.depth_ticks * (1000.0 / p.tick_rate)
+            by_estimate = h.clamped & (self._inputs.rewind_limit[h.shooter] < cap)
+            self.shot_stats.add(rewind_ms, h.clamped, by_estimate, h.target >= 0)
+            for i in range(h.shooter.size):  # one protobuf message per shot: the frame
+                shooter = int(h.shooter[i])
+                shots.append(pb.Shot(
+                    shooter=shooter, seq=int(self._fire_seq[shooter]),
+                    x0=float(h.start[i, 0]), y0=float(h.start[i, 1]),
+                    x1=float(h.end[i, 0]), y1=float(h.end[i, 1]),
+                    target=int(h.target[i]), rewind_ms=float(rewind_ms[i]),
+                    clamped=bool(h.clamped[i])))
+        everyone = (pb.ServerFrame(shots=pb.Shots(tick=tick, shots=shots)).SerializeToString()
+                    if shots else None)
+        own: dict[int, list[pb.Shot]] = {}
+        if events.fired_shooter.size:
+            gen = self.world.gen
+            for shooter, proj in zip(events.fired_shooter.tolist(),
+                                     events.fired_projectile.tolist(), strict=True):
+                own.setdefault(shooter, []).append(pb.Shot(
+                    shooter=shooter, seq=int(self._fire_seq[shooter]), projectile=proj + 1,
+                    projectile_gen=int(gen[proj]), target=-1))
+        for seat in self.seats.values():
+            if not seat.connected:
+                continue
+            mine = own.get(seat.entity)
+            if mine:
+                frame = pb.ServerFrame(shots=pb.Shots(tick=tick, shots=shots + mine))
+                self._pending.setdefault(seat.player_id, []).append(frame.SerializeToString())
+            elif everyone is not None:
+                self._pending.setdefault(seat.player_id, []).append(everyone)
 
     def _trim_standing_queue(self, seat: Seat, left_after_tick: int, window: int) -> None:
         seat.queue_floor = min(seat.queue_floor, left_after_tick)
@@ -474,7 +551,10 @@ class Room:
             world_width=p.world_width, world_height=p.world_height,
             player_accel=p.player_accel, player_max_speed=p.player_max_speed,
             player_friction=p.player_friction, player_radius=p.player_radius,
-            projectile_speed=p.projectile_speed, fire_cooldown_s=p.fire_cooldown_s)
+            projectile_speed=p.projectile_speed,
+            fire_cooldown_s=(p.weapon_cooldown_s if p.weapon_kind == "hitscan"
+                             else p.fire_cooldown_s),
+            weapon_kind=1 if p.weapon_kind == "hitscan" else 0, weapon_range=p.weapon_range)
 
     def _welcome(self, seat: Seat) -> bytes:
         return pb.ServerFrame(welcome=pb.Welcome(
@@ -502,4 +582,10 @@ def _check_cmd(cmd: pb.InputCmd, last_seq: int) -> str | None:
         return "unknown_buttons"
     if cmd.seq - last_seq > MAX_SEQ_JUMP:
         return "seq_jump"
+    # A view claim (what the client was drawing) needs two ticks in order and a blend in
+    # [0, 1] (NaN fails that too); how deep it may rewind is decided per tick.
+    claimed = cmd.view_tick or cmd.view_next_tick or cmd.view_blend
+    if claimed and (cmd.view_next_tick < cmd.view_tick or cmd.view_tick == 0
+                    or not 0.0 <= cmd.view_blend <= 1.0):
+        return "bad_view"
     return None
