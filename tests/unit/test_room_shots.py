@@ -17,12 +17,13 @@ from sim.params import load_params
 RATE = 30
 
 
-def _room(**changes: object) -> Room:
+def _room(defer: bool = False, **changes: object) -> Room:
     base: dict[str, object] = dict(npc_count=0, player_accel=100000.0,
                                    player_max_speed=600.0, weapon_kind="hitscan",
                                    weapon_range=2000.0, tick_rate=RATE)
     base.update(changes)
-    return Room("shots", load_params().with_changes(base), now=0.0)
+    return Room("shots", load_params().with_changes(base), now=0.0,
+                defer_input_checks=defer)
 
 
 def _tick(room: Room) -> TickResult:
@@ -43,8 +44,8 @@ class Duel:
     """Seat 1 stands at (100, 500); seat 2 walks up x = 500 at 20 units/tick. Both send
     one command per tick; ``seen[tick]`` is seat 2's position in the snapshot of ``tick``."""
 
-    def __init__(self, **changes: object) -> None:
-        self.room = _room(**changes)
+    def __init__(self, defer: bool = False, **changes: object) -> None:
+        self.room = _room(defer, **changes)
         self.a = self.room.join(1, "shooter", 0.0)
         self.b = self.room.join(2, "target", 0.0)
         w = self.room.world
@@ -74,8 +75,9 @@ class Duel:
                                      view_next_tick=vb, view_blend=vbeta))
 
 
-def test_a_shot_claiming_a_150_ms_old_view_hits_and_everyone_gets_the_tracer():
-    duel = Duel()
+@pytest.mark.parametrize("defer", [False, True], ids=["checked-at-once", "checked-per-tick"])
+def test_a_shot_claiming_a_150_ms_old_view_hits_and_everyone_gets_the_tracer(defer):
+    duel = Duel(defer)
     duel.room.set_rtt(1, 100.0)
     now = duel.room.tick_number + 1
     result = duel.fire_at(now - 5, now - 4, 0.5)
@@ -123,13 +125,20 @@ def test_the_cap_clamps_whatever_the_rtt():
 
 @pytest.mark.parametrize("view", [(10, 9, 0.5), (0, 9, 0.5), (9, 10, 1.5),
                                   (9, 10, float("nan"))])
-def test_a_malformed_view_claim_rejects_the_command_and_is_counted(view):
-    room = _room()
+@pytest.mark.parametrize("defer", [False, True], ids=["checked-at-once", "checked-per-tick"])
+def test_a_malformed_view_claim_rejects_the_command_and_is_counted(view, defer):
+    room = _room(defer)
     room.join(1, "x", 0.0)
     a, b, beta = view
     reasons = room.submit(1, pb.Input(cmds=[pb.InputCmd(
         seq=1, buttons=1, view_tick=a, view_next_tick=b, view_blend=beta)]))
-    assert reasons == ["bad_view"] and room.inputs_rejected["bad_view"] == 1
+    if defer:
+        assert reasons == []
+        assert _tick(room).input_rejections == [(1, "bad_view", 1)]
+    else:
+        assert reasons == ["bad_view"]
+    assert room.inputs_rejected["bad_view"] == 1
+    assert room.queued_commands(1) == []
 
 
 def test_own_projectile_shots_name_the_projectile_and_go_to_the_owner_only():
