@@ -66,8 +66,8 @@ from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
 from server.baselines import DEFAULT_MAX_DELTAS, BaselinePicker
 from server.inputs import FLUSH_AT, MAX_CMDS_PER_FRAME, MAX_SEQ_JUMP, SeatInputs
-from sim.params import Params, restart_keys_changed
 from server.shotstats import ShotStats
+from sim.params import Params, restart_keys_changed
 from sim.step import Inputs, StepEvents, pre_move, step
 from sim.world import World, WorldFullError
 
