@@ -16,7 +16,9 @@
 // off, and the plain URL is used again). A default server is never asked, so a normal
 // page load makes no failing request.
 
-export const PROTOCOL_VERSION = 1;
+import { PROTOCOL_VERSION } from "./gen/wire.js";
+
+export { PROTOCOL_VERSION }; // the .proto's ProtocolVersion enum, via gen/wire.js
 export const BACKOFF_MIN_S = 0.5;
 export const BACKOFF_MAX_S = 8;
 export const PING_INTERVAL_S = 1;
