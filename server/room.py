@@ -474,7 +474,8 @@ class Room:
             world_width=p.world_width, world_height=p.world_height,
             player_accel=p.player_accel, player_max_speed=p.player_max_speed,
             player_friction=p.player_friction, player_radius=p.player_radius,
-            projectile_speed=p.projectile_speed, fire_cooldown_s=p.fire_cooldown_s)
+            projectile_speed=p.projectile_speed, fire_cooldown_s=p.fire_cooldown_s,
+            respawn_delay_s=p.respawn_delay_s)
 
     def _welcome(self, seat: Seat) -> bytes:
         return pb.ServerFrame(welcome=pb.Welcome(
