@@ -10,6 +10,7 @@ import itertools
 import struct
 from collections.abc import Callable
 
+from server.bans import DEFAULT_KICK_BAN_S, Bans
 from server.room import Room, Seat
 from sim.params import Params
 
@@ -21,8 +22,11 @@ class LobbyFullError(Exception):
 
 
 class Lobby:
-    def __init__(self, params: Params, *, max_rooms: int = 64) -> None:
+    def __init__(self, params: Params, *, max_rooms: int = 64,
+                 kick_ban_s: float = DEFAULT_KICK_BAN_S) -> None:
         self.params = params  # what a new room starts with (the gateway updates it live)
+        # Names and addresses an admin kicked or banned: a Join from them is refused.
+        self.bans = Bans(kick_ban_s=kick_ban_s)
         self.params_version = 1
         self.max_rooms = max_rooms
         # Called with each new room before anyone joins it (the recorder attaches here).

@@ -95,7 +95,10 @@ function byCode(code, reason) {
   if (code === CLOSE_POLICY) {
     if (r.startsWith("name")) return byLabel({ label: LABEL.badJoin }, reason);
     if (r.startsWith("protocol version")) return byLabel({ label: LABEL.badVersion }, reason);
-    if (r.includes("kicked")) return byLabel({ label: LABEL.kicked }, reason);
+    if (r.includes("kicked")) {
+      const m = /try again in (\d+) s/.exec(r); // a Join during a ban
+      return byLabel({ label: m ? LABEL.banned : LABEL.kicked, retryAfterS: m ? Number(m[1]) : 0 }, reason);
+    }
     if (r.includes("room closed")) return byLabel({ label: LABEL.roomClosed }, reason);
     if (r.startsWith("replaced")) return byLabel({ label: LABEL.replaced }, reason);
     if (r === "server full" || r.includes("room full")) return byLabel({ label: LABEL.serverFull }, reason);
