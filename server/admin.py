@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server.bans import MAX_BAN_S
 from server.session import CLOSE_POLICY
 from sim.params import ParamsError, schema
 
@@ -34,8 +35,9 @@ _SCHEMA_FIELDS = ("type", "min", "max", "choices", "unit", "doc", "live", "defau
 
 
 def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) -> None:
-    """Register ``/admin`` (page), ``/admin/params`` (GET, POST) and
-    ``/admin/rooms/{room}/kick/{player}`` (POST). ``token`` None or empty: register nothing."""
+    """Register ``/admin`` (page), ``/admin/params`` (GET, POST),
+    ``/admin/rooms/{room}/kick/{player}`` (POST, ``?ban_s=N``) and ``/admin/bans`` (GET).
+    ``token`` None or empty: register nothing."""
     if not token:
         return
     expected = token.encode()
@@ -85,6 +87,10 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
         return web.json_response({"version": version, "restart_required": restart})
 
     async def kick(request: web.Request) -> web.Response:
+        """Kick a player; their name is then refused for ``--kick-ban-s``. ``?ban_s=N``
+        (the admin page's Ban button) bans the name *and* the address for N seconds. A
+        plain kick leaves the address alone: players behind one NAT (or every local
+        test client) share it."""
         if not authorized(request):
             return unauthorized()
         room = gateway.lobby.rooms.get(request.match_info["room"])
@@ -92,22 +98,42 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
             player_id = int(request.match_info["player"])
         except ValueError:
             player_id = -1
+        try:
+            ban_s = float(request.query["ban_s"]) if "ban_s" in request.query else None
+        except ValueError:
+            ban_s = -1.0
+        if ban_s is not None and not (0.0 <= ban_s <= MAX_BAN_S):
+            return web.json_response(
+                {"error": f"ban_s must be a number of seconds in [0, {MAX_BAN_S:.0f}]"},
+                status=400)
         if room is None or player_id not in room.seats:
             return web.json_response({"error": "no such room or player"}, status=404)
         conn = gateway.connections.get(player_id)
         attached = conn is not None and conn.room is room and not conn.session.closing
+        peer = conn.transport.get_extra_info("peername") if attached else None
+        banned_s = gateway.lobby.bans.ban(
+            gateway.clock.now(), name=room.seats[player_id].name, seconds=ban_s,
+            address=str(peer[0]) if peer is not None and ban_s is not None else None)
         if attached:
             # Closing first: the tick stops sending to it; the seat goes right after, so
             # a Resume with the old token finds nothing.
             conn.session.closing = True
             conn.session.close_code = CLOSE_POLICY
         room.leave(player_id)
-        log.info("player kicked by admin", extra={"player": player_id, "room": room.room_id})
+        log.info("player kicked by admin", extra={"player": player_id, "room": room.room_id,
+                                                  "ban_s": banned_s})
         if attached:
             await gateway.close(conn.ws, conn.transport, CLOSE_POLICY, KICK_REASON, kick=True)
-        return web.json_response({"kicked": player_id, "room": room.room_id})
+        return web.json_response({"kicked": player_id, "room": room.room_id,
+                                  "banned_s": banned_s})
+
+    async def bans(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return unauthorized()
+        return web.json_response({"bans": gateway.lobby.bans.active(gateway.clock.now())})
 
     app.router.add_get("/admin", page)
     app.router.add_get("/admin/params", get_params)
     app.router.add_post("/admin/params", post_params)
     app.router.add_post("/admin/rooms/{room}/kick/{player}", kick)
+    app.router.add_get("/admin/bans", bans)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import struct
@@ -31,7 +32,9 @@ from aiohttp import WSMsgType, web
 
 from proto import tickwire_pb2 as pb
 from server.admin import add_admin_routes
+from server.bans import DEFAULT_KICK_BAN_S
 from server.clock import Clock, MonotonicClock
+from server.errorpages import error_pages
 from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, Refusal
 from server.lobby import Lobby, LobbyFullError
 from server.metrics import Metrics
@@ -88,6 +91,7 @@ class GatewayConfig:
     admin_token: str | None = None  # None: the /admin routes are off (404)
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
+    kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name/address out this long
 
 
 @dataclass(slots=True)
@@ -126,7 +130,8 @@ class Gateway:
         self.config = config
         self.clock = clock or MonotonicClock()
         self.metrics = Metrics()
-        self.lobby = Lobby(config.params, max_rooms=config.max_rooms)
+        self.lobby = Lobby(config.params, max_rooms=config.max_rooms,
+                           kick_ban_s=config.kick_ban_s)
         self.connections: dict[int, Connection] = {}
         self.sockets: dict[web.WebSocketResponse, asyncio.Transport] = {}
         self.started_at = self.clock.now()
@@ -538,6 +543,12 @@ class Gateway:
         check_version(join.protocol_version)
         try:
             check_name(join.name)  # before a room might be created for this player
+            peer = conn.transport.get_extra_info("peername")
+            banned_s = self.lobby.bans.remaining(now, name=join.name,
+                                                 address=str(peer[0]) if peer else None)
+            if banned_s > 0:
+                raise ProtocolError(CLOSE_POLICY, "banned",
+                                    f"kicked by an admin: try again in {math.ceil(banned_s)} s")
             room, _ = self.lobby.room_with_free_seat(now)
             player_id = self.lobby.next_player_id()
             seat = room.join(player_id, join.name, now)
@@ -670,7 +681,7 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Application:
     """The aiohttp application with every route; the caller runs it."""
-    app = web.Application()
+    app = web.Application(middlewares=[error_pages])  # HTML for /ws in a tab and for 404s
     gateway = Gateway(config, clock)
     app[GATEWAY_KEY] = gateway
     app.router.add_get("/ws", gateway.handle_ws)

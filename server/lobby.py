@@ -10,6 +10,7 @@ import itertools
 import struct
 from collections.abc import Callable
 
+from server.bans import DEFAULT_KICK_BAN_S, Bans
 from server.baselines import DEFAULT_MAX_DELTAS
 from server.room import Room, Seat
 from sim.params import Params
@@ -24,11 +25,14 @@ class LobbyFullError(Exception):
 class Lobby:
     def __init__(self, params: Params, *, max_rooms: int = 64,
                  defer_input_checks: bool = False,
-                 max_baselines: int = DEFAULT_MAX_DELTAS) -> None:
+                 max_baselines: int = DEFAULT_MAX_DELTAS,
+                 kick_ban_s: float = DEFAULT_KICK_BAN_S) -> None:
         """`defer_input_checks` and `max_baselines` are passed to every new Room (see
         ``server.room.Room``): a gateway that charges ``TickResult.input_rejections`` to
         the players sets the first."""
         self.params = params  # what a new room starts with (the gateway updates it live)
+        # Names and addresses an admin kicked or banned: a Join from them is refused.
+        self.bans = Bans(kick_ban_s=kick_ban_s)
         self.params_version = 1
         self.max_rooms = max_rooms
         self.defer_input_checks = defer_input_checks

@@ -670,6 +670,7 @@ class Room:
             projectile_speed=p.projectile_speed,
             fire_cooldown_s=(p.weapon_cooldown_s if p.weapon_kind == "hitscan"
                              else p.fire_cooldown_s),
+            respawn_delay_s=p.respawn_delay_s,
             weapon_kind=1 if p.weapon_kind == "hitscan" else 0, weapon_range=p.weapon_range)
 
     def _welcome(self, seat: Seat) -> bytes:

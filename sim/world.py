@@ -43,6 +43,8 @@ __all__ = [
     "WorldFullError",
 ]
 
+# Copies of the .proto's EntityKind / EntityFlag enums (sim imports nothing from proto);
+# tests/unit/test_web_wire_constants.py fails if they ever differ.
 KIND_EMPTY = 0
 KIND_PLAYER = 1
 KIND_NPC = 2
