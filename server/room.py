@@ -22,11 +22,12 @@ long for a whole second is trimmed, so a stall or a fast client clock does not a
 input delay. Fire is the OR of a tick's commands; the first firing command of the tick
 names the shot (its ``seq``) and, for a hitscan weapon, the view the client was drawing
 (``view_tick``, ``view_next_tick``, ``view_blend``). The room limits how far that view may
-rewind to what the seat's measured RTT plus the client's interpolation allows (see
-``INTERP_ALLOWANCE_MS``); the sim caps it again at ``weapon.max_rewind_ms``. After the step
-every seat gets a ``Shots`` frame with the tick's hitscan shots (tracers; the shooter's hit
-marker) and its own projectile shots (to match its predicted projectiles by seq), and
-``shot_stats`` counts the rewind depths and the clamped shots.
+rewind to what the seat's measured RTT, the client's interpolation and the command's wait
+in the queue allow (see ``INTERP_ALLOWANCE_MS``); the sim caps it again at
+``weapon.max_rewind_ms``. After the step every seat gets a ``Shots`` frame with the tick's
+hitscan shots (tracers; the shooter's hit marker) and its own projectile shots (to match
+its predicted projectiles by seq), and ``shot_stats`` counts the rewind depths and the
+clamped shots.
 
 Snapshots: after each step the world is quantised once and pushed into a
 ``SnapshotHistory``. Each seat gets a delta against a tick it acknowledged (or a keyframe);
@@ -547,6 +548,7 @@ class Room:
         inputs.fire[:] = False
         inputs.active[:] = False
         inputs.clear_views()
+        queued = self._inputs.length.copy()  # per row, before this tick takes any
         taken = self._inputs.take(self._all_rows, self.params.inputs_per_tick,
                                   self.params.tick_rate)
         for rows, move, aim in taken.early:
@@ -571,10 +573,13 @@ class Room:
             inputs.view_a[shooters] = taken.view_a[fired]
             inputs.view_b[shooters] = taken.view_b[fired]
             inputs.view_blend[shooters] = taken.view_blend[fired]
+            # A command that waited in the queue saw an older world by as many ticks:
+            # the queue's length before this take is that wait, in ticks.
             rate = self.params.tick_rate
-            rtt = self._rtt_ms[taken.rows[fired]]
-            inputs.rewind_limit[shooters] = ((rtt + INTERP_ALLOWANCE_MS) * (rate / 1000.0)
-                                             + REWIND_SLACK_TICKS)
+            rows = taken.rows[fired]
+            inputs.rewind_limit[shooters] = (
+                (self._rtt_ms[rows] + INTERP_ALLOWANCE_MS) * (rate / 1000.0)
+                + REWIND_SLACK_TICKS + queued[rows])
 
     def _shots_out(self, events: StepEvents, tick: int) -> None:
         """Queue this tick's Shots frames: every hitscan shot to every seat, and each

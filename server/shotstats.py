@@ -49,7 +49,9 @@ class ShotStats:
         self.clamped += int(np.count_nonzero(clamped))
         self.clamped_by_estimate += int(np.count_nonzero(by_estimate))
         self.depth_sum_ms += float(rewind_ms.sum())
-        idx = np.searchsorted(np.asarray(BUCKETS_MS), rewind_ms, side="left")
+        # Rounded to a microsecond: a depth at the cap (7.5 ticks = 250 ms) lands in the
+        # cap's bucket despite the float division.
+        idx = np.searchsorted(np.asarray(BUCKETS_MS), np.round(rewind_ms, 3), side="left")
         self.buckets += np.bincount(idx, minlength=self.buckets.size)
         self._unexported.append(np.asarray(rewind_ms, dtype=np.float64))
         if len(self._unexported) > 4096:  # nobody exports (tests, tools): stay bounded
@@ -75,7 +77,7 @@ class ShotStats:
         """Move what is new since the last call into Prometheus metrics (``depth`` in
         seconds)."""
         for batch in self._unexported:
-            for ms in batch.tolist():
+            for ms in np.round(batch, 3).tolist():
                 depth.observe(ms / 1000.0)
         self._unexported.clear()
         now = (self.shots, self.clamped, self.hits)

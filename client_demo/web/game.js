@@ -15,7 +15,8 @@
 //    at its predicted position, and refresh the HUD a few times a second.
 // The parts, one concern each: net.js (socket, reconnect), status.js + connview.js (what a
 // close means and what the player sees about it), input.js (devices -> intent), view.js
-// (drawing, HUD, feed), predict.js / interp.js (movement), codec.js (snapshots).
+// (drawing, HUD, feed), predict.js / interp.js (movement), codec.js (snapshots), shots.js
+// (our shots predicted, the view a shot claims, the server's Shots frames).
 
 import { CodecError, SnapshotRing, decodePayload, entityAt, countLive, KIND_PLAYER, EFLAG_DEAD } from "./codec.js";
 import { Net } from "./net.js";
@@ -27,6 +28,7 @@ import { Controls, isTouchDevice } from "./input.js";
 import { ConnectionView } from "./connview.js";
 import { View } from "./view.js";
 import { tw, now } from "./state.js";
+import { ShotBook, cooldownTicks, viewOf } from "./shots.js";
 
 const MAX_CMDS_PER_INPUT = 3;
 
@@ -36,6 +38,7 @@ export class Game {
     this.interp = new Interpolator();
     this.predictor = new Predictor();
     this.events = new EventTracker();
+    this.shots = new ShotBook();
     this.snapRate = new RateMeter();
     this.byteRate = new RateMeter();
     this.names = new Map(); // entity slot -> name
@@ -84,6 +87,7 @@ export class Game {
     this.interp.reset(this.tickRate);
     this.predictor.reset();
     this.events.reset();
+    this.shots.reset();
     this.deadSince.clear();
     this.lastTickAt = now();
   }
@@ -133,6 +137,16 @@ export class Game {
       case "params":
         this._setParams(msg.params);
         break;
+      case "shots": {
+        // Before the snapshot of the same tick (the server queues it first).
+        const hits = this.shots.onShots(msg, this.welcome ? this.welcome.entity : -1, t);
+        this._countShots(msg);
+        if (hits.length) {
+          this.view.onEvents({ kills: [], hits: hits.map((h) => ({ ...h, killed: false })),
+                               damage: 0 }, t);
+        }
+        break;
+      }
       default:
         break; // "kick": Net keeps it for the close that follows
     }
@@ -174,6 +188,7 @@ export class Game {
     tw.rttMs = snap.rttMs;
     tw.entityCount = countLive(words);
 
+    this.shots.onSnapshot(snap.tick, words, snap.lastInputSeq, recvAt, this.tickRate);
     const me = this.welcome ? entityAt(words, this.welcome.entity) : null;
     if (me && me.kind === KIND_PLAYER) {
       tw.server = { x: me.x, y: me.y };
@@ -280,10 +295,59 @@ export class Game {
       aim: intent.aim,
       buttons: intent.fire ? 1 : 0,
     };
-    this.aim = intent.aim;
+    this._autoAim(cmd);
+    this.aim = cmd.aim;
     this.predictor.apply(cmd);
+    if (cmd.buttons & 1) this._fire(cmd);
     const cmds = this.predictor.pending.slice(-MAX_CMDS_PER_INPUT);
     this.net.send({ input: { ackTick: this.needKeyframe ? 0 : this.ackTick, cmds } });
+  }
+
+  /** A firing command: claim what we are drawing (lag compensation) and predict the shot. */
+  _fire(cmd) {
+    const t = now();
+    Object.assign(cmd, viewOf(this.interp.frames, this.interp.renderTick(t)));
+    const p = this.moveParams;
+    const me = this.predictor.state;
+    if (!p || !me || tw.dead) return;
+    const shot = this.shots.fire(cmd.seq, me, cmd.aim, {
+      hitscan: p.weaponKind === 1,
+      range: p.weaponRange || 600,
+      speed: p.projectileSpeed || 600,
+      muzzle: (p.playerRadius || 12) + 3,
+      cooldownTicks: cooldownTicks(p.fireCooldownS || 0.25, this.tickRate),
+    }, this.lastTickAt + 1 / this.tickRate); // when the state after `cmd` is drawn
+    if (shot) tw.shotsPredicted++;
+  }
+
+  /** Our own shots as the server resolved them (tw counters, for the HUD and probes). */
+  _countShots(msg) {
+    const own = this.welcome ? this.welcome.entity : -1;
+    for (const s of msg.shots || []) {
+      if ((s.shooter ?? 0) !== own || (s.projectile ?? 0) > 0) continue;
+      tw.shotsFired++;
+      if ((s.target ?? -1) >= 0) tw.shotsHit++;
+      if (tw.aimAt && s.target === tw.aimAt.slot) tw.shotsOnTarget++;
+      if (s.clamped) tw.shotsClamped++;
+      tw.lastRewindMs = s.rewindMs ?? 0;
+    }
+  }
+
+  /**
+   * Probe hook (tests, bench): with `tw.aimAt = {slot}` set, aim at that entity where this
+   * page draws it now and fire whenever our cooldown allows — a perfect aimer that sees
+   * exactly what a player would.
+   */
+  _autoAim(cmd) {
+    const a = tw.aimAt;
+    const me = this.predictor.state;
+    if (!a || !me || !this.moveParams) return;
+    const target = this.interp.sample(now(), -1).entities.find((e) => e.slot === a.slot);
+    if (!target) return;
+    cmd.aim = Math.atan2(target.y - me.y, target.x - me.x);
+    const ready = cmd.seq - this.shots.lastShotSeq >=
+      cooldownTicks(this.moveParams.fireCooldownS || 0.25, this.tickRate);
+    cmd.buttons = ready ? 1 : 0;
   }
 
   _estimatedServerTick() {

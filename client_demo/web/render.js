@@ -82,6 +82,12 @@ export class Renderer {
     for (const e of view.entities) {
       if (e.kind === KIND_PROJECTILE) this._projectile(e, scale);
     }
+    for (const tr of view.ownShots?.tracers || []) this._tracer(tr, scale);
+    for (const e of view.ownShots?.projectiles || []) {
+      ctx.globalAlpha = e.alpha;
+      this._projectile(e, scale);
+      ctx.globalAlpha = 1;
+    }
     for (const e of view.entities) {
       if (e.kind === KIND_NPC) this._npc(e, view, scale);
     }
@@ -135,6 +141,21 @@ export class Renderer {
     ctx.beginPath();
     ctx.arc(e.x, e.y, Math.max(3, 2 / scale), 0, Math.PI * 2);
     ctx.fill();
+  }
+
+  /** A hitscan ray: ours brighter, a hit ending in red; fading with `alpha`. */
+  _tracer(tr, scale) {
+    const { ctx } = this;
+    ctx.save();
+    ctx.globalAlpha = Math.max(0, Math.min(1, tr.alpha));
+    ctx.strokeStyle = tr.hit ? "#fca5a5" : tr.own ? "#e8fbff" : "rgba(255, 241, 168, 0.8)";
+    ctx.lineWidth = (tr.own ? 2 : 1.5) / scale;
+    ctx.lineCap = "round";
+    ctx.beginPath();
+    ctx.moveTo(tr.x0, tr.y0);
+    ctx.lineTo(tr.x1, tr.y1);
+    ctx.stroke();
+    ctx.restore();
   }
 
   _npc(e, view, scale) {

@@ -41,6 +41,13 @@ export const tw = {
   hits: 0, // our hits (hit markers shown)
   damageFlashes: 0, // times we were hurt (damage flashes shown)
   left: false, // we sent Leave
+  shotsPredicted: 0, // our shots drawn at once (shots.js)
+  shotsFired: 0, // our hitscan shots the server resolved (Shots frames)
+  shotsHit: 0, // of which hit something (hit marker shown)
+  shotsOnTarget: 0, // of which hit the entity in `aimAt`
+  shotsClamped: 0, // of which the server clamped the claimed view
+  lastRewindMs: null, // how far the server rewound our last hitscan shot
+  aimAt: null, // probe hook: {slot} makes the page aim at that entity and fire (game.js)
   // Written once per animation frame, for probes (bench/browser_smoothness.py); read-only:
   // {t (s), renderTick, newestTick, me: {x, y} | null, firstNpc: {slot, id, x, y, dead} | null}
   sample: null,

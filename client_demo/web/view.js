@@ -101,7 +101,13 @@ export class View {
     g.predictor.decay(dtS);
 
     const ownSlot = g.welcome ? g.welcome.entity : -1;
-    const { entities, renderTick } = g.interp.sample(t, ownSlot);
+    const sampled = g.interp.sample(t, ownSlot);
+    const renderTick = sampled.renderTick;
+    // Our predicted projectiles stand in for their server entities (shots.js): one on screen.
+    const hidden = g.shots.hidden();
+    const entities = hidden.size
+      ? sampled.entities.filter((e) => hidden.get(e.slot) !== e.id) : sampled.entities;
+    const ownShots = g.shots.drawables(t, dtS);
     const tickNow = g.serverTickNow(t);
     let meEntity = null;
     const auth = g.latest && ownSlot >= 0 ? entityAt(g.latest.words, ownSlot) : null;
@@ -135,6 +141,7 @@ export class View {
       playerHpMax: this.playerHpMax,
       npcHpMax: this.npcHpMax,
       hitMarks: this.hitMarks.map((h) => ({ ...h, age: (t - h.at) / HIT_MARK_S })),
+      ownShots,
       respawnText: (e) => {
         const d = g.deadSince.get(e.slot);
         const left = d ? respawnSecondsLeft(d[1], delayS, g.tickRate, tickNow) : null;

@@ -96,11 +96,11 @@ def test_a_shot_claiming_a_150_ms_old_view_hits_and_everyone_gets_the_tracer(def
 
 def test_a_claim_deeper_than_the_seats_rtt_allows_is_clamped_by_the_estimate():
     duel = Duel(max_rewind_ms=1000.0)
-    duel.room.set_rtt(1, 0.0)  # allowance: 100 ms + 4 ticks = 7 ticks
+    duel.room.set_rtt(1, 0.0)  # allowance: 100 ms + 4 ticks + 1 queued = 8 ticks
     now = duel.room.tick_number + 1
     (shot,) = _shots(duel.fire_at(now - 9, now - 8, 0.0), 1)[0].shots
     assert shot.clamped and shot.target == -1
-    assert shot.rewind_ms == pytest.approx(7 * 1000 / RATE, abs=0.01)
+    assert shot.rewind_ms == pytest.approx(8 * 1000 / RATE, abs=0.01)
     s = duel.room.shot_stats.summary()
     assert s["clamped"] == 1 and s["clamped_by_estimate"] == 1 and s["clamped_share"] == 1.0
 
