@@ -9,10 +9,10 @@ Skipped when ``node`` (or gen/wire.js) is missing, except under CI=true.
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 import os
 import shutil
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
