@@ -56,6 +56,7 @@ REASONS = ("", "non_finite", "out_of_range", "unknown_buttons", "seq_jump")
 _NON_FINITE, _OUT_OF_RANGE, _UNKNOWN_BUTTONS, _SEQ_JUMP = 1, 2, 3, 4
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
+_VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT])  # |move_x|, |move_y|, |aim| at most
 
 
 def check_cmd(seq: int, move_x: float, move_y: float, aim: float, buttons: int,
@@ -98,12 +99,10 @@ class SeatInputs:
         self.trimmed = 0  # dropped to cut a standing queue (input delay)
         # Written per frame, so plain lists (a list store is far cheaper than a NumPy one).
         self.newest_seq = [0] * rows  # newest accepted seq per row ("last queued")
-        self._rx_row: list[int] = []
-        self._rx_seq: list[int] = []
-        self._rx_mx: list[float] = []
-        self._rx_my: list[float] = []
-        self._rx_aim: list[float] = []
-        self._rx_buttons: list[int] = []
+        # Six values per buffered command, flat: row, seq, move_x, move_y, aim, buttons
+        # (one extend per command; one conversion to a float64 array per flush, exact for
+        # every uint32 seq and button mask).
+        self._rx: list[float] = []
         # Written once per tick.
         self.budget = np.zeros(rows, dtype=np.int64)
         self.last_applied = np.zeros(rows, dtype=np.int64)
@@ -124,16 +123,12 @@ class SeatInputs:
         Returns the reasons of commands rejected now (immediate mode); [] when deferred."""
         newest = self.newest_seq[row]
         rejected: list[str] = []
+        buffer = self._rx.extend
         if self.defer_checks:
             for cmd in cmds:
                 seq = cmd.seq
                 if seq > newest:
-                    self._rx_row.append(row)
-                    self._rx_seq.append(seq)
-                    self._rx_mx.append(cmd.move_x)
-                    self._rx_my.append(cmd.move_y)
-                    self._rx_aim.append(cmd.aim)
-                    self._rx_buttons.append(cmd.buttons)
+                    buffer((row, seq, cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons))
         else:
             for cmd in cmds:
                 seq = cmd.seq
@@ -143,12 +138,7 @@ class SeatInputs:
                 # NaN and inf fail these comparisons too: one test for the common case.
                 if (-1.0 <= mx <= 1.0 and -1.0 <= my <= 1.0 and -AIM_LIMIT <= aim <= AIM_LIMIT
                         and not buttons & ~KNOWN_BUTTONS and seq - newest <= MAX_SEQ_JUMP):
-                    self._rx_row.append(row)
-                    self._rx_seq.append(seq)
-                    self._rx_mx.append(mx)
-                    self._rx_my.append(my)
-                    self._rx_aim.append(aim)
-                    self._rx_buttons.append(buttons)
+                    buffer((row, seq, mx, my, aim, buttons))
                     newest = seq
                 else:
                     reason = check_cmd(seq, mx, my, aim, buttons, newest)
@@ -161,63 +151,73 @@ class SeatInputs:
     @property
     def buffered(self) -> int:
         """Commands received and not yet flushed into the queues."""
-        return len(self._rx_seq)
+        return len(self._rx) // 6
 
     # -- per tick ---------------------------------------------------------------------------
 
     def flush(self, limit: int) -> list[tuple[int, str, int]]:
         """Validate (deferred mode) and queue every buffered command, `limit` being
         room.input_queue. Returns the rejections found now as (row, reason, count)."""
-        if not self._rx_seq:
+        if not self._rx:
             return []
-        rows = np.array(self._rx_row, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")  # group by seat, arrival order kept
-        rows = rows[order]
-        seq = np.array(self._rx_seq, dtype=np.int64)[order]
-        mx = np.array(self._rx_mx, dtype=np.float64)[order]
-        my = np.array(self._rx_my, dtype=np.float64)[order]
-        aim = np.array(self._rx_aim, dtype=np.float64)[order]
-        buttons = np.array(self._rx_buttons, dtype=np.int64)[order]
-        for buf in (self._rx_row, self._rx_seq, self._rx_mx, self._rx_my, self._rx_aim,
-                    self._rx_buttons):
-            buf.clear()
+        cmds = np.array(self._rx, dtype=np.float64).reshape(-1, 6)
+        self._rx.clear()
+        cmds = cmds[np.argsort(cmds[:, 0], kind="stable")]  # by seat, arrival order kept
+        rows = cmds[:, 0].astype(np.int64)
+        seq = cmds[:, 1].astype(np.int64)
+        first = np.empty(len(rows), dtype=np.bool_)  # the first command of each seat
+        first[0] = True
+        np.not_equal(rows[1:], rows[:-1], out=first[1:])
         rejections: list[tuple[int, str, int]] = []
         if self.defer_checks:
-            accepted, rejections = self._validate(rows, seq, mx, my, aim, buttons)
-            rows, seq, mx, my, aim, buttons = (
-                a[accepted] for a in (rows, seq, mx, my, aim, buttons))
-        self._enqueue(rows, seq, mx, my, aim, (buttons & 1).astype(np.bool_), limit)
+            accepted, rejections = self._validate(rows, seq, cmds, first)
+            if not accepted.all():
+                rows, seq, cmds = rows[accepted], seq[accepted], cmds[accepted]
+                first = np.empty(len(rows), dtype=np.bool_)
+                if len(rows):
+                    first[0] = True
+                    np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        self._enqueue(rows, seq, cmds, first, limit)
         return rejections
 
-    def _validate(self, rows: np.ndarray, seq: np.ndarray, mx: np.ndarray, my: np.ndarray,
-                  aim: np.ndarray, buttons: np.ndarray
-                  ) -> tuple[np.ndarray, list[tuple[int, str, int]]]:
+    def _validate(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
+                  first: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, int]]]:
         """The accepted mask of commands grouped by row, and the rejections by row.
-        Updates `newest_seq` for every row seen."""
-        reason = np.zeros(len(seq), dtype=np.int64)
-        with np.errstate(invalid="ignore"):
-            in_range = ((np.abs(mx) <= 1.0) & (np.abs(my) <= 1.0)
-                        & (np.abs(aim) <= np.float64(AIM_LIMIT)))
-        reason[(buttons & ~KNOWN_BUTTONS) != 0] = _UNKNOWN_BUTTONS
-        reason[~in_range] = _OUT_OF_RANGE
-        reason[~(np.isfinite(mx) & np.isfinite(my) & np.isfinite(aim))] = _NON_FINITE
-        fine = reason == 0
+        Updates `newest_seq` for every row seen.
 
+        Every buffered command is above its row's newest seq as of the last flush (the
+        buffer skipped the rest), so a row with one command has no redundant copy."""
+        values = cmds[:, 2:5]
+        buttons = cmds[:, 5].astype(np.int64)
+        # |NaN| <= x and |inf| <= x are both False: one test finds every bad value.
+        fine = (np.abs(values) <= _VALUE_LIMITS).all(axis=1) & ((buttons & ~KNOWN_BUTTONS) == 0)
         newest_now = np.array(self.newest_seq, dtype=np.int64)
         start = newest_now[rows]
-        # Newest accepted seq after each command, assuming no seq_jump: a running maximum
-        # of the fine commands' seqs per row (rows are sorted, so the key restarts per row).
-        key = rows * _ROW_KEY + np.where(fine, np.maximum(seq, start), start)
-        after = np.maximum.accumulate(key) - rows * _ROW_KEY
-        before = np.empty_like(after)
-        before[1:] = after[:-1]
-        first = np.ones(len(rows), dtype=np.bool_)
-        first[1:] = rows[1:] != rows[:-1]
-        before[first] = start[first]
-
-        new = seq > before
+        if first.all():  # one command per seat (the steady state): no running maximum
+            before = start
+            new = np.ones(len(rows), dtype=np.bool_)
+        else:
+            # Newest accepted seq before each command, assuming no seq_jump: a running
+            # maximum of the fine commands' seqs per row (rows are sorted, so the key
+            # restarts at each row).
+            key = rows * _ROW_KEY + np.where(fine, seq, start)
+            after = np.maximum.accumulate(key) - rows * _ROW_KEY
+            before = np.empty_like(after)
+            before[1:] = after[:-1]
+            before[first] = start[first]
+            new = seq > before
         jump = new & fine & (seq - before > MAX_SEQ_JUMP)
         accepted = new & fine
+        if fine.all() and not jump.any():
+            np.maximum.at(newest_now, rows, np.where(new, seq, 0))
+            self.newest_seq = newest_now.tolist()
+            return accepted, []
+
+        reason = np.zeros(len(seq), dtype=np.int64)
+        reason[(buttons & ~KNOWN_BUTTONS) != 0] = _UNKNOWN_BUTTONS
+        with np.errstate(invalid="ignore"):
+            reason[~(np.abs(values) <= _VALUE_LIMITS).all(axis=1)] = _OUT_OF_RANGE
+        reason[~np.isfinite(values).all(axis=1)] = _NON_FINITE
         field_reason = reason.copy()
         reason[~new] = 0  # redundant copies are not counted, whatever they hold
         if jump.any():
@@ -228,13 +228,12 @@ class SeatInputs:
 
         counted = reason != 0
         rejections: list[tuple[int, str, int]] = []
-        if counted.any():
-            pairs, counts = np.unique(rows[counted] * len(REASONS) + reason[counted],
-                                      return_counts=True)
-            for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
-                label = REASONS[pair % len(REASONS)]
-                self.rejected[label] += count
-                rejections.append((pair // len(REASONS), label, count))
+        pairs, counts = np.unique(rows[counted] * len(REASONS) + reason[counted],
+                                  return_counts=True)
+        for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
+            label = REASONS[pair % len(REASONS)]
+            self.rejected[label] += count
+            rejections.append((pair // len(REASONS), label, count))
         return accepted, rejections
 
     @staticmethod
@@ -258,34 +257,45 @@ class SeatInputs:
                 reason[i], accepted[i] = 0, True
                 newest = s
 
-    def _enqueue(self, rows: np.ndarray, seq: np.ndarray, mx: np.ndarray, my: np.ndarray,
-                 aim: np.ndarray, fire: np.ndarray, limit: int) -> None:
-        """Append accepted commands (grouped by row, oldest first) to the rings."""
+    def _enqueue(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
+                 first: np.ndarray, limit: int) -> None:
+        """Append accepted commands (grouped by row, oldest first; `first` marks each
+        row's first command) to the rings."""
         if not len(rows):
             return
         if limit > self.width:
             self._widen(limit)
         width = self.width
-        uniq, first, counts = np.unique(rows, return_index=True, return_counts=True)
-        rank = np.arange(len(rows)) - np.repeat(first, counts)
+        starts = np.flatnonzero(first)
+        uniq = rows[starts]
+        counts = np.diff(starts, append=len(rows))
         had = self.length[uniq]
         # One append at a time, each dropping the oldest while the queue is over `limit`:
         # a queue already over a lowered limit keeps its length.
         final = np.maximum(had, np.minimum(had + counts, limit))
         drop = had + counts - final
-        drop_old = np.minimum(drop, had)
-        drop_new = drop - drop_old
-        self.dropped += int(drop.sum())
-        head = (self._head[uniq] + drop_old) % width
-        self._head[uniq] = head
-        keep = rank >= np.repeat(drop_new, counts)
-        pos = (np.repeat(head + had - drop_old - drop_new, counts) + rank) % width
-        r, p = rows[keep], pos[keep]
-        self._seq[r, p] = seq[keep]
-        self._move[r, p, 0] = mx[keep]
-        self._move[r, p, 1] = my[keep]
-        self._aim[r, p] = aim[keep]
-        self._fire[r, p] = fire[keep]
+        if drop.any():
+            drop_old = np.minimum(drop, had)
+            drop_new = drop - drop_old
+            self.dropped += int(drop.sum())
+            self._head[uniq] = (self._head[uniq] + drop_old) % width
+            had = had - drop_old
+        else:
+            drop_new = drop
+        if first.all():  # one command per row
+            keep = drop_new == 0
+            r = rows[keep]
+            p = (self._head[r] + had[keep]) % width
+            c = keep
+        else:
+            rank = np.arange(len(rows)) - np.repeat(starts, counts)
+            c = rank >= np.repeat(drop_new, counts)
+            r = rows[c]
+            p = (np.repeat(self._head[uniq] + had - drop_new, counts)[c] + rank[c]) % width
+        self._seq[r, p] = seq[c]
+        self._move[r, p] = cmds[c, 2:4]
+        self._aim[r, p] = cmds[c, 4]
+        self._fire[r, p] = (cmds[c, 5].astype(np.int64) & 1) != 0
         self.length[uniq] = final
 
     def _widen(self, width: int) -> None:
