@@ -3,9 +3,9 @@
 The same in-memory harness runs against two source trees: the working tree, and a git ref
 exported to a temporary directory (``git archive``). Runs alternate (before, after,
 before, ...) in fresh processes so machine load hits both alike; each figure is the median
-over rounds of each run's median. Only the Room API both trees share is used (``Room``,
-``join``, ``submit``, ``tick``, ``history.encodes``), plus ``defer_input_checks`` where the
-tree has it.
+over rounds of each run's 20th percentile (load only ever adds time). Only the Room API
+both trees share is used (``Room``, ``join``, ``submit``, ``tick``, ``history.encodes``),
+plus ``defer_input_checks`` where the tree has it.
 
 What is measured, all in memory, arena parameters (bench/scenarios/arena.toml):
 
@@ -42,7 +42,7 @@ ARENA = ROOT / "bench" / "scenarios" / "arena.toml"
 PLAYERS = 200
 HOSTILE_LAGS = range(3, 34)  # 31 seats, each acking its own old tick
 WARMUP_TICKS = 60
-MEASURED_TICKS = 90
+MEASURED_TICKS = 150
 
 
 # -- the harness (runs inside the tree under test) --------------------------------------------
@@ -93,9 +93,15 @@ def _run(entities: int, defer: bool, lags: dict[int, int]) -> dict[str, float]:
             submit_s.append((t1 - t0) / PLAYERS)
             tick_s.append(t2 - t1)
             encodes.append(room.history.encodes - before)
-    return {"submit_us": statistics.median(submit_s) * 1e6,
-            "tick_ms": statistics.median(tick_s) * 1e3,
+    # The 20th percentile, not the median: on a shared machine other processes only ever
+    # add time, so a low percentile is the steadier estimate of what the code costs.
+    return {"submit_us": _low(submit_s) * 1e6,
+            "tick_ms": _low(tick_s) * 1e3,
             "encodes": statistics.mean(encodes)}
+
+
+def _low(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=5)[0]
 
 
 def harness(defer: bool) -> dict[str, float]:

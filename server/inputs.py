@@ -313,40 +313,44 @@ class SeatInputs:
         self._head[:] = 0
         self.width = width
 
-    def take(self, rows: np.ndarray, cap: int, window: int) -> Taken:
-        """One tick for the seats `rows`: earn budget, trim standing queues, take commands.
+    def take(self, cap: int, window: int) -> Taken:
+        """One tick for every row: earn budget, trim standing queues, take commands.
 
-        `cap` is room.inputs_per_tick, `window` the trim window in ticks (one second)."""
+        `cap` is room.inputs_per_tick, `window` the trim window in ticks (one second).
+        Whole arrays, no row selection: a free row has an empty queue, so it takes
+        nothing, and `reset` clears what it accumulates before the row is used again."""
         width = self.width
-        budget = np.minimum(self.budget[rows] + 1, cap)
-        length = self.length[rows]
+        budget = np.minimum(self.budget + 1, cap)
+        length = self.length
         n = np.minimum(budget, length)
         # The standing-queue trim: the window's shortest queue (after this tick's take).
-        window_min = np.minimum(self._window_min[rows], length - n)
-        ticks = self._window_ticks[rows] + 1
-        due = ticks >= window
-        surplus = np.where(due, np.maximum(window_min - 1, 0), 0)
-        self.trimmed += int(surplus.sum())
-        self._window_min[rows] = np.where(due, _NO_FLOOR, window_min)
-        self._window_ticks[rows] = np.where(due, 0, ticks)
-        head = self._head[rows] + surplus  # the trimmed commands are the oldest
-        self._head[rows] = (head + n) % width
-        self.length[rows] = length - surplus - n
-        self.budget[rows] = budget - n
+        window_min = np.minimum(self._window_min, length - n)
+        self._window_ticks += 1
+        due = self._window_ticks >= window
+        if due.any():
+            surplus = np.where(due, np.maximum(window_min - 1, 0), 0)
+            self.trimmed += int(surplus.sum())
+            window_min[due] = _NO_FLOOR
+            self._window_ticks[due] = 0
+        else:
+            surplus = 0
+        self._window_min = window_min
+        head = self._head + surplus  # the trimmed commands are the oldest
+        self._head = (head + n) % width
+        self.length = length - surplus - n
+        self.budget = budget - n
 
-        moving = n > 0
-        m_rows, m_head, m_n = rows[moving], head[moving], n[moving]
+        m_rows = np.flatnonzero(n)
+        m_head, m_n = head[m_rows], n[m_rows]
         last = (m_head + m_n - 1) % width
         self.last_applied[m_rows] = self._seq[m_rows, last]
-        fire = np.zeros(len(m_rows), dtype=np.bool_)
+        fire = self._fire[m_rows, last]
         early = []
-        for r in range(int(m_n.max()) if len(m_n) else 0):
-            at = (m_head + r) % width
-            fire |= self._fire[m_rows, at] & (r < m_n)
-            sel = r < m_n - 1
-            if sel.any():
-                s_rows, s_at = m_rows[sel], at[sel]
-                early.append((s_rows, self._move[s_rows, s_at], self._aim[s_rows, s_at]))
+        for r in range(int(m_n.max()) - 1 if len(m_n) else 0):
+            sel = np.flatnonzero(r < m_n - 1)  # rows with a command after the r-th
+            s_rows, s_at = m_rows[sel], (m_head[sel] + r) % width
+            fire[sel] |= self._fire[s_rows, s_at]
+            early.append((s_rows, self._move[s_rows, s_at], self._aim[s_rows, s_at]))
         return Taken(rows=m_rows, move=self._move[m_rows, last], aim=self._aim[m_rows, last],
                      fire=fire, early=early)
 

@@ -244,7 +244,6 @@ class Room:
         self._disconnected: dict[int, Seat] = {}
         self._roster_dirty = False
         self._members_dirty = True
-        self._all_rows = np.zeros(0, dtype=np.int64)
         self._connected: list[Seat] = []
         self._connected_ids: list[int] = []
         self._connected_rows = np.zeros(0, dtype=np.int64)
@@ -384,9 +383,7 @@ class Room:
 
     def _refresh_members(self) -> None:
         """The per-tick views of the seats, rebuilt only when membership changed."""
-        seats = list(self.seats.values())
-        self._all_rows = np.array([s.row for s in seats], dtype=np.int64)
-        self._connected = [s for s in seats if s.connected]
+        self._connected = [s for s in self.seats.values() if s.connected]
         self._connected_ids = [s.player_id for s in self._connected]
         self._connected_rows = np.array([s.row for s in self._connected], dtype=np.int64)
         self._members_dirty = False
@@ -527,8 +524,7 @@ class Room:
         inputs = self._step_inputs
         inputs.fire[:] = False
         inputs.active[:] = False
-        taken = self._inputs.take(self._all_rows, self.params.inputs_per_tick,
-                                  self.params.tick_rate)
+        taken = self._inputs.take(self.params.inputs_per_tick, self.params.tick_rate)
         for rows, move, aim in taken.early:
             slots = self._entity[rows]
             pre = self._pre_inputs
