@@ -56,7 +56,9 @@ REASONS = ("", "non_finite", "out_of_range", "unknown_buttons", "seq_jump")
 _NON_FINITE, _OUT_OF_RANGE, _UNKNOWN_BUTTONS, _SEQ_JUMP = 1, 2, 3, 4
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
-_VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT])  # |move_x|, |move_y|, |aim| at most
+_VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT, KNOWN_BUTTONS])  # |mx|, |my|, |aim|, buttons
+# "no unknown bit" is "buttons <= KNOWN_BUTTONS" only while the known bits are the low ones
+assert KNOWN_BUTTONS & (KNOWN_BUTTONS + 1) == 0
 
 
 def check_cmd(seq: int, move_x: float, move_y: float, aim: float, buttons: int,
@@ -110,10 +112,10 @@ class SeatInputs:
         self._window_ticks = np.zeros(rows, dtype=np.int64)
         self._head = np.zeros(rows, dtype=np.int64)
         self.length = np.zeros(rows, dtype=np.int64)
-        self._seq = np.zeros((rows, width), dtype=np.int64)
-        self._move = np.zeros((rows, width, 2), dtype=np.float32)
-        self._aim = np.zeros((rows, width), dtype=np.float32)
-        self._fire = np.zeros((rows, width), dtype=np.bool_)
+        # The rings: per row and slot, the command's (seq, move_x, move_y, aim, buttons)
+        # as float64 (exact: seqs and buttons are uint32, the values float32), so queueing
+        # and taking are one scatter and one gather.
+        self._ring = np.zeros((rows, width, 5), dtype=np.float64)
 
     # -- per frame ------------------------------------------------------------------------
 
@@ -162,12 +164,16 @@ class SeatInputs:
             return []
         cmds = np.array(self._rx, dtype=np.float64).reshape(-1, 6)
         self._rx.clear()
-        cmds = cmds[np.argsort(cmds[:, 0], kind="stable")]  # by seat, arrival order kept
         rows = cmds[:, 0].astype(np.int64)
+        if np.bincount(rows).max() > 1:  # some seat sent more than one: group by seat
+            order = np.argsort(rows, kind="stable")  # arrival order kept within a seat
+            cmds, rows = cmds[order], rows[order]
+            first = np.empty(len(rows), dtype=np.bool_)  # the first command of each seat
+            first[0] = True
+            np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        else:  # one command per seat, the steady state: nothing to group
+            first = np.ones(len(rows), dtype=np.bool_)
         seq = cmds[:, 1].astype(np.int64)
-        first = np.empty(len(rows), dtype=np.bool_)  # the first command of each seat
-        first[0] = True
-        np.not_equal(rows[1:], rows[:-1], out=first[1:])
         rejections: list[tuple[int, str, int]] = []
         if self.defer_checks:
             accepted, rejections = self._validate(rows, seq, cmds, first)
@@ -187,12 +193,19 @@ class SeatInputs:
 
         Every buffered command is above its row's newest seq as of the last flush (the
         buffer skipped the rest), so a row with one command has no redundant copy."""
-        values = cmds[:, 2:5]
-        buttons = cmds[:, 5].astype(np.int64)
-        # |NaN| <= x and |inf| <= x are both False: one test finds every bad value.
-        fine = (np.abs(values) <= _VALUE_LIMITS).all(axis=1) & ((buttons & ~KNOWN_BUTTONS) == 0)
+        # |move_x|, |move_y|, |aim|, buttons: buttons has no unknown bit iff it is 0 or 1,
+        # and |NaN| <= x, |inf| <= x are both False, so one comparison finds every bad
+        # value (the reasons are worked out only when there is one).
+        values = np.abs(cmds[:, 2:6])
         newest_now = np.array(self.newest_seq, dtype=np.int64)
         start = newest_now[rows]
+        if (first.all() and (values.max(axis=0) <= _VALUE_LIMITS).all()
+                and not (seq - start > MAX_SEQ_JUMP).any()):
+            # The steady state: one fine command per seat, each new (see above).
+            newest_now[rows] = seq
+            self.newest_seq = newest_now.tolist()
+            return np.ones(len(rows), dtype=np.bool_), []
+        fine = (values <= _VALUE_LIMITS).all(axis=1)
         if first.all():  # one command per seat (the steady state): no running maximum
             before = start
             new = np.ones(len(rows), dtype=np.bool_)
@@ -209,15 +222,17 @@ class SeatInputs:
         jump = new & fine & (seq - before > MAX_SEQ_JUMP)
         accepted = new & fine
         if fine.all() and not jump.any():
-            np.maximum.at(newest_now, rows, np.where(new, seq, 0))
+            if first.all():
+                newest_now[rows] = seq
+            else:
+                np.maximum.at(newest_now, rows, np.where(new, seq, 0))
             self.newest_seq = newest_now.tolist()
             return accepted, []
 
         reason = np.zeros(len(seq), dtype=np.int64)
-        reason[(buttons & ~KNOWN_BUTTONS) != 0] = _UNKNOWN_BUTTONS
-        with np.errstate(invalid="ignore"):
-            reason[~(np.abs(values) <= _VALUE_LIMITS).all(axis=1)] = _OUT_OF_RANGE
-        reason[~np.isfinite(values).all(axis=1)] = _NON_FINITE
+        reason[values[:, 3] > KNOWN_BUTTONS] = _UNKNOWN_BUTTONS
+        reason[~(values[:, :3] <= _VALUE_LIMITS[:3]).all(axis=1)] = _OUT_OF_RANGE
+        reason[~np.isfinite(values[:, :3]).all(axis=1)] = _NON_FINITE
         field_reason = reason.copy()
         reason[~new] = 0  # redundant copies are not counted, whatever they hold
         if jump.any():
@@ -266,9 +281,12 @@ class SeatInputs:
         if limit > self.width:
             self._widen(limit)
         width = self.width
-        starts = np.flatnonzero(first)
-        uniq = rows[starts]
-        counts = np.diff(starts, append=len(rows))
+        if first.all():
+            uniq, counts = rows, 1
+        else:
+            starts = np.flatnonzero(first)
+            uniq = rows[starts]
+            counts = np.diff(starts, append=len(rows))
         had = self.length[uniq]
         # One append at a time, each dropping the oldest while the queue is over `limit`:
         # a queue already over a lowered limit keeps its length.
@@ -286,30 +304,20 @@ class SeatInputs:
             keep = drop_new == 0
             r = rows[keep]
             p = (self._head[r] + had[keep]) % width
-            c = keep
+            self._ring[r, p] = cmds[keep, 1:]
         else:
             rank = np.arange(len(rows)) - np.repeat(starts, counts)
             c = rank >= np.repeat(drop_new, counts)
-            r = rows[c]
             p = (np.repeat(self._head[uniq] + had - drop_new, counts)[c] + rank[c]) % width
-        self._seq[r, p] = seq[c]
-        self._move[r, p] = cmds[c, 2:4]
-        self._aim[r, p] = cmds[c, 4]
-        self._fire[r, p] = (cmds[c, 5].astype(np.int64) & 1) != 0
+            self._ring[rows[c], p] = cmds[c, 1:]
         self.length[uniq] = final
 
     def _widen(self, width: int) -> None:
         """Grow the rings to `width` slots (room.input_queue went up), oldest first."""
         old = (np.arange(self.width)[None, :] + self._head[:, None]) % self.width
-        rows = np.arange(len(self._head))[:, None]
-        seq, move, aim, fire = (a[rows, old] for a in (self._seq, self._move, self._aim,
-                                                       self._fire))
-        self._seq = np.zeros((len(rows), width), dtype=np.int64)
-        self._move = np.zeros((len(rows), width, 2), dtype=np.float32)
-        self._aim = np.zeros((len(rows), width), dtype=np.float32)
-        self._fire = np.zeros((len(rows), width), dtype=np.bool_)
-        self._seq[:, : self.width], self._move[:, : self.width] = seq, move
-        self._aim[:, : self.width], self._fire[:, : self.width] = aim, fire
+        ring = np.zeros((len(self._head), width, 5), dtype=np.float64)
+        ring[:, : self.width] = self._ring[np.arange(len(self._head))[:, None], old]
+        self._ring = ring
         self._head[:] = 0
         self.width = width
 
@@ -342,17 +350,18 @@ class SeatInputs:
 
         m_rows = np.flatnonzero(n)
         m_head, m_n = head[m_rows], n[m_rows]
-        last = (m_head + m_n - 1) % width
-        self.last_applied[m_rows] = self._seq[m_rows, last]
-        fire = self._fire[m_rows, last]
+        taken = self._ring[m_rows, (m_head + m_n - 1) % width]  # each row's last command
+        self.last_applied[m_rows] = taken[:, 0]
+        fire = (taken[:, 4].astype(np.int64) & 1) != 0
         early = []
         for r in range(int(m_n.max()) - 1 if len(m_n) else 0):
             sel = np.flatnonzero(r < m_n - 1)  # rows with a command after the r-th
-            s_rows, s_at = m_rows[sel], (m_head[sel] + r) % width
-            fire[sel] |= self._fire[s_rows, s_at]
-            early.append((s_rows, self._move[s_rows, s_at], self._aim[s_rows, s_at]))
-        return Taken(rows=m_rows, move=self._move[m_rows, last], aim=self._aim[m_rows, last],
-                     fire=fire, early=early)
+            s_rows = m_rows[sel]
+            cmd = self._ring[s_rows, (m_head[sel] + r) % width]
+            fire[sel] |= (cmd[:, 4].astype(np.int64) & 1) != 0
+            early.append((s_rows, cmd[:, 1:3].astype(np.float32), cmd[:, 3].astype(np.float32)))
+        return Taken(rows=m_rows, move=taken[:, 1:3].astype(np.float32),
+                     aim=taken[:, 3].astype(np.float32), fire=fire, early=early)
 
     # -- seats ------------------------------------------------------------------------------
 
@@ -374,6 +383,5 @@ class SeatInputs:
         """(seq, move_x, move_y, aim, fire) of a row's queued commands, oldest first
         (flush first to include buffered ones)."""
         at = (self._head[row] + np.arange(self.length[row])) % self.width
-        return [(int(s), float(m[0]), float(m[1]), float(a), bool(f)) for s, m, a, f in zip(
-            self._seq[row, at], self._move[row, at], self._aim[row, at], self._fire[row, at],
-            strict=True)]
+        return [(int(seq), mx, my, aim, bool(int(buttons) & 1))
+                for seq, mx, my, aim, buttons in self._ring[row, at].tolist()]
