@@ -104,7 +104,7 @@ class SeatInputs:
         # Six values per buffered command, flat: row, seq, move_x, move_y, aim, buttons
         # (one extend per command; one conversion to a float64 array per flush, exact for
         # every uint32 seq and button mask).
-        self._rx: list[float] = []
+        self.buffer: list[float] = []  # owned here; the room only reads its length
         # Written once per tick.
         self.budget = np.zeros(rows, dtype=np.int64)
         self.last_applied = np.zeros(rows, dtype=np.int64)
@@ -119,51 +119,56 @@ class SeatInputs:
 
     # -- per frame ------------------------------------------------------------------------
 
-    def receive(self, row: int, cmds: Sequence[pb.InputCmd]) -> list[str]:
+    def receive(self, row: int, cmds: Sequence[pb.InputCmd]) -> Sequence[str]:
         """Buffer the new commands of one frame (oldest first, at most 8 by the caller).
 
-        Returns the reasons of commands rejected now (immediate mode); [] when deferred."""
+        Returns the reasons of commands rejected now (immediate mode); () when deferred."""
         newest = self.newest_seq[row]
-        rejected: list[str] = []
-        buffer = self._rx.extend
+        buffer = self.buffer.extend
         if self.defer_checks:
             for cmd in cmds:
                 seq = cmd.seq
                 if seq > newest:
                     buffer((row, seq, cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons))
-        else:
-            for cmd in cmds:
-                seq = cmd.seq
-                if seq <= newest:
-                    continue  # a redundant copy of a command we already have
-                mx, my, aim, buttons = cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons
-                # NaN and inf fail these comparisons too: one test for the common case.
-                if (-1.0 <= mx <= 1.0 and -1.0 <= my <= 1.0 and -AIM_LIMIT <= aim <= AIM_LIMIT
-                        and not buttons & ~KNOWN_BUTTONS and seq - newest <= MAX_SEQ_JUMP):
-                    buffer((row, seq, mx, my, aim, buttons))
-                    newest = seq
-                else:
-                    reason = check_cmd(seq, mx, my, aim, buttons, newest)
-                    assert reason is not None
-                    rejected.append(reason)
-                    self.rejected[reason] += 1
-            self.newest_seq[row] = newest
+            return ()
+        rejected: list[str] = []
+        for cmd in cmds:
+            seq = cmd.seq
+            if seq <= newest:
+                continue  # a redundant copy of a command we already have
+            mx, my, aim, buttons = cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons
+            # NaN and inf fail these comparisons too: one test for the common case.
+            if (-1.0 <= mx <= 1.0 and -1.0 <= my <= 1.0 and -AIM_LIMIT <= aim <= AIM_LIMIT
+                    and not buttons & ~KNOWN_BUTTONS and seq - newest <= MAX_SEQ_JUMP):
+                buffer((row, seq, mx, my, aim, buttons))
+                newest = seq
+            else:
+                reason = check_cmd(seq, mx, my, aim, buttons, newest)
+                assert reason is not None
+                rejected.append(reason)
+                self.rejected[reason] += 1
+        self.newest_seq[row] = newest
         return rejected
 
     @property
     def buffered(self) -> int:
         """Commands received and not yet flushed into the queues."""
-        return len(self._rx) // 6
+        return len(self.buffer) // 6
+
+    @property
+    def full(self) -> bool:
+        """FLUSH_AT commands or more are buffered: flush now (bounds the memory)."""
+        return len(self.buffer) >= 6 * FLUSH_AT
 
     # -- per tick ---------------------------------------------------------------------------
 
     def flush(self, limit: int) -> list[tuple[int, str, int]]:
         """Validate (deferred mode) and queue every buffered command, `limit` being
         room.input_queue. Returns the rejections found now as (row, reason, count)."""
-        if not self._rx:
+        if not self.buffer:
             return []
-        cmds = np.array(self._rx, dtype=np.float64).reshape(-1, 6)
-        self._rx.clear()
+        cmds = np.array(self.buffer, dtype=np.float64).reshape(-1, 6)
+        self.buffer.clear()
         rows = cmds[:, 0].astype(np.int64)
         if np.bincount(rows).max() > 1:  # some seat sent more than one: group by seat
             order = np.argsort(rows, kind="stable")  # arrival order kept within a seat

@@ -58,7 +58,7 @@ import numpy as np
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
 from server.baselines import DEFAULT_MAX_DELTAS, BaselinePicker
-from server.inputs import FLUSH_AT, MAX_CMDS_PER_FRAME, MAX_SEQ_JUMP, SeatInputs
+from server.inputs import MAX_CMDS_PER_FRAME, MAX_SEQ_JUMP, SeatInputs
 from sim.params import Params, restart_keys_changed
 from sim.step import Inputs, pre_move, step
 from sim.world import World, WorldFullError
@@ -237,6 +237,9 @@ class Room:
         self._free_rows = list(range(rows - 1, -1, -1))  # pop() gives the lowest row
         self._entity = np.zeros(rows, dtype=np.int64)
         self._rtt_ms = np.zeros(rows, dtype=np.float32)
+        self._personal = np.zeros(rows, dtype=_PERSONAL)
+        self._personal["frame_tag"], self._personal["frame_len"] = _PERSONAL_TAGS[:2]
+        self._personal["seq_tag"], self._personal["rtt_tag"] = _PERSONAL_TAGS[2], _RTT_TAG
         self._rejections: list[tuple[int, str, int]] = []
         self._step_inputs = Inputs.empty(self.world.capacity)
         self._pre_inputs = Inputs.empty(self.world.capacity)  # scratch for pre_move rounds
@@ -420,10 +423,11 @@ class Room:
         if rejected:
             for reason in rejected:
                 inputs.rejected[reason] += 1
-        if cmds:
-            rejected += inputs.receive(seat.row, cmds)
-            if inputs.buffered >= FLUSH_AT:
-                self._flush_inputs()
+        now_rejected = inputs.receive(seat.row, cmds)
+        if now_rejected:
+            rejected += now_rejected
+        if inputs.full:
+            self._flush_inputs()
         return rejected
 
     def set_rtt(self, player_id: int, rtt_ms: float) -> None:
@@ -552,7 +556,11 @@ class Room:
         acks = np.array([s.acked_tick for s in self._connected], dtype=np.int64)
         baselines = self._baselines.pick(tick, rows, acks)
         # One shared frame per distinct baseline (a handful), then a lookup per seat.
-        distinct, which = np.unique(baselines, return_inverse=True)
+        if baselines.min() == baselines.max():  # the usual tick: one baseline for all
+            distinct, which = baselines[:1], [0] * len(ids)
+        else:
+            distinct, inverse = np.unique(baselines, return_inverse=True)
+            which = inverse.tolist()
         shared_frames, keyframes = [], []
         for baseline in distinct.tolist():
             payload, used = self.history.payload_for(tick, baseline)
@@ -560,14 +568,11 @@ class Room:
                 tick=tick, baseline_tick=used, params_version=self.params_version,
                 payload=payload, server_time=now)).SerializeToString())
             keyframes.append(used == 0)
-        which = which.tolist()
         shared = [shared_frames[i] for i in which]
         keyframe = [keyframes[i] for i in which]
 
-        personal = np.empty(len(ids), dtype=_PERSONAL)
-        personal["frame_tag"], personal["frame_len"], personal["seq_tag"] = _PERSONAL_TAGS
+        personal = self._personal[rows]  # the tags are filled in once, at construction
         personal["seq"] = self._inputs.last_applied[rows]
-        personal["rtt_tag"] = _RTT_TAG
         personal["rtt"] = self._rtt_ms[rows]
         raw = personal.tobytes()
         size = _PERSONAL.itemsize
