@@ -6,8 +6,9 @@ Seats are rows ``0..rows-1`` (the room assigns them). Everything a command needs
 arrives lives in arrays indexed by row, so the per-tick work is NumPy over all seats.
 
 Arrival (once per Input frame, the only per-frame Python): the commands of a frame whose
-``seq`` is above the seat's newest queued one are appended to six plain lists (row, seq,
-move x/y, aim, buttons). Older ones are redundant copies and are skipped unread.
+``seq`` is above the seat's newest queued one are appended to one flat list, nine values
+each (row, seq, move x/y, aim, buttons, and the view claim of lag compensation: view
+tick, next tick, blend). Older ones are redundant copies and are skipped unread.
 
 Validation has two modes with the same rules, reasons and labels:
 
@@ -22,9 +23,9 @@ The rules, in the order today's clients rely on: per seat and in arrival order, 
 whose ``seq`` is not above the newest accepted one is a redundant copy (ignored, not
 counted); otherwise it is rejected as ``non_finite`` (move or aim NaN/inf),
 ``out_of_range`` (|move| > 1 or |aim| > 2π), ``unknown_buttons``, ``bad_view`` (a view
-claim for lag compensation with ``view_next_tick < view_tick``, ``view_tick`` 0, or a blend
-outside [0, 1]; no claim is all zeros) or ``seq_jump`` (more than ``MAX_SEQ_JUMP`` above
-the newest accepted), else accepted. The newest accepted ``seq`` is
+claim with ``view_next_tick < view_tick``, ``view_tick`` 0, or a blend outside [0, 1]; no
+claim is all zeros) or ``seq_jump`` (more than ``MAX_SEQ_JUMP`` above the newest
+accepted), else accepted. The newest accepted ``seq`` is
 a running maximum, so in NumPy it is a cumulative maximum per seat; only a ``seq_jump``
 breaks that (a rejected command does not advance it), and the few seats with one are
 replayed command by command.
@@ -56,8 +57,13 @@ KNOWN_BUTTONS = 0x1
 # Rejection reasons (metric labels) by code; 0 is "accepted".
 REASONS = ("", "non_finite", "out_of_range", "unknown_buttons", "seq_jump", "bad_view")
 _NON_FINITE, _OUT_OF_RANGE, _UNKNOWN_BUTTONS, _SEQ_JUMP, _BAD_VIEW = 1, 2, 3, 4, 5
+_FIELDS = 9  # per buffered command: row, seq, mx, my, aim, buttons, view a, view b, blend
+_RING = _FIELDS - 1  # per queued command: the same without the row
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
+_VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT, KNOWN_BUTTONS])  # |mx|, |my|, |aim|, buttons
+# "no unknown bit" is "buttons <= KNOWN_BUTTONS" only while the known bits are the low ones
+assert KNOWN_BUTTONS & (KNOWN_BUTTONS + 1) == 0
 
 
 def check_cmd(seq: int, move_x: float, move_y: float, aim: float, buttons: int,
@@ -70,26 +76,34 @@ def check_cmd(seq: int, move_x: float, move_y: float, aim: float, buttons: int,
         return "out_of_range"
     if buttons & ~KNOWN_BUTTONS:
         return "unknown_buttons"
-    if not _view_ok(*view):
+    if not view_ok(*view):
         return "bad_view"
     if seq - last_seq > MAX_SEQ_JUMP:
         return "seq_jump"
     return None
 
 
-def _view_ok(view_a: int, view_b: int, blend: float) -> bool:
+def view_ok(view_a: int, view_b: int, blend: float) -> bool:
     """No claim (all zero), or two ticks in order and a blend in [0, 1] (NaN fails)."""
     return (view_a == 0 and view_b == 0 and blend == 0.0) or (
         0 < view_a <= view_b and 0.0 <= blend <= 1.0)
+
+
+def _views_ok(cmds: np.ndarray) -> np.ndarray:
+    """`view_ok` over the buffered commands' columns 6..8."""
+    va, vb, blend = cmds[:, 6], cmds[:, 7], cmds[:, 8]
+    with np.errstate(invalid="ignore"):
+        return (((va == 0) & (vb == 0) & (blend == 0.0))
+                | ((va > 0) & (va <= vb) & (blend >= 0.0) & (blend <= 1.0)))
 
 
 @dataclass(slots=True)
 class Taken:
     """The commands one tick takes, for the seats that move (arrays aligned with `rows`).
 
-    `move` (n,2), `aim`, `fire` are what the tick's own step applies; `fire_seq`,
-    `view_a`, `view_b`, `view_blend` are those of the tick's first firing command (the one
-    that names the shot; zeros where no command fired); `early` holds, per
+    `move` (n,2), `aim`, `fire` are what the tick's own step applies; `shot` (n,4) float64
+    holds the seq, view tick, next view tick and blend of each row's first firing command
+    of the tick (the one that names the shot; zeros where none fired); `early` holds, per
     pre-move round r, the rows that took more than r+1 commands and their r-th command's
     move and aim (applied before the tick's step, in round order)."""
 
@@ -98,10 +112,7 @@ class Taken:
     aim: np.ndarray
     fire: np.ndarray
     early: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    fire_seq: np.ndarray
-    view_a: np.ndarray
-    view_b: np.ndarray
-    view_blend: np.ndarray
+    shot: np.ndarray
 
 
 class SeatInputs:
@@ -115,15 +126,10 @@ class SeatInputs:
         self.trimmed = 0  # dropped to cut a standing queue (input delay)
         # Written per frame, so plain lists (a list store is far cheaper than a NumPy one).
         self.newest_seq = [0] * rows  # newest accepted seq per row ("last queued")
-        self._rx_row: list[int] = []
-        self._rx_seq: list[int] = []
-        self._rx_mx: list[float] = []
-        self._rx_my: list[float] = []
-        self._rx_aim: list[float] = []
-        self._rx_buttons: list[int] = []
-        self._rx_va: list[int] = []  # the view claim (lag compensation), zeros for none
-        self._rx_vb: list[int] = []
-        self._rx_blend: list[float] = []
+        # Nine values per buffered command, flat: row, seq, move_x, move_y, aim, buttons,
+        # view_tick, view_next_tick, view_blend (one extend per command; one conversion to
+        # a float64 array per flush, exact for every uint32 seq, tick and button mask).
+        self.buffer: list[float] = []  # owned here; the room only reads its length
         # Written once per tick.
         self.budget = np.zeros(rows, dtype=np.int64)
         self.last_applied = np.zeros(rows, dtype=np.int64)
@@ -131,135 +137,138 @@ class SeatInputs:
         self._window_ticks = np.zeros(rows, dtype=np.int64)
         self._head = np.zeros(rows, dtype=np.int64)
         self.length = np.zeros(rows, dtype=np.int64)
-        self._seq = np.zeros((rows, width), dtype=np.int64)
-        self._move = np.zeros((rows, width, 2), dtype=np.float32)
-        self._aim = np.zeros((rows, width), dtype=np.float32)
-        self._fire = np.zeros((rows, width), dtype=np.bool_)
-        self._view_a = np.zeros((rows, width), dtype=np.int64)
-        self._view_b = np.zeros((rows, width), dtype=np.int64)
-        self._blend = np.zeros((rows, width), dtype=np.float32)
+        # The rings: per row and slot, the command's (seq, move_x, move_y, aim, buttons,
+        # view_tick, view_next_tick, view_blend) as float64 (exact: seqs, ticks and buttons
+        # are uint32, the values float32), so queueing and taking are one scatter and one
+        # gather.
+        self._ring = np.zeros((rows, width, _RING), dtype=np.float64)
 
     # -- per frame ------------------------------------------------------------------------
 
-    def receive(self, row: int, cmds: Sequence[pb.InputCmd]) -> list[str]:
+    def receive(self, row: int, cmds: Sequence[pb.InputCmd]) -> Sequence[str]:
         """Buffer the new commands of one frame (oldest first, at most 8 by the caller).
 
-        Returns the reasons of commands rejected now (immediate mode); [] when deferred."""
+        Returns the reasons of commands rejected now (immediate mode); () when deferred."""
         newest = self.newest_seq[row]
-        rejected: list[str] = []
+        buffer = self.buffer.extend
         if self.defer_checks:
             for cmd in cmds:
                 seq = cmd.seq
                 if seq > newest:
-                    self._rx_row.append(row)
-                    self._rx_seq.append(seq)
-                    self._rx_mx.append(cmd.move_x)
-                    self._rx_my.append(cmd.move_y)
-                    self._rx_aim.append(cmd.aim)
-                    self._rx_buttons.append(cmd.buttons)
-                    self._rx_va.append(cmd.view_tick)
-                    self._rx_vb.append(cmd.view_next_tick)
-                    self._rx_blend.append(cmd.view_blend)
-        else:
-            for cmd in cmds:
-                seq = cmd.seq
-                if seq <= newest:
-                    continue  # a redundant copy of a command we already have
-                mx, my, aim, buttons = cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons
-                view = (cmd.view_tick, cmd.view_next_tick, cmd.view_blend)
-                # NaN and inf fail these comparisons too: one test for the common case.
-                if (-1.0 <= mx <= 1.0 and -1.0 <= my <= 1.0 and -AIM_LIMIT <= aim <= AIM_LIMIT
-                        and not buttons & ~KNOWN_BUTTONS and seq - newest <= MAX_SEQ_JUMP
-                        and _view_ok(*view)):
-                    self._rx_row.append(row)
-                    self._rx_seq.append(seq)
-                    self._rx_mx.append(mx)
-                    self._rx_my.append(my)
-                    self._rx_aim.append(aim)
-                    self._rx_buttons.append(buttons)
-                    self._rx_va.append(view[0])
-                    self._rx_vb.append(view[1])
-                    self._rx_blend.append(view[2])
-                    newest = seq
-                else:
-                    reason = check_cmd(seq, mx, my, aim, buttons, newest, view)
-                    assert reason is not None
-                    rejected.append(reason)
-                    self.rejected[reason] += 1
-            self.newest_seq[row] = newest
+                    buffer((row, seq, cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons,
+                            cmd.view_tick, cmd.view_next_tick, cmd.view_blend))
+            return ()
+        rejected: list[str] = []
+        for cmd in cmds:
+            seq = cmd.seq
+            if seq <= newest:
+                continue  # a redundant copy of a command we already have
+            mx, my, aim, buttons = cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons
+            va, vb, blend = cmd.view_tick, cmd.view_next_tick, cmd.view_blend
+            # NaN and inf fail these comparisons too: one test for the common case.
+            if (-1.0 <= mx <= 1.0 and -1.0 <= my <= 1.0 and -AIM_LIMIT <= aim <= AIM_LIMIT
+                    and not buttons & ~KNOWN_BUTTONS and seq - newest <= MAX_SEQ_JUMP
+                    and view_ok(va, vb, blend)):
+                buffer((row, seq, mx, my, aim, buttons, va, vb, blend))
+                newest = seq
+            else:
+                reason = check_cmd(seq, mx, my, aim, buttons, newest, (va, vb, blend))
+                assert reason is not None
+                rejected.append(reason)
+                self.rejected[reason] += 1
+        self.newest_seq[row] = newest
         return rejected
 
     @property
     def buffered(self) -> int:
         """Commands received and not yet flushed into the queues."""
-        return len(self._rx_seq)
+        return len(self.buffer) // _FIELDS
+
+    @property
+    def full(self) -> bool:
+        """FLUSH_AT commands or more are buffered: flush now (bounds the memory)."""
+        return len(self.buffer) >= _FIELDS * FLUSH_AT
 
     # -- per tick ---------------------------------------------------------------------------
 
     def flush(self, limit: int) -> list[tuple[int, str, int]]:
         """Validate (deferred mode) and queue every buffered command, `limit` being
         room.input_queue. Returns the rejections found now as (row, reason, count)."""
-        if not self._rx_seq:
+        if not self.buffer:
             return []
-        rows = np.array(self._rx_row, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")  # group by seat, arrival order kept
-        rows = rows[order]
-        seq = np.array(self._rx_seq, dtype=np.int64)[order]
-        mx = np.array(self._rx_mx, dtype=np.float64)[order]
-        my = np.array(self._rx_my, dtype=np.float64)[order]
-        aim = np.array(self._rx_aim, dtype=np.float64)[order]
-        buttons = np.array(self._rx_buttons, dtype=np.int64)[order]
-        va = np.array(self._rx_va, dtype=np.int64)[order]
-        vb = np.array(self._rx_vb, dtype=np.int64)[order]
-        blend = np.array(self._rx_blend, dtype=np.float32)[order]
-        for buf in (self._rx_row, self._rx_seq, self._rx_mx, self._rx_my, self._rx_aim,
-                    self._rx_buttons, self._rx_va, self._rx_vb, self._rx_blend):
-            buf.clear()
+        cmds = np.array(self.buffer, dtype=np.float64).reshape(-1, _FIELDS)
+        self.buffer.clear()
+        rows = cmds[:, 0].astype(np.int64)
+        if np.bincount(rows).max() > 1:  # some seat sent more than one: group by seat
+            order = np.argsort(rows, kind="stable")  # arrival order kept within a seat
+            cmds, rows = cmds[order], rows[order]
+            first = np.empty(len(rows), dtype=np.bool_)  # the first command of each seat
+            first[0] = True
+            np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        else:  # one command per seat, the steady state: nothing to group
+            first = np.ones(len(rows), dtype=np.bool_)
+        seq = cmds[:, 1].astype(np.int64)
         rejections: list[tuple[int, str, int]] = []
         if self.defer_checks:
-            accepted, rejections = self._validate(rows, seq, mx, my, aim, buttons,
-                                                  (va, vb, blend))
-            rows, seq, mx, my, aim, buttons, va, vb, blend = (
-                a[accepted] for a in (rows, seq, mx, my, aim, buttons, va, vb, blend))
-        self._enqueue(rows, seq, mx, my, aim, (buttons & 1).astype(np.bool_), limit,
-                      (va, vb, blend))
+            accepted, rejections = self._validate(rows, seq, cmds, first)
+            if not accepted.all():
+                rows, seq, cmds = rows[accepted], seq[accepted], cmds[accepted]
+                first = np.empty(len(rows), dtype=np.bool_)
+                if len(rows):
+                    first[0] = True
+                    np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        self._enqueue(rows, seq, cmds, first, limit)
         return rejections
 
-    def _validate(self, rows: np.ndarray, seq: np.ndarray, mx: np.ndarray, my: np.ndarray,
-                  aim: np.ndarray, buttons: np.ndarray,
-                  view: tuple[np.ndarray, np.ndarray, np.ndarray]
-                  ) -> tuple[np.ndarray, list[tuple[int, str, int]]]:
+    def _validate(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
+                  first: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, int]]]:
         """The accepted mask of commands grouped by row, and the rejections by row.
-        Updates `newest_seq` for every row seen."""
-        reason = np.zeros(len(seq), dtype=np.int64)
-        with np.errstate(invalid="ignore"):
-            in_range = ((np.abs(mx) <= 1.0) & (np.abs(my) <= 1.0)
-                        & (np.abs(aim) <= np.float64(AIM_LIMIT)))
-        va, vb, blend = view
-        with np.errstate(invalid="ignore"):
-            view_ok = (((va == 0) & (vb == 0) & (blend == 0.0))
-                       | ((va > 0) & (va <= vb) & (blend >= 0.0) & (blend <= 1.0)))
-        reason[~view_ok] = _BAD_VIEW
-        reason[(buttons & ~KNOWN_BUTTONS) != 0] = _UNKNOWN_BUTTONS
-        reason[~in_range] = _OUT_OF_RANGE
-        reason[~(np.isfinite(mx) & np.isfinite(my) & np.isfinite(aim))] = _NON_FINITE
-        fine = reason == 0
+        Updates `newest_seq` for every row seen.
 
+        Every buffered command is above its row's newest seq as of the last flush (the
+        buffer skipped the rest), so a row with one command has no redundant copy."""
+        # |move_x|, |move_y|, |aim|, buttons: buttons has no unknown bit iff it is 0 or 1,
+        # and |NaN| <= x, |inf| <= x are both False, so one comparison finds every bad
+        # value (the reasons are worked out only when there is one).
+        values = np.abs(cmds[:, 2:6])
+        views = _views_ok(cmds)
         newest_now = np.array(self.newest_seq, dtype=np.int64)
         start = newest_now[rows]
-        # Newest accepted seq after each command, assuming no seq_jump: a running maximum
-        # of the fine commands' seqs per row (rows are sorted, so the key restarts per row).
-        key = rows * _ROW_KEY + np.where(fine, np.maximum(seq, start), start)
-        after = np.maximum.accumulate(key) - rows * _ROW_KEY
-        before = np.empty_like(after)
-        before[1:] = after[:-1]
-        first = np.ones(len(rows), dtype=np.bool_)
-        first[1:] = rows[1:] != rows[:-1]
-        before[first] = start[first]
-
-        new = seq > before
+        if (first.all() and (values.max(axis=0) <= _VALUE_LIMITS).all() and views.all()
+                and not (seq - start > MAX_SEQ_JUMP).any()):
+            # The steady state: one fine command per seat, each new (see above).
+            newest_now[rows] = seq
+            self.newest_seq = newest_now.tolist()
+            return np.ones(len(rows), dtype=np.bool_), []
+        fine = (values <= _VALUE_LIMITS).all(axis=1) & views
+        if first.all():  # one command per seat (the steady state): no running maximum
+            before = start
+            new = np.ones(len(rows), dtype=np.bool_)
+        else:
+            # Newest accepted seq before each command, assuming no seq_jump: a running
+            # maximum of the fine commands' seqs per row (rows are sorted, so the key
+            # restarts at each row).
+            key = rows * _ROW_KEY + np.where(fine, seq, start)
+            after = np.maximum.accumulate(key) - rows * _ROW_KEY
+            before = np.empty_like(after)
+            before[1:] = after[:-1]
+            before[first] = start[first]
+            new = seq > before
         jump = new & fine & (seq - before > MAX_SEQ_JUMP)
         accepted = new & fine
+        if fine.all() and not jump.any():
+            if first.all():
+                newest_now[rows] = seq
+            else:
+                np.maximum.at(newest_now, rows, np.where(new, seq, 0))
+            self.newest_seq = newest_now.tolist()
+            return accepted, []
+
+        reason = np.zeros(len(seq), dtype=np.int64)
+        reason[~views] = _BAD_VIEW
+        reason[values[:, 3] > KNOWN_BUTTONS] = _UNKNOWN_BUTTONS
+        reason[~(values[:, :3] <= _VALUE_LIMITS[:3]).all(axis=1)] = _OUT_OF_RANGE
+        reason[~np.isfinite(values[:, :3]).all(axis=1)] = _NON_FINITE
         field_reason = reason.copy()
         reason[~new] = 0  # redundant copies are not counted, whatever they hold
         if jump.any():
@@ -270,13 +279,12 @@ class SeatInputs:
 
         counted = reason != 0
         rejections: list[tuple[int, str, int]] = []
-        if counted.any():
-            pairs, counts = np.unique(rows[counted] * len(REASONS) + reason[counted],
-                                      return_counts=True)
-            for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
-                label = REASONS[pair % len(REASONS)]
-                self.rejected[label] += count
-                rejections.append((pair // len(REASONS), label, count))
+        pairs, counts = np.unique(rows[counted] * len(REASONS) + reason[counted],
+                                  return_counts=True)
+        for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
+            label = REASONS[pair % len(REASONS)]
+            self.rejected[label] += count
+            rejections.append((pair // len(REASONS), label, count))
         return accepted, rejections
 
     @staticmethod
@@ -300,105 +308,105 @@ class SeatInputs:
                 reason[i], accepted[i] = 0, True
                 newest = s
 
-    def _enqueue(self, rows: np.ndarray, seq: np.ndarray, mx: np.ndarray, my: np.ndarray,
-                 aim: np.ndarray, fire: np.ndarray, limit: int,
-                 view: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """Append accepted commands (grouped by row, oldest first) to the rings."""
+    def _enqueue(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
+                 first: np.ndarray, limit: int) -> None:
+        """Append accepted commands (grouped by row, oldest first; `first` marks each
+        row's first command) to the rings."""
         if not len(rows):
             return
         if limit > self.width:
             self._widen(limit)
         width = self.width
-        uniq, first, counts = np.unique(rows, return_index=True, return_counts=True)
-        rank = np.arange(len(rows)) - np.repeat(first, counts)
+        if first.all():
+            uniq, counts = rows, 1
+        else:
+            starts = np.flatnonzero(first)
+            uniq = rows[starts]
+            counts = np.diff(starts, append=len(rows))
         had = self.length[uniq]
         # One append at a time, each dropping the oldest while the queue is over `limit`:
         # a queue already over a lowered limit keeps its length.
         final = np.maximum(had, np.minimum(had + counts, limit))
         drop = had + counts - final
-        drop_old = np.minimum(drop, had)
-        drop_new = drop - drop_old
-        self.dropped += int(drop.sum())
-        head = (self._head[uniq] + drop_old) % width
-        self._head[uniq] = head
-        keep = rank >= np.repeat(drop_new, counts)
-        pos = (np.repeat(head + had - drop_old - drop_new, counts) + rank) % width
-        r, p = rows[keep], pos[keep]
-        self._seq[r, p] = seq[keep]
-        self._move[r, p, 0] = mx[keep]
-        self._move[r, p, 1] = my[keep]
-        self._aim[r, p] = aim[keep]
-        self._fire[r, p] = fire[keep]
-        self._view_a[r, p] = view[0][keep]
-        self._view_b[r, p] = view[1][keep]
-        self._blend[r, p] = view[2][keep]
+        if drop.any():
+            drop_old = np.minimum(drop, had)
+            drop_new = drop - drop_old
+            self.dropped += int(drop.sum())
+            self._head[uniq] = (self._head[uniq] + drop_old) % width
+            had = had - drop_old
+        else:
+            drop_new = drop
+        if first.all():  # one command per row
+            keep = drop_new == 0
+            r = rows[keep]
+            p = (self._head[r] + had[keep]) % width
+            self._ring[r, p] = cmds[keep, 1:]
+        else:
+            rank = np.arange(len(rows)) - np.repeat(starts, counts)
+            c = rank >= np.repeat(drop_new, counts)
+            p = (np.repeat(self._head[uniq] + had - drop_new, counts)[c] + rank[c]) % width
+            self._ring[rows[c], p] = cmds[c, 1:]
         self.length[uniq] = final
 
     def _widen(self, width: int) -> None:
         """Grow the rings to `width` slots (room.input_queue went up), oldest first."""
         old = (np.arange(self.width)[None, :] + self._head[:, None]) % self.width
-        rows = np.arange(len(self._head))[:, None]
-        seq, move, aim, fire, va, vb, blend = (
-            a[rows, old] for a in (self._seq, self._move, self._aim, self._fire,
-                                   self._view_a, self._view_b, self._blend))
-        self._seq = np.zeros((len(rows), width), dtype=np.int64)
-        self._move = np.zeros((len(rows), width, 2), dtype=np.float32)
-        self._aim = np.zeros((len(rows), width), dtype=np.float32)
-        self._fire = np.zeros((len(rows), width), dtype=np.bool_)
-        self._view_a = np.zeros((len(rows), width), dtype=np.int64)
-        self._view_b = np.zeros((len(rows), width), dtype=np.int64)
-        self._blend = np.zeros((len(rows), width), dtype=np.float32)
-        self._seq[:, : self.width], self._move[:, : self.width] = seq, move
-        self._aim[:, : self.width], self._fire[:, : self.width] = aim, fire
-        self._view_a[:, : self.width], self._view_b[:, : self.width] = va, vb
-        self._blend[:, : self.width] = blend
+        ring = np.zeros((len(self._head), width, _RING), dtype=np.float64)
+        ring[:, : self.width] = self._ring[np.arange(len(self._head))[:, None], old]
+        self._ring = ring
         self._head[:] = 0
         self.width = width
 
-    def take(self, rows: np.ndarray, cap: int, window: int) -> Taken:
-        """One tick for the seats `rows`: earn budget, trim standing queues, take commands.
+    def take(self, cap: int, window: int) -> Taken:
+        """One tick for every row: earn budget, trim standing queues, take commands.
 
-        `cap` is room.inputs_per_tick, `window` the trim window in ticks (one second)."""
+        `cap` is room.inputs_per_tick, `window` the trim window in ticks (one second).
+        Whole arrays, no row selection: a free row has an empty queue, so it takes
+        nothing, and `reset` clears what it accumulates before the row is used again."""
         width = self.width
-        budget = np.minimum(self.budget[rows] + 1, cap)
-        length = self.length[rows]
+        budget = np.minimum(self.budget + 1, cap)
+        length = self.length
         n = np.minimum(budget, length)
         # The standing-queue trim: the window's shortest queue (after this tick's take).
-        window_min = np.minimum(self._window_min[rows], length - n)
-        ticks = self._window_ticks[rows] + 1
-        due = ticks >= window
-        surplus = np.where(due, np.maximum(window_min - 1, 0), 0)
-        self.trimmed += int(surplus.sum())
-        self._window_min[rows] = np.where(due, _NO_FLOOR, window_min)
-        self._window_ticks[rows] = np.where(due, 0, ticks)
-        head = self._head[rows] + surplus  # the trimmed commands are the oldest
-        self._head[rows] = (head + n) % width
-        self.length[rows] = length - surplus - n
-        self.budget[rows] = budget - n
+        window_min = np.minimum(self._window_min, length - n)
+        self._window_ticks += 1
+        due = self._window_ticks >= window
+        if due.any():
+            surplus = np.where(due, np.maximum(window_min - 1, 0), 0)
+            self.trimmed += int(surplus.sum())
+            window_min[due] = _NO_FLOOR
+            self._window_ticks[due] = 0
+        else:
+            surplus = 0
+        self._window_min = window_min
+        head = self._head + surplus  # the trimmed commands are the oldest
+        self._head = (head + n) % width
+        self.length = length - surplus - n
+        self.budget = budget - n
 
-        moving = n > 0
-        m_rows, m_head, m_n = rows[moving], head[moving], n[moving]
-        last = (m_head + m_n - 1) % width
-        self.last_applied[m_rows] = self._seq[m_rows, last]
-        fire = np.zeros(len(m_rows), dtype=np.bool_)
-        fire_at = np.zeros(len(m_rows), dtype=np.int64)  # ring slot of the first firing cmd
+        m_rows = np.flatnonzero(n)
+        m_head, m_n = head[m_rows], n[m_rows]
+        taken = self._ring[m_rows, (m_head + m_n - 1) % width]  # each row's last command
+        self.last_applied[m_rows] = taken[:, 0]
+        fire = (taken[:, 4].astype(np.int64) & 1) != 0
+        # The shot's (seq, view tick, next view tick, blend): of the oldest firing command.
+        shot = np.zeros((len(m_rows), 4), dtype=np.float64)
+        named = np.zeros(len(m_rows), dtype=np.bool_)
         early = []
-        for r in range(int(m_n.max()) if len(m_n) else 0):
-            at = (m_head + r) % width
-            fired = self._fire[m_rows, at] & (r < m_n)
-            fire_at = np.where(fired & ~fire, at, fire_at)
-            fire |= fired
-            sel = r < m_n - 1
-            if sel.any():
-                s_rows, s_at = m_rows[sel], at[sel]
-                early.append((s_rows, self._move[s_rows, s_at], self._aim[s_rows, s_at]))
-        def of_shot(ring: np.ndarray) -> np.ndarray:
-            return np.where(fire, ring[m_rows, fire_at], 0)
-
-        return Taken(rows=m_rows, move=self._move[m_rows, last], aim=self._aim[m_rows, last],
-                     fire=fire, early=early, fire_seq=of_shot(self._seq),
-                     view_a=of_shot(self._view_a), view_b=of_shot(self._view_b),
-                     view_blend=of_shot(self._blend).astype(np.float32))
+        for r in range(int(m_n.max()) - 1 if len(m_n) else 0):
+            sel = np.flatnonzero(r < m_n - 1)  # rows with a command after the r-th
+            s_rows = m_rows[sel]
+            cmd = self._ring[s_rows, (m_head[sel] + r) % width]
+            fired = (cmd[:, 4].astype(np.int64) & 1) != 0
+            first_fire = fired & ~named[sel]
+            shot[sel[first_fire]] = cmd[first_fire][:, [0, 5, 6, 7]]
+            named[sel] |= fired
+            fire[sel] |= fired
+            early.append((s_rows, cmd[:, 1:3].astype(np.float32), cmd[:, 3].astype(np.float32)))
+        last_names = fire & ~named
+        shot[last_names] = taken[last_names][:, [0, 5, 6, 7]]
+        return Taken(rows=m_rows, move=taken[:, 1:3].astype(np.float32),
+                     aim=taken[:, 3].astype(np.float32), fire=fire, early=early, shot=shot)
 
     # -- seats ------------------------------------------------------------------------------
 
@@ -420,6 +428,5 @@ class SeatInputs:
         """(seq, move_x, move_y, aim, fire) of a row's queued commands, oldest first
         (flush first to include buffered ones)."""
         at = (self._head[row] + np.arange(self.length[row])) % self.width
-        return [(int(s), float(m[0]), float(m[1]), float(a), bool(f)) for s, m, a, f in zip(
-            self._seq[row, at], self._move[row, at], self._aim[row, at], self._fire[row, at],
-            strict=True)]
+        return [(int(seq), mx, my, aim, bool(int(buttons) & 1))
+                for seq, mx, my, aim, buttons in self._ring[row, at, :5].tolist()]

@@ -66,7 +66,7 @@ import numpy as np
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
 from server.baselines import DEFAULT_MAX_DELTAS, BaselinePicker
-from server.inputs import FLUSH_AT, MAX_CMDS_PER_FRAME, MAX_SEQ_JUMP, SeatInputs
+from server.inputs import MAX_CMDS_PER_FRAME, MAX_SEQ_JUMP, SeatInputs
 from server.shotstats import ShotStats
 from sim.params import Params, restart_keys_changed
 from sim.step import Inputs, StepEvents, pre_move, step
@@ -251,6 +251,9 @@ class Room:
         self._free_rows = list(range(rows - 1, -1, -1))  # pop() gives the lowest row
         self._entity = np.zeros(rows, dtype=np.int64)
         self._rtt_ms = np.zeros(rows, dtype=np.float32)
+        self._personal = np.zeros(rows, dtype=_PERSONAL)
+        self._personal["frame_tag"], self._personal["frame_len"] = _PERSONAL_TAGS[:2]
+        self._personal["seq_tag"], self._personal["rtt_tag"] = _PERSONAL_TAGS[2], _RTT_TAG
         self._rejections: list[tuple[int, str, int]] = []
         self._step_inputs = Inputs.empty(self.world.capacity)
         self._pre_inputs = Inputs.empty(self.world.capacity)  # scratch for pre_move rounds
@@ -261,7 +264,6 @@ class Room:
         self._disconnected: dict[int, Seat] = {}
         self._roster_dirty = False
         self._members_dirty = True
-        self._all_rows = np.zeros(0, dtype=np.int64)
         self._connected: list[Seat] = []
         self._connected_ids: list[int] = []
         self._connected_rows = np.zeros(0, dtype=np.int64)
@@ -401,9 +403,7 @@ class Room:
 
     def _refresh_members(self) -> None:
         """The per-tick views of the seats, rebuilt only when membership changed."""
-        seats = list(self.seats.values())
-        self._all_rows = np.array([s.row for s in seats], dtype=np.int64)
-        self._connected = [s for s in seats if s.connected]
+        self._connected = [s for s in self.seats.values() if s.connected]
         self._connected_ids = [s.player_id for s in self._connected]
         self._connected_rows = np.array([s.row for s in self._connected], dtype=np.int64)
         self._members_dirty = False
@@ -440,10 +440,11 @@ class Room:
         if rejected:
             for reason in rejected:
                 inputs.rejected[reason] += 1
-        if cmds:
-            rejected += inputs.receive(seat.row, cmds)
-            if inputs.buffered >= FLUSH_AT:
-                self._flush_inputs()
+        now_rejected = inputs.receive(seat.row, cmds)
+        if now_rejected:
+            rejected += now_rejected
+        if inputs.full:
+            self._flush_inputs()
         return rejected
 
     def set_rtt(self, player_id: int, rtt_ms: float) -> None:
@@ -549,8 +550,7 @@ class Room:
         inputs.active[:] = False
         inputs.clear_views()
         queued = self._inputs.length.copy()  # per row, before this tick takes any
-        taken = self._inputs.take(self._all_rows, self.params.inputs_per_tick,
-                                  self.params.tick_rate)
+        taken = self._inputs.take(self.params.inputs_per_tick, self.params.tick_rate)
         for rows, move, aim in taken.early:
             slots = self._entity[rows]
             pre = self._pre_inputs
@@ -569,10 +569,11 @@ class Room:
             # The shot's seq and claimed view, limited to what the seat's RTT allows (the
             # sim clamps deeper claims and says so).
             shooters = slots[fired]
-            self._fire_seq[shooters] = taken.fire_seq[fired]
-            inputs.view_a[shooters] = taken.view_a[fired]
-            inputs.view_b[shooters] = taken.view_b[fired]
-            inputs.view_blend[shooters] = taken.view_blend[fired]
+            shot = taken.shot[fired]  # seq, view tick, next view tick, blend
+            self._fire_seq[shooters] = shot[:, 0]
+            inputs.view_a[shooters] = shot[:, 1]
+            inputs.view_b[shooters] = shot[:, 2]
+            inputs.view_blend[shooters] = shot[:, 3]
             # A command that waited in the queue saw an older world by as many ticks:
             # the queue's length before this take is that wait, in ticks.
             rate = self.params.tick_rate
@@ -633,7 +634,11 @@ class Room:
         acks = np.array([s.acked_tick for s in self._connected], dtype=np.int64)
         baselines = self._baselines.pick(tick, rows, acks)
         # One shared frame per distinct baseline (a handful), then a lookup per seat.
-        distinct, which = np.unique(baselines, return_inverse=True)
+        if baselines.min() == baselines.max():  # the usual tick: one baseline for all
+            distinct, which = baselines[:1], [0] * len(ids)
+        else:
+            distinct, inverse = np.unique(baselines, return_inverse=True)
+            which = inverse.tolist()
         shared_frames, keyframes = [], []
         for baseline in distinct.tolist():
             payload, used = self.history.payload_for(tick, baseline)
@@ -641,14 +646,11 @@ class Room:
                 tick=tick, baseline_tick=used, params_version=self.params_version,
                 payload=payload, server_time=now)).SerializeToString())
             keyframes.append(used == 0)
-        which = which.tolist()
         shared = [shared_frames[i] for i in which]
         keyframe = [keyframes[i] for i in which]
 
-        personal = np.empty(len(ids), dtype=_PERSONAL)
-        personal["frame_tag"], personal["frame_len"], personal["seq_tag"] = _PERSONAL_TAGS
+        personal = self._personal[rows]  # the tags are filled in once, at construction
         personal["seq"] = self._inputs.last_applied[rows]
-        personal["rtt_tag"] = _RTT_TAG
         personal["rtt"] = self._rtt_ms[rows]
         raw = personal.tobytes()
         size = _PERSONAL.itemsize

@@ -183,3 +183,26 @@ def test_welcome_params_tell_the_weapon():
     mp = room.move_params()
     assert mp.weapon_kind == 1 and mp.weapon_range == 2000.0 and mp.fire_cooldown_s == 0.5
     assert _room(weapon_kind="projectile").move_params().weapon_kind == 0
+
+
+@pytest.mark.parametrize("defer", [False, True], ids=["checked-at-once", "checked-per-tick"])
+def test_the_first_firing_command_of_a_bunch_names_the_shot(defer):
+    duel = Duel(defer)
+    room = duel.room
+    for _ in range(2):  # the shooter's commands are late: it earns budget for 3 steps
+        duel.seq += 1
+        room.submit(2, pb.Input(cmds=[pb.InputCmd(seq=duel.seq, move_y=1.0)]))
+        _tick(room)
+    now = room.tick_number + 1
+    seq = duel.seq - 2
+    # Three late commands arrive together; the 2nd and 3rd fire with different views.
+    room.submit(1, pb.Input(cmds=[
+        pb.InputCmd(seq=seq + 1),
+        pb.InputCmd(seq=seq + 2, buttons=1, view_tick=now - 5, view_next_tick=now - 4,
+                    view_blend=0.5),
+        pb.InputCmd(seq=seq + 3, buttons=1, view_tick=now - 2, view_next_tick=now - 1,
+                    view_blend=0.0)]))
+    room.submit(2, pb.Input(cmds=[pb.InputCmd(seq=duel.seq + 1, move_y=1.0)]))
+    (shot,) = _shots(_tick(room), 1)[0].shots
+    assert shot.seq == seq + 2
+    assert shot.rewind_ms == pytest.approx(4.5 * 1000 / RATE, abs=0.01)
