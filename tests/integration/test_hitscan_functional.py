@@ -30,14 +30,12 @@ async def test_a_view_claim_is_resolved_and_reported_functional(start_server) ->
             Client(running.ws_url, "target") as target:
         await shooter.next_snapshot()
         await target.next_snapshot()
-        seq = 0
-        for _ in range(12):  # bounded: 12 ticks of fire with the cooldown at 3 ticks
+        for seq in range(1, 13):  # bounded: 12 ticks of fire with the cooldown at 3 ticks
             tick = await shooter.next_snapshot()
             await target.send_input()
             me = shooter.own_position()
             there = shooter.mirror.position(target.entity)
             assert me is not None and there is not None
-            seq += 1
             aim = math.atan2(there[1] - me[1], there[0] - me[0])
             cmd = pb.InputCmd(seq=seq, aim=aim, buttons=1, view_tick=tick,
                               view_next_tick=tick, view_blend=0.0)
