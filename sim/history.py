@@ -16,7 +16,10 @@ compares the life at the rewound tick with the life now; an entity whose life di
 not a candidate for that shot (see ``sim.hitscan``): the shooter saw a previous life of
 the slot, and its present one never stood where the shooter aimed.
 
-``step`` writes the row of the tick being made twice: ``stage`` before the fire phase
+``step`` records only while ``weapon.kind`` is hitscan (nothing else reads the ring, and a
+row costs tens of microseconds); after a gap the ring starts over (``oldest`` is the start
+of the unbroken run, and a row with no previous tick starts every slot's next life). It
+writes the row of the tick being made twice: ``stage`` before the fire phase
 (the positions the tick's shots are tested against when they rewind to "now"), then
 ``record`` at the end of the step (after hits and deaths), which is the row later ticks
 rewind to. Both compare against the row of the previous tick, so staging changes nothing
@@ -69,9 +72,15 @@ class History:
 
     @property
     def oldest(self) -> int:
-        """The oldest tick still held, -1 when empty."""
-        held = self.ticks[self.ticks >= 0]
-        return int(held.min()) if held.size else -1
+        """The oldest tick of the unbroken run of rows ending at ``newest`` (-1 when empty):
+        rows older than a gap (the ring was not recorded for a while) are never used."""
+        newest = self.newest
+        if newest < 0:
+            return -1
+        back = newest - np.arange(self.depth)
+        held = (back >= 0) & (self.ticks[back % self.depth] == back)
+        run = self.depth if held.all() else int(np.argmin(held))
+        return newest - run + 1
 
     def rows(self, ticks: np.ndarray) -> np.ndarray:
         """Ring rows of ``ticks`` (int64 array); the caller keeps them within [oldest, newest]."""

@@ -206,7 +206,8 @@ def step(world: World, inputs: Inputs) -> StepEvents:
         _apply_hitscan(world, events.hitscan, t, events)
 
     world.tick = t + 1
-    world.history.record(world)
+    if hitscan:  # only hitscan rewinds into the history (see sim.history)
+        world.history.record(world)
     return events
 
 

@@ -380,3 +380,25 @@ def test_the_broad_pass_never_drops_a_hit_the_full_test_finds():
         assert got.target.tolist() == want.tolist()
         hits += int((want >= 0).sum())
     assert hits > 100
+
+
+def test_the_ring_is_recorded_only_for_hitscan_and_starts_over_after_a_gap():
+    w = World.create(_params(weapon_kind="projectile"))
+    shooter = w.add_player(1)
+    for _ in range(10):
+        step(w, Inputs.empty(w.capacity))
+    assert w.history.newest == 0  # only the creation row: projectile worlds skip the ring
+    for _ in range(40):  # a stale run of rows from an earlier hitscan period
+        w.set_params(w.params.with_changes({"weapon.kind": "hitscan"}))
+        step(w, Inputs.empty(w.capacity))
+    w.set_params(w.params.with_changes({"weapon.kind": "projectile"}))
+    for _ in range(20):
+        step(w, Inputs.empty(w.capacity))
+    w.set_params(w.params.with_changes({"weapon.kind": "hitscan"}))
+    step(w, Inputs.empty(w.capacity))
+    assert w.history.oldest == w.history.newest == w.tick  # the stale rows are not a run
+    inp = Inputs.empty(w.capacity)
+    inp.fire[shooter] = True
+    inp.view_a[shooter], inp.view_b[shooter] = w.tick - 5, w.tick - 4
+    shots = step(w, inp).hitscan
+    assert shots.clamped[0] and shots.depth_ticks[0] == pytest.approx(1.0)
