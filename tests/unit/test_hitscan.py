@@ -402,3 +402,18 @@ def test_the_ring_is_recorded_only_for_hitscan_and_starts_over_after_a_gap():
     inp.view_a[shooter], inp.view_b[shooter] = w.tick - 5, w.tick - 4
     shots = step(w, inp).hitscan
     assert shots.clamped[0] and shots.depth_ticks[0] == pytest.approx(1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(now=st.integers(40, 10_000), a=st.integers(0, 12_000), span=st.integers(-3, 6),
+       blend=st.floats(allow_nan=True, allow_infinity=True, width=32),
+       limit=st.floats(0, 40), history=st.integers(1, 33))
+def test_any_claim_resolves_to_rows_the_history_holds_within_the_limit(
+        now, a, span, blend, limit, history):
+    oldest = now - history + 1
+    v = _views(now, a, a + span, blend, limit=limit, oldest=oldest)
+    assert oldest <= v.a[0] <= v.b[0] <= now
+    assert 0.0 <= v.beta[0] <= 1.0
+    assert 0.0 <= v.depth[0] <= max(min(limit, now - oldest), 0.0) + 1e-9
+    tau = v.a[0] + float(v.beta[0]) * (v.b[0] - v.a[0])
+    assert tau == pytest.approx(now - v.depth[0], abs=1e-3)
