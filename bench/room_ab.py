@@ -13,6 +13,8 @@ What is measured, all in memory, arena parameters (bench/scenarios/arena.toml):
   newest one new, as the shipped clients send), µs per frame, M = 200 seats;
 - ``tick_ms``: one ``Room.tick`` at E = 1000 and E = 100 NPCs, M = 200 seats acking the
   tick before the newest (one baseline);
+- ``rtt_spread_tick_ms`` / ``rtt_spread_encodes``: the same E = 1000 tick when honest
+  seats' acks spread over 8 ticks (RTTs of about 30 to 270 ms), and its encodes per tick;
 - ``hostile_tick_ms`` / ``hostile_encodes``: the same E = 1000 tick when 31 of the seats
   each ack their own old tick (3..33 back; issue #11 item 5), and the encodes per tick.
 
@@ -106,14 +108,18 @@ def _low(samples: list[float]) -> float:
 
 def harness(defer: bool) -> dict[str, float]:
     hostile = {PLAYERS - i: lag for i, lag in enumerate(HOSTILE_LAGS)}
+    spread = {pid: 2 + pid % 8 for pid in range(1, PLAYERS + 1)}  # honest RTTs ~30-270 ms
     e1000 = _run(1000, defer, {})
     e100 = _run(100, defer, {})
+    wide = _run(1000, defer, spread)
     bad = _run(1000, defer, hostile)
     return {
         "submit_us": e1000["submit_us"],
         "tick_ms_E1000_M200": e1000["tick_ms"],
         "tick_ms_E100_M200": e100["tick_ms"],
         "honest_encodes": e1000["encodes"],
+        "rtt_spread_tick_ms_E1000_M200": wide["tick_ms"],
+        "rtt_spread_encodes": wide["encodes"],
         "hostile_tick_ms_E1000_M200": bad["tick_ms"],
         "hostile_encodes": bad["encodes"],
     }

@@ -133,12 +133,22 @@ def test_bench_room_tick(benchmark: BenchmarkFixture, arena_params: Params, play
     assert result.input_rejections == []
 
 
-@pytest.mark.parametrize("acks", ["honest", "hostile"])
+def ack_lags(acks: str, players: int) -> dict[int, int]:
+    """Each seat's ack lag in ticks (2 when absent) for an ack pattern."""
+    if acks == "hostile":  # 31 seats, each its own old tick
+        return {players - i: lag for i, lag in enumerate(HOSTILE_LAGS)}
+    if acks == "rtt_spread":  # honest seats with RTTs from ~30 to ~270 ms: lags 2..9
+        return {pid: 2 + pid % 8 for pid in range(1, players + 1)}
+    return {}
+
+
+@pytest.mark.parametrize("acks", ["honest", "rtt_spread", "hostile"])
 def test_bench_room_tick_hostile_acks(benchmark: BenchmarkFixture, arena_params: Params,
                                       acks: str) -> None:
     """E = 1000, M = 200; `hostile`: 31 seats each ack their own old tick every tick (the
-    probe of issue #11 item 5, which made ticks 3.5x slower). Compare the two figures."""
-    lags = {200 - i: lag for i, lag in enumerate(HOSTILE_LAGS)} if acks == "hostile" else {}
+    probe of issue #11 item 5, which made ticks 3.5x slower); `rtt_spread`: honest seats
+    whose RTTs spread their acks over 8 ticks; `honest`: every seat acks the same tick."""
+    lags = ack_lags(acks, 200)
     bots = warm_room(arena_params, 200, deferred=True, lags=lags, warmup=max(HOSTILE_LAGS) + 10)
     room = bots.room
     encodes: list[int] = []
