@@ -73,6 +73,7 @@ VERDICTS = [
     ({"code": 1008, "kick": kick("server_full", True, after=5)}, True, None, "Server full"),
     ({"code": 1008, "kick": kick("flood", False)}, False, "rejoin", "The server refused"),
     ({"code": 1008, "kick": kick("stalled", True)}, True, None, "Connection lost"),
+    ({"code": 1008, "kick": kick("bad_resume", False)}, True, None, "Connection lost"),
     # The drain's Kick wins over the 1006 a browser reports when the close frame was lost.
     ({"code": 1006, "kick": kick("draining", True, code=1001)}, True, None, "Server restarting"),
     # An older server: no label, the close code and reason decide.
