@@ -65,6 +65,11 @@ export class Game {
     this.conn = new ConnectionView(this);
   }
 
+  /** The held keys (bench/browser_smoothness.py reads `tickwireGame.keys.size`). */
+  get keys() {
+    return this.controls.keys;
+  }
+
   start() {
     this.net.start();
     this._scheduleTick();
