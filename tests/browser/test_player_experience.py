@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import math
 import re
 import signal
@@ -214,27 +215,28 @@ def test_admin_kick_and_ban_keep_the_player_out(open_page, arena, artifacts_dir)
     admin.wait_for_function(
         "[...document.querySelectorAll('#bans .ban')].some(b => b.textContent.includes('kickme'))")
 
-    # Ban: the address too, so another name from it is refused.
-    victim = open_page(arena, "banme")
-    victim.wait_for_function(CONNECTED)
-    ban = admin.locator("#rooms tr", has_text="banme").locator("button.ban-btn")
-    ban.click()
-    victim.wait_for_selector("#dialog:not([hidden])", timeout=10_000)
-    other = open_page(arena, "someone-else")
-    other.wait_for_selector("#dialog:not([hidden])", timeout=10_000)
-    assert other.locator("#dialog-title").inner_text().startswith("You are kept out")
-    assert other.sent == ["join"]
-    admin.screenshot(path=str(artifacts_dir / "admin-kick-ban.png"), full_page=True)
-    # Lift the address ban so the rest of this module's tests can join.
-    import json
-    import urllib.request
-    req = urllib.request.Request(arena.base_url + "/admin/bans",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        kinds = {b["kind"] for b in json.load(resp)["bans"]}
-    assert kinds == {"name", "addr"}
-    arena.stop()
-    arena.start()  # bans live in the process: a restart clears them
+    # Ban: the address too, so another name from it is refused. Bans live in the server
+    # process, so it is restarted afterwards whatever happens (the next tests join from
+    # this same address).
+    try:
+        victim = open_page(arena, "banme")
+        victim.wait_for_function(CONNECTED)
+        ban = admin.locator("#rooms tr", has_text="banme").locator("button.ban-btn")
+        ban.click()
+        victim.wait_for_selector("#dialog:not([hidden])", timeout=10_000)
+        other = open_page(arena, "someone-else")
+        other.wait_for_selector("#dialog:not([hidden])", timeout=10_000)
+        assert other.locator("#dialog-title").inner_text().startswith("You are kept out")
+        assert other.sent == ["join"]
+        admin.screenshot(path=str(artifacts_dir / "admin-kick-ban.png"), full_page=True)
+        req = urllib.request.Request(arena.base_url + "/admin/bans",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            kinds = {b["kind"] for b in json.load(resp)["bans"]}
+        assert kinds == {"name", "addr"}
+    finally:
+        arena.stop()
+        arena.start()
     for page in (game, admin, victim, other):
         assert page.errors == []
 
