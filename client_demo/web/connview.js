@@ -105,7 +105,8 @@ export class ConnectionView {
     this.reloadButton.hidden = v.action !== "reload";
     this.rejoinButton.textContent = v.title === "You left the game" ? "Play again" : "Rejoin";
     if (v.action === "rename") {
-      this.nameInput.value = tw.name;
+      // Prefill with the refused name minus what cannot be printed (a common cause).
+      this.nameInput.value = tw.name.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").trim();
       this.dialog.hidden = false;
       this.nameInput.focus();
       this.nameInput.select();

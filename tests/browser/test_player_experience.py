@@ -169,6 +169,7 @@ def test_a_refused_name_stops_retrying_and_offers_a_name_field(open_page, server
     assert page.sent == ["join"], "exactly one attempt"
     assert tw(page)["status"]["action"] == "rename"
     assert page.locator("#banner").is_hidden()
+    assert page.input_value("#name-input") == "bell", "prefilled without the unprintable"
     page.screenshot(path=str(artifacts_dir / "refused-name.png"))
     page.fill("#name-input", "fixed-name")
     page.click("#name-form button[type=submit]")
