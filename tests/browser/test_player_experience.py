@@ -484,7 +484,7 @@ def test_closing_the_tab_sends_leave(open_page, server):
     deadline = time.monotonic() + 5
     while "leave" not in through_route:
         assert time.monotonic() < deadline, through_route[-5:]
-        time.sleep(0.05)
+        page.wait_for_timeout(50)  # lets Playwright run the route's handler
     assert through_route[0] == "join" and through_route[-1] == "leave"
 
     # A real navigation: the server sees our clean close (1000, sent right after Leave on
@@ -514,3 +514,77 @@ def test_ws_and_unknown_paths_show_a_page_linking_to_the_game(open_page, server,
     page.click("a[href='/']")
     page.wait_for_function(CONNECTED)
 
+
+
+# -- a current server's Kick labels, end to end in the page ----------------------------------------
+
+def fake_server(page, held: dict) -> None:
+    """Route the page's /ws to a stand-in that welcomes every Join or Resume (counted in
+    held["joins"]); the test then sends the
+    Kick a current server sends (label, retry, retry_after_s) and closes. Static files still
+    come from the real server."""
+    held["joins"] = 0
+
+    def handler(ws) -> None:
+        def on_message(message) -> None:
+            frame = pb.ClientFrame()
+            frame.ParseFromString(bytes(message))
+            if frame.WhichOneof("kind") in ("join", "resume"):
+                held["joins"] += 1
+                held["ws"] = ws
+                params = pb.MoveParams(world_width=1000, world_height=1000, player_accel=1500,
+                                       player_max_speed=220, player_friction=8,
+                                       player_radius=12, respawn_delay_s=3)
+                ws.send(pb.ServerFrame(welcome=pb.Welcome(
+                    player_id=7, room="r1", tick_rate=30, tick=5, entity=0, params=params,
+                    resume_token=b"t" * 20, protocol_version=1)).SerializeToString())
+        ws.on_message(on_message)
+
+    page.route_web_socket(re.compile(r"/ws(\?.*)?$"), handler)
+
+
+def kick_and_close(held: dict, *, code: int, reason: str, label: str, retry: bool,
+                   after: int = 0) -> None:
+    ws = held["ws"]
+    ws.send(pb.ServerFrame(kick=pb.Kick(code=code, reason=reason, label=label, retry=retry,
+                                        retry_after_s=after)).SerializeToString())
+    ws.close(code=code, reason=reason)
+
+
+@pytest.mark.parametrize(("label", "code", "retry", "after", "title", "button"), [
+    ("kicked", 1008, True, 30, "You were removed by an admin — you can rejoin in 30 s", "#rejoin"),
+    ("bad_join", 1008, False, 0, "That name was refused — choose another", "#name-form"),
+    ("room_closed", 1001, False, 0, "Room closed", "#rejoin"),
+    ("bad_version", 1008, False, 0, "This page is out of date for this server — reload it",
+     "#reload"),
+])
+def test_kick_labels_from_a_current_server_stop_and_offer_the_way_out(
+        open_page, server, label, code, retry, after, title, button):
+    held: dict = {}
+    page = open_page(server, "labelled", before_goto=lambda p: fake_server(p, held))
+    page.wait_for_function(f"{TW}.connected && {TW}.playerId === 7")
+    kick_and_close(held, code=code, reason="for people", label=label, retry=retry, after=after)
+    page.wait_for_selector("#dialog:not([hidden])", timeout=10_000)
+    assert page.locator("#dialog-title").inner_text() == title
+    assert page.locator(button).is_visible()
+    assert page.evaluate(f"{GAME}.net.stopped"), "a permanent refusal is not retried"
+    assert held["joins"] == 1
+    if label == "kicked":
+        assert page.locator("#rejoin").is_disabled(), "kept out while the ban lasts"
+    assert tw(page)["lastClose"]["label"] == label
+    assert page.errors == []
+
+
+def test_a_drain_kick_reconnects_with_server_restarting(open_page, server):
+    held: dict = {}
+    page = open_page(server, "drained", before_goto=lambda p: fake_server(p, held))
+    page.wait_for_function(f"{TW}.connected && {TW}.playerId === 7")
+    kick_and_close(held, code=1001, reason="server shutting down", label="draining", retry=True)
+    page.wait_for_function(
+        "document.querySelector('#banner').innerText.startsWith('Server restarting')")
+    assert page.locator("#dialog").is_hidden()
+    # It retries on its own: a second Join (a Resume) reaches the stand-in server.
+    # (Waiting in the page, not in time.sleep: the route's handler runs while Playwright
+    # is pumping events.)
+    page.wait_for_function(f"{TW}.connected && {TW}.reconnects >= 1", timeout=10_000)
+    assert held["joins"] == 2
