@@ -55,8 +55,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="enable /admin and its API, sent as 'Authorization: Bearer TOKEN' "
                         "(or TICKWIRE_ADMIN_TOKEN; default: admin routes off)")
     p.add_argument("--kick-ban-s", type=float, default=60.0, metavar="S",
-                   help="an admin's kick keeps the player's name and address out this long "
-                        "(default 60; 0 = no ban)")
+                   help="an admin's kick keeps the player's name out this long (default 60; "
+                        "0 = no ban; the admin page's Ban button also bans the address)")
     p.add_argument("--record", metavar="DIR",
                    help="record every room (seed, params, inputs, state hashes) into DIR "
                         "for `tickwire replay`")

@@ -91,7 +91,7 @@ class GatewayConfig:
     admin_token: str | None = None  # None: the /admin routes are off (404)
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
-    kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name/address out this long
+    kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name out this long
 
 
 @dataclass(slots=True)

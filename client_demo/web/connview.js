@@ -40,7 +40,15 @@ export class ConnectionView {
     this.leaveButton.addEventListener("click", () => this.game.leave());
     // The tab closes or navigates away: leave, so the seat is freed now rather than after
     // the resume grace. pagehide fires where unload does not (mobile, bfcache).
-    window.addEventListener("pagehide", () => this.game.leave());
+    window.addEventListener("pagehide", () => {
+      this.hiddenByPagehide = true;
+      this.game.leave();
+    });
+    // Back from the back/forward cache: the seat was given up, so join again.
+    window.addEventListener("pageshow", (e) => {
+      if (e.persisted && this.hiddenByPagehide) this._rejoin();
+      this.hiddenByPagehide = false;
+    });
   }
 
   _rejoin(name) {
@@ -97,7 +105,8 @@ export class ConnectionView {
     this.reloadButton.hidden = v.action !== "reload";
     this.rejoinButton.textContent = v.title === "You left the game" ? "Play again" : "Rejoin";
     if (v.action === "rename") {
-      this.nameInput.value = tw.name;
+      // Prefill with the refused name minus what cannot be printed (a common cause).
+      this.nameInput.value = tw.name.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").trim();
       this.dialog.hidden = false;
       this.nameInput.focus();
       this.nameInput.select();

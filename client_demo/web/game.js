@@ -49,7 +49,7 @@ export class Game {
     this.lastSnapshotBytes = 0;
     this._resetSession();
     tw.touch = isTouchDevice();
-    document.body.classList.toggle("touch", tw.touch);
+    document.body.classList.toggle("touch-ui", tw.touch); // not "touch": that is the controls box
     this.view = new View(this);
     this.controls = new Controls({
       canvas: this.view.canvas,
@@ -66,6 +66,11 @@ export class Game {
       onClose: (info) => this.onClose(info),
     });
     this.conn = new ConnectionView(this);
+  }
+
+  /** The held keys (bench/browser_smoothness.py reads `tickwireGame.keys.size`). */
+  get keys() {
+    return this.controls.keys;
   }
 
   start() {
@@ -254,6 +259,7 @@ export class Game {
   onClose(info) {
     tw.connected = false;
     this._resetSession();
+    this.onRoster({ players: [] }); // the roster was this session's: no stale names
     tw.me = null;
     tw.dead = false;
     tw.respawnIn = null;

@@ -98,7 +98,7 @@ export class Scoreboard {
     const more = rows.length - shown.length;
     this.el.classList.toggle("compact", this.compact);
     this.el.innerHTML =
-      `<div class="sb-title">Scoreboard${this.compact ? ` <span class="sb-count">${rows.length}</span>` : ""}</div>` +
+      (this.compact ? "" : `<div class="sb-title">Scoreboard</div>`) +
       shown
         .map(
           (r) =>

@@ -37,6 +37,7 @@ export const LABEL = {
   left: "left", // our own Leave
   draining: "draining",
   serverFull: "server_full",
+  badResume: "bad_resume", // the resume token is unknown or expired: join afresh at once
 };
 
 const verdict = (v) => ({ retry: true, retryAfterS: 0, action: null, waitS: 0, detail: "",
@@ -78,6 +79,9 @@ function byLabel(kick, reason) {
       return verdict({ retry: false, action: "rejoin", title: "You left the game", kind: "warn" });
     case LABEL.draining:
       return verdict({ title: "Server restarting — reconnecting…", retryAfterS: after, kind: "warn" });
+    case LABEL.badResume:
+      // Whatever `retry` says: the seat is gone, but a fresh Join is welcome (Net does it).
+      return verdict({ title: "Connection lost — reconnecting…" });
     case LABEL.serverFull:
       return verdict({ title: "Server full — trying again…", retryAfterS: after, kind: "warn" });
     default:

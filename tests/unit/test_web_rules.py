@@ -73,6 +73,7 @@ VERDICTS = [
     ({"code": 1008, "kick": kick("server_full", True, after=5)}, True, None, "Server full"),
     ({"code": 1008, "kick": kick("flood", False)}, False, "rejoin", "The server refused"),
     ({"code": 1008, "kick": kick("stalled", True)}, True, None, "Connection lost"),
+    ({"code": 1008, "kick": kick("bad_resume", False)}, True, None, "Connection lost"),
     # The drain's Kick wins over the 1006 a browser reports when the close frame was lost.
     ({"code": 1006, "kick": kick("draining", True, code=1001)}, True, None, "Server restarting"),
     # An older server: no label, the close code and reason decide.
@@ -83,6 +84,8 @@ VERDICTS = [
     ({"code": 1008, "reason": "name must be 1-24 printable characters"}, False, "rename",
      "That name was refused"),
     ({"code": 1008, "reason": "kicked by admin"}, False, "rejoin", "You were removed"),
+    ({"code": 1008, "reason": "kicked by an admin: try again in 42 s"}, False, "rejoin",
+     "You are kept out"),
     ({"code": 1008, "reason": "protocol version 9 unsupported (server speaks 1)"}, False, "reload",
      "This page is out of date"),
     ({"code": 1008, "reason": "resume token unknown or expired"}, True, None, "Connection lost"),
@@ -101,6 +104,9 @@ def test_close_verdicts(tmp_path):
         assert not re.search(r"\b1\d{3}\b", v["title"]), "no close codes in player language"
     kicked = got[1]
     assert kicked["waitS"] == 60
+    banned_by_reason = next(v for (info, *_), v in zip(VERDICTS, got, strict=True)
+                            if "try again in 42 s" in info.get("reason", ""))
+    assert banned_by_reason["waitS"] == 42
     assert got[7]["retryAfterS"] == 5
     # The refused name's own reason is shown; a kick's is not repeated.
     assert got[0]["detail"] == "name must be 1-24 printable characters"
