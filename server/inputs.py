@@ -59,6 +59,7 @@ REASONS = ("", "non_finite", "out_of_range", "unknown_buttons", "seq_jump", "bad
 _NON_FINITE, _OUT_OF_RANGE, _UNKNOWN_BUTTONS, _SEQ_JUMP, _BAD_VIEW = 1, 2, 3, 4, 5
 _FIELDS = 9  # per buffered command: row, seq, mx, my, aim, buttons, view a, view b, blend
 _RING = _FIELDS - 1  # per queued command: the same without the row
+_SHOT_COLUMNS = [0, 5, 6, 7, 3]  # ring columns of a shot: seq, view a, view b, blend, aim
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
 _VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT, KNOWN_BUTTONS])  # |mx|, |my|, |aim|, buttons
@@ -101,9 +102,10 @@ def _views_ok(cmds: np.ndarray) -> np.ndarray:
 class Taken:
     """The commands one tick takes, for the seats that move (arrays aligned with `rows`).
 
-    `move` (n,2), `aim`, `fire` are what the tick's own step applies; `shot` (n,4) float64
-    holds the seq, view tick, next view tick and blend of each row's first firing command
-    of the tick (the one that names the shot; zeros where none fired); `early` holds, per
+    `move` (n,2), `aim`, `fire` are what the tick's own step applies; `shot` (n,5) float64
+    holds the seq, view tick, next view tick, blend and aim of each row's first firing
+    command of the tick (the one that names and aims the shot; zeros where none fired);
+    `early` holds, per
     pre-move round r, the rows that took more than r+1 commands and their r-th command's
     move and aim (applied before the tick's step, in round order)."""
 
@@ -389,8 +391,9 @@ class SeatInputs:
         taken = self._ring[m_rows, (m_head + m_n - 1) % width]  # each row's last command
         self.last_applied[m_rows] = taken[:, 0]
         fire = (taken[:, 4].astype(np.int64) & 1) != 0
-        # The shot's (seq, view tick, next view tick, blend): of the oldest firing command.
-        shot = np.zeros((len(m_rows), 4), dtype=np.float64)
+        # The shot's (seq, view tick, next view tick, blend, aim): of the oldest firing
+        # command.
+        shot = np.zeros((len(m_rows), 5), dtype=np.float64)
         named = np.zeros(len(m_rows), dtype=np.bool_)
         early = []
         for r in range(int(m_n.max()) - 1 if len(m_n) else 0):
@@ -399,12 +402,12 @@ class SeatInputs:
             cmd = self._ring[s_rows, (m_head[sel] + r) % width]
             fired = (cmd[:, 4].astype(np.int64) & 1) != 0
             first_fire = fired & ~named[sel]
-            shot[sel[first_fire]] = cmd[first_fire][:, [0, 5, 6, 7]]
+            shot[sel[first_fire]] = cmd[first_fire][:, _SHOT_COLUMNS]
             named[sel] |= fired
             fire[sel] |= fired
             early.append((s_rows, cmd[:, 1:3].astype(np.float32), cmd[:, 3].astype(np.float32)))
         last_names = fire & ~named
-        shot[last_names] = taken[last_names][:, [0, 5, 6, 7]]
+        shot[last_names] = taken[last_names][:, _SHOT_COLUMNS]
         return Taken(rows=m_rows, move=taken[:, 1:3].astype(np.float32),
                      aim=taken[:, 3].astype(np.float32), fire=fire, early=early, shot=shot)
 

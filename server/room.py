@@ -20,8 +20,8 @@ through ``pre_move``). Sending faster than the tick rate earns nothing, so over 
 of time a player covers at most (ticks + inputs_per_tick - 1) steps. A queue that stays
 long for a whole second is trimmed, so a stall or a fast client clock does not add lasting
 input delay. Fire is the OR of a tick's commands; the first firing command of the tick
-names the shot (its ``seq``) and, for a hitscan weapon, the view the client was drawing
-(``view_tick``, ``view_next_tick``, ``view_blend``). The room limits how far that view may
+names the shot (its ``seq`` and aim) and, for a hitscan weapon, the view the client was
+drawing (``view_tick``, ``view_next_tick``, ``view_blend``). The room limits how far that view may
 rewind to what the seat's measured RTT, the client's interpolation and the command's wait
 in the queue allow (see ``INTERP_ALLOWANCE_MS``); the sim caps it again at
 ``weapon.max_rewind_ms``. After the step every seat gets a ``Shots`` frame with the tick's
@@ -569,11 +569,14 @@ class Room:
             # The shot's seq and claimed view, limited to what the seat's RTT allows (the
             # sim clamps deeper claims and says so).
             shooters = slots[fired]
-            shot = taken.shot[fired]  # seq, view tick, next view tick, blend
+            shot = taken.shot[fired]  # seq, view tick, next view tick, blend, aim
             self._fire_seq[shooters] = shot[:, 0]
             inputs.view_a[shooters] = shot[:, 1]
             inputs.view_b[shooters] = shot[:, 2]
             inputs.view_blend[shooters] = shot[:, 3]
+            # The shot goes where the command that fired it aimed (the player faces that
+            # way this tick; a later command of the bunch turns it next tick).
+            inputs.aim[shooters] = shot[:, 4]
             # A command that waited in the queue saw an older world by as many ticks:
             # the queue's length before this take is that wait, in ticks.
             rate = self.params.tick_rate

@@ -15,7 +15,8 @@
 //    projectile on screen, never two. Each later snapshot measures how far the server's
 //    projectile is from our prediction at the same age, and the drawn one slides onto the
 //    server's path over ~100 ms: no jump. It disappears when its entity leaves a snapshot
-//    (a hit, the end of its life).
+//    (a hit, the end of its life); the entity stays hidden another second, as the
+//    interpolated world (drawn in the past) still shows it that long.
 //  * a hitscan shot gives the ray as the server tested it and the slot it hit: the tracer
 //    takes the server's end point, and a hit becomes a hit marker (`hits`).
 // A predicted shot whose seq the server has applied (Snapshot.last_input_seq >= seq)
@@ -31,6 +32,7 @@ import { WORDS, W_X, W_Y, W_KIND_GEN, POS_SCALE, KIND_PROJECTILE } from "./codec
 export const FADE_S = 0.12; // a refused shot fades out this fast
 export const TRACER_S = 0.25; // a tracer stays this long
 export const CORRECT_S = 0.1; // a projectile slides onto the server's path in about this
+export const HIDE_GONE_S = 1; // a finished prediction keeps its server entity hidden this long
 const MAX_AGE_S = 10; // a prediction never outlives this, whatever happens
 
 /**
@@ -148,7 +150,10 @@ export class ShotBook {
       } else if (shot.state === "bound" && words) {
         const base = shot.slot * WORDS;
         if (base + WORDS > words.length || words[base + W_KIND_GEN] !== shot.id) {
-          this.pending.delete(seq); // hit something or expired: gone on the server
+          // Hit something or expired: gone on the server, so gone here. The entity is
+          // still in the interpolated past for a while: keep it hidden meanwhile.
+          shot.state = "gone";
+          shot.goneAt = t;
           continue;
         }
         // The server's projectile at this tick vs ours at the same age.
@@ -162,13 +167,15 @@ export class ShotBook {
   /** Entity ids drawn by a prediction instead: Map slot -> kind|gen word. */
   hidden() {
     const out = new Map();
-    for (const shot of this.pending.values()) if (shot.state === "bound") out.set(shot.slot, shot.id);
+    for (const shot of this.pending.values()) {
+      if (shot.state === "bound" || shot.state === "gone") out.set(shot.slot, shot.id);
+    }
     return out;
   }
 
   /**
    * What to draw at local time `t` (seconds since the last call: `dt`):
-   * {projectiles: [{x, y, vx, vy, alpha}], tracers: [{x0, y0, x1, y1, alpha, own, hit}]}.
+   * {projectiles: [{x, y, vx, vy, alpha, seq}], tracers: [{x0, y0, x1, y1, alpha, own, hit}]}.
    */
   drawables(t, dt = 0) {
     const projectiles = [];
@@ -176,10 +183,12 @@ export class ShotBook {
     const k = Math.min(1, dt / CORRECT_S);
     for (const [seq, shot] of this.pending) {
       const age = t - shot.at;
-      if (age > MAX_AGE_S || (shot.state === "refused" && t - shot.refusedAt >= FADE_S)) {
+      if (age > MAX_AGE_S || (shot.state === "refused" && t - shot.refusedAt >= FADE_S)
+          || (shot.state === "gone" && t - shot.goneAt >= HIDE_GONE_S)) {
         this.pending.delete(seq);
         continue;
       }
+      if (shot.state === "gone") continue;
       const alpha = shot.state === "refused" ? 1 - (t - shot.refusedAt) / FADE_S : 1;
       if (shot.hitscan) {
         if (age < TRACER_S || shot.state === "refused") {
@@ -193,10 +202,12 @@ export class ShotBook {
       // Slide the drawn offset toward the measured error (no jump).
       shot.shown.x += (shot.err.x - shot.shown.x) * k;
       shot.shown.y += (shot.err.y - shot.shown.y) * k;
-      const fly = Math.max(0, age);
-      projectiles.push({ x: shot.x0 + shot.vx * fly + shot.shown.x,
-                         y: shot.y0 + shot.vy * fly + shot.shown.y,
-                         vx: shot.vx, vy: shot.vy, alpha });
+      // Shown from the moment our predicted player stands where it was fired (at most a
+      // tick away), flying from then on: never held still, so never a start-up jump.
+      if (age < 0) continue;
+      projectiles.push({ x: shot.x0 + shot.vx * age + shot.shown.x,
+                         y: shot.y0 + shot.vy * age + shot.shown.y,
+                         vx: shot.vx, vy: shot.vy, alpha, seq });
     }
     this.tracers = this.tracers.filter((tr) => t - tr.at < TRACER_S);
     for (const tr of this.tracers) tracers.push({ ...tr, alpha: 1 - (t - tr.at) / TRACER_S });

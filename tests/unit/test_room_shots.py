@@ -206,3 +206,21 @@ def test_the_first_firing_command_of_a_bunch_names_the_shot(defer):
     (shot,) = _shots(_tick(room), 1)[0].shots
     assert shot.seq == seq + 2
     assert shot.rewind_ms == pytest.approx(4.5 * 1000 / RATE, abs=0.01)
+
+
+def test_a_bunched_shot_flies_along_the_aim_of_the_command_that_fired():
+    duel = Duel(weapon_kind="projectile")
+    room = duel.room
+    for _ in range(2):  # late commands: budget for 3 steps
+        duel.seq += 1
+        room.submit(2, pb.Input(cmds=[pb.InputCmd(seq=duel.seq, move_y=1.0)]))
+        _tick(room)
+    seq = duel.seq - 2
+    room.submit(1, pb.Input(cmds=[
+        pb.InputCmd(seq=seq + 1, aim=0.5),
+        pb.InputCmd(seq=seq + 2, aim=1.0, buttons=1),
+        pb.InputCmd(seq=seq + 3, aim=2.0)]))
+    (shot,) = _shots(_tick(room), 1)[0].shots
+    vel = room.world.vel[shot.projectile - 1]
+    assert shot.seq == seq + 2
+    assert math.atan2(float(vel[1]), float(vel[0])) == pytest.approx(1.0, abs=1e-6)

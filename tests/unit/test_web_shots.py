@@ -55,7 +55,8 @@ for (let i = 0; i <= 18; i++) out.path.push(at(1.15 + i / 60)[0]);
 // The entity leaves a snapshot (a hit): the prediction ends with it.
 words.fill(0);
 book.onSnapshot(110, words, 12, 1.5, 30);
-out.afterGone = [book.pending.size, [...book.hidden()]];
+out.afterGone = [at(1.5).length, [...book.hidden()]];
+out.afterHidden = [at(2.6).length, [...book.hidden()], book.pending.size];
 
 // Refused by the server: applied (last_input_seq >= seq) with no Shot for it.
 const r = new ShotBook();
@@ -130,7 +131,10 @@ def test_a_bound_projectile_slides_onto_the_servers_path_without_a_jump(result):
 
 
 def test_the_prediction_ends_when_its_entity_leaves_the_snapshot(result):
-    assert result["afterGone"] == [0, []]
+    # Not drawn any more, but the server entity stays hidden while the interpolated past
+    # still shows it (a second), then the prediction is forgotten.
+    assert result["afterGone"] == [0, [[41, 3 | (7 << 8)]]]
+    assert result["afterHidden"] == [0, [], 0]
 
 
 def test_a_shot_the_server_refused_fades_out_quietly(result):
