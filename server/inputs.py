@@ -155,11 +155,6 @@ class SeatInputs:
         """Commands received and not yet flushed into the queues."""
         return len(self.buffer) // 6
 
-    @property
-    def full(self) -> bool:
-        """FLUSH_AT commands or more are buffered: flush now (bounds the memory)."""
-        return len(self.buffer) >= 6 * FLUSH_AT
-
     # -- per tick ---------------------------------------------------------------------------
 
     def flush(self, limit: int) -> list[tuple[int, str, int]]:
