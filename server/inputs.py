@@ -8,7 +8,8 @@ arrives lives in arrays indexed by row, so the per-tick work is NumPy over all s
 Arrival (once per Input frame, the only per-frame Python): the commands of a frame whose
 ``seq`` is above the seat's newest queued one are appended to one flat list, nine values
 each (row, seq, move x/y, aim, buttons, and the view claim of lag compensation: view
-tick, next tick, blend). Older ones are redundant copies and are skipped unread.
+tick, next tick, blend), which becomes one array per flush. Older ones are redundant
+copies and are skipped unread.
 
 Validation has two modes with the same rules, reasons and labels:
 
@@ -57,7 +58,9 @@ KNOWN_BUTTONS = 0x1
 # Rejection reasons (metric labels) by code; 0 is "accepted".
 REASONS = ("", "non_finite", "out_of_range", "unknown_buttons", "seq_jump", "bad_view")
 _NON_FINITE, _OUT_OF_RANGE, _UNKNOWN_BUTTONS, _SEQ_JUMP, _BAD_VIEW = 1, 2, 3, 4, 5
-_FIELDS = 9  # per buffered command: row, seq, mx, my, aim, buttons, view a, view b, blend
+# Values per buffered command: row, seq, mx, my, aim, buttons, view a, view b, blend.
+BUFFER_VALUES_PER_CMD = 9
+_FIELDS = BUFFER_VALUES_PER_CMD
 _RING = _FIELDS - 1  # per queued command: the same without the row
 _SHOT_COLUMNS = [0, 5, 6, 7, 3]  # ring columns of a shot: seq, view a, view b, blend, aim
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
@@ -185,11 +188,6 @@ class SeatInputs:
     def buffered(self) -> int:
         """Commands received and not yet flushed into the queues."""
         return len(self.buffer) // _FIELDS
-
-    @property
-    def full(self) -> bool:
-        """FLUSH_AT commands or more are buffered: flush now (bounds the memory)."""
-        return len(self.buffer) >= _FIELDS * FLUSH_AT
 
     # -- per tick ---------------------------------------------------------------------------
 

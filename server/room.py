@@ -66,7 +66,13 @@ import numpy as np
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
 from server.baselines import DEFAULT_MAX_DELTAS, BaselinePicker
-from server.inputs import MAX_CMDS_PER_FRAME, MAX_SEQ_JUMP, SeatInputs
+from server.inputs import (
+    BUFFER_VALUES_PER_CMD,
+    FLUSH_AT,
+    MAX_CMDS_PER_FRAME,
+    MAX_SEQ_JUMP,
+    SeatInputs,
+)
 from server.shotstats import ShotStats
 from sim.params import Params, restart_keys_changed
 from sim.step import Inputs, StepEvents, pre_move, step
@@ -86,6 +92,7 @@ _RTT_TAG = 0x25
 assert _PERSONAL.itemsize == 12
 
 MAX_NAME_CHARS = 24
+_FLUSH_AT_VALUES = BUFFER_VALUES_PER_CMD * FLUSH_AT  # SeatInputs.buffer is flat
 TOKEN_SECRET_BYTES = 16
 # Characters in otherwise visible categories that render as nothing: the Hangul fillers
 # (Lo) and the blank Braille pattern (So). Everything else is judged by its category.
@@ -443,7 +450,7 @@ class Room:
         now_rejected = inputs.receive(seat.row, cmds)
         if now_rejected:
             rejected += now_rejected
-        if inputs.full:
+        if len(inputs.buffer) >= _FLUSH_AT_VALUES:  # bounds the buffer's memory
             self._flush_inputs()
         return rejected
 
