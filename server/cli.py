@@ -61,6 +61,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    default=os.environ.get("TICKWIRE_ADMIN_TOKEN"),
                    help="enable /admin and its API, sent as 'Authorization: Bearer TOKEN' "
                         "(or TICKWIRE_ADMIN_TOKEN; default: admin routes off)")
+    p.add_argument("--kick-ban-s", type=float, default=60.0, metavar="S",
+                   help="an admin's kick keeps the player's name out this long (default 60; "
+                        "0 = no ban; the admin page's Ban button also bans the address)")
     p.add_argument("--record", metavar="DIR",
                    help="record every room (seed, params, inputs, state hashes) into DIR "
                         "for `tickwire replay`")
@@ -125,7 +128,7 @@ def run_serve(args: argparse.Namespace) -> int:
                            shutdown_timeout_s=args.shutdown_timeout,
                            admin_token=args.admin_token or None,
                            params_path=Path(args.params) if args.params else None,
-                           recording=recording)
+                           recording=recording, kick_ban_s=max(0.0, args.kick_ban_s))
     app = build_app(config)
     scheme = "https" if ssl_context else "http"
     log.info("serving", extra={"url": f"{scheme}://{args.host}:{args.port}/",
