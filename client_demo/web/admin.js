@@ -201,7 +201,7 @@ function renderRooms(rooms) {
 
 async function pollRooms() {
   try {
-    const resp = await fetch("/rooms");
+    const resp = await fetch("/rooms", { headers: { Authorization: `Bearer ${token()}` } });
     if (resp.ok) renderRooms(await resp.json());
   } catch {
     $("rooms").textContent = "server unreachable";
