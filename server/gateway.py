@@ -39,6 +39,7 @@ from server.handshake import (
     check_upgrade,
 )
 from server.lobby import Lobby, LobbyFullError
+from server.logs import log_disconnect, peer_text
 from server.metrics import Metrics
 from server.paramswatch import params_watch_ctx
 from server.recording import RecordingConfig, recording_ctx
@@ -213,6 +214,9 @@ class Gateway:
             log.info("seat expired", extra={"player": player_id, "room": room.room_id})
         duration = time.perf_counter() - started
         self.metrics.tick_duration.observe(duration)
+        per_room = self.metrics.for_room(room.room_id)
+        per_room.tick_duration.observe(duration)
+        per_room.players.set(len(room.seats))
         if duration > schedule.period_s:
             self.metrics.tick_overruns.inc()
         if room.tick_number % (room.params.tick_rate * 10) == 0:
@@ -234,6 +238,7 @@ class Gateway:
             if entry is not None:
                 entry[1].set()
             self._room_drops.pop(room.room_id, None)
+            self.metrics.forget_room(room.room_id)
             log.info("room disposed", extra={"room": room.room_id})
         self.metrics.rooms.set(len(self._room_tasks))
 
@@ -403,6 +408,9 @@ class Gateway:
             self._detach(conn)
             code = session.close_code if session.close_code is not None else ws.close_code
             self.metrics.disconnects.labels(code=str(code)).inc()
+            log_disconnect(log, player=session.player_id, room=session.room_id, code=code,
+                           reason=None, by="server" if session.close_code is not None
+                           else "client", peer=transport.get_extra_info("peername"))
         return ws
 
     def _check_upgrade(self, request: web.Request, peer_ip: str) -> Refusal | None:
@@ -485,7 +493,7 @@ class Gateway:
             peer = conn.transport.get_extra_info("peername")
             log.info("refused client: %s", err.reason,
                      extra={"player": conn.session.player_id, "code": err.code,
-                            "label": err.label, "peer": str(peer)})
+                            "label": err.label, "peer": peer_text(peer)})
         conn.session.closing = True
         conn.session.close_code = err.code
         await self.close(conn.ws, conn.transport, err.code, err.reason,

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from server.metrics import Metrics
     from server.tickloop import TickSchedule
 
-__all__ = ["HTTP_CACHE_KEY", "EdgeSource", "JsonCache", "add_http_routes", "bearer_matches", "process_stats"]
+__all__ = ["HTTP_CACHE_KEY", "EdgeSource", "JsonCache", "add_http_routes", "bearer_matches",
+           "process_stats"]
 
 
 class EdgeSource(Protocol):

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from server.metrics import CONTRACT_NAMES, Metrics, parse_metrics
+from server.version import VERSION
 
 EXPECTED = {
     "tickwire_tick_duration_seconds": "histogram",
@@ -28,6 +29,18 @@ EXPECTED = {
     "tickwire_connections_total": "counter",
     "tickwire_disconnects_total": "counter",
     "tickwire_tick_errors_total": "counter",
+    "tickwire_handshakes_rejected_total": "counter",
+    "tickwire_room_tick_duration_seconds": "histogram",
+    "tickwire_room_players": "gauge",
+    "tickwire_build_info": "gauge",
+    "tickwire_http_pending_connections": "gauge",
+    "tickwire_http_connections_dropped_total": "counter",
+    "tickwire_fd_near_limit_total": "counter",
+    "tickwire_recording_failures_total": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_cpu_seconds_total": "counter",
 }
 
 
@@ -104,3 +117,29 @@ def test_buckets_span_the_documented_ranges() -> None:
 def test_parse_metrics_labels_are_sorted_and_escaped() -> None:
     text = '# TYPE x counter\nx_total{b="2",a="q\\"uote"} 5\n'
     assert parse_metrics(text) == {'x_total{a="q\\"uote",b="2"}': 5.0}
+
+
+def test_no_created_series_and_the_build_version_is_exposed() -> None:
+    m = Metrics()
+    m.tick_overruns.inc()
+    m.rtt.observe(0.1)
+    text = m.render()[0].decode()
+    assert "_created" not in text
+    samples = parse_metrics(text)
+    assert samples[f'tickwire_build_info{{version="{VERSION}"}}'] == 1
+    assert samples["process_open_fds"] > 0
+
+
+def test_room_series_are_labelled_and_removed_when_the_room_is_forgotten() -> None:
+    m = Metrics()
+    m.for_room("r1").tick_duration.observe(0.002)
+    m.for_room("r1").players.set(4)
+    m.for_room("r2").players.set(1)
+    samples = parse_metrics(m.render()[0].decode())
+    assert samples['tickwire_room_players{room="r1"}'] == 4
+    assert samples['tickwire_room_tick_duration_seconds_count{room="r1"}'] == 1
+    m.forget_room("r1")
+    m.forget_room("r1")  # idempotent
+    samples = parse_metrics(m.render()[0].decode())
+    assert not [k for k in samples if 'room="r1"' in k]
+    assert samples['tickwire_room_players{room="r2"}'] == 1
