@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 
 import aiohttp
 import pytest
 
 from client_demo.client import Client
+from server.metrics import parse_metrics
 from server.routes import HTTP_CACHE_KEY
+from tests.integration.conftest import wait_until
 
 ADMIN = "edge-admin-token-0123456789"
 
@@ -141,3 +144,43 @@ async def test_rooms_and_healthz_are_built_at_most_once_per_tick_functional(star
         ticks = room.tick_number - before_tick
         # One build per tick at most (+1: the tick in progress when the loop began).
         assert cache.builds - before_builds <= ticks + 1
+
+
+async def test_each_disconnect_is_logged_with_its_code_and_side_functional(start_server,
+                                                                           caplog):
+    running = await start_server()
+    caplog.set_level(logging.INFO, logger="tickwire")
+    async with Client(running.ws_url, "leaver") as leaver:
+        await leaver.next_snapshot()
+        player = leaver.player_id
+    async with aiohttp.ClientSession() as http, http.ws_connect(running.ws_url) as ws:
+        await ws.send_str("text is refused")
+        msg = await ws.receive(timeout=5)
+        while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            msg = await ws.receive(timeout=5)
+
+    def lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("disconnected")]
+
+    await wait_until(lambda: len(lines()) >= 2)
+    by_client = next(r for r in lines() if r.player == player)
+    assert by_client.by == "client" and by_client.code == 1000
+    assert by_client.peer.startswith("127.0.0.1:")
+    refused = next(r for r in lines() if r.player == 0)
+    assert refused.by == "server" and refused.code == 1003
+
+
+async def test_the_grafana_dashboard_queries_exist_on_a_live_metrics_page_functional(
+        start_server):
+    from tests.unit.test_grafana_dashboard import dashboard_families, exposed_families
+
+    running = await start_server()
+    async with Client(running.ws_url, "viewer") as viewer:
+        await viewer.next_snapshot()
+        _, body = await get(running.http_url + "/metrics")
+    types = exposed_families(body.decode())
+    missing = dashboard_families(types) - set(types)
+    assert not missing, missing
+    samples = parse_metrics(body.decode())
+    assert any(k.startswith("tickwire_room_players{") for k in samples)
+    assert "tickwire_created" not in body.decode() and "_created" not in body.decode()
