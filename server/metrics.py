@@ -116,6 +116,7 @@ CONTRACT_NAMES = (
     "tickwire_http_connections_dropped_total",
     "tickwire_fd_near_limit_total",
     "tickwire_recording_failures_total",
+    "tickwire_recordings_deleted_total",
     "process_open_fds",
     "process_max_fds",
     "process_resident_memory_bytes",
@@ -260,6 +261,11 @@ class Metrics:
         self.recording_failures = Counter(
             "tickwire_recording_failures",
             "Room recordings stopped by a write error or a disk too slow (the room goes on).",
+            registry=r,
+        )
+        self.recordings_deleted = Counter(
+            "tickwire_recordings_deleted",
+            "Old recording files deleted to keep --record-retain files.",
             registry=r,
         )
         # Process and build

@@ -515,6 +515,7 @@ def recording_ctx(gateway: Gateway, config: RecordingConfig
             deleted = await asyncio.to_thread(prune_recordings, config.directory,
                                               config.retain_files, live_files())
             if deleted:
+                gateway.metrics.recordings_deleted.inc(len(deleted))
                 log.info("deleted %d old recording files (keeping %d)", len(deleted),
                          config.retain_files, extra={"deleted": len(deleted)})
             await asyncio.sleep(PRUNE_EVERY_S)

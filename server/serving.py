@@ -149,11 +149,13 @@ async def serve_until_signal(app: web.Application, metrics: Metrics, options: Se
         loop.add_signal_handler(sig, lambda s=sig: got.done() or got.set_result(s.name))
     try:
         name = await got
+        started = time.monotonic()
+        log.info("drain started", extra={"signal": name,
+                                         "timeout_s": options.shutdown_timeout_s})
+        # The handlers stay: a second signal during the drain is ignored (the drain is
+        # bounded by shutdown_timeout_s) instead of interrupting it with a traceback.
+        await listener.stop()
+        log.info("drain finished", extra={"duration_s": round(time.monotonic() - started, 3)})
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    started = time.monotonic()
-    log.info("drain started", extra={"signal": name,
-                                     "timeout_s": options.shutdown_timeout_s})
-    await listener.stop()
-    log.info("drain finished", extra={"duration_s": round(time.monotonic() - started, 3)})

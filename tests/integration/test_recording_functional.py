@@ -66,3 +66,13 @@ async def test_a_recording_directory_lost_after_startup_costs_no_join_functional
     assert await running.metric("tickwire_recording_failures_total") == 1
     lines = [r for r in caplog.records if r.getMessage().startswith("recording stopped")]
     assert len(lines) == 1 and lines[0].exc_info is None
+
+
+async def test_old_recordings_beyond_the_retention_are_deleted_at_start_functional(
+        start_server, tmp_path):
+    for i in range(5):
+        (tmp_path / f"r{i}-20200101T000000-00001.twrec").write_bytes(b"old")
+    running = await start_server(config_overrides={
+        "recording": RecordingConfig(tmp_path, retain_files=2)})
+    await wait_until(lambda: len(list(tmp_path.glob("*.twrec"))) == 2)
+    assert await running.metric("tickwire_recordings_deleted_total") == 3

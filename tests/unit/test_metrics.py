@@ -37,6 +37,7 @@ EXPECTED = {
     "tickwire_http_connections_dropped_total": "counter",
     "tickwire_fd_near_limit_total": "counter",
     "tickwire_recording_failures_total": "counter",
+    "tickwire_recordings_deleted_total": "counter",
     "process_open_fds": "gauge",
     "process_max_fds": "gauge",
     "process_resident_memory_bytes": "gauge",
