@@ -604,7 +604,8 @@ class Gateway:
     async def shutdown(self) -> None:
         """Drain: a last snapshot to everyone, every socket closed with 1001, rooms stopped.
 
-        aiohttp has already stopped accepting connections when this runs.
+        Under `tickwire serve` this runs with the listener still open (server/serving.py):
+        `draining` answers new upgrades and /healthz with 503 until the listener closes.
         """
         self.draining = True
         await self.stop_rooms()  # no scheduled tick may interleave with the last one
