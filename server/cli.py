@@ -67,6 +67,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="open WebSockets allowed per client address; 0 = no cap (default 256)")
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S",
                    help="on SIGTERM/SIGINT, time allowed to drain before exit (default 5)")
+    p.add_argument("--drain-grace", type=float, default=0.0, metavar="S",
+                   help="on SIGTERM/SIGINT, keep playing this long while /healthz answers "
+                        "503 and new players are refused, before the drain (default 0)")
     p.add_argument("--admin-token", metavar="TOKEN",
                    default=os.environ.get("TICKWIRE_ADMIN_TOKEN"),
                    help="enable /admin and its API, sent as 'Authorization: Bearer TOKEN' "
@@ -168,7 +171,7 @@ def run_serve(args: argparse.Namespace) -> int:
     pending = args.max_pending_connections
     options = ServeOptions(
         host=args.host, port=args.port, ssl_context=ssl_context,
-        shutdown_timeout_s=args.shutdown_timeout,
+        shutdown_timeout_s=args.shutdown_timeout, drain_grace_s=max(0.0, args.drain_grace),
         guard=GuardLimits(head_timeout_s=args.request_head_timeout,
                           max_pending=default_max_pending() if pending is None
                           else max(0, pending),
@@ -179,10 +182,16 @@ def run_serve(args: argparse.Namespace) -> int:
         log.info("serving", extra={"url": f"{scheme}://{args.host}:{args.port}/",
                                    "tick_rate": params.tick_rate, "version": VERSION})
 
+    gateway = app[GATEWAY_KEY]
+
+    def drain_started() -> None:
+        gateway.draining = True  # /healthz 503, new upgrades 503, Join refused
+
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve_until_signal(app, app[GATEWAY_KEY].metrics, options,
-                                          on_listening=listening))
+            runner.run(serve_until_signal(app, gateway.metrics, options,
+                                          on_listening=listening,
+                                          on_drain_start=drain_started))
     except ListenError as exc:
         return fail(str(exc))
     log.info("stopped")

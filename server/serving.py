@@ -7,9 +7,11 @@ moved off. Here the order is:
 
 1. bind (an error here is one line and exit status 2: nothing was served);
 2. serve until SIGTERM or SIGINT;
-3. drain (the app's `on_shutdown`: the gateway stops joins, sends last snapshots and
-   closes every socket with 1001) while the listener stays open, so `/healthz` answers
-   503 `{"status": "draining"}` and new upgrades get 503;
+3. drain while the listener stays open, so `/healthz` answers 503
+   `{"status": "draining"}` and new upgrades get 503: the drain flag is set at once
+   (`on_drain_start`), players keep playing for `drain_grace_s` (time for a load
+   balancer to see the 503 and stop routing here), then the app's `on_shutdown` runs (the
+   gateway sends last snapshots and closes every socket with 1001);
 4. close the listener, then the remaining HTTP connections, then the app's cleanup.
 
 The listener's protocol factory is wrapped by `connguard.HeadGuard` (request-head
@@ -48,6 +50,7 @@ class ServeOptions:
     ssl_context: ssl.SSLContext | None = None
     guard: GuardLimits = field(default_factory=GuardLimits)
     shutdown_timeout_s: float = 5.0
+    drain_grace_s: float = 0.0  # 503 from /healthz, players still playing, before the drain
     backlog: int = 128
 
 
@@ -103,8 +106,12 @@ class Listener:
     def port(self) -> int:
         return self.site.port
 
-    async def stop(self) -> None:
-        """Drain with the listener open, then close it and everything else."""
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Drain with the listener open (after `grace_s` seconds in which the caller's
+        drain flag already answers /healthz and new players with 503), then close it and
+        everything else."""
+        if grace_s > 0:
+            await asyncio.sleep(grace_s)
         await self.runner.shutdown()
         await self.site.stop()
         self._stop_sweep.set()
@@ -137,9 +144,11 @@ async def start_listener(app: web.Application, metrics: Metrics, options: ServeO
 
 
 async def serve_until_signal(app: web.Application, metrics: Metrics, options: ServeOptions,
-                             *, on_listening: Callable[[Listener], None] | None = None) -> None:
+                             *, on_listening: Callable[[Listener], None] | None = None,
+                             on_drain_start: Callable[[], None] | None = None) -> None:
     """Listen, serve until SIGTERM/SIGINT, drain and stop (logging both ends of the
-    drain). Raises `ListenError` before anything is served."""
+    drain). `on_drain_start` runs as the drain begins, before the grace period (it sets
+    the app's drain flag). Raises `ListenError` before anything is served."""
     listener = await start_listener(app, metrics, options)
     if on_listening is not None:
         on_listening(listener)
@@ -150,11 +159,13 @@ async def serve_until_signal(app: web.Application, metrics: Metrics, options: Se
     try:
         name = await got
         started = time.monotonic()
-        log.info("drain started", extra={"signal": name,
+        log.info("drain started", extra={"signal": name, "grace_s": options.drain_grace_s,
                                          "timeout_s": options.shutdown_timeout_s})
+        if on_drain_start is not None:
+            on_drain_start()
         # The handlers stay: a second signal during the drain is ignored (the drain is
-        # bounded by shutdown_timeout_s) instead of interrupting it with a traceback.
-        await listener.stop()
+        # bounded by grace + shutdown_timeout_s) instead of interrupting it with a traceback.
+        await listener.stop(options.drain_grace_s)
         log.info("drain finished", extra={"duration_s": round(time.monotonic() - started, 3)})
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

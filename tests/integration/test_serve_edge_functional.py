@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from client_demo.client import Client
 from server.metrics import parse_metrics
-from tests.integration.conftest import RawWebSocket
 from tests.serverproc import TICKWIRE, ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -161,31 +161,46 @@ async def test_the_pending_caps_refuse_the_excess_and_others_are_still_served_fu
 
 
 async def test_healthz_answers_503_draining_until_the_listener_closes_functional(serve):
-    server = await serve("--shutdown-timeout", "10")
-    # A client that never answers the close handshake keeps the drain going for about
-    # close_timeout (2 s): long enough to look at /healthz during it.
-    stuck = await RawWebSocket.connect(server.port)
-    stuck.stop_reading()
-    server.send_signal(signal.SIGTERM)
-    seen = []
-    async with asyncio.timeout(15):
-        while server.running:
-            try:
-                status, body = await get(server.base_url + "/healthz")
-            except (aiohttp.ClientError, OSError):
-                seen.append("refused")
-                break
-            seen.append((status, json.loads(body)["status"]))
-            await asyncio.sleep(0.05)
-    stuck.abort()
+    server = await serve("--drain-grace", "4")
+    async with Client(server.ws_url, "stayer") as player:
+        await player.next_snapshot()
+        server.send_signal(signal.SIGTERM)
+        seen = []
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    status, body = await get(server.base_url + "/healthz")
+                except (aiohttp.ClientError, OSError):
+                    seen.append("refused")
+                    break
+                seen.append((status, json.loads(body)["status"]))
+                if seen.count((503, "draining")) == 1:
+                    # Early in the grace the player still plays and newcomers are refused.
+                    await player.next_snapshot()
+                    assert await upgrade_status(server.ws_url) == 503
+                await asyncio.sleep(0.05)
+        # The drain then closed the player with 1001.
+        code, _ = await player.wait_closed(timeout=10)
+        assert code == 1001
     assert (503, "draining") in seen, seen
-    # Once 503 is seen it never goes back to 200: after it, only refusals.
+    # Once 503 is seen it never goes back to 200: after it, only the refused listener.
     first = seen.index((503, "draining"))
     assert all(s in ((503, "draining"), "refused") for s in seen[first:]), seen
+    assert seen[-1] == "refused"
     assert await asyncio.to_thread(server.wait, 15) == 0
     log = server.log_path.read_text()
-    assert "drain started signal=SIGTERM" in log and "drain finished" in log
+    assert "drain started signal=SIGTERM grace_s=4.0" in log and "drain finished" in log
     assert log.index("drain started") < log.index("drain finished")
+
+
+async def upgrade_status(url: str) -> int:
+    async with aiohttp.ClientSession() as http:
+        try:
+            ws = await http.ws_connect(url)
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

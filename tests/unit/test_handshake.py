@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.handshake import (
     ConnectionsPerIp,
@@ -116,3 +118,13 @@ def test_check_upgrade_charges_the_address_before_looking_at_the_origin():
     assert attempt("http://evil.example", 0.0) == "origin"
     assert attempt(None, 0.0) == "ip_rate"  # the bad attempts spent the bucket
     assert attempt(None, 1.0) is None
+
+
+@given(origin=st.one_of(st.text(max_size=60),
+                        st.builds(lambda h, p: f"http://{h}:{p}", st.text(max_size=20),
+                                  st.text(max_size=8))),
+       host=st.one_of(st.none(), st.text(max_size=40)))
+def test_any_origin_or_host_text_is_accepted_or_refused_never_raises(origin, host):
+    refusal = OriginPolicy([]).check(origin, host, "http")
+    assert refusal is None or (refusal.status in (400, 403) and refusal.label in (
+        "origin", "origin_malformed", "host_malformed"))
