@@ -95,8 +95,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="connections allowed to wait for their first request head at once; "
                         "more are refused with 503; 0 = no cap (default: a quarter of the "
                         "open-file limit, at most 1024)")
-    p.add_argument("--max-pending-per-ip", type=int, default=64, metavar="N",
-                   help="of those, per client address; 0 = no cap (default 64)")
+    p.add_argument("--max-pending-per-ip", type=int, default=None, metavar="N",
+                   help="of those, per client address; 0 = no cap (default: a quarter of "
+                        "--max-pending-connections, at most 64)")
     p.add_argument("--public-player-names", action="store_true",
                    help="show player names in /rooms to anyone (default: only to requests "
                         "with the admin token)")
@@ -112,7 +113,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from server.connguard import GuardLimits, default_max_pending
+    from server.connguard import GuardLimits, default_max_pending, default_pending_per_ip
     from server.gateway import GATEWAY_KEY, GatewayConfig, build_app
     from server.logs import setup_logging
     from server.serving import ListenError, ServeOptions, serve_until_signal
@@ -168,14 +169,15 @@ def run_serve(args: argparse.Namespace) -> int:
         app = build_app(config)
     except ValueError as exc:  # e.g. an --allowed-origins or --public-origin that is no URL
         return fail(str(exc))
-    pending = args.max_pending_connections
+    pending = (default_max_pending() if args.max_pending_connections is None
+               else max(0, args.max_pending_connections))
+    per_ip = (default_pending_per_ip(pending) if args.max_pending_per_ip is None
+              else max(0, args.max_pending_per_ip))
     options = ServeOptions(
         host=args.host, port=args.port, ssl_context=ssl_context,
         shutdown_timeout_s=args.shutdown_timeout, drain_grace_s=max(0.0, args.drain_grace),
         guard=GuardLimits(head_timeout_s=args.request_head_timeout,
-                          max_pending=default_max_pending() if pending is None
-                          else max(0, pending),
-                          max_pending_per_ip=max(0, args.max_pending_per_ip)))
+                          max_pending=pending, max_pending_per_ip=per_ip))
     scheme = "https" if ssl_context else "http"
 
     def listening(listener: object) -> None:

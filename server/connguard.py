@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 
     from server.metrics import Metrics
 
-__all__ = ["FdWatch", "GuardLimits", "HeadGuard", "PendingConnections", "default_max_pending"]
+__all__ = ["FdWatch", "GuardLimits", "HeadGuard", "PendingConnections", "default_max_pending",
+           "default_pending_per_ip"]
 
 log = logging.getLogger("tickwire.connguard")
 
@@ -68,6 +70,11 @@ def default_max_pending() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1024
     return max(8, min(1024, soft // 4))
+
+
+def default_pending_per_ip(max_pending: int) -> int:
+    """A quarter of the global cap, at most 64: one address never fills the cap alone."""
+    return 64 if max_pending <= 0 else max(1, min(64, max_pending // 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +164,13 @@ class FdWatch:
         return None
 
 
-def open_fd_count() -> int | None:
+def open_fd_count(limit: int) -> int | None:
+    """Open descriptors of this process; `limit` when there is no descriptor left even to
+    list them (EMFILE says it all); None where /proc is not available."""
     try:
         return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None
+    except OSError as exc:
+        return limit if exc.errno in (errno.EMFILE, errno.ENFILE) else None
 
 
 class _Guarded:
@@ -277,7 +286,7 @@ class HeadGuard:
     def check_fds(self) -> None:
         if self.fds is None:
             return
-        count = open_fd_count()
+        count = open_fd_count(self.fds.limit)
         if count is None:
             return
         state = self.fds.check(count)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,19 +26,26 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator:
-    """Start `tickwire serve` subprocesses; every one is stopped by pid at the end."""
+async def serve_with(tmp_path: Path) -> AsyncIterator:
+    """Start `tickwire serve` subprocesses with an argv prefix (None: the `tickwire`
+    script); every one is stopped by pid at the end."""
     started: list[ServerProcess] = []
 
-    async def start(*args: str) -> ServerProcess:
+    async def start(command: list[str] | None, *args: str) -> ServerProcess:
         proc = ServerProcess(port=free_port(), log_path=tmp_path / f"serve-{len(started)}.log",
-                             extra_args=list(args))
+                             extra_args=list(args), command=command)
         started.append(proc)
         return await asyncio.to_thread(proc.start)
 
     yield start
     for proc in started:
         await asyncio.to_thread(proc.stop, signal.SIGKILL if proc.running else signal.SIGTERM)
+
+
+@pytest.fixture
+def serve(serve_with):
+    """`await serve(*args)`: the plain `tickwire serve` with these flags."""
+    return lambda *args: serve_with(None, *args)
 
 
 async def open_from(port: int, source_ip: str = "127.0.0.1"
@@ -247,3 +255,48 @@ def test_the_package_runs_with_python_dash_m_too_functional():
     done = subprocess.run([sys.executable, "-m", "server.cli", "--version"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.strip().startswith("tickwire ")
+
+
+PRLIMIT = shutil.which("prlimit")
+
+
+@pytest.mark.skipif(PRLIMIT is None, reason="prlimit (util-linux) is not installed")
+async def test_under_a_256_fd_limit_400_silent_connections_do_not_lock_others_out_functional(
+        serve_with):
+    # The probe's case: 400 silent connections against a process limited to 256 files.
+    server = await serve_with([PRLIMIT, "--nofile=256:256", str(TICKWIRE)])
+    silent = []
+    try:
+        for _ in range(400):
+            with contextlib.suppress(OSError, TimeoutError):
+                silent.append(await open_from(server.port, "127.0.0.1"))
+        # Another address is still served, for plain HTTP and for a game socket.
+        status, _ = await get(server.base_url + "/healthz", "127.0.0.2")
+        assert status == 200
+        m = await metrics(server, "127.0.0.2")
+        assert m["process_max_fds"] == 256
+        # the default caps for 256 files: 64 pending in all, 16 per address
+        assert m["tickwire_http_pending_connections"] == 16
+        assert m['tickwire_http_connections_dropped_total{reason="pending_ip_cap"}'] >= 300
+    finally:
+        for _, writer in silent:
+            writer.close()
+
+
+@pytest.mark.skipif(PRLIMIT is None, reason="prlimit (util-linux) is not installed")
+async def test_nearing_the_fd_limit_is_logged_once_and_counted_functional(serve_with):
+    server = await serve_with([PRLIMIT, "--nofile=64:64", str(TICKWIRE)],
+                              "--max-pending-connections", "0", "--max-pending-per-ip", "0")
+    held = []
+    try:
+        for _ in range(60):
+            with contextlib.suppress(OSError, TimeoutError):
+                held.append(await open_from(server.port))
+        await log_line(server, r"open file descriptors near the limit: \d+ of 64")
+    finally:
+        for _, writer in held:
+            writer.close()
+    await served_eventually(server.base_url + "/healthz")
+    m = await metrics(server)
+    assert m["tickwire_fd_near_limit_total"] == 1
+    await log_line(server, r"open file descriptors back below 44 of 64")

@@ -45,3 +45,12 @@ def test_the_fd_watch_reports_crossing_up_once_and_down_once():
     watch = FdWatch(limit=100)
     assert [watch.check(n) for n in (10, 79, 80, 95, 81, 70, 69, 75, 85)] == [
         None, None, "near", None, None, None, "clear", None, "near"]
+
+
+def test_the_default_per_address_cap_is_a_quarter_of_the_global_one():
+    from server.connguard import default_pending_per_ip
+
+    assert default_pending_per_ip(64) == 16
+    assert default_pending_per_ip(1024) == 64
+    assert default_pending_per_ip(2) == 1
+    assert default_pending_per_ip(0) == 64  # no global cap: the per-address one stays
