@@ -613,6 +613,8 @@ class Gateway:
         for room in list(self.lobby.rooms.values()):
             with contextlib.suppress(Exception):
                 self._deliver(room.tick(now), now)
+        for conn in self.connections.values():
+            conn.session.close_code = CLOSE_GOING_AWAY  # ours: logged and counted as 1001
         closing = [self.close(ws, transport, CLOSE_GOING_AWAY, "server shutting down",
                               kick=True)
                    for ws, transport in list(self.sockets.items())]

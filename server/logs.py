@@ -96,8 +96,9 @@ def log_disconnect(logger: logging.Logger, *, player: int, room: str | None,
                    peer: object = None) -> None:
     """One line per closed game connection: who closed it (`by`: "server" or "client"),
     the close code and reason."""
-    logger.info("disconnected: %s %s", code if code is not None else "no close code",
-                reason or "(no reason)",
+    logger.info("disconnected by %s: %s%s", by,
+                code if code is not None else "no close code",
+                f" {reason}" if reason else "",
                 extra={"player": player, "room": room, "code": code, "reason": reason or "",
                        "by": by, "peer": peer_text(peer)})
 

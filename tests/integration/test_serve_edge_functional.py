@@ -198,6 +198,7 @@ async def test_healthz_answers_503_draining_until_the_listener_closes_functional
     assert await asyncio.to_thread(server.wait, 15) == 0
     log = server.log_path.read_text()
     assert "drain started signal=SIGTERM grace_s=4.0" in log and "drain finished" in log
+    assert re.search(r"disconnected by server: 1001 .*code=1001 ", log), log
     assert log.index("drain started") < log.index("drain finished")
 
 

@@ -50,7 +50,7 @@ def test_a_disconnect_is_one_line_with_code_reason_and_side(caplog):
         log_disconnect(logger, player=3, room="r1", code=1008, reason="too many frames",
                        by="server", peer=("10.0.0.1", 9))
     (rec,) = caplog.records
-    assert rec.getMessage() == "disconnected: 1008 too many frames"
+    assert rec.getMessage() == "disconnected by server: 1008 too many frames"
     assert (rec.code, rec.reason, rec.by, rec.peer) == (1008, "too many frames", "server",
                                                         "10.0.0.1:9")
 
