@@ -89,6 +89,7 @@ CONTRACT_NAMES = (
     "tickwire_connections_total",
     "tickwire_disconnects_total",
     "tickwire_tick_errors_total",
+    "tickwire_params_updates_total",
 )
 
 
@@ -182,6 +183,14 @@ class Metrics:
             "tickwire_handshakes_rejected",
             "WebSocket upgrades refused before the socket opened, by reason.",
             ["reason"],
+            registry=r,
+        )
+        # Parameters (server/liveparams.py)
+        self.params_updates = Counter(
+            "tickwire_params_updates",
+            "Parameter sets read from the file or sent by the admin API, by source "
+            "(file, admin) and result (applied, rejected).",
+            ["source", "result"],
             registry=r,
         )
 

@@ -10,9 +10,11 @@ or the ``ParamsError`` that explains what is wrong; when nothing changed it retu
 changes mtime/size: both are seen. A half-written file fails validation and is reported;
 the finished save changes the signature again and is applied then.
 
-``watch_params`` is the shell: it polls ``os.stat`` every ``interval_s`` seconds and hands
-what the core returns to ``Gateway.apply_params``. ``params_watch_ctx`` runs it as an
-aiohttp ``cleanup_ctx`` task. Invalid files never change the running parameters.
+``watch_params`` is the shell: every ``interval_s`` seconds it asks the app's
+``LiveParams`` (``server.liveparams``) to poll; that stats the file, runs the core, hands a
+new set to ``Gateway.apply_params`` and publishes what happened to the admin page.
+``params_watch_ctx`` runs it as an aiohttp ``cleanup_ctx`` task. Invalid files never change
+the running parameters.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from server.gateway import Gateway
+    from server.liveparams import LiveParams
 
 __all__ = ["POLL_INTERVAL_S", "ParamsWatcher", "params_watch_ctx", "watch_params"]
 
@@ -55,6 +58,14 @@ class ParamsWatcher:
         self.path = Path(path)
         self._seen: _Signature | None = _signature(baseline) if baseline else None
         self._missing_reported = False
+
+    def reload(self, st: os.stat_result | None) -> Params | ParamsError:
+        """Read the file now, whatever its signature says (used right after the server
+        itself wrote it), and remember ``st`` as seen."""
+        self._seen = None
+        result = self.check(st)
+        assert result is not None  # a None signature never matches
+        return result
 
     def check(self, st: os.stat_result | None) -> Params | ParamsError | None:
         """The file's new parameters, the error that makes them unusable, or ``None`` when
@@ -87,46 +98,29 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def apply_checked(gateway: Gateway, result: Params | ParamsError | None, source: str) -> None:
-    """Hand one watcher result to the gateway and log the outcome."""
-    if result is None:
-        return
-    if isinstance(result, ParamsError):
-        log.error("parameters rejected, the running values stay: %s", result,
-                  extra={"source": source, "params_version": gateway.params_version})
-        return
-    try:
-        # The gateway logs what it applied and warns about restart-only keys.
-        gateway.apply_params(result, source=source)
-    except ParamsError as exc:
-        log.error("parameters rejected, the running values stay: %s", exc,
-                  extra={"source": source, "params_version": gateway.params_version})
-
-
-async def watch_params(gateway: Gateway, watcher: ParamsWatcher,
-                       interval_s: float = POLL_INTERVAL_S,
-                       stat: Callable[[Path], os.stat_result | None] = _stat) -> None:
+async def watch_params(live: LiveParams, interval_s: float = POLL_INTERVAL_S) -> None:
     """Poll the file forever (cancel to stop). Never raises for a bad file."""
-    source = str(watcher.path)
     while True:
         await asyncio.sleep(interval_s)
         try:
-            apply_checked(gateway, watcher.check(stat(watcher.path)), source)
+            live.poll()
         except Exception:
             # A bug here must not kill the watcher: the next save should still apply.
-            log.exception("parameters watcher failed", extra={"source": source})
+            log.exception("parameters watcher failed", extra={"source": str(live.path)})
 
 
 def params_watch_ctx(gateway: Gateway, path: str | Path,
                      interval_s: float = POLL_INTERVAL_S
                      ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An aiohttp ``cleanup_ctx`` entry that runs ``watch_params`` while the app runs."""
-    path = Path(path)
+    """An aiohttp ``cleanup_ctx`` entry that runs ``watch_params`` while the app runs. It
+    polls through the app's ``LiveParams`` (``server.liveparams``), which the admin routes
+    share, so both see and publish the same changes."""
+    from server.liveparams import LIVE_PARAMS_KEY, LiveParams
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        watcher = ParamsWatcher(path, _stat(path))
+        live = app.get(LIVE_PARAMS_KEY) or LiveParams(gateway, Path(path))
         task = asyncio.get_running_loop().create_task(
-            watch_params(gateway, watcher, interval_s), name="params-watch")
+            watch_params(live, interval_s), name="params-watch")
         log.info("watching parameters file", extra={"path": str(path)})
         yield
         task.cancel()

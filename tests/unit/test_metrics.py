@@ -28,6 +28,7 @@ EXPECTED = {
     "tickwire_connections_total": "counter",
     "tickwire_disconnects_total": "counter",
     "tickwire_tick_errors_total": "counter",
+    "tickwire_params_updates_total": "counter",
 }
 
 
