@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here so `tickwire serve` never loads the bots (numpy, aiohttp client).
     from client_demo.loadtest import add_bots_parser
     add_bots_parser(sub)
-    from server.replay import add_replay_parser
+    from server.replaycli import add_replay_parser
     from server.simrunner import add_sim_parser
     add_sim_parser(sub)
     add_replay_parser(sub)

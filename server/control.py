@@ -23,6 +23,8 @@ __all__ = ["ServerControl"]
 class ServerControl(Protocol):
     """What operators' tools may do to a running server."""
 
+    draining: bool  # True once a drain started: tools stop streaming
+
     @property
     def params(self) -> Params:
         """The parameters in force; a new room starts with them."""

@@ -38,16 +38,17 @@ from server.handshake import (
     Refusal,
     check_upgrade,
 )
+from server.liveparams import params_watch_ctx
 from server.lobby import Lobby
 from server.logs import log_disconnect
 from server.metrics import Metrics, close_code_label
-from server.paramswatch import params_watch_ctx
 from server.protocol import ConnectionProtocol, Joined
 from server.recording import RecordingConfig, recording_ctx
 from server.room import Room, merge_live_params
 from server.roomloops import RoomLoops
 from server.routes import add_http_routes
 from server.session import Session, SessionLimits
+from server.spectate_routes import add_spectate_routes
 from server.static import WEB_ROOT, add_static_routes
 from server.tickloop import TickSchedule
 from sim.params import Params
@@ -318,6 +319,7 @@ def build_app(config: GatewayConfig, clock: Clock | None = None,
                     public_player_names=config.public_player_names)
     add_static_routes(app, config.web_root)
     add_admin_routes(app, gateway, config.admin_token)
+    add_spectate_routes(app, gateway)  # /spectate/{room}: watch a live room, no seat
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         yield

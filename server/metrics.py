@@ -128,6 +128,7 @@ CONTRACT_NAMES = (
     "process_max_fds",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
+    "tickwire_params_updates_total",
 )
 
 
@@ -301,6 +302,14 @@ class Metrics:
             "tickwire_handshakes_rejected",
             "WebSocket upgrades refused before the socket opened, by reason.",
             ["reason"],
+            registry=r,
+        )
+        # Parameters (server/liveparams.py)
+        self.params_updates = Counter(
+            "tickwire_params_updates",
+            "Parameter sets read from the file or sent by the admin API, by source "
+            "(file, admin) and result (applied, rejected).",
+            ["source", "result"],
             registry=r,
         )
 

@@ -18,7 +18,6 @@ the reported tick.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterable
@@ -52,7 +51,7 @@ from sim.params import ParamsError, params_from_mapping
 from sim.step import Inputs, StepEvents, pre_move, step
 from sim.world import World, WorldFullError
 
-__all__ = ["ReplayResult", "add_replay_parser", "replay_file"]
+__all__ = ["ReplayResult", "apply_record", "replay_file", "run_replay"]
 
 
 @dataclass(slots=True)
@@ -111,7 +110,7 @@ def replay_file(path: str | Path) -> ReplayResult:
             continue
         if world is None or inputs is None:
             raise RecordingError(f"{path}: does not start with a checkpoint")
-        mismatch = _apply(world, inputs, record.kind, record.payload, result, last)
+        mismatch = apply_record(world, inputs, record.kind, record.payload, result, last)
         result.end_tick = world.tick
         if mismatch:
             result.diverged_tick = world.tick
@@ -122,7 +121,7 @@ def replay_file(path: str | Path) -> ReplayResult:
     return result
 
 
-def _apply(world: World, inputs: Inputs, kind: int, payload: bytes,
+def apply_record(world: World, inputs: Inputs, kind: int, payload: bytes,
            result: ReplayResult, last: list[StepEvents | None]) -> str | None:
     """Apply one record to ``world``; returns why it disagrees with the recording, if so."""
     if kind == PARAMS:
@@ -216,10 +215,3 @@ def run_replay(paths: Iterable[str | Path], out: TextIO | None = None) -> int:
         if not result.ok:
             code = max(code, 1)
     return code
-
-
-def add_replay_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="re-simulate a recording and check its state hashes")
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="recording files written by `tickwire serve --record DIR`")
-    p.set_defaults(func=lambda args: run_replay(args.files))

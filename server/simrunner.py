@@ -17,10 +17,17 @@ per-player Python):
 The behaviours draw from their own generator seeded from ``--seed``, so the same seed
 gives the same statistics (all but the wall-clock ``ticks_per_second``).
 
-Statistics: kills (by players: of players and of NPCs), player deaths, mean time to kill
-(seconds from a player's spawn or respawn to its death), mean speed of live players
-(units/s, averaged over ticks and players), shots, hits, hit rate (hits / shots) and the
-ticks per second achieved.
+Statistics of one run: kills (by players: of players and of NPCs), player deaths, the mean
+time from a player's spawn or respawn to its death (over the lives that ended in the run;
+lives still going at the end are not counted), mean speed of live players (units/s,
+averaged over ticks and players), shots, hits, hit rate (hits / shots), the ticks per
+second achieved, and two distributions: every ended life's length and each player's
+kills.
+
+One seed is one sample of a noisy game. ``--seeds N`` runs N seeds in parallel processes
+and ``--against BASE.toml`` runs the same seeds with a second file; ``server.simstats``
+turns the runs into means with 95 % confidence intervals and Welch's t-test of the
+difference, and ``server.simreport`` draws the HTML report.
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +51,8 @@ from sim.params import Params, ParamsError, load_params
 from sim.step import Inputs, step
 from sim.world import FLAG_DEAD, KIND_NPC, KIND_PLAYER, World
 
-__all__ = ["BEHAVIORS", "SimStats", "add_sim_parser", "format_table", "run_sim"]
+__all__ = ["BEHAVIORS", "SimStats", "add_sim_parser", "build_report", "format_report",
+           "format_table", "run_seeds", "run_sim"]
 
 TURN_RATE = 6.0  # rad/s: how fast a chasing player's aim swings toward its target
 FIRE_CONE = 0.15  # rad: a chaser fires when its aim is this close to the target's bearing
@@ -63,12 +75,14 @@ class SimStats:
     player_kills: int
     npc_kills: int
     deaths: int  # of players
-    mean_time_to_kill_s: float | None  # spawn/respawn -> death, None without deaths
+    mean_spawn_to_death_s: float | None  # over ended lives; None without deaths
     mean_speed: float  # live players, averaged over ticks and players
     shots: int
     hits: int
     hit_rate: float | None  # hits / shots, None without shots
     ticks_per_second: float  # wall clock: the only field that varies run to run
+    lives_s: tuple[float, ...] = ()  # each ended life, spawn/respawn -> death, seconds
+    kills_per_player: tuple[int, ...] = ()  # kills (players + NPCs), one per player
 
     def deterministic(self) -> dict[str, object]:
         """Every field a seed decides (all but ``ticks_per_second``)."""
@@ -166,7 +180,8 @@ def run_sim(params: Params, *, ticks: int, players: int, behavior: str = "wander
     spawn_tick = np.zeros(world.capacity, dtype=np.int64)  # per slot: last (re)spawn tick
 
     shots = hits = player_kills = npc_kills = deaths = 0
-    ttk_ticks = 0
+    life_ticks: list[np.ndarray] = []
+    kills_by_slot = np.zeros(world.capacity, dtype=np.int64)
     speed_sum = 0.0
     speed_samples = 0
     started = clock()
@@ -183,9 +198,10 @@ def run_sim(params: Params, *, ticks: int, players: int, behavior: str = "wander
             victims_players = is_player[ev.kills_victim]
             player_kills += int(np.count_nonzero(by_player & victims_players))
             npc_kills += int(np.count_nonzero(by_player & ~victims_players))
+            np.add.at(kills_by_slot, ev.kills_killer[by_player], 1)
             dead = ev.kills_victim[victims_players]
             deaths += dead.size
-            ttk_ticks += int((ev.tick - spawn_tick[dead]).sum())
+            life_ticks.append(ev.tick - spawn_tick[dead])
         up = slots[(world.flags[slots] & FLAG_DEAD) == 0]
         if up.size:
             v = world.vel[up].astype(np.float64)
@@ -193,15 +209,18 @@ def run_sim(params: Params, *, ticks: int, players: int, behavior: str = "wander
             speed_samples += up.size
     elapsed = clock() - started
     rate = params.tick_rate
+    lives = np.concatenate(life_ticks) / rate if life_ticks else np.zeros(0)
     return SimStats(
         behavior=behavior, seed=seed, players=players, npcs=params.npc_count, ticks=ticks,
         tick_rate=rate, sim_seconds=ticks / rate,
         kills=player_kills + npc_kills, player_kills=player_kills, npc_kills=npc_kills,
         deaths=deaths,
-        mean_time_to_kill_s=(ttk_ticks / deaths / rate) if deaths else None,
+        mean_spawn_to_death_s=float(lives.mean()) if deaths else None,
         mean_speed=speed_sum / speed_samples if speed_samples else 0.0,
         shots=shots, hits=hits, hit_rate=hits / shots if shots else None,
         ticks_per_second=ticks / elapsed if elapsed > 0 else float("inf"),
+        lives_s=tuple(lives.tolist()),
+        kills_per_player=tuple(kills_by_slot[slots].tolist()),
     )
 
 
@@ -221,7 +240,7 @@ def format_table(stats: SimStats) -> str:
                       f"{stats.tick_rate} Hz"),
         ("kills (players + NPCs)", f"{stats.kills} ({stats.player_kills} + {stats.npc_kills})"),
         ("player deaths", fmt(stats.deaths)),
-        ("mean time to kill", fmt(stats.mean_time_to_kill_s, " s")),
+        ("mean time spawn -> death", fmt(stats.mean_spawn_to_death_s, " s")),
         ("mean player speed", fmt(stats.mean_speed, " units/s")),
         ("shots / hits", f"{stats.shots} / {stats.hits}"),
         ("hit rate", "n/a" if stats.hit_rate is None else f"{stats.hit_rate:.1%}"),
@@ -231,21 +250,182 @@ def format_table(stats: SimStats) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def run_seeds(params: Params, seeds: Sequence[int], *, ticks: int, players: int,
+              behavior: str = "wander", jobs: int = 1,
+              against: Params | None = None) -> tuple[list[SimStats], list[SimStats]]:
+    """``run_sim`` once per seed for ``params`` (and for ``against`` when given), in up to
+    ``jobs`` worker processes. Returns (runs of params, runs of against) in seed order;
+    each run equals ``run_sim`` with that seed in this process."""
+    sets = [params] if against is None else [params, against]
+    tasks = [(p, seed) for p in sets for seed in seeds]
+    kwargs = {"ticks": ticks, "players": players, "behavior": behavior}
+    workers = max(1, min(jobs, len(tasks)))
+    if workers == 1:
+        results = [run_sim(p, seed=seed, **kwargs) for p, seed in tasks]
+    else:
+        # spawn, not fork: the caller may hold threads (an event loop, a test runner), and
+        # a forked child would inherit their locks mid-use.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(run_sim, p, seed=seed, **kwargs) for p, seed in tasks]
+            results = [f.result() for f in futures]
+    n = len(seeds)
+    return results[:n], results[n:]
+
+
+def _side(label: str, params: Params, runs: list[SimStats], players: int) -> dict[str, Any]:
+    from server.simstats import METRICS, summarize
+
+    used = sim_params(params, players, runs[0].seed).to_dotted() if runs else {}
+    used.pop("world.seed", None)  # one per run: see config.seeds
+    return {
+        "file": label,
+        "params": used,
+        "summary": {m: summarize([getattr(r, m) for r in runs]).to_json() for m in METRICS},
+        "runs": [asdict(r) for r in runs],
+    }
+
+
+def build_report(*, ticks: int, players: int, behavior: str, seeds: Sequence[int],
+                 jobs: int, candidate: tuple[str, Params, list[SimStats]],
+                 base: tuple[str, Params, list[SimStats]] | None = None) -> dict[str, Any]:
+    """The JSON report of a multi-seed run: config, metric names, each file's parameters,
+    summaries and runs, and (with a base) the comparison of every metric."""
+    # scipy loads here, not when `tickwire serve` builds its argument parser.
+    from server.simstats import METRICS, compare
+
+    report: dict[str, Any] = {
+        "config": {"ticks": ticks, "players": players, "behavior": behavior,
+                   "seeds": list(seeds), "jobs": jobs,
+                   "sim_seconds": candidate[2][0].sim_seconds if candidate[2] else None},
+        "metrics": {m: {"label": label, "unit": unit} for m, (label, unit) in METRICS.items()},
+        "candidate": _side(candidate[0], candidate[1], candidate[2], players),
+    }
+    if base is not None:
+        report["base"] = _side(base[0], base[1], base[2], players)
+        report["comparison"] = {
+            m: compare([getattr(r, m) for r in candidate[2]],
+                       [getattr(r, m) for r in base[2]]).to_json() for m in METRICS}
+        cand, other = report["candidate"]["params"], report["base"]["params"]
+        report["params_changed"] = {k: {"candidate": cand[k], "base": other[k]}
+                                    for k in cand if cand[k] != other[k]}
+    return report
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _with_ci(summary: dict[str, Any]) -> str:
+    if summary["mean"] is None:
+        return "n/a"
+    ci = summary["ci95"]
+    interval = f" [{_num(ci[0], 2)}, {_num(ci[1], 2)}]" if ci else ""
+    return f"{_num(summary['mean'], 2)}{interval}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The multi-seed report as a text table: mean [95 % CI] per file, the difference with
+    its interval and p-value, ``*`` where p < 0.05."""
+    cfg = report["config"]
+    lines = [f"{len(cfg['seeds'])} seeds ({cfg['seeds'][0]}..{cfg['seeds'][-1]}), "
+             f"{cfg['players']} {cfg['behavior']} players, {cfg['ticks']} ticks each; "
+             "mean [95% CI] over seeds"]
+    has_base = "base" in report
+    header = ["metric", "candidate"]
+    if has_base:
+        header += ["base", "difference", "p"]
+        lines.insert(0, f"candidate: {report['candidate']['file']}   "
+                        f"base: {report['base']['file']}")
+        changed = report.get("params_changed") or {}
+        if changed:
+            lines.insert(1, "changed: " + ", ".join(
+                f"{k} {v['base']} -> {v['candidate']}" for k, v in changed.items()))
+    rows = [header]
+    for m, meta in report["metrics"].items():
+        unit = f" ({meta['unit']})" if meta["unit"] else ""
+        row = [meta["label"] + unit, _with_ci(report["candidate"]["summary"][m])]
+        if has_base:
+            c = report["comparison"][m]
+            row.append(_with_ci(report["base"]["summary"][m]))
+            if c["diff"] is None:
+                row += ["n/a", "n/a"]
+            else:
+                ci = c["ci95"]
+                diff = f"{c['diff']:+,.2f}" + (f" [{ci[0]:+,.2f}, {ci[1]:+,.2f}]" if ci else "")
+                row += [diff + (" *" if c["significant"] else ""),
+                        "n/a" if c["p"] is None else f"{c['p']:.3g}"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    if has_base:
+        lines.append("* the difference is significant (Welch's t-test, p < 0.05)")
+    return "\n".join(lines)
+
+
+def _write_json(target: str, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n")
+
+
 def run_sim_command(args: argparse.Namespace) -> int:
     try:
         params = load_params(args.params)
-        stats = run_sim(params, ticks=args.ticks, players=args.players,
-                        behavior=args.behavior, seed=args.seed)
+        base = load_params(args.against) if args.against else None
     except (ParamsError, OSError) as exc:
         print(f"tickwire sim: {exc}", file=sys.stderr)
         return 2
-    if args.json == "-":
-        print(json.dumps(asdict(stats), indent=2))
+    label = args.params or "built-in defaults"
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    quiet = args.json == "-"
+    if args.seeds == 1 and base is None:
+        try:
+            stats = run_sim(params, ticks=args.ticks, players=args.players,
+                            behavior=args.behavior, seed=args.seed)
+        except ParamsError as exc:
+            print(f"tickwire sim: {exc}", file=sys.stderr)
+            return 2
+        used = sim_params(params, args.players, args.seed).to_dotted()
+        data = {**asdict(stats), "params_file": label, "params": used}
+        if not quiet:
+            print(format_table(stats))
+        if args.json:
+            _write_json(args.json, data)
+        if args.html:
+            report = build_report(ticks=args.ticks, players=args.players,
+                                  behavior=args.behavior, seeds=seeds, jobs=1,
+                                  candidate=(label, params, [stats]))
+            _write_html(args.html, report)
         return 0
-    print(format_table(stats))
+    jobs = args.jobs or min(len(seeds) * (2 if base else 1), os.cpu_count() or 1)
+    try:
+        runs, base_runs = run_seeds(params, seeds, ticks=args.ticks, players=args.players,
+                                    behavior=args.behavior, jobs=jobs, against=base)
+    except ParamsError as exc:
+        print(f"tickwire sim: {exc}", file=sys.stderr)
+        return 2
+    report = build_report(ticks=args.ticks, players=args.players, behavior=args.behavior,
+                          seeds=seeds, jobs=jobs, candidate=(label, params, runs),
+                          base=(args.against, base, base_runs) if base else None)
+    if not quiet:
+        print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(stats), indent=2) + "\n")
+        _write_json(args.json, report)
+    if args.html:
+        _write_html(args.html, report)
     return 0
+
+
+def _write_html(target: str, report: dict[str, Any]) -> None:
+    from server.simreport import render_html  # matplotlib loads only for --html
+
+    Path(target).write_text(render_html(report), encoding="utf-8")
 
 
 def add_sim_parser(sub: argparse._SubParsersAction) -> None:
@@ -258,6 +438,10 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="run the simulation headless with scripted players and "
                                    "report balance statistics")
     p.add_argument("--params", metavar="FILE", help="sim parameters TOML (default: built in)")
+    p.add_argument("--against", metavar="BASE.toml",
+                   help="also run the same seeds with BASE.toml and compare: each metric's "
+                        "difference with its 95%% CI, marked where Welch's t-test finds it "
+                        "significant")
     p.add_argument("--ticks", type=positive, default=30 * 60, metavar="N",
                    help="ticks to simulate (default 1800 = 60 s at 30 Hz)")
     p.add_argument("--players", type=positive, default=16, metavar="P",
@@ -266,6 +450,15 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
                    help="how the players act (default wander)")
     p.add_argument("--seed", type=int, default=1, metavar="S",
                    help="seeds the world and the behaviours; same seed, same stats (default 1)")
+    p.add_argument("--seeds", type=positive, default=1, metavar="N",
+                   help="run seeds S..S+N-1 and report means with 95%% confidence intervals "
+                        "(default 1)")
+    p.add_argument("--jobs", type=positive, default=0, metavar="J",
+                   help="worker processes for --seeds/--against (default: one per CPU, "
+                        "at most one per run)")
     p.add_argument("--json", metavar="OUT", help="also write the statistics as JSON to OUT "
                                                  "('-': only JSON, to stdout)")
+    p.add_argument("--html", metavar="FILE",
+                   help="write a report with charts (time alive, kills per player, and "
+                        "the A/B comparison with --against) to FILE")
     p.set_defaults(func=run_sim_command)

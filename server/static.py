@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["CLIENT_FILES", "MOUNTS", "WEB_ROOT", "add_static_routes"]
+__all__ = ["CLIENT_FILES", "MOUNTS", "WEB_ROOT", "add_client_files", "add_static_routes"]
 
 log = logging.getLogger("tickwire.static")
 
@@ -49,6 +49,8 @@ CLIENT_FILES = (
     "events.js",
     "state.js",
     "shots.js",
+    "replay.html",
+    "replay.js",
 )
 
 #: URL prefix -> folder under the web root, served whole (build outputs only).
@@ -70,6 +72,12 @@ def add_static_routes(app: web.Application, root: Path = WEB_ROOT) -> None:
         return web.FileResponse(path)
 
     app.router.add_get("/", index)
+    add_client_files(app, root)
+
+
+def add_client_files(app: web.Application, root: Path = WEB_ROOT) -> None:
+    """Register the allow-listed files and the two mounts under `root` (not `/`): what
+    any page of the client (the game, the spectator page) loads."""
     for name in CLIENT_FILES:
         app.router.add_get(f"/{name}", _file_handler(root / name))
     for prefix, folder in MOUNTS.items():

@@ -30,6 +30,7 @@ __all__ = [
     "Params",
     "ParamsError",
     "load_params",
+    "normalize_changes",
     "params_from_mapping",
     "restart_keys_changed",
     "schema",
@@ -312,11 +313,7 @@ class Params:
         """A copy with ``changes`` applied; keys are dotted TOML keys or Python field names.
         Validated exactly like a file; raises ``ParamsError``."""
         merged = self.to_dotted()
-        for key, value in changes.items():
-            dotted = _PY_TO_TOML.get(key, key)
-            if dotted not in _FIELDS_BY_TOML:
-                raise ParamsError(_unknown_key_message(key))
-            merged[dotted] = value
+        merged.update(normalize_changes(changes))
         return params_from_mapping(merged)
 
 
@@ -338,6 +335,42 @@ def _unknown_key_message(key: str) -> str:
     return f"unknown parameter {key!r}{hint}"
 
 
+def normalize_changes(changes: Mapping[str, object]) -> dict[str, object]:
+    """``changes`` as ``{dotted_key: value}``. Keys may be dotted TOML keys
+    (``"player.max_speed"``), Python field names (``"player_max_speed"``) or tables
+    (``{"player": {"max_speed": 250}}``), mixed. Raises ``ParamsError`` for an unknown key
+    and for one key given twice under two spellings, naming both: silently keeping one of
+    them would apply a value the sender may not have meant."""
+    out: dict[str, object] = {}
+    spelled: dict[str, str] = {}
+
+    def put(spelling: str, value: object) -> None:
+        dotted = _PY_TO_TOML.get(spelling, spelling)
+        if dotted not in _FIELDS_BY_TOML:
+            raise ParamsError(_unknown_key_message(spelling))
+        if dotted in out:
+            raise ParamsError(f"{dotted} is given twice, as {spelled[dotted]!r} and as "
+                              f"{spelling!r}; give it once")
+        out[dotted] = value
+        spelled[dotted] = spelling
+
+    for key, value in changes.items():
+        if not isinstance(key, str):
+            raise ParamsError(f"parameter key {key!r} is not a string")
+        if isinstance(value, Mapping):
+            if key not in _TABLES:
+                close = difflib.get_close_matches(key, _TABLES, n=1)
+                hint = f"; did you mean [{close[0]}]?" if close else ""
+                raise ParamsError(f"unknown parameter table [{key}]{hint}")
+            for leaf, v in value.items():
+                if isinstance(v, Mapping):
+                    raise ParamsError(f"{key}.{leaf} = {v!r} is a table; expected a value")
+                put(f"{key}.{leaf}", v)
+        else:
+            put(key, value)
+    return out
+
+
 def _range_text(meta: Mapping[str, Any], typ: type) -> str:
     lo, hi = meta["min"], meta["max"]
     if typ is float:
@@ -348,6 +381,9 @@ def _range_text(meta: Mapping[str, Any], typ: type) -> str:
 
 def _coerce(key: str, value: object, typ: type, meta: Mapping[str, Any]) -> object:
     """Check one value; return it as exactly ``typ`` (an int given for a float becomes float)."""
+    if isinstance(value, str) and not value.strip():
+        # What an emptied form field sends: never read as 0.
+        raise ParamsError(f"{key} is empty; expected {typ.__name__}")
     if typ is str:
         if not isinstance(value, str):
             raise ParamsError(f"{key} = {value!r} has type {type(value).__name__}; expected str")
@@ -357,28 +393,45 @@ def _coerce(key: str, value: object, typ: type, meta: Mapping[str, Any]) -> obje
         return value
     if typ is bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"{key} = {value!r} has type {type(value).__name__}; expected bool")
+            raise ParamsError(
+                f"{key} = {_short(value)} has type {type(value).__name__}; expected bool")
         return value
     # bool is an int subclass in Python but never a number here.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParamsError(
-            f"{key} = {value!r} has type {type(value).__name__}; expected {typ.__name__}"
+            f"{key} = {_short(value)} has type {type(value).__name__}; expected {typ.__name__}"
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise ParamsError(
-            f"{key} = {value!r} is not a finite number; allowed range {_range_text(meta, typ)}"
+            f"{key} = {_short(value)} is not a finite number; "
+            f"allowed range {_range_text(meta, typ)}"
         )
     if typ is int:
         if isinstance(value, float):
             if not value.is_integer():
-                raise ParamsError(f"{key} = {value!r} is not a whole number; expected int")
+                raise ParamsError(
+                    f"{key} = {_short(value)} is not a whole number; expected int")
             value = int(value)
         value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            # A 400-digit integer is a valid JSON/TOML number that no float can hold.
+            raise ParamsError(f"{key} = {_short(value)} is out of range "
+                              f"{_range_text(meta, typ)}") from None
     if not meta["min"] <= value <= meta["max"]:
-        raise ParamsError(f"{key} = {value!r} is out of range {_range_text(meta, typ)}")
+        raise ParamsError(f"{key} = {_short(value)} is out of range {_range_text(meta, typ)}")
     return value
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to 40 characters: a huge number must not flood a log line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"  # type: ignore[union-attr]
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
 
 
 def _check_cross_fields(p: Params) -> None:

@@ -1,17 +1,25 @@
-// Tickwire admin page: parameters form generated from GET /admin/params' schema, applied
-// with POST /admin/params; the live room list from GET /rooms, polled every second.
+// Tickwire admin page. The parameters form is generated from GET /admin/params' schema and
+// applied with POST /admin/params; GET /admin/events (server-sent events, read with fetch
+// so the token can go in a header) keeps the page on what actually runs: the version, each
+// change from the file or another admin, and any error in the parameters file. The room
+// list comes from GET /rooms, polled every second.
 // The token lives in sessionStorage (gone when the tab closes) and is sent as a Bearer
 // header; nothing is loaded from outside this server. Server data is only ever inserted
 // as text (player names come from clients).
 
 const TOKEN_KEY = "tickwire.adminToken";
+const SLIDER_STEPS = 1000; // slider positions; the value scale maps them to the range
+const MAX_LOG = 30; // events kept in the page's change log
 const $ = (id) => document.getElementById(id);
 
 let schema = {};
-let running = {}; // values in force on the server
+let state = null; // the server's state: version, values, file, persisted, file_error, pending_restart
 let pollTimer = null;
+let events = null; // AbortController of the open event stream
+let appliedVersion = null; // the version the status line reports as applied from this page
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+function running() { return state ? state.values : {}; }
 
 async function api(method, path, body) {
   const init = { method, headers: { Authorization: `Bearer ${token()}` } };
@@ -46,6 +54,7 @@ function showLogin(message = "") {
   $("login").hidden = false;
   $("login-error").textContent = message;
   if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+  if (events) { events.abort(); events = null; }
 }
 
 function setStatus(text, kind = "") {
@@ -54,18 +63,81 @@ function setStatus(text, kind = "") {
   s.className = kind;
 }
 
-// -- the parameters form -------------------------------------------------------------------
+// -- slider scales -------------------------------------------------------------------------
+// A range that spans decades (world.capacity 64-16384, player.accel 1-100000) gets a log
+// scale: each slider step is the same ratio, not the same amount. A range that starts at 0
+// is shifted by one unit first (log(v + 1)). Values from the slider are rounded to a step
+// that fits: whole numbers for int keys, three significant digits on log scales, and a
+// round 1/2/5 step near a thousandth of the span on linear ones.
 
-function stepFor(meta) {
-  if (meta.type === "int") return 1;
+export function scaleFor(meta) {
+  const shift = meta.min > 0 ? 0 : 1;
+  const lo = meta.min + shift;
+  const hi = meta.max + shift;
+  if (meta.min >= 0 && hi / lo >= 100) {
+    const a = Math.log(lo);
+    const b = Math.log(hi);
+    return {
+      kind: "log",
+      toPos: (v) => ((Math.log(Math.min(Math.max(v, meta.min), meta.max) + shift) - a) / (b - a)) * SLIDER_STEPS,
+      fromPos: (p) => roundValue(meta, Math.exp(a + (p / SLIDER_STEPS) * (b - a)) - shift, "log"),
+    };
+  }
   const span = meta.max - meta.min;
-  return span / 1000;
+  return {
+    kind: "linear",
+    toPos: (v) => ((Math.min(Math.max(v, meta.min), meta.max) - meta.min) / span) * SLIDER_STEPS,
+    fromPos: (p) => roundValue(meta, meta.min + (p / SLIDER_STEPS) * span, "linear"),
+  };
 }
 
+function niceStep(span) {
+  const raw = span / SLIDER_STEPS;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (raw <= m * mag) return m * mag;
+  return 10 * mag;
+}
+
+function roundValue(meta, v, kind) {
+  let out;
+  if (meta.type === "int") out = Math.round(v);
+  else if (kind === "log") out = v === 0 ? 0 : Number(v.toPrecision(3));
+  else {
+    const step = niceStep(meta.max - meta.min);
+    out = Number((Math.round(v / step) * step).toFixed(Math.max(0, -Math.floor(Math.log10(step)))));
+  }
+  return Math.min(Math.max(out, meta.min), meta.max);
+}
+
+// -- field validation ----------------------------------------------------------------------
+// An emptied or non-numeric field is never read as 0: it is an error shown on its row,
+// and Apply stays off while any row has one. The server refuses such values too.
+
+function parseField(input) {
+  const key = input.dataset.key;
+  const meta = schema[key];
+  if (meta.type === "bool") return { value: input.checked };
+  if (meta.type === "str") {
+    return meta.choices.includes(input.value) ? { value: input.value }
+      : { error: `${key} must be one of ${meta.choices.join(" | ")}` };
+  }
+  const text = input.value.trim();
+  if (text === "") return { error: `${key} is empty; enter a number` };
+  const n = Number(text);
+  if (!Number.isFinite(n)) return { error: `${key}: "${text}" is not a number` };
+  if (meta.type === "int" && !Number.isInteger(n)) return { error: `${key} must be a whole number` };
+  if (n < meta.min || n > meta.max) return { error: `${key} must be within [${meta.min}, ${meta.max}]` };
+  return { value: n };
+}
+
+// -- the parameters form -------------------------------------------------------------------
+
 function fieldFor(key, meta, value) {
-  const row = el("div", { class: "param", "data-key": key });
+  const row = el("div", { class: meta.live ? "param" : "param restart-only", "data-key": key });
   const label = el("label", { class: "key", for: `in-${key}`, text: key });
-  if (!meta.live) label.append(el("span", { class: "badge", title: "needs a server restart", text: "restart" }));
+  if (!meta.live) {
+    label.append(el("span", { class: "badge", title: "read when the server starts; change it in the parameters file", text: "restart only" }));
+  }
   row.append(label);
   let input;
   if (meta.type === "bool") {
@@ -78,25 +150,37 @@ function fieldFor(key, meta, value) {
     input.value = value;
     row.append(input, el("span"), el("span", { class: "unit", text: meta.unit || "" }));
   } else {
-    const slider = el("input", { type: "range", min: meta.min, max: meta.max, step: stepFor(meta),
-                                 "aria-label": `${key} slider` });
+    const scale = scaleFor(meta);
+    const slider = el("input", { type: "range", min: 0, max: SLIDER_STEPS, step: 1,
+                                 "data-scale": scale.kind, "aria-label": `${key} slider` });
     input = el("input", { type: "number", id: `in-${key}`, min: meta.min, max: meta.max,
                           step: meta.type === "int" ? 1 : "any" });
-    slider.value = value;
+    slider.value = scale.toPos(value);
     input.value = value;
     slider.addEventListener("input", () => {
-      input.value = meta.type === "int" ? Math.round(Number(slider.value)) : Number(slider.value);
+      input.value = scale.fromPos(Number(slider.value));
       onEdit();
     });
-    input.addEventListener("input", () => { slider.value = input.value; onEdit(); });
+    input.addEventListener("input", () => {
+      const n = Number(input.value);
+      if (input.value.trim() !== "" && Number.isFinite(n)) slider.value = scale.toPos(n);
+      onEdit();
+    });
     row.append(slider, input, el("span", { class: "unit", text: meta.unit || "" }));
+    if (!meta.live) slider.disabled = true;
+  }
+  if (!meta.live) {
+    input.disabled = true; // shown, not editable: a running room cannot take it
+  } else {
+    input.classList.add("value");
   }
   input.dataset.key = key;
-  input.classList.add("value");
   input.addEventListener("change", onEdit);
   const range = meta.type === "bool" ? "" : meta.type === "str" ? ` (${meta.choices.join(" | ")})`
     : ` [${meta.min} – ${meta.max}]`;
   row.append(el("div", { class: "doc", text: `${meta.doc}${range}` }));
+  row.append(el("div", { class: "pending" }));
+  row.append(el("div", { class: "error" }));
   return row;
 }
 
@@ -111,57 +195,102 @@ function buildForm() {
       groups.set(table, fs);
       fields.append(fs);
     }
-    groups.get(table).append(fieldFor(key, meta, running[key]));
+    groups.get(table).append(fieldFor(key, meta, running()[key]));
+  }
+  showPending();
+}
+
+// The running values changed (another admin, the file): rows the user has not touched
+// follow them; rows with an unsaved edit keep the edit.
+function refreshUntouched(changed) {
+  for (const key of Object.keys(changed || {})) {
+    const row = document.querySelector(`.param[data-key="${CSS.escape(key)}"]`);
+    if (!row || row.classList.contains("changed") || row.classList.contains("invalid")) continue;
+    const meta = schema[key];
+    const value = running()[key];
+    const input = row.querySelector(`#${CSS.escape(`in-${key}`)}`);
+    if (meta.type === "bool") input.checked = Boolean(value);
+    else if (meta.type === "str") input.value = value;
+    else {
+      input.value = value;
+      row.querySelector("input[type=range]").value = scaleFor(meta).toPos(value);
+    }
   }
 }
 
-function readValue(input) {
-  const meta = schema[input.dataset.key];
-  if (meta.type === "bool") return input.checked;
-  if (meta.type === "str") return input.value;
-  const n = Number(input.value);
-  return meta.type === "int" ? Math.round(n) : n;
+function showPending() {
+  const pending = (state && state.pending_restart) || {};
+  for (const row of document.querySelectorAll(".param")) {
+    const key = row.dataset.key;
+    const box = row.querySelector(".pending");
+    box.textContent = key in pending
+      ? `pending restart: the file says ${pending[key]}; ${running()[key]} runs until then` : "";
+  }
 }
 
-function changes() {
+function edits() {
   const out = {};
+  const errors = [];
   for (const input of document.querySelectorAll("input.value, select.value")) {
     const key = input.dataset.key;
-    const v = readValue(input);
-    if (v !== running[key]) out[key] = v;
+    const row = input.closest(".param");
+    const parsed = parseField(input);
+    row.querySelector(".error").textContent = parsed.error || "";
+    row.classList.toggle("invalid", Boolean(parsed.error));
+    if (parsed.error) errors.push(parsed.error);
+    else if (parsed.value !== running()[key]) out[key] = parsed.value;
   }
-  return out;
+  return { changes: out, errors };
 }
 
 function onEdit() {
-  const changed = changes();
+  const { changes, errors } = edits();
   for (const row of document.querySelectorAll(".param")) {
-    row.classList.toggle("changed", row.dataset.key in changed);
+    row.classList.toggle("changed", row.dataset.key in changes);
   }
-  const n = Object.keys(changed).length;
-  $("apply").disabled = n === 0;
-  $("revert").disabled = n === 0;
-  if (n) setStatus(`${n} unsaved change${n > 1 ? "s" : ""}`);
+  const n = Object.keys(changes).length;
+  $("apply").disabled = n === 0 || errors.length > 0;
+  $("revert").disabled = n === 0 && errors.length === 0;
+  if (errors.length) setStatus(errors.join("; "), "error");
+  else if (n) setStatus(`${n} unsaved change${n > 1 ? "s" : ""}`);
+  else if ($("status").className === "error") setStatus("");
+}
+
+function showState() {
+  if (!state) return;
+  $("version").textContent = `params version ${state.version}`;
+  const src = $("source");
+  if (state.persisted) {
+    src.textContent = `changes are written to ${state.file}`;
+    src.className = "";
+  } else {
+    src.textContent = "no parameters file: changes apply in memory only and are lost at restart";
+    src.className = "warn";
+  }
+  const err = $("file-error");
+  err.hidden = !state.file_error;
+  err.textContent = state.file_error ? `parameters file error (running values kept): ${state.file_error}` : "";
+  showPending();
 }
 
 async function loadParams() {
   const { status, data } = await api("GET", "/admin/params");
   if (status !== 200) { setStatus(`cannot load parameters (${status})`, "error"); return; }
   schema = data.schema;
-  running = data.values;
-  $("version").textContent = `params version ${data.version}`;
+  state = data;
+  showState();
   buildForm();
   onEdit();
 }
 
 async function apply(event) {
   event.preventDefault();
-  const body = changes();
-  if (!Object.keys(body).length) return;
+  const { changes, errors } = edits();
+  if (errors.length || !Object.keys(changes).length) return;
   $("apply").disabled = true;
   let status, data;
   try {
-    ({ status, data } = await api("POST", "/admin/params", body));
+    ({ status, data } = await api("POST", "/admin/params", changes));
   } catch (err) {
     // 401: api() already went back to the login form. Anything else: the server is gone.
     if (err.message !== "unauthorized") setStatus(`cannot apply: ${err.message}`, "error");
@@ -173,11 +302,86 @@ async function apply(event) {
     $("apply").disabled = false;
     return;
   }
-  try { await loadParams(); } catch { return; }
-  if (data.restart_required.length) {
-    setStatus(`applied as version ${data.version}; needs a restart (kept): ${data.restart_required.join(", ")}`, "warn");
-  } else {
-    setStatus(`applied as version ${data.version}`, "ok");
+  state = data.state;
+  showState();
+  buildForm();
+  onEdit();
+  appliedVersion = data.version;
+  if (data.persisted) setStatus(`applied: version ${data.version} runs; written to ${data.file}`, "ok");
+  else setStatus(`applied in memory: version ${data.version} runs; not saved, lost at restart`, "warn");
+}
+
+// -- live events ---------------------------------------------------------------------------
+
+function logEvent(ev) {
+  const list = $("events");
+  const time = new Date().toLocaleTimeString();
+  let text;
+  if (ev.event === "applied") {
+    const keys = Object.entries(ev.changed || {}).map(([k, v]) => `${k} = ${v}`).join(", ");
+    const pending = Object.entries(ev.state.pending_restart || {}).map(([k, v]) => `${k} = ${v}`).join(", ");
+    text = `${time} · version ${ev.state.version} from ${ev.source}: ${keys || "no live value changed"}`
+      + (pending ? `; pending restart: ${pending}` : "");
+  } else if (ev.event === "file_error") {
+    text = `${time} · file error, version ${ev.state.version} keeps running: ${ev.error}`;
+  } else return;
+  list.prepend(el("li", { class: ev.event, text }));
+  while (list.children.length > MAX_LOG) list.lastElementChild.remove();
+}
+
+function onServerEvent(ev) {
+  if (!ev || !ev.state) return;
+  const before = state ? state.version : null;
+  state = ev.state;
+  showState();
+  if (appliedVersion !== null && state.version !== appliedVersion) {
+    // "applied: version N runs" is no longer true: the header and the log say what runs.
+    appliedVersion = null;
+    if (["ok", "warn"].includes($("status").className)) setStatus("");
+  }
+  if (ev.event === "state" && before !== null && before !== state.version) {
+    refreshUntouched(state.values); // reconnected after missing events
+  } else if (ev.event === "applied") {
+    refreshUntouched(ev.changed);
+  }
+  logEvent(ev);
+  onEdit();
+}
+
+async function followEvents() {
+  let delay = 500;
+  while (events && !events.signal.aborted) {
+    const ctl = events;
+    try {
+      const resp = await fetch("/admin/events", {
+        headers: { Authorization: `Bearer ${token()}` }, signal: ctl.signal });
+      if (resp.status === 401) { showLogin("wrong or missing token"); return; }
+      if (resp.ok) {
+        $("live").textContent = "live";
+        $("live").className = "ok";
+        delay = 500;
+        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value;
+          let end;
+          while ((end = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, end);
+            buf = buf.slice(end + 2);
+            const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+            if (data) onServerEvent(JSON.parse(data));
+          }
+        }
+      }
+    } catch (err) {
+      if (ctl.signal.aborted) return;
+    }
+    $("live").textContent = "reconnecting…";
+    $("live").className = "warn";
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 5000);
   }
 }
 
@@ -276,6 +480,7 @@ async function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   try { await loadParams(); } catch { return; }
+  if (!events) { events = new AbortController(); followEvents(); }
   await pollRooms();
   if (!pollTimer) pollTimer = setInterval(pollRooms, 1000);
 }

@@ -134,16 +134,18 @@ def test_token_shows_form_generated_from_schema(admin_new_page, admin_server):
     meta, r = schema[KEY], row(page, KEY)
     slider = r.locator("input[type=range]")
     number = r.locator("input[type=number]")
-    assert float(slider.get_attribute("min")) == meta["min"]
-    assert float(slider.get_attribute("max")) == meta["max"]
     assert float(number.get_attribute("min")) == meta["min"]
     assert float(number.get_attribute("max")) == meta["max"]
     shown = float(number.input_value())
     assert shown == values[KEY]
-    # The slider snaps to its step (a thousandth of the range for floats).
-    step = (meta["max"] - meta["min"]) / 1000
-    assert meta["min"] <= float(slider.input_value()) <= meta["max"]
-    assert float(slider.input_value()) == pytest.approx(shown, abs=step)
+    # 1-2000 units/s spans three decades: a log slider over 1000 positions, set where the
+    # running value sits on that scale.
+    assert slider.get_attribute("data-scale") == "log"
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "1000")
+    expected = math.log(shown / meta["min"]) / math.log(meta["max"] / meta["min"]) * 1000
+    assert float(slider.input_value()) == pytest.approx(expected, abs=1.0)
+    assert row(page, "world.width").locator("input[type=range]").get_attribute(
+        "data-scale") == "linear"  # 100-4000: not even two decades
     assert r.locator(".unit").inner_text() == meta["unit"] == "units/s"
     assert f"[{meta['min']:g} – {meta['max']:g}]" in r.locator(".doc").inner_text()
 
@@ -153,7 +155,12 @@ def test_token_shows_form_generated_from_schema(admin_new_page, admin_server):
     badged = set(page.eval_on_selector_all(
         ".param", "rows => rows.filter(r => r.querySelector('.badge')).map(r => r.dataset.key)"))
     assert badged == restart_only
-    assert "restart" in row(page, "world.tick_rate").locator(".badge").inner_text()
+    assert row(page, "world.tick_rate").locator(".badge").inner_text() == "restart only"
+    # ...and are shown read-only: a running room cannot take them.
+    disabled = set(page.eval_on_selector_all(
+        ".param", "rows => rows.filter(r => [...r.querySelectorAll('input, select')]"
+                  ".every(i => i.disabled)).map(r => r.dataset.key)"))
+    assert disabled == restart_only
     # Booleans are checkboxes.
     for key, m in schema.items():
         if m["type"] == "bool":
@@ -185,21 +192,24 @@ def test_apply_max_speed_bumps_version_and_reaches_clients(admin_new_page, admin
         admin.wait_for_function(
             f"document.querySelector('.param[data-key=\"{KEY}\"]').classList.contains('changed')",
             timeout=2_000)
-        # The slider follows the typed value.
-        step = (meta["max"] - meta["min"]) / 1000  # the slider snaps to its step
+        # The slider follows the typed value (on its log scale).
+        pos = math.log(new / meta["min"]) / math.log(meta["max"] / meta["min"]) * 1000
         assert float(row(admin, KEY).locator("input[type=range]").input_value()) == \
-            pytest.approx(new, abs=step)
+            pytest.approx(pos, abs=1.0)
         assert admin.locator("#status").inner_text() == "1 unsaved change"
         admin.click("#apply")
+        # This server has no --params file: applied in memory, and the page says so.
         admin.wait_for_function(
-            "document.querySelector('#status').className === 'ok'", timeout=5_000)
+            "document.querySelector('#status').className === 'warn'", timeout=5_000)
         status = admin.locator("#status").inner_text()
 
         # The API's view, from Python.
         after = api_get(base)
         assert after["version"] == before["version"] + 1
         assert after["values"][KEY] == new
-        assert status == f"applied as version {after['version']}"
+        assert status == (f"applied in memory: version {after['version']} runs; "
+                          "not saved, lost at restart")
+        assert "lost at restart" in admin.locator("#source").inner_text()
         assert admin.locator("#version").inner_text() == f"params version {after['version']}"
         assert float(number.input_value()) == new
         assert admin.locator(".param.changed").count() == 0

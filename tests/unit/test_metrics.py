@@ -46,6 +46,7 @@ EXPECTED = {
     "process_max_fds": "gauge",
     "process_resident_memory_bytes": "gauge",
     "process_cpu_seconds_total": "counter",
+    "tickwire_params_updates_total": "counter",
 }
 
 
