@@ -76,10 +76,12 @@ def peak(stages: tuple[Stage, ...]) -> int:
 def target_at(stages: tuple[Stage, ...], t: float) -> float:
     """The (fractional) number of bots wanted `t` seconds after the start; the last target
     holds after the last stage."""
+    if t < 0:
+        return 0.0
     level = 0.0
     t0 = 0.0
     for s in stages:
-        if t < t0 + s.duration_s:
+        if s.duration_s > 0 and t < t0 + s.duration_s:
             return level + (s.target - level) * (t - t0) / s.duration_s
         level, t0 = float(s.target), t0 + s.duration_s
     return level

@@ -25,8 +25,8 @@ from client_demo.loadreport import (
     histogram_quantile,
     parse_fail_on,
 )
-from client_demo.stages import ramp_stages
 from client_demo.netsim import DelayLine, NetConditions
+from client_demo.stages import ramp_stages
 
 # -- --fail-on ------------------------------------------------------------------------------------
 
