@@ -489,6 +489,7 @@ class Orchestrator:
         metrics = [None, None]
         rooms = [None, None]
         window = (0.0, 0.0)
+        early: tuple = (None, None)
         gave_up = False
         hard_deadline = time.monotonic() + READY_TIMEOUT_S + plan.run_s + JOIN_SLACK_S \
             + GRACE_S
@@ -500,6 +501,7 @@ class Orchestrator:
             self.start = time.monotonic() + 0.5
             hard_deadline = fleet.begin(self.start)
             self.next_line = self.start + 1.0
+            early = self._server_state()  # for a run cut short before its window
             self._pump(self.start)
             # Connect phase (plain run: the ramp; stages: the first rise).
             self.phase = "ramp"
@@ -517,6 +519,9 @@ class Orchestrator:
                     self.phase = "warmup"
                     self._pump(time.monotonic() + plan.warmup_s)
                 w0 = time.monotonic()
+                if self.interrupts.signum is not None:
+                    w0 = self.start  # cut short before the window: report all there is
+                    metrics[0], rooms[0] = early
                 w1_planned = w0 + plan.duration_s
             else:
                 w0 = self.start
