@@ -519,9 +519,6 @@ class Orchestrator:
                     self.phase = "warmup"
                     self._pump(time.monotonic() + plan.warmup_s)
                 w0 = time.monotonic()
-                if self.interrupts.signum is not None:
-                    w0 = self.start  # cut short before the window: report all there is
-                    metrics[0], rooms[0] = early
                 w1_planned = w0 + plan.duration_s
             else:
                 w0 = self.start
@@ -535,6 +532,10 @@ class Orchestrator:
                         gave_up = True
                         break
             w1 = min(w1_planned, time.monotonic())
+            if self.interrupts.signum is not None:
+                # Cut short: report everything measured since the start.
+                w0 = self.start
+                metrics[0], rooms[0] = early
             window = (w0 - self.start, max(w0, w1) - self.start)
             if metrics[0] is not None:
                 metrics[1], rooms[1] = self._server_state()
