@@ -295,8 +295,10 @@ def _room_rates(rooms_start: list[dict] | None, rooms_end: list[dict] | None,
 
 def server_figures(start: dict[str, float] | None, end: dict[str, float] | None,
                    window_s: float, rooms_start: list[dict] | None = None,
-                   rooms_end: list[dict] | None = None) -> dict | None:
-    """Server figures over the window from two /metrics readings (and two of /rooms).
+                   rooms_end: list[dict] | None = None,
+                   rooms_span_s: float | None = None) -> dict | None:
+    """Server figures over the window from two /metrics readings (and two of /rooms,
+    `rooms_span_s` apart; default the window).
 
     `ticks_per_s_all_rooms` is the sum over rooms; `tick_rate_per_room` is each room's own
     rate (from /rooms tick numbers, else the sum divided by the room count).
@@ -320,7 +322,8 @@ def server_figures(start: dict[str, float] | None, end: dict[str, float] | None,
 
     ticks = diff(f"{name}_count")
     all_rate = round(ticks / window_s, 2) if window_s > 0 else None
-    rooms = _room_rates(rooms_start, rooms_end, window_s)
+    rooms = _room_rates(rooms_start, rooms_end,
+                        window_s if rooms_span_s is None else rooms_span_s)
     n_rooms = len(rooms) if rooms is not None else int(end.get("tickwire_rooms", 0.0))
     if rooms and all(r["tick_rate"] is not None for r in rooms):
         per_room = [r["tick_rate"] for r in rooms]
@@ -374,7 +377,8 @@ class ReportContext:
 def build_report(ctx: ReportContext, c: Collector, window: tuple[float, float],
                  metrics_start: dict | None, metrics_end: dict | None,
                  rooms_start: list[dict] | None = None,
-                 rooms_end: list[dict] | None = None) -> dict:
+                 rooms_end: list[dict] | None = None,
+                 rooms_span_s: float | None = None) -> dict:
     """The JSON-able report over the measurement window (seconds since the start)."""
     w0, w1 = window
     span = max(0.0, w1 - w0)
@@ -411,7 +415,8 @@ def build_report(ctx: ReportContext, c: Collector, window: tuple[float, float],
         close_codes.update(v["close_codes"])
     snaps_per_bot = (np.bincount(b, minlength=ctx.count)[sorted(c.ever_connected)]
                      if connected else np.empty(0))
-    server = server_figures(metrics_start, metrics_end, span, rooms_start, rooms_end)
+    server = server_figures(metrics_start, metrics_end, span, rooms_start, rooms_end,
+                            rooms_span_s)
     report: dict[str, Any] = {
         "url": ctx.url,
         "mode": ctx.mode,
@@ -576,8 +581,8 @@ def report_rows(r: dict) -> list[tuple[str, str]]:
     rows = [
         ("clients", f"{r['clients_connected']}/{r['clients_target']} connected, "
                     f"{r['clients_failed']} failed"),
-        ("window", f"{r['duration_s']:.1f} s ({r['behavior']}, {r['procs']} procs, "
-                   f"{r['mode']})"),
+        ("window", f"{r['duration_s']:.1f} s ({r['behavior']}, {r['procs']} "
+                   f"{'workers via Redis' if r['mode'] == 'master' else 'procs'})"),
         ("rtt (server) ms", fmt_pcts(r["rtt_ms"])),
         ("rtt (ping) ms", fmt_pcts(r["client_rtt_ms"])),
         ("snapshots/s", f"{_fmt(r['snapshots_per_s'])} per client "

@@ -487,9 +487,9 @@ class Orchestrator:
     def run(self) -> dict:
         plan, c, fleet = self.plan, self.collector, self.fleet
         metrics = [None, None]
-        rooms = [None, None]
+        rooms: list[tuple] = [(None, 0.0), (None, 0.0)]
         window = (0.0, 0.0)
-        early: tuple = (None, None)
+        early: tuple = (None, (None, 0.0))
         gave_up = False
         hard_deadline = time.monotonic() + READY_TIMEOUT_S + plan.run_s + JOIN_SLACK_S \
             + GRACE_S
@@ -566,11 +566,16 @@ class Orchestrator:
                     "loss": plan.loss},
             interrupted=self.interrupts.name,
             start_monotonic=self.start if plan.mode == "local" else None)
-        report = build_report(ctx, c, window, metrics[0], metrics[1], rooms[0], rooms[1])
+        report = build_report(ctx, c, window, metrics[0], metrics[1], rooms[0][0], rooms[1][0],
+                              rooms[1][1] - rooms[0][1])
         if gave_up:
             report["notes"].append("gave up after the connect phase: no bot connected")
         report["notes"].extend(getattr(fleet, "notes", []))
         return report
 
-    def _server_state(self) -> tuple[dict | None, list | None]:
-        return fetch_metrics(self.plan.metrics_url), fetch_rooms(self.plan.rooms_url)
+    def _server_state(self) -> tuple[dict | None, tuple[list | None, float]]:
+        """(/metrics, (/rooms, when /rooms was read)): room tick rates are over the time
+        between two /rooms reads, not the window's."""
+        metrics = fetch_metrics(self.plan.metrics_url)
+        rooms = fetch_rooms(self.plan.rooms_url)
+        return metrics, (rooms, time.monotonic())
