@@ -50,6 +50,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from client_demo.runlimits import GRACE_S, JOIN_SLACK_S, MAX_BOTS
+
 HEARTBEAT_TTL_S = 5.0
 HEARTBEAT_EVERY_S = 1.0
 CHECK_S = 0.5
@@ -186,7 +188,6 @@ class Order:
     def from_json(cls, data: bytes | str) -> Order:
         """Parse and check an order; ValueError naming the bad field."""
         from client_demo.behaviors import BEHAVIORS
-        from client_demo.loadtest import MAX_BOTS
         obj = json.loads(data)
         if not isinstance(obj, dict):
             raise ValueError("an order is a JSON object")
@@ -312,7 +313,6 @@ class RedisFleet:
             self._last_beat = now
 
     def launch(self) -> None:
-        from client_demo.loadtest import GRACE_S, JOIN_SLACK_S
         plan = self.plan
         wait_until = time.monotonic() + plan.workers_wait_s
         found = self._live_workers()
@@ -340,7 +340,6 @@ class RedisFleet:
         self.r.expire(self.keys.results(self.run), KEY_TTL_S)
 
     def begin(self, start: float) -> float:
-        from client_demo.loadtest import GRACE_S, JOIN_SLACK_S
         start_in = max(0.0, start - time.monotonic())
         for wid in self.wids:
             key = self.keys.go(self.run, wid)

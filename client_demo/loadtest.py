@@ -52,14 +52,16 @@ from client_demo.loadreport import (
     progress_line,
 )
 from client_demo.promtext import fetch_metrics, fetch_rooms, http_url_for
+from client_demo.runlimits import (
+    GRACE_S,
+    JOIN_SLACK_S,
+    MAX_BOTS,
+    MAX_DURATION_S,
+    MAX_PROCS,
+    READY_TIMEOUT_S,
+)
 from client_demo.stages import Stage, StageError, parse_stages, peak, ramp_stages, total_s
 
-MAX_BOTS = 10_000
-MAX_PROCS = 64
-MAX_DURATION_S = 24 * 3600.0
-JOIN_SLACK_S = 2.0  # how long the window waits for slow joins after the ramp
-GRACE_S = 6.0  # beyond the window: workers leaving, last reports
-READY_TIMEOUT_S = 30.0  # a worker importing numpy + aiohttp on a busy machine
 INTERRUPT_GRACE_S = 5.0  # after a signal: how long the final reports may take
 
 

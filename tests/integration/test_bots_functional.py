@@ -200,3 +200,57 @@ def test_a_signal_stops_the_workers_and_still_writes_the_report(sig: int, tmp_pa
             proc.kill()
             proc.wait(timeout=5)
         srv.stop(timeout=5)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented child may wait to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            return not any(line.startswith("State:") and "Z" in line for line in fh)
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_by_themselves_when_the_parent_is_killed(tmp_path: Path) -> None:
+    srv = ServerProcess(port=free_port(), log_path=tmp_path / "server.log", command=TICKWIRE,
+                        env=ENV, cwd=ROOT, plain_logs=False, health_timeout_s=15.0,
+                        extra_args=["--log-level", "warning"])
+    srv.start()
+    proc = subprocess.Popen([*TICKWIRE, "bots", "--url", srv.ws_url, "--count", "4",
+                             "--duration", "120", "--procs", "2", "--ramp", "0"],
+                            cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "connected 4/4" in line or time.monotonic() > deadline:
+                break
+        assert _players(srv.base_url) == 4
+        workers = [pid for pid in _children(proc.pid)
+                   if "tickwire-bots" in Path(f"/proc/{pid}/cmdline").read_text()
+                   or "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGKILL)  # no handler runs: the workers must notice
+        proc.wait(timeout=5)
+        gone_by = time.monotonic() + 20
+        while _players(srv.base_url) > 0 and time.monotonic() < gone_by:
+            time.sleep(0.2)
+        assert _players(srv.base_url) == 0
+        while any(_running(pid) for pid in workers) and time.monotonic() < gone_by:
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        for pid in workers:  # only the children this test started, by pid
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        srv.stop(timeout=5)
