@@ -10,7 +10,7 @@ Keys, under `--prefix P` (default `tickwire:bots`):
 
 | key                          | written by | what                                             |
 |------------------------------|------------|--------------------------------------------------|
-| `P:worker:{wid}`             | worker     | heartbeat (host, pid), TTL `HEARTBEAT_TTL_S`     |
+| `P:worker:{wid}`             | worker     | heartbeat (host, pid, busy), TTL `HEARTBEAT_TTL_S`|
 | `P:orders:{wid}`             | master     | list: one JSON order (url, bot ids, stages, ...) |
 | `P:run:{run}:go:{wid}`       | master     | list: "start in S seconds", once all are ready   |
 | `P:run:{run}:master`         | master     | heartbeat, TTL `HEARTBEAT_TTL_S`                 |
@@ -273,6 +273,7 @@ class RedisFleet:
         self._last_beat = 0.0
         self._last_check = 0.0
         self.redis_errors = 0
+        self.cancelled: Any = lambda: False  # the orchestrator's "interrupted?"
 
     @property
     def notes(self) -> list[str]:
@@ -302,9 +303,18 @@ class RedisFleet:
         return len(self.wids)
 
     def _live_workers(self) -> list[str]:
+        """Idle workers with a live heartbeat (a busy one is running another master's run)."""
         prefix = self.keys.worker("")
-        return sorted(k.decode()[len(prefix):] for k in
-                      self.r.scan_iter(match=self.keys.workers_pattern(), count=1000))
+        keys = sorted(self.r.scan_iter(match=self.keys.workers_pattern(), count=1000))
+        out = []
+        for key, value in zip(keys, self.r.mget(keys) if keys else [], strict=True):
+            try:
+                busy = bool(json.loads(value).get("busy")) if value else True
+            except (ValueError, AttributeError):
+                busy = True
+            if not busy:
+                out.append(key.decode()[len(prefix):])
+        return out
 
     def _beat(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -316,7 +326,8 @@ class RedisFleet:
         plan = self.plan
         wait_until = time.monotonic() + plan.workers_wait_s
         found = self._live_workers()
-        while len(found) < plan.workers and time.monotonic() < wait_until:
+        while len(found) < plan.workers and time.monotonic() < wait_until \
+                and not self.cancelled():
             time.sleep(0.2)
             found = self._live_workers()
         if not found:
@@ -444,6 +455,7 @@ class Worker:
         self.wid = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.exiting = asyncio.Event()
         self.runs = 0
+        self.busy = False
 
     def say(self, line: str) -> None:
         print(f"tickwire bots worker {self.wid}: {line}", file=sys.stderr, flush=True)
@@ -478,10 +490,15 @@ class Worker:
                 except ValueError as exc:
                     self.say(f"order refused: {exc}")
                     continue
+                self.busy = True
+                await self._beat(r)
                 try:
                     await self._run(r, order)
                 except (redis.RedisError, OSError) as exc:
                     self.say(f"run {order.run} ended by a Redis error: {exc}")
+                finally:
+                    self.busy = False
+                    await self._beat(r)
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
@@ -496,11 +513,14 @@ class Worker:
             await asyncio.wait_for(self.exiting.wait(), seconds)
 
     async def _heartbeat(self, r: Any) -> None:
-        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
         while True:
-            with contextlib.suppress(Exception):
-                await r.set(self.keys.worker(self.wid), info, px=int(HEARTBEAT_TTL_S * 1000))
+            await self._beat(r)
             await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    async def _beat(self, r: Any) -> None:
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "busy": self.busy})
+        with contextlib.suppress(Exception):
+            await r.set(self.keys.worker(self.wid), info, px=int(HEARTBEAT_TTL_S * 1000))
 
     async def _run(self, r: Any, order: Order) -> None:
         from client_demo.bots import Swarm, SwarmConfig

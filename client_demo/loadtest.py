@@ -495,6 +495,8 @@ class Orchestrator:
         gave_up = False
         hard_deadline = time.monotonic() + READY_TIMEOUT_S + plan.run_s + JOIN_SLACK_S \
             + GRACE_S
+        if hasattr(fleet, "cancelled"):
+            fleet.cancelled = lambda: self.interrupts.signum is not None
         try:
             fleet.launch()
             ready_by = time.monotonic() + READY_TIMEOUT_S
