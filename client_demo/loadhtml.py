@@ -50,6 +50,7 @@ def _charts_svg(series: list[dict]) -> str:
     err.bar(t, [r["errors"] for r in series], color="tab:red", alpha=0.4, label="errors")
     axes[3].set_ylabel("KiB/s in (snapshots)")
     err.set_ylabel("errors/s")
+    err.set_ylim(0, max(1, *(r["errors"] for r in series)) * 1.1)
     axes[3].set_xlabel("seconds since start")
     for ax in axes:
         ax.grid(True, alpha=0.3)

@@ -206,3 +206,21 @@ def test_a_master_with_no_worker_says_so(redis_server, prefix: str) -> None:
     assert done.returncode == 1
     assert "no bot worker registered" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_busy_worker_is_not_handed_a_second_run(redis_server, prefix: str) -> None:
+    import redis
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        # A live heartbeat of a worker that is running another master's run.
+        r.set(f"{prefix}:worker:elsewhere-1", json.dumps({"busy": True}), ex=30)
+        done = subprocess.run([*PYTHON_M_CLI, "bots", "--master", "--redis", redis_server.url,
+                               "--prefix", prefix, "--url", "ws://127.0.0.1:9/ws",
+                               "--count", "1", "--duration", "1", "--workers-wait", "0.5"],
+                              cwd=ROOT, env=ENV, text=True, capture_output=True, timeout=30)
+        assert done.returncode == 1
+        assert "no bot worker registered" in done.stderr
+        assert r.llen(f"{prefix}:orders:elsewhere-1") == 0  # no order was queued for it
+    finally:
+        r.delete(f"{prefix}:worker:elsewhere-1")
+        r.close()
