@@ -152,6 +152,10 @@ def decode_message(data: bytes) -> tuple:
         for key, typ in needed.items():
             if not isinstance(payload.get(key), typ):
                 raise BadMessage(f"field {key!r} missing or of the wrong type")
+        counts = [*payload["errors"].values(), *payload["close_codes"].values()]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts) \
+                or not all(isinstance(m, str) for m in payload["connect_messages"]):
+            raise BadMessage("counts and messages of the wrong type")
         if payload["snap"].ndim != 2 or payload["snap"].shape[1] != 6 \
                 or payload["counters"].ndim != 2 or payload["counters"].shape[1] != 4 \
                 or len(payload["snap_bot"]) != len(payload["snap"]) \

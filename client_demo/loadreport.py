@@ -230,8 +230,10 @@ def progress_line(c: Collector, elapsed_s: float, total_s: float | None, phase: 
         rtt = "rtt p50   -   p99   -   ms"
     left = "" if total_s is None else f" left {_clock(max(0.0, total_s - elapsed_s))}"
     errors = sum(c.errors().values())
+    per = live["snapshots_per_s"] / c.connected if c.connected else 0.0
     return (f"[{phase:>7} {_clock(elapsed_s)}{left}] connected {c.connected}/{c.count}  "
-            f"snapshots/s {live['snapshots_per_s']:6d}  {rtt}  errors {errors}")
+            f"snapshots/s {live['snapshots_per_s']:6d} ({per:4.1f}/client)  {rtt}  "
+            f"errors {errors}")
 
 
 def _clock(seconds: float) -> str:

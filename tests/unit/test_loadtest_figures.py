@@ -130,6 +130,7 @@ def test_live_line_counts_what_every_worker_has_reported_not_what_is_in_flight()
     assert naive < 60
     line = loadreport.progress_line(c, 65.0, 90.0, "measure")
     assert "1:05" in line and "left 0:25" in line and "snapshots/s     60" in line
+    assert "(30.0/client)" in line
 
 
 def test_a_finished_worker_no_longer_holds_the_live_line_back():
@@ -249,6 +250,9 @@ def test_messages_round_trip_through_json():
     json.dumps({"kind": "report", "worker": 0, "payload": {"snap": {"__nd__": [
         "<f8", [5, 6], "AAAA"]}}}).encode(),
     json.dumps({"kind": "report", "worker": 0, "payload": {"snap": 1}}).encode(),
+    botfleet.encode_message(("report", 0, _payload(1.0, [], errors={"closed": "many"}))),
+    botfleet.encode_message(("done", 0, {**_payload(1.0, []), "snap_bot": np.zeros(3,
+                                                                                   np.int32)})),
 ])
 def test_anything_else_from_redis_is_a_bad_message(data):
     with pytest.raises(botfleet.BadMessage):
