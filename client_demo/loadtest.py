@@ -367,6 +367,8 @@ class LocalFleet:
         self.reported_lost: set[int] = set()
         self.finished: set[int] = set()
         self.hard_deadline = 0.0
+        self._leftover: list[tuple] = []
+        self._closed = False
 
     def launch(self) -> None:
         from client_demo.bots import SwarmConfig, worker_main
@@ -398,7 +400,9 @@ class LocalFleet:
         return self.hard_deadline
 
     def receive(self, until: float) -> list[tuple]:
-        out = []
+        out, self._leftover = self._leftover, []
+        if self._closed:
+            return out
         while True:
             timeout = until - time.monotonic()
             try:
@@ -434,6 +438,9 @@ class LocalFleet:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=2.0)
+        # What the workers sent while they were closing is still read afterwards.
+        self._leftover.extend(self.receive(time.monotonic()))
+        self._closed = True
         self.q.close()
 
 
