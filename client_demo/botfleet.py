@@ -467,7 +467,9 @@ class Worker:
     async def serve(self) -> int:
         import redis
         import redis.asyncio as aredis
-        r = aredis.Redis.from_url(self.redis_url, socket_connect_timeout=3.0)
+        # A socket timeout above BLPOP's 1 s, so no command can hang the worker for good.
+        r = aredis.Redis.from_url(self.redis_url, socket_connect_timeout=3.0,
+                                  socket_timeout=10.0)
         try:
             await r.ping()
         except (redis.RedisError, OSError) as exc:
@@ -507,8 +509,9 @@ class Worker:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await r.delete(self.keys.worker(self.wid))
-            await r.aclose()
+                await asyncio.wait_for(r.delete(self.keys.worker(self.wid)), 3.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.aclose(), 3.0)
         self.say("stopped")
         return 0
 

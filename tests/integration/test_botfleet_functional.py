@@ -80,7 +80,7 @@ class Workers:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
                 try:
-                    proc.wait(timeout=15)
+                    proc.wait(timeout=30)  # a worker exits in ~1 s; a loaded box is slow
                 except subprocess.TimeoutExpired:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=5)
