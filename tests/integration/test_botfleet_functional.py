@@ -129,6 +129,10 @@ def test_three_workers_run_one_swarm_and_the_master_writes_one_report(
         assert "3 workers via Redis" in done.stdout
         # Each worker ran its share and went back to waiting for the next order.
         assert all(p.poll() is None for p in workers.procs)
+        # (A worker logs "done" just after its last message reached Redis: wait for it.)
+        until = time.monotonic() + 15
+        while workers.text().count(": done") < 3 and time.monotonic() < until:
+            time.sleep(0.1)
         assert workers.text().count(": done") == 3
         assert _wait_players(game, 0, 15) == 0
     finally:
