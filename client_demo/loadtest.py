@@ -41,14 +41,10 @@ from urllib.parse import urlsplit
 
 from client_demo.behaviors import BEHAVIORS
 from client_demo.loadreport import (
-    FAIL_ON_HELP,
     Collector,
-    Condition,
     ReportContext,
-    UsageError,
     build_report,
     format_report,
-    parse_fail_on,
     progress_line,
 )
 from client_demo.promtext import fetch_metrics, fetch_rooms, http_url_for
@@ -61,6 +57,7 @@ from client_demo.runlimits import (
     READY_TIMEOUT_S,
 )
 from client_demo.stages import Stage, StageError, parse_stages, peak, ramp_stages, total_s
+from client_demo.thresholds import FAIL_ON_HELP, Condition, UsageError, parse_fail_on
 
 INTERRUPT_GRACE_S = 5.0  # after a signal: how long the final reports may take
 

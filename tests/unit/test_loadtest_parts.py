@@ -15,18 +15,10 @@ from hypothesis import strategies as st
 
 from client_demo import behaviors as bots
 from client_demo import loadreport, loadtest
-from client_demo.loadreport import (
-    METRICS,
-    OPS,
-    Collector,
-    Condition,
-    ReportContext,
-    UsageError,
-    histogram_quantile,
-    parse_fail_on,
-)
+from client_demo.loadreport import Collector, ReportContext, histogram_quantile
 from client_demo.netsim import DelayLine, NetConditions
 from client_demo.stages import ramp_stages
+from client_demo.thresholds import METRICS, OPS, Condition, UsageError, parse_fail_on
 
 # -- --fail-on ------------------------------------------------------------------------------------
 
