@@ -10,8 +10,8 @@ joins and leaves as the run's stages say (client_demo.stages), and while joined 
 one input per server tick (twice that for `spam`), each at an absolute deadline
 `joined_at + k * period` (never `sleep(period)`, so the rate does not drift with the
 time a send takes). The bot acks through `Client.send_input`, which carries the newest
-decoded tick. A bot that leaves on schedule sends Leave (when the client has it), so
-its seat is freed at once.
+decoded tick. A bot that leaves closes cleanly (the client then sends Leave, so its seat
+is freed at once).
 
 Every `report_interval_s` the swarm sends the parent one `report` message: raw,
 timestamped samples (per snapshot: bot, arrival time, server RTT, sizes, keyframe,
@@ -271,13 +271,10 @@ class Swarm:
 
     @staticmethod
     async def _leave(bot: BotClient) -> None:
-        """Say goodbye (ClientFrame.leave frees the seat at once) and close, bounded."""
-        leave = getattr(bot, "leave", None)
+        """Close cleanly (1000), bounded: the client's clean close says Leave first, so the
+        seat is freed at once rather than held for the resume grace."""
         with contextlib.suppress(Exception):
-            if leave is not None and not bot.closed.is_set():
-                await asyncio.wait_for(leave(), 2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(bot.close(), 3.0)
+            await asyncio.wait_for(bot.close(1000), 3.0)
 
     def _counters(self, i: int, bot: BotClient) -> tuple[int, int, int]:
         ws0, tcp0, dec0 = self._base.get(i, (0, 0, 0))
