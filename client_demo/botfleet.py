@@ -23,7 +23,9 @@ Failure handling, bounded in time:
   report from what it had;
 - a master that dies stops refreshing its heartbeat: each worker checks it every
   `CHECK_S` and stops its bots once it has expired (within `HEARTBEAT_TTL_S + CHECK_S`);
-- Redis unreachable at start: one line naming the URL (password hidden), exit 1.
+- Redis unreachable at start: one line naming the URL (password hidden), exit 1;
+  unreachable mid-run for as long as a heartbeat: workers stop their bots, and the master
+  reports every worker still out as lost and writes the report of what it had.
 
 Nothing read from Redis is unpickled or evaluated: orders are JSON checked field by field,
 and samples are JSON with arrays as raw little-endian bytes of a few allowed dtypes. Redis
@@ -277,6 +279,7 @@ class RedisFleet:
         self._last_beat = 0.0
         self._last_check = 0.0
         self.redis_errors = 0
+        self._redis_down_since: float | None = None
         self.cancelled: Any = lambda: False  # the orchestrator's "interrupted?"
 
     @property
@@ -411,8 +414,21 @@ class RedisFleet:
                 continue
             try:
                 alive = self.r.exists(self.keys.worker(wid))
+                self._redis_down_since = None
             except Exception:
                 self.redis_errors += 1
+                if self._redis_down_since is None:
+                    self._redis_down_since = now
+                if now - self._redis_down_since < HEARTBEAT_TTL_S:
+                    return out
+                # As long as a heartbeat: every worker still out is lost to this master
+                # (they stop their bots by themselves when they cannot reach Redis either).
+                down = now - self._redis_down_since
+                for w2 in range(len(self.wids)):
+                    if w2 not in self.finished and w2 not in self.reported_lost:
+                        self.reported_lost.add(w2)
+                        out.append(("lost", w2, {"reason": f"Redis unreachable for "
+                                                           f"{down:.0f} s"}))
                 return out
             if not alive:
                 self.reported_lost.add(w)

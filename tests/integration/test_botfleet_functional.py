@@ -228,3 +228,32 @@ def test_a_busy_worker_is_not_handed_a_second_run(redis_server, prefix: str) -> 
     finally:
         r.delete(f"{prefix}:worker:elsewhere-1")
         r.close()
+
+
+def test_redis_lost_mid_run_stops_the_bots_and_the_master_still_reports(
+        game: ServerProcess, own_redis, prefix: str, tmp_path: Path) -> None:
+    workers = Workers(tmp_path, own_redis.url, prefix).start(2)
+    out = tmp_path / "redis-lost.json"
+    master = subprocess.Popen(_master_cmd(game, own_redis.url, prefix, "--workers", "2",
+                                          "--count", "4", "--duration", "300", "--ramp", "0",
+                                          "--json", str(out)),
+                              cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        _wait_line(master, "connected 4/4", 60)
+        own_redis.stop()
+        # Workers: a failed check (0.5 s) stops the bots, which leave within 3 s.
+        assert _wait_players(game, 0, 20) == 0
+        # Master: Redis gone for a heartbeat's TTL (5 s) means every worker is lost to it.
+        stdout, stderr = master.communicate(timeout=60)
+        assert master.returncode == 1, stdout + stderr
+        report = json.loads(out.read_text())
+        assert report["errors"].get("worker_lost") == 2
+        assert any("Redis unreachable" in n for n in report["notes"])
+        assert report["clients_connected"] == 4
+        assert "Traceback" not in stderr
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(timeout=5)
+        workers.stop()
