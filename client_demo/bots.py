@@ -347,12 +347,14 @@ def worker_main(config: SwarmConfig, queue: Any, start_value: Any, start_event: 
 
     `start_value` is a shared double holding the start (monotonic seconds) once
     `start_event` is set; `stop_event` ends the run (the window is over, or the parent was
-    interrupted). Ctrl-C in a terminal reaches the whole process group: the worker ignores
-    SIGINT and stops on its parent's order instead, so the parent still gets the final
-    report. If the parent dies without a word, the worker notices within a report interval
-    (its parent pid changes) and stops too.
+    interrupted). Ctrl-C in a terminal (and `docker stop`, `kill -- -PGID`) signals the
+    whole process group: the worker ignores SIGINT and SIGTERM and stops on its parent's
+    order instead, so the parent still gets the final report (and kills, by pid, a worker
+    that does not stop). If the parent dies without a word, the worker notices within a
+    report interval (its parent pid changes) and stops too.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     queue.put(("ready", config.worker, {"pid": os.getpid(), "where": f"local:{os.getpid()}"}))
     while not start_event.wait(timeout=0.5):

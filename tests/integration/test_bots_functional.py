@@ -162,9 +162,13 @@ def _players(base_url: str) -> float:
                 if line.startswith("tickwire_players "))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_the_workers_and_still_writes_the_report(sig: int, tmp_path: Path
-                                                                 ) -> None:
+@pytest.mark.parametrize(("sig", "to_group"), [
+    (signal.SIGINT, True),  # Ctrl-C in a terminal: the whole foreground process group
+    (signal.SIGTERM, False),  # kill PID
+    (signal.SIGTERM, True),  # docker stop, kill -- -PGID
+])
+def test_a_signal_stops_the_workers_and_still_writes_the_report(sig: int, to_group: bool,
+                                                                 tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"
     srv = ServerProcess(port=free_port(), log_path=log_path, command=TICKWIRE, env=ENV,
                         cwd=ROOT, plain_logs=False, health_timeout_s=15.0,
@@ -174,7 +178,8 @@ def test_a_signal_stops_the_workers_and_still_writes_the_report(sig: int, tmp_pa
     proc = subprocess.Popen([*TICKWIRE, "bots", "--url", srv.ws_url, "--count", "4",
                              "--duration", "120", "--procs", "2", "--ramp", "0",
                              "--json", str(out)], cwd=ROOT, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own group: ours to signal
     try:
         # Wait (bounded) until the live line says every bot is in.
         deadline = time.monotonic() + 60
@@ -183,13 +188,18 @@ def test_a_signal_stops_the_workers_and_still_writes_the_report(sig: int, tmp_pa
             if "connected 4/4" in line or time.monotonic() > deadline:
                 break
         assert _players(srv.base_url) == 4
-        os.kill(proc.pid, sig)
+        if to_group:
+            os.killpg(proc.pid, sig)  # the group this test started (its leader's pid)
+        else:
+            os.kill(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 128 + sig, stdout + stderr
         assert f"interrupted by {signal.Signals(sig).name}" in stdout
         report = json.loads(out.read_text())
         assert report["interrupted"] is True and report["passed"] is False
         assert report["clients_connected"] == 4 and report["snapshots_per_s"] > 0
+        assert "worker_lost" not in report["errors"]  # every worker sent its last report
+        assert "Traceback" not in stderr
         # The workers went with the parent: their bots are gone from the server (bounded).
         gone_by = time.monotonic() + 15
         while _players(srv.base_url) > 0 and time.monotonic() < gone_by:
