@@ -1,7 +1,15 @@
 """The peer comparison of /work/shared/SCENARIO-arena.md, run end to end.
 
     python -m bench.arena --entities 1000 --clients 200 [--duration 20 --warmup 5]
-                          [--out FILE] [--procs 1] [--profile FILE.prof]
+                          [--out FILE] [--procs 1] [--profile FILE.prof] [--allow-partial]
+
+The server is started with the caps a load test from one address needs: no cap on
+connections per address (`--max-conns-per-ip 0`, default 256) and no limit on the connect
+rate (`--connects-per-ip-per-s 0`, default 20/s after a burst of 256). A room holds 250
+players (bench/scenarios), so M > 250 runs in several rooms; the table and JSON say how
+many, with clients per room and each room's own tick rate. A run where fewer clients
+connect than asked FAILS (exit 1, "connected X of M") unless --allow-partial: a row
+labelled M must measure M clients.
 
 Theory of operation
 -------------------
@@ -106,7 +114,22 @@ class ProcSampler(threading.Thread):
                 "rss_mb": round(float(rss.mean()), 1), "rss_mb_max": round(float(rss.max()), 1)}
 
 
-def start_server(params: Path, port: int, profile: Path | None) -> ServerProcess:
+#: `tickwire serve` flags for a load test from one address (see the module docstring).
+LOAD_TEST_SERVER_ARGS = ["--max-conns-per-ip", "0", "--connects-per-ip-per-s", "0"]
+MAX_CLIENTS = 10_000
+
+
+class PartialRun(RuntimeError):
+    """Fewer clients connected than asked; the result is attached."""
+
+    def __init__(self, result: dict) -> None:
+        super().__init__(f"connected {result['clients_connected']} of {result['clients']} "
+                         "clients asked")
+        self.result = result
+
+
+def start_server(params: Path, port: int, profile: Path | None,
+                 server_args: list[str] | None = None) -> ServerProcess:
     """`tickwire serve` for the scenario, under cProfile when `profile` is given; output
     discarded. Stop it with `stop_server` (SIGINT, so cProfile writes its file)."""
     if profile is not None:
@@ -116,7 +139,9 @@ def start_server(params: Path, port: int, profile: Path | None) -> ServerProcess
         command = PYTHON_M_CLI
     server = ServerProcess(port=port, command=command, cwd=ROOT,
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, plain_logs=False,
-                           extra_args=["--params", str(params), "--log-level", "warning"],
+                           extra_args=["--params", str(params), "--log-level", "warning",
+                                       *(LOAD_TEST_SERVER_ARGS if server_args is None
+                                         else server_args)],
                            health_timeout_s=20.0)
     try:
         return server.start()
@@ -129,13 +154,16 @@ def stop_server(server: ServerProcess) -> None:
 
 
 def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: float = 5.0,
-              procs: int = 1, profile: Path | None = None, ack_only: bool = False) -> dict:
-    """One run of the scenario; returns the result dict."""
+              procs: int = 1, profile: Path | None = None, ack_only: bool = False,
+              allow_partial: bool = False, server_args: list[str] | None = None) -> dict:
+    """One run of the scenario; returns the result dict. Raises PartialRun when fewer
+    clients connected than asked (unless `allow_partial`). `server_args` replaces the
+    load-test caps (tests use it to make a run partial on purpose)."""
     params = PARAMS_BY_E.get(entities)
     if params is None:
         raise ValueError(f"no scenario file for E={entities}; one of {sorted(PARAMS_BY_E)}")
     port = free_port()
-    server = start_server(params, port, profile)
+    server = start_server(params, port, profile, server_args)
     sampler = ProcSampler(server.pid)
     sampler.start()
     try:
@@ -146,7 +174,7 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
                    f"ws://127.0.0.1:{port}/ws", "--count", str(clients), "--behavior", "arena",
                    "--ramp", str(ramp), "--warmup", str(warmup_s), "--duration",
                    str(duration_s), "--procs", str(procs), "--json", str(report_path),
-                   "--quiet"] + (["--ack-only"] if ack_only else [])
+                   "--quiet", "--allow-errors"] + (["--ack-only"] if ack_only else [])
             bound = 30.0 + ramp + warmup_s + duration_s + 20.0
             done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                   capture_output=True, text=True, timeout=bound)
@@ -161,11 +189,16 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
     proc_figures = sampler.over(w0, w1)
     kib = bots["bytes_in_per_s"] / 1024.0
     tcp = bots["tcp_bytes_in_per_s"]
-    return {
+    srv = bots["server"] or {}
+    result = {
         "scenario": "arena",
         "entities": entities,
         "clients": clients,
         "clients_connected": bots["clients_connected"],
+        "clients_failed": bots["clients_failed"],
+        "rooms": srv.get("rooms"),
+        "clients_per_room": srv.get("clients_per_room"),
+        "tick_rate_per_room": srv.get("tick_rate_per_room"),
         "window_s": bots["duration_s"],
         "server_cpu_cores": proc_figures["cpu_cores"],
         "server_rss_mb": proc_figures["rss_mb"],
@@ -194,30 +227,42 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
                           "bytes_per_entity_per_snapshot"),
                          PEER.get((entities, clients), ()), strict=False)),
     }
+    if bots["clients_connected"] < clients and not allow_partial:
+        raise PartialRun(result)
+    return result
+
+
+def _join(values: list | None) -> str:
+    return "-" if not values else ", ".join(str(v) for v in values)
 
 
 def format_rows(results: list[dict]) -> str:
-    head = ("| E | M | who | CPU cores | RSS MB | KiB/s/client (TCP) | snapshots/s (min) "
-            "| interval p50/p99 ms | RTT p50/p99 ms | B/entity/snapshot |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| E | M | who | connected | rooms (clients each) | ticks/s per room | CPU cores "
+            "| RSS MB | KiB/s/client (TCP) | snapshots/s (min) | interval p50/p99 ms "
+            "| RTT p50/p99 ms | B/entity/snapshot |")
+    lines = [head, "|" + "---|" * 13]
     for r in results:
         iv, rtt = r["interval_ms"], r["rtt_ms"]
         tcp = r["tcp_kib_per_s_per_client"]
         lines.append(
-            f"| {r['entities']} | {r['clients']} | tickwire | {r['server_cpu_cores']} "
+            f"| {r['entities']} | {r['clients']} | tickwire | {r['clients_connected']} "
+            f"| {r['rooms']} ({_join(r['clients_per_room'])}) | {_join(r['tick_rate_per_room'])} "
+            f"| {r['server_cpu_cores']} "
             f"| {r['server_rss_mb']} | {r['kib_per_s_per_client']} ({tcp}) "
             f"| {r['snapshots_per_s']} ({r['snapshots_per_s_min']}) "
             f"| {iv['p50']} / {iv['p99']} | {rtt['p50']} / {rtt['p99']} "
             f"| {r['bytes_per_entity_per_snapshot']} |")
         peer = PEER.get((r["entities"], r["clients"]))
         if peer:
-            lines.append(f"| {r['entities']} | {r['clients']} | peer | {peer[0]} | {peer[1]} "
+            lines.append(f"| {r['entities']} | {r['clients']} | peer | - | - | - | {peer[0]} "
+                         f"| {peer[1]} "
                          f"| {peer[2]} | {peer[3]} | {peer[4]} / {peer[5]} | - | {peer[6]} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.arena", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.arena", description=__doc__.split(
+                                    "Theory of operation")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--entities", type=int, required=True, choices=sorted(PARAMS_BY_E))
     p.add_argument("--clients", type=int, required=True)
@@ -227,14 +272,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="bot processes (default 1: the scenario puts the clients in one)")
     p.add_argument("--ack-only", action="store_true",
                    help="bots ack deltas without decoding them (see tickwire bots --help)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="keep a run where fewer clients connected than asked (marked in the "
+                        "JSON and table) instead of failing")
     p.add_argument("--out", help="JSON file (default bench/results/arena-E{E}-M{M}.json)")
     p.add_argument("--profile", metavar="FILE.prof",
                    help="run the server under cProfile and write its stats there")
     args = p.parse_args(argv)
-    if not 1 <= args.clients <= 1000:
-        p.error("--clients must be in [1, 1000]")
-    result = run_arena(args.entities, args.clients, args.duration, args.warmup, args.procs,
-                       Path(args.profile) if args.profile else None, args.ack_only)
+    if not 1 <= args.clients <= MAX_CLIENTS:
+        p.error(f"--clients must be in [1, {MAX_CLIENTS}]")
+    try:
+        result = run_arena(args.entities, args.clients, args.duration, args.warmup, args.procs,
+                           Path(args.profile) if args.profile else None, args.ack_only,
+                           allow_partial=args.allow_partial)
+    except PartialRun as exc:
+        print(format_rows([exc.result]))
+        print(f"bench.arena: FAILED: {exc} (--allow-partial keeps such a run)",
+              file=sys.stderr)
+        return 1
     out = Path(args.out) if args.out else RESULTS / f"arena-E{args.entities}-M{args.clients}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,34 +1,34 @@
-"""Headless bots: scripted behaviours on the shipped client, and one process's swarm.
+"""Headless bots on the shipped client, and one worker's swarm of them.
 
 Theory of operation
 -------------------
-A *behaviour* is sans-I/O: given what the bot sees (its own position, the other live
-entities from its decoded mirror) it returns the next command `(move_x, move_y, aim,
-fire)`. Randomness comes from a seeded `random.Random` per bot.
+What a bot does next is its behaviour (client_demo.behaviors, sans-I/O).
 
-A *swarm* is one process's share of the bots (`worker_main` is the process entry point;
-`client_demo.loadtest` starts the processes). Every bot is one task: it joins at its
-place in the ramp, then sends one input per server tick (twice that for `spam`), each at
-an absolute deadline `joined_at + k * period` (never `sleep(period)`, so the rate does
-not drift with the time a send takes). The bot acks through `Client.send_input`, which
-carries the newest decoded tick.
+A *swarm* is one worker's share of the bots (`worker_main` is the local process entry
+point, `client_demo.botfleet` runs one for a remote master). Every bot is one task: it
+joins and leaves as the run's stages say (client_demo.stages), and while joined sends
+one input per server tick (twice that for `spam`), each at an absolute deadline
+`joined_at + k * period` (never `sleep(period)`, so the rate does not drift with the
+time a send takes). The bot acks through `Client.send_input`, which carries the newest
+decoded tick. A bot that leaves closes cleanly (the client then sends Leave, so its seat
+is freed at once).
 
 Every `report_interval_s` the swarm sends the parent one `report` message: raw,
 timestamped samples (per snapshot: bot, arrival time, server RTT, sizes, keyframe,
 entities; per Pong: client RTT) and per-bot cumulative counters (WebSocket bytes, TCP
 bytes from TCP_INFO, decode errors). Samples are raw so the parent can cut the
 measurement window itself and compute percentiles over all bots, never averages of
-percentiles. Times are `time.monotonic()`, which on Linux is one system-wide clock, so
-the parent and every worker agree on it.
+percentiles. Times are seconds since the run's common start, so workers on other hosts
+agree with the parent too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import random
+import signal
 import socket
 import struct
 import time
@@ -39,9 +39,10 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from client_demo.behaviors import make_behavior
 from client_demo.client import ClientError
-from client_demo.loadtest import BEHAVIORS
 from client_demo.netsim import NetConditions, NetsimClient
+from client_demo.stages import Stage, bot_intervals
 from proto import tickwire_pb2 as pb
 
 KIND_PLAYER = pb.ENTITY_KIND_PLAYER  # the .proto's EntityKind enum is the one source
@@ -51,109 +52,6 @@ KIND_NPC = pb.ENTITY_KIND_NPC
 # max_pacing_rate, bytes_acked, bytes_received -> tcpi_bytes_received at offset 128.
 _TCPI_BYTES_RECEIVED = 128
 _TCP_INFO_LEN = 136
-
-Command = tuple[float, float, float, bool]
-
-
-# -- behaviours (sans-I/O) ------------------------------------------------------------------
-
-@dataclass
-class Behavior:
-    """Base: no movement. `rate_factor` = inputs per server tick."""
-
-    rng: random.Random
-    tick_rate: int = 30
-    rate_factor: float = 1.0
-
-    def command(self, own: tuple[float, float] | None, others: np.ndarray | None) -> Command:
-        return 0.0, 0.0, 0.0, False
-
-
-@dataclass
-class Idle(Behavior):
-    """Join and ack only: an input every tick with no move."""
-
-
-@dataclass
-class Wander(Behavior):
-    """A random direction that changes every ~2 s, occasional fire along it."""
-
-    fire_chance: float = 0.05
-    _left: int = 0
-    _dir: tuple[float, float] = (0.0, 0.0)
-
-    def _turn_every(self) -> int:
-        # ~2 s of inputs, ±25% so a swarm does not turn in lockstep.
-        base = 2.0 * self.tick_rate * self.rate_factor
-        return max(1, round(base * self.rng.uniform(0.75, 1.25)))
-
-    def command(self, own: tuple[float, float] | None, others: np.ndarray | None) -> Command:
-        if self._left <= 0:
-            angle = self.rng.uniform(-math.pi, math.pi)
-            self._dir = (math.cos(angle), math.sin(angle))
-            self._left = self._turn_every()
-        self._left -= 1
-        dx, dy = self._dir
-        return dx, dy, math.atan2(dy, dx), self.rng.random() < self.fire_chance
-
-
-@dataclass
-class Spam(Wander):
-    """Wander, but at twice the tick rate: exercises the server's per-tick input cap."""
-
-    rate_factor: float = 2.0
-
-
-@dataclass
-class Arena(Behavior):
-    """SCENARIO-arena: a random unit direction that changes every 60 inputs; no firing."""
-
-    turn_every: int = 60
-    _n: int = 0
-    _dir: tuple[float, float] = (1.0, 0.0)
-
-    def command(self, own: tuple[float, float] | None, others: np.ndarray | None) -> Command:
-        if self._n % self.turn_every == 0:
-            angle = self.rng.uniform(-math.pi, math.pi)
-            self._dir = (math.cos(angle), math.sin(angle))
-        self._n += 1
-        dx, dy = self._dir
-        return dx, dy, math.atan2(dy, dx), False
-
-
-@dataclass
-class Chase(Behavior):
-    """Move toward the nearest other player or NPC, aim at it, fire when in range."""
-
-    fire_range: float = 400.0
-    _fallback: Wander | None = None
-
-    def command(self, own: tuple[float, float] | None, others: np.ndarray | None) -> Command:
-        if own is None or others is None or len(others) == 0:
-            if self._fallback is None:
-                self._fallback = Wander(self.rng, self.tick_rate, fire_chance=0.0)
-            return self._fallback.command(own, others)
-        d = others - np.asarray(own, dtype=np.float64)
-        dist2 = np.einsum("ij,ij->i", d, d)
-        i = int(np.argmin(dist2))
-        dx, dy = float(d[i, 0]), float(d[i, 1])
-        dist = math.sqrt(float(dist2[i]))
-        aim = math.atan2(dy, dx)
-        if dist < 1e-6:
-            return 0.0, 0.0, aim, True
-        return dx / dist, dy / dist, aim, dist <= self.fire_range
-
-
-def make_behavior(name: str, rng: random.Random, tick_rate: int) -> Behavior:
-    """A fresh behaviour by name (one of `BEHAVIORS`)."""
-    classes: dict[str, type[Behavior]] = {
-        "wander": Wander, "chase": Chase, "idle": Idle, "spam": Spam, "arena": Arena,
-    }
-    try:
-        cls = classes[name]
-    except KeyError:
-        raise ValueError(f"unknown behaviour {name!r}; one of {', '.join(BEHAVIORS)}") from None
-    return cls(rng, tick_rate)
 
 
 # -- the bot client: the shipped client plus sample capture -----------------------------------
@@ -235,14 +133,15 @@ class BotClient(NetsimClient):
 
 @dataclass(frozen=True)
 class SwarmConfig:
-    """What one worker process runs. Times are `time.monotonic()` seconds."""
+    """What one worker runs. `stages` is the run's load shape ((duration_s, target), ...;
+    see client_demo.stages): bot i is connected while the target is above i."""
 
     worker: int
     url: str
     behavior: str
-    bot_ids: tuple[int, ...]  # global indices; bot i joins at start + ramp_s * i / total
+    bot_ids: tuple[int, ...]  # global indices
     total: int
-    ramp_s: float
+    stages: tuple[tuple[float, int], ...]
     seed: int = 1
     conditions: NetConditions = field(default_factory=NetConditions)
     report_interval_s: float = 0.5
@@ -250,34 +149,45 @@ class SwarmConfig:
     name_prefix: str = "bot"
     ack_only: bool = False
 
+    def schedule(self, i: int) -> list[tuple[float, float]]:
+        """(join_s, leave_s) of bot i, seconds from the start (leave may be inf)."""
+        return bot_intervals(tuple(Stage(d, n) for d, n in self.stages), i)
+
 
 class Swarm:
-    """Runs `config.bot_ids` as bots until `stop()` or the hard deadline."""
+    """Runs `config.bot_ids` as bots until `stop()`, the hard deadline or `stop_flag`.
+
+    Reports are stamped in seconds since `start` (this host's monotonic clock), which is
+    what every worker shares, on this host or another."""
 
     def __init__(self, config: SwarmConfig, emit: Any) -> None:
         self.config = config
-        self.emit = emit  # callable(message: tuple) -> None; a Queue.put in a worker
+        self.emit = emit  # callable(message: tuple) -> None
         self.bots: dict[int, BotClient] = {}
         self.connected: set[int] = set()
         self.failed = 0
         self.errors: Counter[str] = Counter()
         self.close_codes: Counter[str] = Counter()
         self.connect_messages: list[str] = []
+        # Counters of bots that left, so a bot that joins again keeps counting up.
+        self._base: dict[int, tuple[int, int, int]] = {}
         self._stop = asyncio.Event()
+        self.start = 0.0
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self, start: float, hard_deadline: float, stop_flag: Any = None) -> None:
-        """Ramp the bots in from `start`; stop at `hard_deadline` or when `stop_flag` (an
-        object with `is_set()`) is set, checked at each report."""
+        """Run the schedule from `start` (monotonic); stop at `hard_deadline` or when
+        `stop_flag()` returns true, checked at each report."""
+        self.start = start
         connector = aiohttp.TCPConnector(limit=0)  # the default limit of 100 would cap bots
         async with aiohttp.ClientSession(connector=connector) as session:
-            tasks = [asyncio.create_task(self._run_bot(i, start, session))
+            tasks = [asyncio.create_task(self._run_bot(i, session))
                      for i in self.config.bot_ids]
             reporter = asyncio.create_task(self._report_loop(hard_deadline, stop_flag))
             await self._stop.wait()
-            # Bots see the stop between two inputs; give them a moment to close cleanly.
+            # Bots see the stop between two inputs; give them a moment to leave cleanly.
             _, pending = await asyncio.wait(tasks, timeout=3.0)
             for task in pending:
                 task.cancel()
@@ -295,11 +205,16 @@ class Swarm:
             await asyncio.wait_for(self._stop.wait(), delay)
         return self._stop.is_set()
 
-    async def _run_bot(self, i: int, start: float, session: aiohttp.ClientSession) -> None:
+    async def _run_bot(self, i: int, session: aiohttp.ClientSession) -> None:
+        for join_s, leave_s in self.config.schedule(i):
+            if await self._sleep_until(self.start + join_s):
+                return
+            await self._play(i, session, self.start + leave_s)
+            if self._stop.is_set():
+                return
+
+    async def _play(self, i: int, session: aiohttp.ClientSession, leave_at: float) -> None:
         cfg = self.config
-        join_at = start + cfg.ramp_s * i / max(1, cfg.total)
-        if await self._sleep_until(join_at):
-            return
         rng = random.Random(cfg.seed * 1_000_003 + i)
         bot = BotClient(cfg.url, f"{cfg.name_prefix}{i}", i, session=session,
                         connect_timeout_s=cfg.connect_timeout_s, conditions=cfg.conditions,
@@ -325,10 +240,15 @@ class Swarm:
         period = 1.0 / (bot.tick_rate * behavior.rate_factor)
         t0 = time.monotonic()
         k = 0
+        left = False
         try:
             while not bot.closed.is_set():
                 k += 1
-                if await self._sleep_until(t0 + k * period):
+                due = t0 + k * period
+                if due >= leave_at:
+                    left = True  # the schedule says this bot goes now
+                    break
+                if await self._sleep_until(due):
                     break
                 if bot.closed.is_set():
                     break
@@ -338,15 +258,29 @@ class Swarm:
                     await bot.send_input(*cmd)
                 except (ClientError, ConnectionError, aiohttp.ClientError):
                     break
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not left:
                 # Closed by the server (or the network) during the run.
                 await bot.closed.wait()
                 self.errors["closed"] += 1
                 self.close_codes[str(bot.close_code)] += 1
         finally:
             self.connected.discard(i)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(bot.close(), 3.0)
+            await self._leave(bot)
+            ws, tcp, dec = self._counters(i, bot)
+            self._base[i] = (ws, tcp, dec)
+
+    @staticmethod
+    async def _leave(bot: BotClient) -> None:
+        """Close cleanly (1000), bounded: the client's clean close says Leave first, so the
+        seat is freed at once rather than held for the resume grace."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(bot.close(1000), 3.0)
+
+    def _counters(self, i: int, bot: BotClient) -> tuple[int, int, int]:
+        ws0, tcp0, dec0 = self._base.get(i, (0, 0, 0))
+        tcp = bot.tcp_bytes_received()
+        return (ws0 + bot.stats.bytes_in, -1 if tcp < 0 else tcp0 + tcp,
+                dec0 + bot.stats.decode_errors)
 
     async def _report_loop(self, hard_deadline: float, stop_flag: Any) -> None:
         every = self.config.report_interval_s
@@ -355,13 +289,13 @@ class Swarm:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at += every
             self.emit(self._report("report"))
-            if time.monotonic() >= hard_deadline or (stop_flag is not None
-                                                    and stop_flag.is_set()):
+            if time.monotonic() >= hard_deadline or (stop_flag is not None and stop_flag()):
                 self._stop.set()
                 return
 
     def _report(self, kind: str) -> tuple:
-        """One message for the parent: (kind, worker, payload dict)."""
+        """One message for the parent: (kind, worker, payload dict), times in seconds since
+        the start."""
         now = time.monotonic()
         snaps: list[tuple] = []
         snap_bot: list[int] = []
@@ -377,11 +311,11 @@ class Swarm:
             if c:
                 crtt.extend(c)
                 crtt_bot.extend([i] * len(c))
-            counters.append((i, bot.stats.bytes_in, bot.tcp_bytes_received(),
-                             bot.stats.decode_errors))
+            counters.append((i, *self._counters(i, bot)))
         arr = np.array(snaps, dtype=np.float64).reshape(-1, 6)
+        arr[:, 0] -= self.start
         payload = {
-            "t": now,
+            "t": now - self.start,
             "connected": len(self.connected),
             "failed": self.failed,
             "errors": dict(self.errors),
@@ -397,28 +331,43 @@ class Swarm:
         return kind, self.config.worker, payload
 
 
-def worker_main(config: SwarmConfig, queue: Any, start_value: Any, start_event: Any,
-                stop_event: Any, hard_deadline: float) -> None:
-    """Process entry point: wait for the common start time, run the swarm, report.
-
-    `start_value` is a shared double holding the start (monotonic seconds) once
-    `start_event` is set; `stop_event` ends the run early (the parent's window is over).
-    """
-    queue.put(("ready", config.worker, {"pid": os.getpid()}))
-    if not start_event.wait(timeout=max(1.0, hard_deadline - time.monotonic())):
-        queue.put(("done", config.worker, {"aborted": True}))
-        return
-    start = start_value.value
-    swarm = Swarm(config, queue.put)
+def new_event_loop_factory() -> Any:
+    """uvloop's loop factory when available (it is a dependency; the bots work without)."""
     try:
         import uvloop
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # uvloop is a dependency, but the bots work without it
-        loop_factory = None
+        return uvloop.new_event_loop
+    except ImportError:
+        return None
+
+
+def worker_main(config: SwarmConfig, queue: Any, start_value: Any, start_event: Any,
+                stop_event: Any, hard_deadline: float) -> None:
+    """Local worker process entry point: wait for the common start time, run the swarm,
+    report over `queue`.
+
+    `start_value` is a shared double holding the start (monotonic seconds) once
+    `start_event` is set; `stop_event` ends the run (the window is over, or the parent was
+    interrupted). Ctrl-C in a terminal (and `docker stop`, `kill -- -PGID`) signals the
+    whole process group: the worker ignores SIGINT and SIGTERM and stops on its parent's
+    order instead, so the parent still gets the final report (and kills, by pid, a worker
+    that does not stop). If the parent dies without a word, the worker notices within a
+    report interval (its parent pid changes) and stops too.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    queue.put(("ready", config.worker, {"pid": os.getpid(), "where": f"local:{os.getpid()}"}))
+    while not start_event.wait(timeout=0.5):
+        if os.getppid() != parent or time.monotonic() >= hard_deadline:
+            return
+    start = start_value.value
+    swarm = Swarm(config, queue.put)
+
+    def stop_flag() -> bool:
+        return stop_event.is_set() or os.getppid() != parent
+
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(swarm.run(start, hard_deadline, stop_event))
-    except KeyboardInterrupt:
-        pass
+        with asyncio.Runner(loop_factory=new_event_loop_factory()) as runner:
+            runner.run(swarm.run(start, hard_deadline, stop_flag))
     except Exception as exc:  # report, never a traceback on the user's terminal
         queue.put(("crash", config.worker, {"error": f"{type(exc).__name__}: {exc}"}))

@@ -18,7 +18,8 @@ direction, so a round trip grows by about twice `latency_ms`.
 Loss drops only what an unreliable transport would carry: `Input` frames out and
 `Snapshot` frames in (inputs are resent redundantly; a missed snapshot is covered by the
 next delta). Join/Welcome/Roster/Pong/Kick and control frames are delayed, never dropped,
-and nothing is dropped before the Welcome, so a lossy run still joins.
+and nothing is dropped before the Welcome, so a lossy run still joins. `Leave` is sent at
+once: the close that follows it ends the delay line.
 """
 
 from __future__ import annotations
@@ -142,7 +143,13 @@ class NetsimClient(Client):
             return
         if self.ws is None or self.ws.closed:
             raise ClientError("not connected")
-        droppable = self.welcome is not None and frame.WhichOneof("kind") == "input"
+        kind = frame.WhichOneof("kind")
+        if kind == "leave":
+            # The goodbye goes out at once: the close right after it stops the delay line,
+            # which would otherwise drop it (and the seat would wait out the resume grace).
+            await super()._send(frame)
+            return
+        droppable = self.welcome is not None and kind == "input"
         self._out.push(lambda: Client._send(self, frame), self._loop_time(),
                        droppable=droppable)
         self._out_wake.set()

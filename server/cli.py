@@ -72,6 +72,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                         "(16+ bytes; or TICKWIRE_JOIN_SECRET)")
     p.add_argument("--max-conns-per-ip", type=int, default=256, metavar="N",
                    help="open WebSockets allowed per client address; 0 = no cap (default 256)")
+    p.add_argument("--connects-per-ip-per-s", type=float, default=20.0, metavar="R",
+                   help="new WebSockets per client address per second, after a burst of 256; "
+                        "0 = no limit (default 20; a load test from one host may need 0)")
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S",
                    help="on SIGTERM/SIGINT, time allowed to drain before exit (default 5)")
     p.add_argument("--drain-grace", type=float, default=0.0, metavar="S",
@@ -173,6 +176,7 @@ def run_serve(args: argparse.Namespace) -> int:
                            public_origin=args.public_origin,
                            public_player_names=args.public_player_names,
                            join_secret=secret, max_conns_per_ip=args.max_conns_per_ip,
+                           connects_per_ip_per_s=args.connects_per_ip_per_s,
                            shutdown_timeout_s=args.shutdown_timeout,
                            admin_token=args.admin_token or None,
                            params_path=Path(args.params) if args.params else None,

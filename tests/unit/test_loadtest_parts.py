@@ -13,18 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_demo import bots, loadtest
-from client_demo.loadtest import (
-    METRICS,
-    OPS,
-    Collector,
-    Condition,
-    Plan,
-    UsageError,
-    histogram_quantile,
-    parse_fail_on,
-)
+from client_demo import behaviors as bots
+from client_demo import loadreport, loadtest
+from client_demo.loadreport import Collector, ReportContext, histogram_quantile
 from client_demo.netsim import DelayLine, NetConditions
+from client_demo.stages import ramp_stages
+from client_demo.thresholds import METRICS, OPS, Condition, UsageError, parse_fail_on
 
 # -- --fail-on ------------------------------------------------------------------------------------
 
@@ -78,7 +72,7 @@ def test_parse_valid_fail_on(text, expected):
         ("rtt p99>150", "cannot parse"),
         ("rtt_p99_ms>150;errors>0", "cannot parse"),
         ("latency>150", "unknown metric 'latency'"),
-        ("rtt_p90_ms<5", "unknown metric 'rtt_p90_ms'"),
+        ("rtt_p75_ms<5", "unknown metric 'rtt_p75_ms'"),
         ("rtt_p99_ms>150,", "empty condition"),
         (",rtt_p99_ms>150", "empty condition"),
         ("rtt_p99_ms>150,,errors>0", "empty condition"),
@@ -119,13 +113,15 @@ def test_generated_fail_on_round_trips(conds):
 
 def _report(**over) -> dict:
     r = {
-        "rtt_ms": {"p50": 20.0, "p95": 40.0, "p99": 100.0},
-        "client_rtt_ms": {"p50": 21.0, "p95": 41.0, "p99": 101.0},
+        "rtt_ms": {"p50": 20.0, "p90": 30.0, "p95": 40.0, "p99": 100.0, "max": 120.0},
+        "client_rtt_ms": {"p50": 21.0, "p90": 31.0, "p95": 41.0, "p99": 101.0, "max": 121.0},
         "snapshots_per_s": 30.0,
-        "snapshot_interval_ms": {"p50": 33.3, "p99": 50.0, "max": 80.0},
+        "snapshot_interval_ms": {"p50": 33.3, "p90": 40.0, "p95": 45.0, "p99": 50.0,
+                                 "max": 80.0},
         "bytes_in_per_s": 5000.0,
         "errors": {"connect": 1, "closed": 2},
         "clients_failed": 0,
+        "server": {"inputs_rejected_total": 7.0, "tick_rate_per_room_min": 29.5},
     }
     r.update(over)
     return r
@@ -150,6 +146,11 @@ def _report(**over) -> dict:
         ("errors>2", True, 3.0),  # every kind of error counts
         ("errors>3", False, 3.0),
         ("clients_failed>0", False, 0.0),
+        ("rtt_p90_ms>25", True, 30.0),
+        ("rtt_max_ms>=120", True, 120.0),
+        ("interval_max_ms<80", False, 80.0),
+        ("inputs_rejected>0", True, 7.0),
+        ("tick_rate_per_room<29", False, 29.5),
     ],
 )
 def test_a_condition_that_holds_fails_the_run(cond, failed, actual):
@@ -161,7 +162,7 @@ def test_a_condition_that_holds_fails_the_run(cond, failed, actual):
 @pytest.mark.parametrize("cond", ["rtt_p99_ms>150", "rtt_p99_ms<150", "rtt_p99_ms>=-1e9"])
 def test_nothing_measured_cannot_pass_a_threshold(cond, missing):
     (c,) = parse_fail_on(cond)
-    report = _report(rtt_ms={"p50": missing, "p95": missing, "p99": missing})
+    report = _report(rtt_ms={k: missing for k in ("p50", "p90", "p95", "p99", "max")})
     assert c.failed(report) == (True, None)
 
 
@@ -177,14 +178,14 @@ def test_condition_str():
 @settings(max_examples=100, deadline=None)
 def test_pcts_match_numpy(values):
     arr = np.array(values)
-    qs = {"p50": 50, "p95": 95, "p99": 99}
-    got = loadtest._pcts(arr, qs)
-    for name, q in qs.items():
+    got = loadreport.pcts(arr)
+    assert list(got) == ["p50", "p90", "p95", "p99", "max"]
+    for name, q in {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "max": 100}.items():
         assert got[name] == pytest.approx(round(float(np.percentile(arr, q)), 3), abs=1e-9)
 
 
 def test_pcts_of_nothing_are_none():
-    assert loadtest._pcts(np.empty(0), {"p50": 50, "p99": 99}) == {"p50": None, "p99": None}
+    assert loadreport.pcts(np.empty(0)) == dict.fromkeys(("p50", "p90", "p95", "p99", "max"))
 
 
 BUCKETS = [(0.1, 10.0), (0.5, 60.0), (1.0, 90.0), (math.inf, 100.0)]
@@ -235,24 +236,59 @@ def test_histogram_quantile_lies_in_the_bucket_of_the_true_quantile(samples, q):
     assert lo - 1e-12 <= est <= hi + 1e-12
 
 
-def _metrics(counts, total, overruns=0.0, skipped=0.0, players=4.0):
+def _metrics(counts, total, overruns=0.0, skipped=0.0, players=4.0, rooms=1.0, rejected=None):
     name = "tickwire_tick_duration_seconds"
     out = {f'{name}_bucket{{le="{le}"}}': c for le, c in counts.items()}
     out.update({f"{name}_count": total, "tickwire_tick_overruns_total": overruns,
-                "tickwire_ticks_skipped_total": skipped, "tickwire_players": players})
+                "tickwire_ticks_skipped_total": skipped, "tickwire_players": players,
+                "tickwire_rooms": rooms})
+    for reason, n in (rejected or {}).items():
+        out[f'tickwire_inputs_rejected_total{{reason="{reason}"}}'] = n
     return out
 
 
 def test_server_figures_are_over_the_window():
-    start = _metrics({"0.001": 100, "0.005": 200, "0.01": 200, "+Inf": 200}, 200, 1, 0)
-    end = _metrics({"0.001": 100, "0.005": 1000, "0.01": 1090, "+Inf": 1100}, 1100, 4, 2, 7)
-    fig = loadtest.server_figures(start, end, 30.0)
+    start = _metrics({"0.001": 100, "0.005": 200, "0.01": 200, "+Inf": 200}, 200, 1, 0,
+                     rejected={"rate": 5, "nan": 1})
+    end = _metrics({"0.001": 100, "0.005": 1000, "0.01": 1090, "+Inf": 1100}, 1100, 4, 2, 7,
+                   rejected={"rate": 2005, "nan": 1, "range": 3})
+    fig = loadreport.server_figures(start, end, 30.0)
     # Window histogram: (0.001, 0), (0.005, 800), (0.01, 890), (+Inf, 900); p99 rank 891.
-    assert fig == {"tick_rate": 30.0, "tick_duration_ms_p99": 10.0, "overruns": 3,
-                   "ticks_skipped": 2, "players": 7}
-    assert loadtest.server_figures(None, end, 30.0) is None
-    assert loadtest.server_figures(start, None, 30.0) is None
-    assert loadtest.server_figures(start, end, 0.0)["tick_rate"] is None
+    assert fig["tick_duration_ms"]["p99"] == pytest.approx(10.0)
+    assert fig["tick_duration_ms"]["p50"] == pytest.approx(1.0 + 4.0 * 450 / 800)
+    assert (fig["ticks_per_s_all_rooms"], fig["overruns"], fig["ticks_skipped"],
+            fig["players"]) == (30.0, 3, 2, 7)
+    # Rejections over the window only, zero deltas left out; the total is a threshold.
+    assert fig["inputs_rejected"] == {"range": 3, "rate": 2000}
+    assert fig["inputs_rejected_total"] == 2003.0
+    # Without /rooms: one room, so the sum is that room's rate.
+    assert fig["rooms"] == 1 and fig["tick_rate_per_room"] == [30.0]
+    assert loadreport.server_figures(None, end, 30.0) is None
+    assert loadreport.server_figures(start, None, 30.0) is None
+    assert loadreport.server_figures(start, end, 0.0)["ticks_per_s_all_rooms"] is None
+
+
+def test_server_figures_give_each_room_its_own_rate():
+    # Two rooms at 30 Hz: 60 ticks/s in all, 30 per room (the sum is not a tick rate).
+    start = _metrics({"+Inf": 0}, 0, rooms=2.0)
+    end = _metrics({"+Inf": 1200}, 1200, rooms=2.0)
+    rooms0 = [{"id": 1, "players": 250, "tick": 100, "tick_rate": 30},
+              {"id": 2, "players": 150, "tick": 10, "tick_rate": 30}]
+    rooms1 = [{"id": 1, "players": 250, "tick": 700, "tick_rate": 30},
+              {"id": 2, "players": 150, "tick": 598, "tick_rate": 30},
+              {"id": 3, "players": 1, "tick": 5, "tick_rate": 30}]  # opened in the window
+    fig = loadreport.server_figures(start, end, 20.0, rooms0, rooms1)
+    assert fig["ticks_per_s_all_rooms"] == 60.0
+    assert fig["rooms"] == 3 and fig["clients_per_room"] == [250, 150, 1]
+    assert [r["tick_rate"] for r in fig["rooms_detail"]] == [30.0, 29.4, None]
+    # A room without two readings: fall back to the sum over the room count.
+    assert fig["tick_rate_per_room"] == [20.0, 20.0, 20.0]
+    fig = loadreport.server_figures(start, end, 20.0, rooms0, rooms1[:2])
+    assert fig["tick_rate_per_room"] == [30.0, 29.4] and fig["tick_rate_per_room_min"] == 29.4
+    # No /rooms at all: the gauge's room count.
+    fig = loadreport.server_figures(start, end, 20.0)
+    assert fig["rooms"] == 2 and fig["tick_rate_per_room"] == [30.0, 30.0]
+    assert fig["clients_per_room"] is None
 
 
 # -- counters and report building -----------------------------------------------------------------
@@ -266,18 +302,20 @@ def test_counter_rates_and_decode_errors():
         (12.2, np.array([[0, 5000, 7500, 1], [1, 2500, -1, 2]])),
         (13.0, np.array([[0, 9e9, 9e9, 5], [1, 9e9, -1, 7]]).astype(np.int64)),  # after
     ]
-    ws, tcp = loadtest._counter_rates(counters, 10.0, 11.8)
+    ws, tcp = loadreport.counter_rates(counters, 10.0, 11.8)
     assert ws == pytest.approx(4000 / 2.2 + 2000 / 2.2)
     assert tcp == pytest.approx(6000 / 2.2)  # bot 1 has no TCP_INFO
-    assert loadtest._counter_rates(counters, 10.0, 10.2) == (0.0, None)  # < 0.4 s apart
-    assert loadtest._decode_errors(counters) == 12  # latest per bot
+    assert loadreport.counter_rates(counters, 10.0, 10.2) == (0.0, None)  # < 0.4 s apart
+    assert loadreport.decode_errors(counters) == 12  # latest per bot
 
 
-def _plan(conditions: str | None = None, count: int = 3) -> Plan:
-    return Plan(url="ws://127.0.0.1:9/ws", count=count, ramp_s=0.0, warmup_s=0.0,
-                duration_s=10.0, procs=2, behavior="wander",
-                conditions=parse_fail_on(conditions), latency_ms=0.0, jitter_ms=0.0,
-                loss=0.0, seed=1, json_path=None, ack_only=False, quiet=True)
+def _plan(conditions: str | None = None, count: int = 3, **over) -> ReportContext:
+    ctx = ReportContext(url="ws://127.0.0.1:9/ws", count=count, behavior="wander",
+                        stages=ramp_stages(count, 0.0), conditions=parse_fail_on(conditions),
+                        procs=2)
+    for k, v in over.items():
+        setattr(ctx, k, v)
+    return ctx
 
 
 def _worker_report(t, bots_ids, snaps, crtt, counters, **over):
@@ -319,11 +357,12 @@ def test_report_merges_worker_reports_over_the_window():
     assert c.done == {0, 1}
     assert c.connected == 3 and c.ever_connected == {0, 1, 2}
 
-    r = loadtest.build_report(_plan("rtt_p99_ms>100,errors>=3,snapshots_per_s<0.5"), c,
+    r = loadreport.build_report(_plan("rtt_p99_ms>100,errors>=3,snapshots_per_s<0.5"), c,
                               (10.0, 20.0), None, None)
     rtts = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
     assert r["rtt_ms"] == {k: round(float(np.percentile(rtts, q)), 3)
-                           for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+                           for k, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99),
+                                        ("max", 100))}
     assert r["client_rtt_ms"]["p50"] == pytest.approx(7.0)
     assert r["clients_connected"] == 3 and r["clients_failed"] == 0
     assert r["snapshots_per_s"] == pytest.approx(6 / 10 / 3, abs=1e-3)
@@ -341,7 +380,7 @@ def test_report_merges_worker_reports_over_the_window():
     assert checks == {"rtt_p99_ms>100": False, "errors>=3": True, "snapshots_per_s<0.5": True}
     assert r["failures"] == ["errors>=3", "snapshots_per_s<0.5"]
     assert r["passed"] is False
-    text = loadtest.format_report(r)
+    text = loadreport.format_report(r)
     assert "FAIL: errors>=3; snapshots_per_s<0.5" in text
 
 
@@ -349,16 +388,16 @@ def test_report_passes_when_no_condition_holds_and_fails_with_no_bots():
     c = Collector(1)
     c.add("done", 0, _worker_report(5.0, [0], [(0, (5.0, 10.0, 10, 20, 0, 1))], [],
                                     [[0, 0, 0, 0]]))
-    r = loadtest.build_report(_plan("rtt_p99_ms>100", count=1), c, (0.0, 10.0), None, None)
+    r = loadreport.build_report(_plan("rtt_p99_ms>100", count=1), c, (0.0, 10.0), None, None)
     assert r["passed"] is True and r["failures"] == []
-    assert loadtest.format_report(r).endswith("PASS")
-    empty = loadtest.build_report(_plan(None), Collector(3), (0.0, 10.0), None, None)
+    assert loadreport.format_report(r).endswith("PASS")
+    empty = loadreport.build_report(_plan(None), Collector(3), (0.0, 10.0), None, None)
     assert empty["passed"] is False and empty["failures"] == ["no bot could connect"]
-    assert empty["rtt_ms"] == {"p50": None, "p95": None, "p99": None}
+    assert set(empty["rtt_ms"].values()) == {None}
     # A threshold over nothing measured fails too.
-    r = loadtest.build_report(_plan("rtt_p99_ms>1e9"), Collector(3), (0.0, 10.0), None, None)
+    r = loadreport.build_report(_plan("rtt_p99_ms>1e9"), Collector(3), (0.0, 10.0), None, None)
     assert r["thresholds"] == [{"condition": "rtt_p99_ms>1e+09", "actual": None,
-                                "failed": True}]
+                                "failed": True, "default": False}]
 
 
 # -- argument checks ------------------------------------------------------------------------------
@@ -529,7 +568,7 @@ def test_delay_line_is_deterministic_for_a_seed():
 # -- bots' behaviours (sans-I/O) ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", loadtest.BEHAVIORS)
+@pytest.mark.parametrize("name", bots.BEHAVIORS)
 def test_make_behavior_knows_every_behavior(name):
     b = bots.make_behavior(name, random.Random(1), 30)
     for _ in range(200):
@@ -549,7 +588,7 @@ def test_behaviors_are_deterministic_per_seed():
         b = bots.make_behavior(name, random.Random(seed), 30)
         return [b.command(None, None) for _ in range(300)]
 
-    for name in loadtest.BEHAVIORS:
+    for name in bots.BEHAVIORS:
         assert run(name, 3) == run(name, 3)
 
 
