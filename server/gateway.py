@@ -24,7 +24,7 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
@@ -32,7 +32,10 @@ from aiohttp import WSMsgType, web
 from proto import tickwire_pb2 as pb
 from server.admin import add_admin_routes
 from server.clock import Clock, MonotonicClock
-from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, Refusal
+from server.fleet.app import FleetSettings, drain_first, fleet_ctx, fleet_rooms
+from server.fleet.app import handle_matchmake as fleet_matchmake
+from server.fleet.node import FleetNode
+from server.handshake import ConnectionsPerIp, OriginPolicy, Refusal, SeatClaim
 from server.lobby import Lobby, LobbyFullError
 from server.metrics import Metrics
 from server.paramswatch import params_watch_ctx
@@ -80,14 +83,18 @@ class GatewayConfig:
     shutdown_timeout_s: float = 5.0
     web_root: Path = WEB_ROOT
     allowed_origins: tuple[str, ...] = ()  # () = the server's own origin only; "*" = any
-    join_secret: bytes | None = None  # set: /ws needs a token from POST /matchmake
-    join_token_ttl_s: float = 60.0
+    join_secret: bytes | None = None  # set: /ws needs a seat token from POST /matchmake
+    join_token_ttl_s: float = 15.0  # a seat token's life (and how long it holds a seat)
     max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
     connects_per_ip_per_s: float = 20.0  # new sockets per address per second; 0 = no limit
     connect_burst_per_ip: float = 256.0  # a whole load-test swarm may arrive at once
     admin_token: str | None = None  # None: the /admin routes are off (404)
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
+    # (name, params) of each game mode; () = one mode, "arena", with `params`
+    modes: tuple[tuple[str, Params], ...] = ()
+    # the registry: in-process unless redis_url
+    fleet: FleetSettings = field(default_factory=FleetSettings)
 
 
 @dataclass(slots=True)
@@ -98,6 +105,7 @@ class Connection:
     transport: asyncio.Transport
     session: Session
     room: Room | None = None
+    claim: SeatClaim | None = None  # the seat token this socket came with
 
 
 def ws_header(opcode: int, length: int) -> bytes:
@@ -132,8 +140,14 @@ class Gateway:
         self.started_at = self.clock.now()
         self.draining = False
         self.origins = OriginPolicy(list(config.allowed_origins))
-        self.join_tokens = JoinTokens(config.join_secret, config.join_token_ttl_s) \
-            if config.join_secret else None
+        self.modes: dict[str, Params] = dict(config.modes) or {"arena": config.params}
+        self.default_mode = next(iter(self.modes))
+        self.lobby.default_mode = self.default_mode
+        self.lobby.params = self.modes[self.default_mode]
+        self.fleet: FleetNode | None = None  # set by the fleet context at startup
+        # Seat tokens are required with a join secret or in a Redis fleet; otherwise a
+        # socket without one joins any public room of the default mode (as before).
+        self.tokens_required = config.join_secret is not None or bool(config.fleet.redis_url)
         self.per_ip = ConnectionsPerIp(config.max_conns_per_ip, config.connects_per_ip_per_s,
                                        config.connect_burst_per_ip)
         self._room_tasks: dict[str, tuple[asyncio.Task, asyncio.Event, TickSchedule]] = {}
@@ -163,15 +177,36 @@ class Gateway:
         changed = {k: v for k, v in after.items() if before[k] != v}
         self.params_version += 1
         self.config = replace(self.config, params=effective)
+        self.modes[self.default_mode] = effective
         self.lobby.params, self.lobby.params_version = effective, self.params_version
         now = self.clock.now()
-        for room in self.lobby.rooms.values():
+        for room_id, room in self.lobby.rooms.items():
+            if self.lobby.meta.get(room_id, (self.default_mode,))[0] != self.default_mode:
+                continue  # live changes are for the default mode's rooms
             room.set_params(effective, now, version=self.params_version)
         log.info("parameters applied", extra={"source": source, "changed": changed,
                                               "params_version": self.params_version})
         return self.params_version, restart
 
     # -- rooms and their tick loops ----------------------------------------------------
+
+    def ensure_room(self, room_id: str, mode: str, private: bool) -> Room:
+        """The room with this id (of `mode`), created and ticking if it did not exist."""
+        room, created = self.lobby.ensure_room(room_id, self.modes[mode], self.clock.now(),
+                                               mode=mode, private=private,
+                                               created_ms=int(time.time() * 1000))
+        if created:
+            self._ensure_loop(room)
+            log.info("room created", extra={"room": room_id, "mode": mode,
+                                            "private": private})
+        return room
+
+    def _reserved(self, room_id: str) -> int:
+        """Seats of a room held for matchmade players (last registry refresh + consumed)."""
+        fleet = self.fleet
+        if fleet is None:
+            return 0
+        return fleet.reserved.get(room_id, 0) + fleet.unseated(room_id)
 
     def _ensure_loop(self, room: Room) -> None:
         if room.room_id in self._room_tasks:
@@ -221,7 +256,9 @@ class Gateway:
             self._room_drops[room.room_id] = now_counts
 
     def _reap_rooms(self, now: float) -> None:
-        for room in self.lobby.reap(now):
+        for room in self.lobby.reap(now, busy=lambda room_id: self._reserved(room_id) > 0):
+            if self.fleet is not None:
+                self.fleet.room_disposed(room.room_id)
             entry = self._room_tasks.pop(room.room_id, None)
             if entry is not None:
                 entry[1].set()
@@ -364,6 +401,11 @@ class Gateway:
             raise web.HTTPServiceUnavailable(text="server shutting down")
         peer_ip = _peer_ip(request)
         refusal = self._check_upgrade(request, peer_ip)
+        claim = None
+        if refusal is None:
+            claim = await self._check_seat(request.query.get("token"))
+            if isinstance(claim, Refusal):
+                refusal, claim = claim, None
         if refusal is not None:
             self.metrics.handshakes_rejected.labels(reason=refusal.label).inc()
             log.info("upgrade refused: %s", refusal.reason,
@@ -375,10 +417,12 @@ class Gateway:
             await ws.prepare(request)
         except BaseException:
             self.per_ip.closed(peer_ip)
+            self._release(claim)
             raise
         transport = request.transport
         if transport is None:
             self.per_ip.closed(peer_ip)
+            self._release(claim)
             return ws
         sock = transport.get_extra_info("socket")
         if limits.socket_send_buffer and sock is not None:
@@ -386,10 +430,11 @@ class Gateway:
         self.metrics.connections.inc()
         self.sockets[ws] = transport
         session = Session.open(limits, self.clock.now())
-        conn = Connection(ws=ws, transport=transport, session=session)
+        conn = Connection(ws=ws, transport=transport, session=session, claim=claim)
         try:
             await self._serve(conn)
         finally:
+            self._release(claim)
             self.per_ip.closed(peer_ip)
             self.sockets.pop(ws, None)
             self._detach(conn)
@@ -397,12 +442,23 @@ class Gateway:
             self.metrics.disconnects.labels(code=str(code)).inc()
         return ws
 
+    def _release(self, claim: SeatClaim | None) -> None:
+        if claim is not None and self.fleet is not None:
+            self.fleet.released(claim)  # a no-op once the player is seated
+
+    async def _check_seat(self, token: str | None) -> SeatClaim | Refusal | None:
+        """The seat token, consumed (single use) at the node that owns the seat; None when
+        there is none and none is required."""
+        if not token and not self.tokens_required:
+            return None
+        if self.fleet is None:
+            return Refusal(503, "starting", "server starting")
+        return await self.fleet.admit(token)
+
     def _check_upgrade(self, request: web.Request, peer_ip: str) -> Refusal | None:
-        """Origin, join token and per-IP cap, before the socket exists."""
+        """Origin and per-IP cap, before the socket exists (the seat token comes next)."""
         refusal = self.origins.check(request.headers.get("Origin"), request.host,
                                      request.scheme)
-        if refusal is None and self.join_tokens is not None:
-            refusal = self.join_tokens.check(request.query.get("token"), time.time())
         if refusal is None:
             refusal = self.per_ip.check(peer_ip, self.clock.now())
         return refusal
@@ -535,9 +591,19 @@ class Gateway:
         check_version(join.protocol_version)
         try:
             check_name(join.name)  # before a room might be created for this player
-            room, _ = self.lobby.room_with_free_seat(now)
+            claim = conn.claim
+            if claim is not None:
+                # A matchmade seat: its room (created at the upgrade if it was new).
+                room = self.ensure_room(claim.room, claim.mode, claim.private)
+            else:
+                room, created = self.lobby.room_with_free_seat(
+                    now, reserved=self._reserved, created_ms=int(time.time() * 1000))
+                if created and self.fleet is not None:
+                    self.fleet.wake()  # publish the new room now
             player_id = self.lobby.next_player_id()
             seat = room.join(player_id, join.name, now)
+            if claim is not None and self.fleet is not None:
+                self.fleet.seated(claim)
         except JoinRefused as exc:
             raise ProtocolError(CLOSE_POLICY, "bad_join", exc.reason) from None
         except (RoomFullError, LobbyFullError):
@@ -592,6 +658,7 @@ class Gateway:
     async def handle_healthz(self, request: web.Request) -> web.Response:
         return web.json_response({
             "status": "draining" if self.draining else "ok",
+            "registry": self.fleet.health() if self.fleet is not None else None,
             "rooms": len(self.lobby.rooms),
             "players": self.lobby.player_count,
             "connections": len(self.connections),
@@ -601,11 +668,12 @@ class Gateway:
         })
 
     async def handle_rooms(self, request: web.Request) -> web.Response:
-        rooms = []
+        """The fleet's public rooms; this node's carry their local detail."""
+        local = {}
         for room in self.lobby.rooms.values():
             schedule = self.schedule_for(room.room_id)
             stats = schedule.stats() if schedule else {}
-            rooms.append({
+            local[room.room_id] = {
                 "id": room.room_id,
                 "players": len(room.seats),
                 "connected": sum(1 for s in room.seats.values() if s.connected),
@@ -617,16 +685,12 @@ class Gateway:
                 "seats": [{"player_id": s.player_id, "name": s.name, "entity": s.entity,
                            "connected": s.connected, "rtt_ms": round(s.rtt_ms, 2)}
                           for s in room.seats.values()],
-            })
-        return web.json_response(rooms)
+            }
+        return web.json_response(await fleet_rooms(self, local))
 
     async def handle_matchmake(self, request: web.Request) -> web.Response:
-        """A join token for /ws (only when the server was started with a join secret)."""
-        if self.join_tokens is None:
-            raise web.HTTPNotFound(text="matchmaking tokens are not enabled on this server")
-        token = self.join_tokens.issue(time.time())
-        return web.json_response({"token": token, "ws_path": f"/ws?token={token}",
-                                  "expires_in_s": self.join_tokens.ttl_s})
+        """POST /matchmake: a seat in the fleet and the token to take it with."""
+        return await fleet_matchmake(self, request)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()
@@ -685,7 +749,12 @@ def build_app(config: GatewayConfig, clock: Clock | None = None) -> web.Applicat
     async def on_shutdown(app: web.Application) -> None:
         await gateway.shutdown()
 
+    async def fleet_drain(app: web.Application) -> None:
+        await drain_first(gateway)
+
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(fleet_ctx(gateway, config.fleet))
+    app.on_shutdown.append(fleet_drain)  # first: no new seats come here while we drain
     app.on_shutdown.append(on_shutdown)
     if config.params_path is not None:
         app.cleanup_ctx.append(params_watch_ctx(gateway, config.params_path))

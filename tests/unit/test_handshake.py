@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from server.handshake import ConnectionsPerIp, JoinTokens, OriginPolicy, address_key
+from server.handshake import (
+    ConnectionsPerIp,
+    OriginPolicy,
+    Refusal,
+    SeatClaim,
+    SeatTokens,
+    address_key,
+)
 
 
 def test_ipv6_addresses_count_per_slash_64_and_mapped_ipv4_as_ipv4():
@@ -48,14 +55,27 @@ def test_origins_on_the_list_or_the_servers_own_pass(origin, ok):
     assert (policy.check(origin, "127.0.0.1:8080", "http") is None) is ok
 
 
-def test_join_tokens_verify_until_they_expire_and_not_after_tampering():
-    tokens = JoinTokens(b"s" * 32, ttl_s=10.0)
-    token = tokens.issue(now_unix=1000.0)
-    assert tokens.check(token, now_unix=1005.0) is None
+def test_seat_tokens_verify_until_they_expire_and_not_after_tampering():
+    tokens = SeatTokens(b"s" * 32, ttl_s=10.0)
+    token, claim = tokens.issue("n1", "arena-1", "arena", now_unix=1000.0)
+    assert tokens.check(token, now_unix=1005.0) == claim
+    assert claim == SeatClaim(claim.nonce, "n1", "arena-1", "arena", False, 1_010_000)
     assert tokens.check(token, now_unix=1010.0).label == "token_expired"
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
     assert tokens.check(flipped, now_unix=1005.0).label in ("token_invalid", "token_malformed")
-    assert JoinTokens(b"t" * 32).check(token, now_unix=1005.0).label == "token_invalid"
+    assert SeatTokens(b"t" * 32).check(token, now_unix=1005.0).label == "token_invalid"
     assert tokens.check(None, now_unix=0.0).label == "token_missing"
+    assert tokens.check("!!", now_unix=0.0).label == "token_malformed"
+    assert tokens.check("A" * 600, now_unix=0.0).label == "token_malformed"
     with pytest.raises(ValueError):
-        JoinTokens(b"short")
+        SeatTokens(b"short")
+
+
+def test_a_seat_token_is_refused_by_another_node_and_signing_is_deterministic():
+    tokens = SeatTokens(b"s" * 32, ttl_s=15.0)
+    token, claim = tokens.issue("n1", "duel-7", "duel", now_unix=0.0, private=True)
+    assert tokens.sign(claim) == token  # a retried request gets the same token
+    assert tokens.check(token, 1.0, node="n1") == claim and claim.private
+    refusal = tokens.check(token, 1.0, node="n2")
+    assert isinstance(refusal, Refusal)
+    assert (refusal.status, refusal.label) == (403, "token_wrong_node")
