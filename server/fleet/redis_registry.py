@@ -291,13 +291,18 @@ class RedisRegistry:
     `timeout_s` and never retried here: the node's loop retries on its own schedule, and
     a node must learn quickly that Redis is gone."""
 
-    def __init__(self, url: str, *, prefix: str = "tw:", timeout_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, prefix: str = "tw:", timeout_s: float = 1.0,
+                 max_connections: int = 8) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
-        self.client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        # A few connections are plenty (Redis runs one script at a time); a burst of
+        # matchmakes waits for one, bounded by the same timeout, instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout_s,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0))
+        self.client = aioredis.Redis(connection_pool=pool)
         self._refresh = self.client.register_script(_REFRESH)
         self._reserve = self.client.register_script(_RESERVE)
         self._consume = self.client.register_script(_CONSUME)
@@ -310,7 +315,7 @@ class RedisRegistry:
     async def _run(self, script: Any, *args: object) -> Any:
         try:
             return await asyncio.wait_for(script(keys=[], args=[self.prefix, *args]),
-                                          self.timeout_s * 2)
+                                          self.timeout_s * 3)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RegistryUnavailable(f"redis at {self.url}: {type(exc).__name__}: "
                                       f"{exc or 'timed out'}") from exc
