@@ -29,8 +29,8 @@ import pytest
 from client_demo.client import Client, ClientError
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
+from server.nodeproc import ServerProcess, free_port
 from tests.integration.conftest import RawWebSocket, make_params, wait_until
-from tests.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"0123456789abcdef-test-secret"
