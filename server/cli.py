@@ -1,10 +1,11 @@
-"""The `tickwire` command: serve | bots | sim | replay."""
+"""The `tickwire` command: serve | fleet | bots | sim | replay."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import ssl
 import sys
 from collections.abc import Sequence
@@ -64,15 +65,61 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="recording files kept per room (default 4)")
     p.add_argument("--record-hash-every", type=_positive_int, default=30, metavar="TICKS",
                    help="write a world state hash every this many ticks (default 30)")
+    add_fleet_args(p)
     p.add_argument("--log-level", default="info")
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs, not JSON")
     p.set_defaults(func=run_serve)
+
+
+def add_fleet_args(p: argparse.ArgumentParser) -> None:
+    """Modes, matchmaking and fleet membership (`serve`)."""
+    g = p.add_argument_group("modes and fleet")
+    g.add_argument("--mode", action="append", default=[], metavar="NAME=PARAMS.toml",
+                   help="a game mode and its parameters (repeatable; the first is the "
+                        "default mode; default: one mode 'arena' with --params)")
+    g.add_argument("--redis", metavar="URL",
+                   help="join a fleet through this Redis, e.g. redis://127.0.0.1:6379/0 "
+                        "(default: no fleet, matchmaking inside this process)")
+    g.add_argument("--public-url", metavar="ws://HOST:PORT", default="",
+                   help="where clients reach this node (behind a proxy: the proxy's URL "
+                        "for this node; default with --redis: ws://HOST:PORT of the bind)")
+    g.add_argument("--max-rooms", type=_positive_int, default=64, metavar="N",
+                   help="rooms this process runs at most (default 64)")
+    g.add_argument("--lease", type=float, default=10.0, metavar="S",
+                   help="registry lease: a dead node's rooms vanish after this (default 10)")
+    g.add_argument("--refresh", type=float, default=2.0, metavar="S",
+                   help="how often the node renews its lease (default 2)")
+    g.add_argument("--token-ttl", type=float, default=15.0, metavar="S",
+                   help="a seat token's life, and how long it holds a seat (default 15)")
+
+
+_MODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def parse_modes(specs: list[str], params_path: str | None) -> list[tuple[str, Path | None]]:
+    """`--mode NAME=PATH` values as [(name, path)]; without any, [("arena", --params)].
+    Raises ValueError with a sentence for the user."""
+    if not specs:
+        return [("arena", Path(params_path) if params_path else None)]
+    if params_path:
+        raise ValueError("give --params or --mode, not both (--mode NAME=PARAMS.toml)")
+    modes: list[tuple[str, Path | None]] = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not _MODE_NAME.match(name) or not path:
+            raise ValueError(f"--mode {spec!r}: expected NAME=PARAMS.toml, NAME of "
+                             f"1-32 letters, digits, _ or -")
+        if any(name == n for n, _ in modes):
+            raise ValueError(f"--mode {name!r} given twice")
+        modes.append((name, Path(path)))
+    return modes
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvloop
     from aiohttp import web
 
+    from server.fleet.app import FleetSettings, FleetStartError
     from server.gateway import GatewayConfig, build_app
     from server.logs import setup_logging
     from server.session import SessionLimits
@@ -80,11 +127,30 @@ def run_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level, json_lines=not args.plain_logs)
     try:
-        params = load_params(args.params)
-        if args.tick_rate is not None:
-            params = params.with_changes({"world.tick_rate": args.tick_rate})
-    except (ParamsError, OSError) as exc:
+        mode_files = parse_modes(args.mode, args.params)
+        modes = []
+        for name, path in mode_files:
+            mode_params = load_params(path)
+            if args.tick_rate is not None:
+                mode_params = mode_params.with_changes({"world.tick_rate": args.tick_rate})
+            modes.append((name, mode_params))
+    except (ParamsError, OSError, ValueError) as exc:
         print(f"tickwire serve: {exc}", file=sys.stderr)
+        return 2
+    params, params_file = modes[0][1], mode_files[0][1]
+    public_url = args.public_url
+    if args.redis and not public_url:
+        if args.host in ("0.0.0.0", "::", ""):
+            print("tickwire serve: with --redis and --host " + args.host + ", give "
+                  "--public-url (the address clients use for this node)", file=sys.stderr)
+            return 2
+        public_url = f"{'wss' if args.tls_cert else 'ws'}://{args.host}:{args.port}"
+    if public_url and not public_url.startswith(("ws://", "wss://")):
+        print("tickwire serve: --public-url must start with ws:// or wss://", file=sys.stderr)
+        return 2
+    if not 0 < args.refresh < args.lease:
+        print("tickwire serve: --refresh must be positive and shorter than --lease",
+              file=sys.stderr)
         return 2
     ssl_context = None
     if args.tls_cert or args.tls_key:
@@ -115,16 +181,24 @@ def run_serve(args: argparse.Namespace) -> int:
                            join_secret=secret, max_conns_per_ip=args.max_conns_per_ip,
                            shutdown_timeout_s=args.shutdown_timeout,
                            admin_token=args.admin_token or None,
-                           params_path=Path(args.params) if args.params else None,
-                           recording=recording)
+                           params_path=params_file, recording=recording,
+                           max_rooms=args.max_rooms, join_token_ttl_s=args.token_ttl,
+                           modes=tuple(modes),
+                           fleet=FleetSettings(redis_url=args.redis or None,
+                                               public_url=public_url.rstrip("/"),
+                                               lease_s=args.lease, refresh_s=args.refresh))
     app = build_app(config)
     scheme = "https" if ssl_context else "http"
     log.info("serving", extra={"url": f"{scheme}://{args.host}:{args.port}/",
                                "tick_rate": params.tick_rate})
     # run_app turns SIGTERM and SIGINT into a graceful shutdown (on_shutdown drains).
-    web.run_app(app, host=args.host, port=args.port, print=None, ssl_context=ssl_context,
-                loop=uvloop.new_event_loop(), access_log=None,
-                shutdown_timeout=args.shutdown_timeout)
+    try:
+        web.run_app(app, host=args.host, port=args.port, print=None,
+                    ssl_context=ssl_context, loop=uvloop.new_event_loop(), access_log=None,
+                    shutdown_timeout=args.shutdown_timeout)
+    except FleetStartError as exc:
+        print(f"tickwire serve: {exc}", file=sys.stderr)
+        return 1
     log.info("stopped")
     return 0
 
@@ -133,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickwire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
+    from server.fleet.cli import add_fleet_parser
+    add_fleet_parser(sub)
     # Imported here so `tickwire serve` never loads the bots (numpy, aiohttp client).
     from client_demo.loadtest import add_bots_parser
     add_bots_parser(sub)

@@ -448,9 +448,9 @@ class Gateway:
 
     async def _check_seat(self, token: str | None) -> SeatClaim | Refusal | None:
         """The seat token, consumed (single use) at the node that owns the seat; None when
-        there is none and none is required."""
-        if not token and not self.tokens_required:
-            return None
+        there is none (the socket may then Resume, or Join only if no token is required)."""
+        if not token:
+            return None  # fine for a Resume; a Join without a token may be refused
         if self.fleet is None:
             return Refusal(503, "starting", "server starting")
         return await self.fleet.admit(token)
@@ -592,6 +592,9 @@ class Gateway:
         try:
             check_name(join.name)  # before a room might be created for this player
             claim = conn.claim
+            if claim is None and self.tokens_required:
+                raise ProtocolError(CLOSE_POLICY, "token_missing",
+                                    "Join needs a seat token (POST /matchmake)")
             if claim is not None:
                 # A matchmade seat: its room (created at the upgrade if it was new).
                 room = self.ensure_room(claim.room, claim.mode, claim.private)

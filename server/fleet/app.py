@@ -49,6 +49,10 @@ class FleetSettings:
     startup_timeout_s: float = 10.0
 
 
+class FleetStartError(RuntimeError):
+    """The node could not join its fleet at startup (the message says why)."""
+
+
 class GatewayRooms:
     """`RoomHost` over the gateway's lobby."""
 
@@ -125,7 +129,7 @@ async def _shared_secret(registry: Registry, candidate: bytes,
             return await registry.shared_secret(candidate)
         except RegistryUnavailable as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot start the fleet node: {exc}") from exc
+                raise FleetStartError(f"cannot join the fleet: {exc}") from exc
             await asyncio.sleep(0.25)
 
 

@@ -333,7 +333,10 @@ async def test_seat_tokens_from_matchmake_are_required_signed_single_use_and_exp
     ttl_s = 2.0  # long enough for the checks below on a loaded machine
     running = await start_server(config_overrides={"join_secret": SECRET,
                                                    "join_token_ttl_s": ttl_s})
-    assert await upgrade_status(running.ws_url) == 401
+    # Without a token a socket may only Resume a seat: a Join is refused.
+    with pytest.raises(ClientError, match="1008"):
+        async with Client(running.ws_url, "no-ticket"):
+            pass
 
     async def matchmake() -> dict:
         async with aiohttp.ClientSession() as http, \
@@ -355,9 +358,9 @@ async def test_seat_tokens_from_matchmake_are_required_signed_single_use_and_exp
     expires_at = time.time() + ttl_s  # the server issued it a moment earlier
     await asyncio.sleep(max(0.0, expires_at + 0.05 - time.time()))
     assert await upgrade_status(f"{running.ws_url}?token={second['token']}") == 401
-    for label in ("token_missing", "token_invalid", "token_malformed", "token_expired",
-                  "token_used"):
+    for label in ("token_invalid", "token_malformed", "token_expired", "token_used"):
         assert await running.metric(f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1
+    assert await running.metric('tickwire_frames_rejected_total{reason="token_missing"}') == 1
 
 
 async def test_matchmake_without_a_join_secret_is_optional_and_refuses_bad_requests_functional(
