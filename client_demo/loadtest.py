@@ -136,7 +136,11 @@ def add_bots_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                     "behaviour) against one server, print a live progress line and a "
                     "final report, and optionally check thresholds.",
         epilog=FAIL_ON_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", required=True, help="server WebSocket URL, ws://HOST:PORT/ws")
+    p.add_argument("--url", help="server WebSocket URL, ws://HOST:PORT/ws")
+    p.add_argument("--matchmake", metavar="http://HOST:PORT",
+                   help="instead of --url: each bot asks this node's POST /matchmake for a "
+                        "seat and connects where it says (spreads over a fleet)")
+    p.add_argument("--mode", help="game mode to matchmake into (default: the fleet's default)")
     p.add_argument("--count", type=int, required=True, metavar="N", help="number of bots")
     p.add_argument("--ramp", type=float, metavar="S",
                    help="spread the joins over this many seconds (default min(5, N/20))")
@@ -186,6 +190,8 @@ class Plan:
     json_path: str | None
     ack_only: bool
     quiet: bool
+    matchmake: str | None = None  # http(s)://HOST:PORT: bots get their seats there
+    mode: str | None = None
     metrics_url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -207,9 +213,20 @@ def _finite(name: str, value: float, lo: float, hi: float) -> float:
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """Check every value; raises UsageError with the option named."""
-    parts = urlsplit(args.url)
+    url = args.url
+    matchmake = getattr(args, "matchmake", None)
+    if bool(url) == bool(matchmake):
+        raise UsageError("give --url or --matchmake (one of them)")
+    if matchmake:
+        mm = urlsplit(matchmake)
+        if mm.scheme not in ("http", "https") or not mm.hostname:
+            raise UsageError(f"--matchmake {matchmake!r} is not an http:// or https:// URL "
+                             f"with a host")
+        # The report's server figures come from the node matchmaking was asked.
+        url = urlunsplit(({"http": "ws", "https": "wss"}[mm.scheme], mm.netloc, "/ws", "", ""))
+    parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise UsageError(f"--url {args.url!r} is not a ws:// or wss:// URL with a host")
+        raise UsageError(f"--url {url!r} is not a ws:// or wss:// URL with a host")
     if not 1 <= args.count <= MAX_BOTS:
         raise UsageError(f"--count {args.count} is out of range [1, {MAX_BOTS}]")
     count = args.count
@@ -228,7 +245,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--loss {args.loss:g} is not in [0, 1)")
     if args.ack_only and args.behavior == "chase":
         raise UsageError("--ack-only keeps no decoded world; chase needs one")
-    return Plan(url=args.url, count=count, ramp_s=ramp, warmup_s=warmup, duration_s=duration,
+    return Plan(url=url, matchmake=matchmake, mode=getattr(args, "mode", None), count=count,
+                ramp_s=ramp, warmup_s=warmup, duration_s=duration,
                 procs=procs, behavior=args.behavior, conditions=parse_fail_on(args.fail_on),
                 latency_ms=latency, jitter_ms=jitter, loss=args.loss, seed=args.seed,
                 json_path=args.json, quiet=args.quiet, ack_only=args.ack_only)
@@ -373,7 +391,7 @@ def run_plan(plan: Plan) -> dict:
         cfg = SwarmConfig(worker=w, url=plan.url, behavior=plan.behavior,
                           bot_ids=tuple(range(w, plan.count, plan.procs)), total=plan.count,
                           ramp_s=plan.ramp_s, seed=plan.seed, conditions=conditions,
-                          ack_only=plan.ack_only)
+                          ack_only=plan.ack_only, matchmake=plan.matchmake, mode=plan.mode)
         proc = ctx.Process(target=worker_main, name=f"tickwire-bots-{w}", daemon=True,
                            args=(cfg, q, start_value, start_event, stop_event, hard_deadline))
         proc.start()
