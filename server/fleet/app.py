@@ -178,17 +178,22 @@ async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
     except RegistryUnavailable:
         listed = None
     if listed is None:
-        lobby = gateway.lobby
-        for room_id, detail in local.items():
-            mode, private, _ = lobby.meta.get(room_id, (gateway.default_mode, False, 0))
-            if not private:
-                out.append({"room": room_id, "node": node.config.node_id if node else "",
-                            "mode": mode, **detail})
-        return out
+        listed = []  # the registry is unreachable: this node's rooms only
+    me = node.config.node_id if node is not None else ""
+    seen = set()
     for info in listed:
         entry = info.to_json()
-        detail = local.get(info.room) if node and info.node == node.config.node_id else None
+        detail = local.get(info.room) if info.node == me else None
         if detail is not None:
             entry = {**entry, **detail}
+            seen.add(info.room)
         out.append(entry)
+    # This node's public rooms the registry has not heard of yet (created since the last
+    # refresh) are listed too.
+    lobby = gateway.lobby
+    for room_id, detail in local.items():
+        mode, private, created_ms = lobby.meta.get(room_id, (gateway.default_mode, False, 0))
+        if room_id not in seen and not private:
+            out.append({"room": room_id, "node": me, "mode": mode, "created_ms": created_ms,
+                        **detail})
     return out

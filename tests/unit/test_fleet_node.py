@@ -124,7 +124,7 @@ async def test_without_the_registry_matchmaking_is_503_and_recovery_reasserts_th
     inner = LocalRegistry()
     flaky = Flaky(inner)
     clock = Clock()
-    node, rooms, prom = make_node(flaky, clock=clock)
+    node, _, prom = make_node(flaky, clock=clock)
     await node.refresh_once()
     res, token = await node.matchmake({})
     assert isinstance(await node.admit(token), SeatClaim)
