@@ -109,6 +109,7 @@ class FleetNode:
         self._retiring: set[str] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self._refreshing = asyncio.Lock()
         self._task: asyncio.Task | None = None
 
     # -- time ------------------------------------------------------------------------------
@@ -150,7 +151,12 @@ class FleetNode:
         self.last_error = str(exc)
 
     async def refresh_once(self) -> bool:
-        """One refresh: lease, rooms, assigned rooms, retirements. False on failure."""
+        """One refresh: lease, rooms, assigned rooms, retirements. False on failure.
+        Refreshes never overlap: a late one must not overwrite a newer state (draining)."""
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         c = self.config
         rooms = self.host.room_states()
         counted = {room: sorted(nonces) for room, nonces in self._pending.uncounted.items()}
