@@ -405,3 +405,32 @@ async def test_tickwire_fleet_starts_nodes_and_a_redis_and_stops_what_it_started
             proc.kill()
             await proc.wait()
 
+
+
+async def test_a_redis_that_restarts_empty_gets_every_room_and_the_secret_back_functional(
+        fleet, own_redis, tmp_path):
+    (a,) = await fleet(1, own_redis.url, "--params", str(params_file(tmp_path, "p", 4)))
+    players = [Client("", f"p{i}", matchmake=a.base_url, ping_interval_s=0) for i in range(2)]
+    try:
+        for p in players:
+            await p.connect()
+        room = players[0].matchmade["room"]
+        await asyncio.to_thread(own_redis.stop)
+        status, _ = await http_json("POST", a.base_url + "/matchmake", {})
+        assert status == 503
+        await asyncio.to_thread(own_redis.restart)  # same port, no data
+
+        async def room_back() -> bool:
+            return [(r["room"], r["players"]) for r in await rooms(a)] == [(room, 2)]
+
+        await eventually(room_back, 10.0, 0.2)
+        # A node that joins now agrees on the seat-token secret with the first one.
+        (b,) = await fleet(1, own_redis.url, "--params", str(params_file(tmp_path, "p", 4)))
+        third = Client("", "p2", matchmake=b.base_url, ping_interval_s=0)
+        players.append(third)
+        await third.connect()  # quick play fills the re-registered room on node a
+        assert third.matchmade["room"] == room
+        assert third.matchmade["node"] == await node_id(a)
+        assert not any(p.closed.is_set() for p in players)
+    finally:
+        await asyncio.gather(*(p.close() for p in players), return_exceptions=True)
