@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
@@ -24,9 +24,9 @@ from server.fleet.model import MatchError, RegistryUnavailable, RoomState
 from server.fleet.node import FleetConfig, FleetNode, new_node_id
 from server.fleet.registry import LocalRegistry, Registry
 from server.handshake import SeatTokens
-
-if TYPE_CHECKING:
-    from server.gateway import Gateway
+from server.lobby import Lobby
+from server.metrics import Metrics
+from sim.params import Params
 
 log = logging.getLogger("tickwire.fleet")
 
@@ -47,6 +47,28 @@ class FleetSettings:
     refresh_s: float = 2.0
     redis_timeout_s: float = 1.0
     startup_timeout_s: float = 10.0
+
+
+class GatewaySettings(Protocol):
+    """The part of `server.gateway.GatewayConfig` the fleet reads."""
+
+    join_secret: bytes | None
+    join_token_ttl_s: float
+    max_rooms: int
+
+
+class Gateway(Protocol):
+    """What the fleet needs from the server it runs in (`server.gateway.Gateway`; not
+    imported, so the dependency points one way)."""
+
+    lobby: Lobby
+    metrics: Metrics
+    modes: dict[str, Params]
+    default_mode: str
+    fleet: FleetNode | None
+    config: GatewaySettings
+
+    def ensure_room(self, room_id: str, mode: str, private: bool) -> object: ...
 
 
 class FleetStartError(RuntimeError):
