@@ -8,6 +8,7 @@ turns a refusal into an HTTP response, so a refused client never gets a socket.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import ipaddress
@@ -102,6 +103,14 @@ class SeatTokens:
     @property
     def secret(self) -> bytes:
         return self._secret
+
+    def with_secret(self, secret: bytes) -> SeatTokens:
+        """The same tokens (TTL, clock) under another secret."""
+        if len(secret) < 16:
+            raise ValueError("the join secret must be at least 16 bytes")
+        other = copy.copy(self)
+        other._secret = secret
+        return other
 
     @staticmethod
     def new_nonce() -> str:

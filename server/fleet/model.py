@@ -41,6 +41,7 @@ class RefreshResult:
 
     assigned: list[tuple[str, str, bool]] = field(default_factory=list)
     reserved: dict[str, int] = field(default_factory=dict)
+    secret: bytes = b""  # the fleet's seat-token secret now (when one was asserted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,11 @@ class FleetNode:
                 if not left:
                     del self._pending.uncounted[room]
         self.reserved = result.reserved
+        if self.share_secret and result.secret and result.secret != self.tokens.secret:
+            # Another node set the secret first (e.g. after a Redis restart): one secret
+            # for the fleet; tokens signed with ours are refused and matchmake again.
+            log.warning("adopting the fleet's seat-token secret from the registry")
+            self.tokens = self.tokens.with_secret(result.secret)
         for room, mode, private in result.assigned:
             if mode in c.modes:
                 self.host.ensure_room(room, mode, private)

@@ -94,8 +94,12 @@ end
 redis.call('HSET', nkey, unpack(fields))
 redis.call('PEXPIRE', nkey, lease)
 redis.call('ZADD', P .. 'nodes', load, nid)
-if a.secret ~= '' then redis.call('SET', P .. 'secret', a.secret, 'NX') end
-return cjson.encode({assigned = assigned, reserved = reserved})
+local secret = ''
+if a.secret ~= '' then
+  redis.call('SET', P .. 'secret', a.secret, 'NX')
+  secret = redis.call('GET', P .. 'secret')
+end
+return cjson.encode({assigned = assigned, reserved = reserved, secret = secret})
 """
 
 _RESERVE = """
@@ -338,7 +342,8 @@ class RedisRegistry:
         return RefreshResult(
             assigned=[(a[0], a[1], bool(a[2])) for a in _list(raw.get("assigned"))],
             reserved={k: int(v) for k, v in reserved.items()} if isinstance(reserved, dict)
-            else {})
+            else {},
+            secret=bytes.fromhex(raw.get("secret") or ""))
 
     async def reserve(self, req: ReserveRequest, keep_ms: int) -> Reservation:
         doc = {"mode": req.mode, "room": req.room, "create": req.create,

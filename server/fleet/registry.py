@@ -176,7 +176,8 @@ class LocalRegistry:
             else:
                 mine.discard(room_id)
         self.nodes[node.node] = _Node(node, load, len(rooms), now_ms + lease_ms)
-        return RefreshResult(assigned=assigned, reserved=reserved)
+        return RefreshResult(assigned=assigned, reserved=reserved,
+                             secret=self.secret or b"" if secret else b"")
 
     async def reserve(self, req: ReserveRequest, keep_ms: int) -> Reservation:
         now = req.now_ms

@@ -420,10 +420,14 @@ async def test_a_redis_that_restarts_empty_gets_every_room_and_the_secret_back_f
         assert status == 503
         await asyncio.to_thread(own_redis.restart)  # same port, no data
 
-        async def room_back() -> bool:
-            return [(r["room"], r["players"]) for r in await rooms(a)] == [(room, 2)]
+        import redis as sync_redis
+        registry = sync_redis.Redis.from_url(own_redis.url)
 
-        await eventually(room_back, 10.0, 0.2)
+        async def room_back() -> bool:  # in Redis again, with its players
+            return registry.hget(f"tw:room:{room}", "players") == b"2"
+
+        await eventually(room_back, 10.0, 0.1)
+        assert [(r["room"], r["players"]) for r in await rooms(a)] == [(room, 2)]
         # A node that joins now agrees on the seat-token secret with the first one.
         (b,) = await fleet(1, own_redis.url, "--params", str(params_file(tmp_path, "p", 4)))
         third = Client("", "p2", matchmake=b.base_url, ping_interval_s=0)

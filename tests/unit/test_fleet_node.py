@@ -179,3 +179,17 @@ async def test_bad_matchmake_requests_are_400_with_the_field_named(body, message
 def _render(registry: CollectorRegistry) -> str:
     from prometheus_client.exposition import generate_latest
     return generate_latest(registry).decode()
+
+
+async def test_nodes_that_asserted_different_secrets_converge_on_the_registrys():
+    reg = LocalRegistry()
+    n1, _, _ = make_node(reg, "n1")
+    n2, _, _ = make_node(reg, "n2")
+    n1.share_secret = n2.share_secret = True
+    n2.tokens = n2.tokens.with_secret(b"z" * 32)  # as if it had started with its own
+    await n1.refresh_once()
+    await n2.refresh_once()
+    assert n2.tokens.secret == n1.tokens.secret == SECRET
+    res, token = await n2.matchmake({})
+    owner = n1 if res.node == "n1" else n2
+    assert isinstance(await owner.admit(token), SeatClaim)

@@ -241,3 +241,10 @@ async def test_local_leases_expire_with_the_clock():
     with pytest.raises(MatchError) as gone:
         await reg.reserve(req(now=T0 + LEASE), KEEP)
     assert gone.value.code == "unknown_mode"  # no live node offers it
+
+
+async def test_a_refresh_answers_the_fleets_secret_the_first_one_asserted(registry):
+    first = await registry.refresh(node("a"), [], {}, T0, LEASE, KEEP, secret=b"x" * 32)
+    second = await registry.refresh(node("b"), [], {}, T0, LEASE, KEEP, secret=b"y" * 32)
+    assert first.secret == second.secret == b"x" * 32
+    assert (await registry.refresh(node("c"), [], {}, T0, LEASE, KEEP)).secret == b""
