@@ -5,7 +5,8 @@ constant time; 401 otherwise). With no token configured none of the admin routes
 (404), so a server started without one exposes nothing. The page at ``/admin`` is static
 and holds no secret: it asks the user for the token and sends it with each API call.
 
-Changes go through ``Gateway.apply_params``, the same path the file watcher uses, so a
+The routes act through ``ServerControl`` (server/control.py), the narrow interface the
+gateway implements. Changes go through ``apply_params``, the same path the file watcher uses, so a
 value is validated exactly as in the TOML file (``Params.with_changes``) and reaches every
 room at its next tick.
 """
@@ -19,11 +20,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from server.session import CLOSE_POLICY
 from sim.params import ParamsError, schema
 
 if TYPE_CHECKING:
-    from server.gateway import Gateway
+    from server.control import ServerControl
 
 __all__ = ["KICK_REASON", "add_admin_routes"]
 
@@ -33,7 +33,8 @@ KICK_REASON = "kicked by admin"
 _SCHEMA_FIELDS = ("type", "min", "max", "unit", "doc", "live", "default")
 
 
-def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) -> None:
+def add_admin_routes(app: web.Application, server: ServerControl, token: str | None
+                     ) -> None:
     """Register ``/admin`` (page), ``/admin/params`` (GET, POST) and
     ``/admin/rooms/{room}/kick/{player}`` (POST). ``token`` None or empty: register nothing."""
     if not token:
@@ -52,7 +53,7 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
                                  headers={"WWW-Authenticate": "Bearer"})
 
     async def page(request: web.Request) -> web.StreamResponse:
-        path = gateway.config.web_root / "admin.html"
+        path = server.web_root / "admin.html"
         if not path.is_file():
             raise web.HTTPNotFound(text="the admin page is not installed")
         return web.FileResponse(path, headers={"Cache-Control": "no-store"})
@@ -62,8 +63,8 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
             return unauthorized()
         keys = {key: {k: meta[k] for k in _SCHEMA_FIELDS}
                 for key, meta in schema().items()}
-        return web.json_response({"version": gateway.params_version,
-                                  "values": gateway.params.to_dotted(), "schema": keys})
+        return web.json_response({"version": server.params_version,
+                                  "values": server.params.to_dotted(), "schema": keys})
 
     async def post_params(request: web.Request) -> web.Response:
         if not authorized(request):
@@ -77,8 +78,8 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
                 {"error": 'body must be a JSON object of dotted keys, e.g. '
                           '{"player.max_speed": 250}'}, status=400)
         try:
-            new = gateway.params.with_changes(changes)
-            version, restart = gateway.apply_params(new, source="admin api")
+            new = server.params.with_changes(changes)
+            version, restart = server.apply_params(new, source="admin api")
         except ParamsError as exc:
             log.info("admin parameter change rejected: %s", exc)
             return web.json_response({"error": str(exc)}, status=400)
@@ -87,25 +88,14 @@ def add_admin_routes(app: web.Application, gateway: Gateway, token: str | None) 
     async def kick(request: web.Request) -> web.Response:
         if not authorized(request):
             return unauthorized()
-        room = gateway.lobby.rooms.get(request.match_info["room"])
+        room_id = request.match_info["room"]
         try:
             player_id = int(request.match_info["player"])
         except ValueError:
             player_id = -1
-        if room is None or player_id not in room.seats:
+        if not server.kick(room_id, player_id, KICK_REASON):
             return web.json_response({"error": "no such room or player"}, status=404)
-        conn = gateway.connections.get(player_id)
-        attached = conn is not None and conn.room is room and not conn.session.closing
-        if attached:
-            # Closing first: the tick stops sending to it; the seat goes right after, so
-            # a Resume with the old token finds nothing.
-            conn.session.closing = True
-            conn.session.close_code = CLOSE_POLICY
-        room.leave(player_id)
-        log.info("player kicked by admin", extra={"player": player_id, "room": room.room_id})
-        if attached:
-            await gateway.close(conn.ws, conn.transport, CLOSE_POLICY, KICK_REASON, kick=True)
-        return web.json_response({"kicked": player_id, "room": room.room_id})
+        return web.json_response({"kicked": player_id, "room": room_id})
 
     app.router.add_get("/admin", page)
     app.router.add_get("/admin/params", get_params)

@@ -29,7 +29,14 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tick-rate", type=_positive_int, metavar="HZ",
                    help="ticks per second, 10-128 (overrides world.tick_rate)")
     p.add_argument("--max-frame-bytes", type=_positive_int, default=4096,
-                   help="largest inbound WebSocket frame (default 4096)")
+                   help="largest inbound WebSocket message (default 4096)")
+    p.add_argument("--max-fragment-bytes", type=_positive_int, default=4096,
+                   help="largest single frame of a fragmented message (default 4096)")
+    p.add_argument("--max-fragments", type=_positive_int, default=8,
+                   help="most frames in one fragmented message; more closes 1008 (default 8)")
+    p.add_argument("--backlog", type=float, default=10.0, metavar="S",
+                   help="frames queued during a silence of up to S seconds (a stalled "
+                        "network, a paused server) are a backlog, not a flood (default 10)")
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="close a client whose send buffer stays full this long (default 5)")
     p.add_argument("--ping-timeout", type=float, default=5.0, metavar="S",
@@ -170,7 +177,9 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = SessionLimits.for_tick_rate(
         params.tick_rate, max_frame_bytes=args.max_frame_bytes,
         stall_timeout_s=args.stall_timeout, ping_timeout_s=args.ping_timeout,
-        idle_timeout_s=args.idle_timeout, socket_send_buffer=args.socket_send_buffer)
+        idle_timeout_s=args.idle_timeout, socket_send_buffer=args.socket_send_buffer,
+        max_fragment_bytes=args.max_fragment_bytes, max_fragments=args.max_fragments,
+        backlog_s=args.backlog)
     origins = tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip())
     recording = None
     if args.record:

@@ -14,7 +14,7 @@ import math
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "ManualClock", "MonotonicClock"]
+__all__ = ["Clock", "ManualClock", "MonotonicClock", "WallClock"]
 
 
 @runtime_checkable
@@ -32,6 +32,16 @@ class MonotonicClock:
     def now(self) -> float:
         """Current monotonic time in seconds."""
         return time.monotonic()
+
+
+class WallClock:
+    """Seconds since the Unix epoch (:func:`time.time`), for the one thing that must be
+    comparable across processes and machines: the expiry written into a join token.
+    Never used to time anything (it can jump)."""
+
+    def now(self) -> float:
+        """Current wall-clock time in seconds since the epoch."""
+        return time.time()
 
 
 class ManualClock:

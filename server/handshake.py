@@ -18,6 +18,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from server.clock import Clock, WallClock
 from server.ratelimit import TokenBucket
 
 SEAT_TOKEN_VERSION = 2
@@ -94,11 +95,15 @@ class SeatTokens:
     nonce's reservation is consumed atomically at the upgrade, see `server.fleet`).
     """
 
-    def __init__(self, secret: bytes, ttl_s: float = 15.0) -> None:
+    def __init__(self, secret: bytes, ttl_s: float = 15.0, clock: Clock | None = None
+                 ) -> None:
+        """`clock`: wall time (seconds since the epoch; default `WallClock`), so a token is
+        checkable by any process; tests pass a `ManualClock` and never sleep."""
         if len(secret) < 16:
             raise ValueError("the join secret must be at least 16 bytes")
         self._secret = secret
         self.ttl_s = ttl_s
+        self.clock: Clock = clock or WallClock()
 
     @property
     def secret(self) -> bytes:
@@ -123,16 +128,22 @@ class SeatTokens:
         payload = head + body + bytes([claim.private])
         return base64.urlsafe_b64encode(payload + self._mac(payload)).decode().rstrip("=")
 
-    def issue(self, node: str, room: str, mode: str, now_unix: float, *,
+    def issue(self, node: str, room: str, mode: str, now_unix: float | None = None, *,
               private: bool = False) -> tuple[str, SeatClaim]:
-        """A fresh token (and its claim) for a seat that expires `ttl_s` from now."""
+        """A fresh token (and its claim) for a seat that expires `ttl_s` from `now_unix`
+        (default: the clock's now)."""
+        if now_unix is None:
+            now_unix = self.clock.now()
         claim = SeatClaim(self.new_nonce(), node, room, mode, private,
                           int((now_unix + self.ttl_s) * 1000))
         return self.sign(claim), claim
 
-    def check(self, token: str | None, now_unix: float, *, node: str | None = None
-              ) -> SeatClaim | Refusal:
-        """The claim of a valid token, or a Refusal (401; 403 for another node's seat)."""
+    def check(self, token: str | None, now_unix: float | None = None, *,
+              node: str | None = None) -> SeatClaim | Refusal:
+        """The claim of a valid token at `now_unix` (default: the clock's now), or a
+        Refusal (401; 403 for another node's seat)."""
+        if now_unix is None:
+            now_unix = self.clock.now()
         if not token:
             return Refusal(401, "token_missing",
                            "seat token missing (get one from POST /matchmake)")

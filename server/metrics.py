@@ -20,11 +20,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
+    "CLOSE_CODE_LABELS",
     "CONTRACT_NAMES",
     "RTT_BUCKETS_S",
     "SNAPSHOT_BYTES_BUCKETS",
     "TICK_BUCKETS_S",
+    "Counts",
     "Metrics",
+    "close_code_label",
     "parse_metrics",
 ]
 
@@ -90,6 +93,53 @@ CONTRACT_NAMES = (
     "tickwire_disconnects_total",
     "tickwire_tick_errors_total",
 )
+
+
+#: The ``code`` label of tickwire_disconnects_total: close codes the server or a client
+#: can meaningfully send keep their number; anything else a client chose (3000-4999,
+#: unassigned codes) collapses into one of two labels, so the series stay bounded.
+CLOSE_CODE_LABELS = {c: str(c) for c in (1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008,
+                                         1009, 1010, 1011)}
+
+
+def close_code_label(code: int | None) -> str:
+    """The bounded ``code`` label for a close code (None: no close frame, i.e. 1006)."""
+    if code is None:
+        return "1006"
+    label = CLOSE_CODE_LABELS.get(code)
+    if label is not None:
+        return label
+    return "application" if 3000 <= code <= 4999 else "other"
+
+
+class Counts:
+    """Counts made on the hot paths (per frame, per seat) as plain integers.
+
+    Nothing here takes a lock or calls Prometheus: `Metrics.flush` adds them to the
+    Prometheus series once per tick (and before every /metrics render) and zeroes them.
+    """
+
+    __slots__ = ("backlogs", "bytes_received", "bytes_sent", "frames_rejected", "inputs_rejected",
+                 "keyframes_sent", "rtt_samples", "snapshot_sizes",
+                 "snapshots_sent", "snapshots_skipped")
+
+    def __init__(self) -> None:
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.backlogs = 0
+        self.snapshots_sent = 0
+        self.keyframes_sent = 0
+        self.snapshots_skipped = 0
+        self.frames_rejected: dict[str, int] = {}
+        self.inputs_rejected: dict[str, int] = {}
+        self.rtt_samples: list[float] = []
+        self.snapshot_sizes: dict[int, int] = {}  # size in bytes -> snapshots of that size
+
+    def frame_rejected(self, label: str, n: int = 1) -> None:
+        self.frames_rejected[label] = self.frames_rejected.get(label, 0) + n
+
+    def input_rejected(self, reason: str, n: int = 1) -> None:
+        self.inputs_rejected[reason] = self.inputs_rejected.get(reason, 0) + n
 
 
 class Metrics:
@@ -178,6 +228,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.backlogs = Counter(
+            "tickwire_backlogs",
+            "Reads after a client's silence that held more frames than the burst, taken as "
+            "a backlog (what it queued meanwhile), not as a flood.",
+            registry=r,
+        )
         self.handshakes_rejected = Counter(
             "tickwire_handshakes_rejected",
             "WebSocket upgrades refused before the socket opened, by reason.",
@@ -185,8 +241,51 @@ class Metrics:
             registry=r,
         )
 
+        self.counts = Counts()
+
+    def flush(self) -> None:
+        """Add the plain-int `counts` to the Prometheus series and zero them."""
+        c = self.counts
+        if c.bytes_received:
+            self.bytes_received.inc(c.bytes_received)
+            c.bytes_received = 0
+        if c.bytes_sent:
+            self.bytes_sent.inc(c.bytes_sent)
+            c.bytes_sent = 0
+        if c.backlogs:
+            self.backlogs.inc(c.backlogs)
+            c.backlogs = 0
+        if c.snapshots_sent:
+            self.snapshots_sent.inc(c.snapshots_sent)
+            c.snapshots_sent = 0
+        if c.keyframes_sent:
+            self.keyframes_sent.inc(c.keyframes_sent)
+            c.keyframes_sent = 0
+        if c.snapshots_skipped:
+            self.snapshots_skipped.labels(reason="backpressure").inc(c.snapshots_skipped)
+            c.snapshots_skipped = 0
+        for family, pending in ((self.frames_rejected, c.frames_rejected),
+                                (self.inputs_rejected, c.inputs_rejected)):
+            if pending:
+                for label, n in pending.items():
+                    family.labels(reason=label).inc(n)
+                pending.clear()
+        if c.rtt_samples:
+            for sample in c.rtt_samples:
+                self.rtt.observe(sample)
+            c.rtt_samples.clear()
+        if c.snapshot_sizes:
+            # One observe per snapshot, as before, but batched: a tick's snapshots share
+            # a few sizes (one per baseline), so this is a handful of distinct values.
+            observe = self.snapshot_bytes.observe
+            for size, n in c.snapshot_sizes.items():
+                for _ in range(n):
+                    observe(size)
+            c.snapshot_sizes.clear()
+
     def render(self) -> tuple[bytes, str]:
         """The text exposition of this registry: ``(body, content_type)`` for /metrics."""
+        self.flush()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

@@ -11,7 +11,7 @@ changes mtime/size: both are seen. A half-written file fails validation and is r
 the finished save changes the signature again and is applied then.
 
 ``watch_params`` is the shell: it polls ``os.stat`` every ``interval_s`` seconds and hands
-what the core returns to ``Gateway.apply_params``. ``params_watch_ctx`` runs it as an
+what the core returns to ``ServerControl.apply_params``. ``params_watch_ctx`` runs it as an
 aiohttp ``cleanup_ctx`` task. Invalid files never change the running parameters.
 """
 
@@ -30,7 +30,7 @@ from sim.params import Params, ParamsError, load_params
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from server.gateway import Gateway
+    from server.control import ServerControl
 
 __all__ = ["POLL_INTERVAL_S", "ParamsWatcher", "params_watch_ctx", "watch_params"]
 
@@ -87,7 +87,7 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def apply_checked(gateway: Gateway, result: Params | ParamsError | None, source: str) -> None:
+def apply_checked(gateway: ServerControl, result: Params | ParamsError | None, source: str) -> None:
     """Hand one watcher result to the gateway and log the outcome."""
     if result is None:
         return
@@ -103,7 +103,7 @@ def apply_checked(gateway: Gateway, result: Params | ParamsError | None, source:
                   extra={"source": source, "params_version": gateway.params_version})
 
 
-async def watch_params(gateway: Gateway, watcher: ParamsWatcher,
+async def watch_params(gateway: ServerControl, watcher: ParamsWatcher,
                        interval_s: float = POLL_INTERVAL_S,
                        stat: Callable[[Path], os.stat_result | None] = _stat) -> None:
     """Poll the file forever (cancel to stop). Never raises for a bad file."""
@@ -117,7 +117,7 @@ async def watch_params(gateway: Gateway, watcher: ParamsWatcher,
             log.exception("parameters watcher failed", extra={"source": source})
 
 
-def params_watch_ctx(gateway: Gateway, path: str | Path,
+def params_watch_ctx(gateway: ServerControl, path: str | Path,
                      interval_s: float = POLL_INTERVAL_S
                      ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp ``cleanup_ctx`` entry that runs ``watch_params`` while the app runs."""

@@ -4,6 +4,10 @@
   refills at ``rate_per_s`` tokens per second of elapsed time and starts full. A frame
   costing ``cost`` tokens is accepted if that many are available. Over any interval of
   length T seconds it accepts at most ``burst + rate_per_s * T`` worth of cost.
+* :class:`InboundBudget` - one connection's frame and byte allowance in integer counters
+  (thousandths of a frame, bytes), refilled from the elapsed milliseconds once per read
+  and spent per frame with two integer subtractions; see its docstring for how it tells
+  a backlog (frames queued during a stall) from a flood.
 * :class:`AbuseTracker` - turns "some frames were dropped" into "close the connection":
   a client that is rate-limited (or otherwise has frames dropped) *more than*
   ``max_drops`` times within any sliding ``window_s``-second window is abusing us, as
@@ -18,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-__all__ = ["AbuseTracker", "TokenBucket"]
+__all__ = ["AbuseTracker", "InboundBudget", "TokenBucket"]
 
 
 class TokenBucket:
@@ -66,6 +70,77 @@ class TokenBucket:
             self.accepted += 1
             return True
         self.rejected += 1
+        return False
+
+
+def _capped(credit: int, earned: int, burst: int, silence_cap: int) -> int:
+    """credit + earned, capped at the burst or at what the silence earned, whichever is
+    more; credit already above both (an unspent backlog) is kept, never cut."""
+    total = credit + earned
+    if total <= burst:
+        return total
+    cap = silence_cap if silence_cap > burst else burst
+    if total > cap:
+        total = cap
+    return total if total > credit else credit
+
+
+class InboundBudget:
+    """Frames and bytes a connection may send: integer credit refilled per millisecond.
+
+    Credit is kept in thousandths of a frame (``frames``) and in bytes (``bytes_``).
+    `refill(now)` runs once per socket read; `spend(wire_bytes)` once per wire frame.
+    Normally credit is capped at the burst (``frame_burst``, ``byte_burst``).
+
+    Backlog versus flood: after a silence (no read from this peer) of ``g`` seconds, the
+    cap for that refill is raised to what ``g`` seconds earn, up to ``backlog_s``. A client
+    stalled by the network, or a server paused by GC, VM steal or SIGSTOP, delivers in one
+    read what it sent during the silence, at most the honest rate times ``g``: that fits.
+    A flood is never silent, so it always meets the ordinary burst cap; and over any
+    interval a client still gets at most ``burst + rate * T`` (plus one backlog allowance
+    after a silence it really kept).
+    """
+
+    __slots__ = ("_ms", "backlog_ms", "byte_burst", "bytes_", "bytes_per_ms_x1000",
+                 "frame_burst", "frames", "frames_per_ms_x1000")
+
+    def __init__(self, frames_per_s: float, frame_burst: float, bytes_per_s: float,
+                 byte_burst: float, backlog_s: float, now: float) -> None:
+        for name, value in (("frames_per_s", frames_per_s), ("frame_burst", frame_burst),
+                            ("bytes_per_s", bytes_per_s), ("byte_burst", byte_burst),
+                            ("backlog_s", backlog_s)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        # Per millisecond, in thousandths (frames) and thousandths of a byte: integers.
+        self.frames_per_ms_x1000 = round(frames_per_s)  # 1/1000 frame per ms
+        self.bytes_per_ms_x1000 = round(bytes_per_s)
+        self.frame_burst = round(frame_burst * 1000)
+        self.byte_burst = round(byte_burst * 1000)
+        self.backlog_ms = round(backlog_s * 1000)
+        self.frames = self.frame_burst
+        self.bytes_ = self.byte_burst
+        self._ms = int(now * 1000)
+
+    def refill(self, now: float) -> None:
+        """Earn credit for the milliseconds since the last refill (once per read)."""
+        ms = int(now * 1000)
+        elapsed = ms - self._ms
+        if elapsed <= 0:  # also for a clock read twice in one ms: nothing earned
+            return
+        self._ms = ms
+        silence = elapsed if elapsed < self.backlog_ms else self.backlog_ms
+        self.frames = _capped(self.frames, elapsed * self.frames_per_ms_x1000,
+                              self.frame_burst, silence * self.frames_per_ms_x1000)
+        self.bytes_ = _capped(self.bytes_, elapsed * self.bytes_per_ms_x1000,
+                              self.byte_burst, silence * self.bytes_per_ms_x1000)
+
+    def spend(self, wire_bytes: int) -> bool:
+        """Charge one frame of ``wire_bytes``; False (nothing charged) when over budget."""
+        cost_b = wire_bytes * 1000
+        if self.frames >= 1000 and self.bytes_ >= cost_b:
+            self.frames -= 1000
+            self.bytes_ -= cost_b
+            return True
         return False
 
 

@@ -53,12 +53,12 @@ import numpy as np
 
 from sim.params import Params, params_from_mapping
 from sim.step import Inputs
-from sim.world import _ARRAYS, World
+from sim.world import ARRAYS, World
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from server.gateway import Gateway
+    from server.control import ServerControl
     from server.room import Room
 
 __all__ = [
@@ -136,7 +136,7 @@ def _checkpoint_payload(room: Room) -> bytes:
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     arrays = b"".join(np.ascontiguousarray(getattr(w, name)).tobytes()
-                      for name, _dtype, _tail in _ARRAYS)
+                      for name, _dtype, _tail in ARRAYS)
     return struct.pack("<I", len(head)) + head + arrays
 
 
@@ -368,7 +368,7 @@ def parse_checkpoint(payload: bytes) -> Checkpoint:
     capacity = int(header["capacity"])
     at = 4 + head_len
     arrays: dict[str, np.ndarray] = {}
-    for name, dtype, tail in _ARRAYS:
+    for name, dtype, tail in ARRAYS:
         shape = (capacity, *tail)
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if at + n > len(payload):
@@ -408,10 +408,10 @@ def unpack_hash(payload: bytes) -> tuple[int, str]:
     return tick, payload[_TICK.size:].hex()
 
 
-# -- the gateway hook -----------------------------------------------------------------------
+# -- the server hook ------------------------------------------------------------------------
 
 
-def recording_ctx(gateway: Gateway, config: RecordingConfig
+def recording_ctx(server: ServerControl, config: RecordingConfig
                   ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp ``cleanup_ctx`` entry: every room the lobby creates gets a recorder
     (files named ``<room>-<start time>-<n>``, so a restarted server never overwrites an
@@ -432,9 +432,9 @@ def recording_ctx(gateway: Gateway, config: RecordingConfig
                                           else None})
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        gateway.lobby.on_new_room = attach
+        server.set_room_hook(attach)
         yield
-        gateway.lobby.on_new_room = None
+        server.set_room_hook(None)
         for recorder in recorders:
             recorder.close()
 

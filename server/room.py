@@ -160,6 +160,8 @@ class TickResult:
     tick: int
     deliveries: list[Delivery]
     expired: list[int]  # player ids whose grace ran out this tick
+    # (player id, reason, count) of inputs rejected at the tick (charged by the gateway)
+    input_rejections: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 class Room:

@@ -2,10 +2,10 @@
 
 Sans-I/O. `parse_client_frame` turns bytes into a `ClientFrame` or a `ProtocolError` that
 says which close code and reason to use and which metric label to count. `Session` holds
-the per-connection state the gateway consults: the ping tracker (RTT and liveness), the
-token buckets (frames and bytes), the abuse tracker (when drops turn into a close) and
-the outbound policy (skip snapshots while the socket buffer is above the high-water mark,
-close after a stall timeout).
+the per-connection state the connection protocol consults: the ping tracker (RTT and
+liveness), the inbound budget (every wire frame and byte), the abuse tracker (when drops
+turn into a close) and the outbound policy (skip snapshots while the socket buffer is
+above the high-water mark, close after a stall timeout).
 """
 
 from __future__ import annotations
@@ -16,42 +16,55 @@ from google.protobuf.message import DecodeError
 
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
+from server.errors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+)
+from server.framing import FrameLimits
 from server.latency import PingTracker
-from server.ratelimit import AbuseTracker, TokenBucket
+from server.ratelimit import AbuseTracker, InboundBudget
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_INVALID_PAYLOAD = 1007
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-
-
-class ProtocolError(Exception):
-    """A frame the server refuses; the connection is closed with `code` and `reason`.
-
-    `label` is the `reason` label of tickwire_frames_rejected_total.
-    """
-
-    def __init__(self, code: int, label: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.label = label
-        self.reason = reason
-
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_INVALID_PAYLOAD",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TOO_BIG",
+    "CLOSE_UNSUPPORTED",
+    "OutboundPolicy",
+    "ProtocolError",
+    "Session",
+    "SessionLimits",
+    "check_version",
+    "parse_client_frame",
+]
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     """Per-connection limits. Rates are per second; sizes in bytes; times in seconds."""
 
-    max_frame_bytes: int = 4096
+    max_frame_bytes: int = 4096  # one whole message
+    max_fragment_bytes: int = 4096  # one frame of a message
+    max_fragments: int = 8  # frames in one fragmented message
     frames_per_s: float = 120.0  # inputs at up to 128 Hz plus pings; 4x the default tick
     frame_burst: float = 60.0
     bytes_per_s: float = 64 * 1024
     byte_burst: float = 128 * 1024
     max_drops: int = 50  # dropped frames or rejected inputs within drop_window_s -> close
     drop_window_s: float = 5.0
+    # After a silence from a client (its network stalled, or this server was paused), the
+    # frames it queued meanwhile arrive at once: up to this many seconds of them are
+    # taken as a backlog, not a flood (see ratelimit.InboundBudget).
+    backlog_s: float = 10.0
     send_high_water: int = 256 * 1024
     # SO_SNDBUF for each client socket (0 = the OS default, which autotunes up to MiBs on
     # Linux). Smaller means a stalled reader is noticed sooner and holds less kernel memory;
@@ -124,20 +137,18 @@ class OutboundPolicy:
 
 @dataclass(slots=True)
 class Session:
-    """State of one WebSocket connection, owned by the gateway's handler for it."""
+    """Per-connection policy state, owned by the connection's `ConnectionProtocol`."""
 
     limits: SessionLimits
     opened_at: float
     pings: PingTracker
-    frames: TokenBucket
-    bytes_in: TokenBucket
+    budget: InboundBudget
     abuse: AbuseTracker
     outbound: OutboundPolicy
     player_id: int = 0
     room_id: str = ""
-    closing: bool = False
-    close_code: int | None = None  # the code the server closed with, if it closed first
-    last_frame_at: float = 0.0  # the last complete data frame (binary or text)
+    last_frame_at: float = 0.0  # the last complete data message (binary or text)
+    last_read_at: float = 0.0  # the last read from the socket, whatever it held
 
     @classmethod
     def open(cls, limits: SessionLimits, now: float) -> Session:
@@ -145,9 +156,10 @@ class Session:
             limits=limits,
             opened_at=now,
             last_frame_at=now,
+            last_read_at=now,
             pings=PingTracker(interval_s=limits.ping_interval_s, timeout_s=limits.ping_timeout_s),
-            frames=TokenBucket(limits.frames_per_s, limits.frame_burst, now),
-            bytes_in=TokenBucket(limits.bytes_per_s, limits.byte_burst, now),
+            budget=InboundBudget(limits.frames_per_s, limits.frame_burst, limits.bytes_per_s,
+                                 limits.byte_burst, limits.backlog_s, now),
             abuse=AbuseTracker(limits.max_drops, limits.drop_window_s),
             outbound=OutboundPolicy(limits.send_high_water, limits.stall_timeout_s),
         )
@@ -156,11 +168,10 @@ class Session:
     def joined(self) -> bool:
         return self.player_id != 0
 
-    def admit_frame(self, size: int, now: float) -> bool:
-        """Charge one inbound frame of `size` bytes; False means drop it (over budget)."""
-        ok_frames = self.frames.take(now)
-        ok_bytes = self.bytes_in.take(now, float(size))
-        return ok_frames and ok_bytes
+    @property
+    def frame_limits(self) -> FrameLimits:
+        lim = self.limits
+        return FrameLimits(lim.max_frame_bytes, lim.max_fragment_bytes, lim.max_fragments)
 
     def idle(self, now: float) -> bool:
         """True when no data frame arrived for the idle timeout."""

@@ -272,6 +272,7 @@ async def run_ticks(
     stop: asyncio.Event,
     on_plan: Callable[[TickPlan], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    on_recorded: Callable[[], None] | None = None,
 ) -> None:
     """Drive ``schedule`` until ``stop`` is set: the only deadline-to-sleep conversion.
 
@@ -287,6 +288,8 @@ async def run_ticks(
     ``BaseException`` (cancellation, KeyboardInterrupt) propagates.
 
     Args:
+        on_recorded: called after each tick's duration is recorded in ``schedule`` (the
+            schedule's counters are the only tick counters; the caller exports them).
         sleep: ``await sleep(seconds)`` waits up to that long; it may return early when
             ``stop`` is set. Default: wait on ``stop`` with a timeout. Tests inject a
             fake that advances a ManualClock instead of waiting.
@@ -325,6 +328,8 @@ async def run_ticks(
                     )
             finally:
                 schedule.record(started, clock.now())
+            if on_recorded is not None:
+                on_recorded()
         # Always yield once per batch: if every tick overruns, due() never returns
         # run == 0 and without this the loop would starve I/O and never see `stop`.
         await asyncio.sleep(0)

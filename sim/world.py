@@ -29,6 +29,7 @@ import numpy as np
 from sim.params import Params, ParamsError, restart_keys_changed
 
 __all__ = [
+    "ARRAYS",
     "FLAG_DEAD",
     "FLAG_FIRED",
     "KIND_EMPTY",
@@ -66,6 +67,8 @@ _ARRAYS: tuple[tuple[str, type, tuple[int, ...]], ...] = (
     ("next_fire_tick", np.int64, ()),
     ("expire_tick", np.int64, ()),
 )
+#: The same, public: recordings store the arrays in this order (server/recording.py).
+ARRAYS = _ARRAYS
 
 
 class WorldFullError(RuntimeError):

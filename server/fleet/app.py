@@ -19,6 +19,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from server.clock import Clock
 from server.fleet.metrics import FleetMetrics
 from server.fleet.model import MatchError, RegistryUnavailable, RoomState
 from server.fleet.node import FleetConfig, FleetNode, new_node_id
@@ -67,6 +68,7 @@ class Gateway(Protocol):
     default_mode: str
     fleet: FleetNode | None
     config: GatewaySettings
+    wall_clock: Clock
 
     def ensure_room(self, room_id: str, mode: str, private: bool) -> object: ...
 
@@ -124,9 +126,12 @@ def fleet_ctx(gateway: Gateway, settings: FleetSettings
             max_rooms=config.max_rooms, lease_s=settings.lease_s,
             refresh_s=settings.refresh_s, token_ttl_s=config.join_token_ttl_s)
         metrics = FleetMetrics(gateway.metrics.registry)
-        node = FleetNode(fleet_config, registry, SeatTokens(secret, config.join_token_ttl_s),
+        wall = gateway.wall_clock
+        node = FleetNode(fleet_config, registry,
+                         SeatTokens(secret, config.join_token_ttl_s, wall),
                          GatewayRooms(gateway, lambda room: 0), metrics,
-                         kind="redis" if settings.redis_url else "local", share_secret=share)
+                         kind="redis" if settings.redis_url else "local", share_secret=share,
+                         wall=wall.now)
         node.host = GatewayRooms(gateway, node.unseated)
         gateway.fleet = node
         await node.start()

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from server.clock import Clock
 from server.gateway import GATEWAY_KEY, Gateway, GatewayConfig, build_app
 from server.metrics import parse_metrics
 from server.session import SessionLimits
@@ -64,13 +65,14 @@ async def start_server() -> AsyncIterator[StartServer]:
 
     async def start(params: Params | None = None, *,
                     config_overrides: dict[str, object] | None = None,
-                    **limits: float) -> Running:
-        """`config_overrides`: other GatewayConfig fields, e.g. {"join_secret": b"..."}."""
+                    wall_clock: Clock | None = None, **limits: float) -> Running:
+        """`config_overrides`: other GatewayConfig fields, e.g. {"join_secret": b"..."};
+        `wall_clock`: the clock join tokens expire by (a ManualClock: no sleeping)."""
         params = params or make_params()
         config = GatewayConfig(params=params,
                                limits=SessionLimits.for_tick_rate(params.tick_rate, **limits),
                                **(config_overrides or {}))
-        app = build_app(config)
+        app = build_app(config, wall_clock=wall_clock)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)

@@ -332,9 +332,8 @@ async def test_rtt_reported_by_the_server_matches_delay_added_by_a_proxy_functio
             reported = far.stats.server_rtt_ms[-10:]
     finally:
         await proxy.close()
-    # 40 ms each way: 80 ms round trip plus a little loopback and scheduling time.
-    # 40 ms each way: 80 ms round trip plus a little loopback and scheduling time; never
-    # less than the delay the proxy adds.
-    assert 79.0 <= statistics.median(reported) <= 88.0
+    # 40 ms each way: the round trip is never less than the 80 ms the proxy adds (how
+    # much more is a timing, measured in bench/test_bench_rtt.py, not asserted here).
+    assert statistics.median(reported) >= 79.0
     rtt_count = await running.metric("tickwire_rtt_seconds_count")
     assert rtt_count >= 10

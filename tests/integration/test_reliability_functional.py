@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ import pytest
 from client_demo.client import Client, ClientError
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
+from server.clock import ManualClock
 from server.nodeproc import ServerProcess, free_port
 from tests.integration.conftest import RawWebSocket, make_params, wait_until
 
@@ -330,9 +332,11 @@ async def test_by_default_only_the_servers_own_origin_may_connect_functional(sta
 
 async def test_seat_tokens_from_matchmake_are_required_signed_single_use_and_expire_functional(
         start_server):
-    ttl_s = 2.0  # long enough for the checks below on a loaded machine
+    ttl_s = 2.0
+    tokens_clock = ManualClock(time.time())  # token expiry by a clock the test moves
     running = await start_server(config_overrides={"join_secret": SECRET,
-                                                   "join_token_ttl_s": ttl_s})
+                                                   "join_token_ttl_s": ttl_s},
+                                 wall_clock=tokens_clock)
     # Without a token a socket may only Resume a seat: a Join is refused.
     with pytest.raises(ClientError, match="1008"):
         async with Client(running.ws_url, "no-ticket"):
@@ -354,10 +358,11 @@ async def test_seat_tokens_from_matchmake_are_required_signed_single_use_and_exp
     assert await upgrade_status(f"{running.ws_url}?token=not-a-token") == 401
     # Single use: the seat was taken once.
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 401
-    second = await matchmake()
-    expires_at = time.time() + ttl_s  # the server issued it a moment earlier
-    await asyncio.sleep(max(0.0, expires_at + 0.05 - time.time()))
-    assert await upgrade_status(f"{running.ws_url}?token={second['token']}") == 401
+    second, third = await matchmake(), await matchmake()
+    tokens_clock.advance(ttl_s - 0.001)
+    assert await upgrade_status(f"{running.ws_url}?token={second['token']}") == 101
+    tokens_clock.advance(0.001)  # expired to the millisecond
+    assert await upgrade_status(f"{running.ws_url}?token={third['token']}") == 401
     for label in ("token_invalid", "token_malformed", "token_expired", "token_used"):
         assert await running.metric(f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1
     assert await running.metric('tickwire_frames_rejected_total{reason="token_missing"}') == 1
@@ -428,3 +433,174 @@ async def test_a_socket_that_never_joins_is_closed_and_frees_its_slot_functional
     async with Client(running.ws_url, "next") as c:  # the slot it held is free again
         await c.next_snapshot()
     assert await running.metric('tickwire_frames_rejected_total{reason="join_timeout"}') == 1
+
+
+# -- backlog versus flood (issue 11 item 2) ------------------------------------------------
+
+
+async def _play(client: Client, stop: asyncio.Event) -> None:
+    """An honest player: one input per tick period until told to stop."""
+    while not stop.is_set() and not client.closed.is_set():
+        await client.send_input(1.0, 0.0)
+        await asyncio.sleep(1 / 30)
+
+
+async def _metrics_of(base_url: str) -> dict[str, float]:
+    from server.metrics import parse_metrics
+    async with aiohttp.ClientSession() as http, \
+            http.get(base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        return parse_metrics(await resp.text())
+
+
+async def test_a_4_s_server_pause_keeps_honest_players_and_still_closes_a_flood_functional(
+        serve):
+    """SIGSTOP the server for 4 s while players send an input per tick: everything they
+    sent meanwhile arrives at once. That is a backlog, not a flood: all stay. A client
+    flooding at 10x the tick rate across the same pause is still closed with 1008."""
+    from tests.wsframes import input_cmd, input_frame, join_frame
+    server = await serve()
+    stop = asyncio.Event()
+    players = [Client(server.ws_url, f"honest{i}") for i in range(3)]
+    flooder = await RawWebSocket.connect(server.port)
+    flood_task = None
+    try:
+        for p in players:
+            await p.connect()
+            await p.next_snapshot()
+        tasks = [asyncio.create_task(_play(p, stop)) for p in players]
+        flooder.send(join_frame("flooder"))
+        flooder_closed: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def answer_pings() -> None:  # the flooder is a browser-like peer otherwise
+            with contextlib.suppress(Exception):
+                while True:
+                    opcode, payload = await flooder.read_frame(timeout=30)
+                    if opcode == 0x9:
+                        flooder.send(payload, opcode=0xA)
+                    elif opcode == 0x8:
+                        flooder_closed.set_result((struct.unpack("!H", payload[:2])[0],
+                                                   payload[2:].decode()))
+                        return
+
+        reader = asyncio.create_task(answer_pings())
+
+        async def flood() -> None:
+            seq = 0
+            for _ in range(30 * 12):  # bounded: at most 12 s
+                if flooder.writer.transport.is_closing():
+                    return
+                for _ in range(10):
+                    seq += 1
+                    flooder.send(input_frame(input_cmd(seq)))
+                await asyncio.sleep(1 / 30)
+
+        await asyncio.sleep(1.0)
+        server.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(4.0)  # the pause itself (not a timing assert)
+        finally:
+            server.send_signal(signal.SIGCONT)
+        flood_task = asyncio.create_task(flood())
+        for p in players:  # snapshots flow again to every honest player
+            for _ in range(30):
+                await p.next_snapshot(timeout=10)
+        code, reason = await asyncio.wait_for(flooder_closed, 15)
+        assert code == 1008 and "too many frames" in reason
+        reader.cancel()
+        stop.set()
+        await asyncio.gather(*tasks)
+        for p in players:
+            assert not p.closed.is_set(), (p.close_code, p.close_reason)
+        flooder.abort()
+        key = 'tickwire_disconnects_total{code="1008"}'
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (samples := await _metrics_of(server.base_url)).get(key, 0) < 1:
+            assert loop.time() < deadline, samples
+            await asyncio.sleep(0.1)
+        assert samples[key] == 1  # the flooder, nobody else
+        assert samples.get('tickwire_frames_rejected_total{reason="flood"}', 0) == 1
+    finally:
+        stop.set()
+        if flood_task is not None:
+            flood_task.cancel()
+        flooder.abort()
+        for p in players:
+            await p.close()
+
+
+async def test_a_4_s_network_stall_on_one_client_is_a_backlog_not_a_flood_functional(
+        start_server):
+    """One client's network stalls: for 4 s nothing it sends leaves, then it all arrives
+    at once (inputs at the tick rate and its pong answers). It stays, and plays on."""
+    from tests.integration.test_hostile_clients_functional import assert_alive, join_raw
+    from tests.wsframes import OP_PING, OP_PONG, client_frame, input_cmd, input_frame
+    running = await start_server(make_params(**{"npc.count": 0}))
+    raw, _ = await join_raw(running.port, "stalled")
+    held: list[bytes] = []
+    try:
+        seq = 0
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 4.0
+        while loop.time() < end:  # 4 s of input that the network holds back
+            seq += 1
+            held.append(client_frame(input_frame(input_cmd(seq))))
+            with contextlib.suppress(TimeoutError):
+                opcode, payload = await raw.read_frame(timeout=1 / 30)
+                if opcode == OP_PING:
+                    held.append(client_frame(payload, OP_PONG))
+        assert seq > 60
+        raw.writer.write(b"".join(held))  # the stall ends: everything at once
+        await assert_alive(raw)
+        assert await running.metric('tickwire_frames_rejected_total{reason="rate_limited"}') == 0
+        assert len(running.gateway.connections) == 1
+    finally:
+        raw.abort()
+
+
+# -- what the server sent is what is counted (issue 11 item 6) -----------------------------
+
+
+async def test_disconnect_codes_are_bounded_labels_and_our_own_closes_are_counted_functional(
+        start_server):
+    from tests.wsframes import OP_CLOSE, client_frame, input_cmd, input_frame, join_frame
+    running = await start_server(make_params(**{"npc.count": 0}))
+    for code in (3000, 3999, 4000, 4321, 4999):  # client-chosen codes: one label
+        raw = await RawWebSocket.connect(running.port)
+        raw.writer.write(client_frame(join_frame(f"c{code}")))
+        await raw_welcome(raw)
+        raw.writer.write(client_frame(struct.pack("!H", code), OP_CLOSE))
+        await raw.read_close()
+        raw.abort()
+    unmasked = await RawWebSocket.connect(running.port)  # a close the server itself sends
+    unmasked.writer.write(client_frame(input_frame(input_cmd(1)), masked=False))
+    assert (await unmasked.read_close())[0] == 1002
+    unmasked.abort()
+    await wait_until(lambda: not running.gateway.sockets)
+    samples = await running.metrics()
+    disconnects = {k: v for k, v in samples.items()
+                   if k.startswith("tickwire_disconnects_total")}
+    assert disconnects == {'tickwire_disconnects_total{code="application"}': 5.0,
+                           'tickwire_disconnects_total{code="1002"}': 1.0}, disconnects
+
+
+# -- leave (ClientFrame.leave) -----------------------------------------------------------------
+
+
+async def test_leave_frees_the_seat_at_once_and_closes_with_1000_left_functional(start_server):
+    from tests.wsframes import client_frame, encode
+    running = await start_server(make_params(**{"npc.count": 0}))
+    raw = await RawWebSocket.connect(running.port)
+    try:
+        raw.writer.write(client_frame(encode(join=pb.Join(protocol_version=PROTOCOL_VERSION,
+                                                          name="leaver"))))
+        welcome = await raw_welcome(raw)
+        room = next(iter(running.gateway.lobby.rooms.values()))
+        assert welcome.player_id in room.seats
+        raw.writer.write(client_frame(encode(leave=pb.Leave())))
+        assert await raw.read_close() == (1000, "left")
+        assert welcome.player_id not in room.seats  # no resume grace
+        await wait_until(lambda: not running.gateway.connections)
+        assert await running.metric('tickwire_disconnects_total{code="1000"}') == 1
+    finally:
+        raw.abort()

@@ -104,3 +104,24 @@ def test_buckets_span_the_documented_ranges() -> None:
 def test_parse_metrics_labels_are_sorted_and_escaped() -> None:
     text = '# TYPE x counter\nx_total{b="2",a="q\\"uote"} 5\n'
     assert parse_metrics(text) == {'x_total{a="q\\"uote",b="2"}': 5.0}
+
+
+def test_close_codes_map_to_a_bounded_label_set() -> None:
+    from server.metrics import close_code_label
+    assert close_code_label(1008) == "1008" and close_code_label(None) == "1006"
+    assert {close_code_label(c) for c in range(3000, 5000)} == {"application"}
+    assert {close_code_label(c) for c in (0, 999, 1004, 1012, 2999, 5000, 65535)} == {"other"}
+
+
+def test_plain_counts_reach_prometheus_at_the_flush_and_are_zeroed() -> None:
+    m = Metrics()
+    m.counts.bytes_received += 10
+    m.counts.frame_rejected("flood")
+    m.counts.input_rejected("non_finite", 3)
+    m.counts.snapshot_sizes[100] = 2
+    samples = parse_metrics(m.render()[0].decode())  # render flushes first
+    assert samples["tickwire_bytes_received_total"] == 10
+    assert samples['tickwire_frames_rejected_total{reason="flood"}'] == 1
+    assert samples['tickwire_inputs_rejected_total{reason="non_finite"}'] == 3
+    assert samples["tickwire_snapshot_bytes_count"] == 2
+    assert m.counts.bytes_received == 0 and not m.counts.frames_rejected

@@ -104,3 +104,61 @@ def test_abuse_tracker_stays_tripped() -> None:
     tracker = AbuseTracker(max_drops=0, window_s=1.0)
     assert tracker.record_drop(0.0)
     assert tracker.record_drop(100.0)
+
+
+# -- InboundBudget: integer credit, backlog versus flood --------------------------------------
+
+from server.ratelimit import InboundBudget  # noqa: E402
+
+
+def _budget(now: float = 0.0) -> InboundBudget:
+    return InboundBudget(frames_per_s=120, frame_burst=60, bytes_per_s=64_000,
+                         byte_burst=128_000, backlog_s=10.0, now=now)
+
+
+def test_the_budget_starts_full_and_refuses_past_the_burst_without_charging():
+    b = _budget()
+    assert all(b.spend(10) for _ in range(60))
+    assert not b.spend(10)
+    assert b.frames == 0
+
+
+def test_the_budget_refills_at_its_rate_in_whole_milliseconds():
+    b = _budget()
+    for _ in range(60):
+        b.spend(1)
+    b.refill(0.0999)  # 99 ms: 11.88 frames earned
+    assert sum(b.spend(1) for _ in range(20)) == 11
+
+
+def test_bytes_are_limited_too():
+    b = _budget()
+    assert b.spend(100_000) and not b.spend(28_001) and b.spend(28_000)
+
+
+def test_a_silence_earns_a_backlog_beyond_the_burst_up_to_backlog_s():
+    b = _budget()
+    b.refill(4.0)  # 4 s of silence: 480 frames' worth, more than the burst of 60
+    assert sum(b.spend(1) for _ in range(1000)) == 480
+    c = _budget()
+    c.refill(60.0)  # a minute of silence earns no more than backlog_s (10 s)
+    assert sum(c.spend(1) for _ in range(5000)) == 1200
+
+
+def test_without_a_silence_the_cap_is_the_burst():
+    b = _budget()
+    t = 0.0
+    accepted = 0
+    for _ in range(300):  # a flood: 10 frames every 33 ms for 10 s
+        t += 1 / 30
+        b.refill(t)
+        accepted += sum(b.spend(1) for _ in range(10))
+    assert accepted <= 60 + 120 * t + 1
+
+
+def test_a_clock_going_backwards_earns_nothing():
+    b = _budget(10.0)
+    for _ in range(60):
+        b.spend(1)
+    b.refill(5.0)
+    assert not b.spend(1)

@@ -1,0 +1,148 @@
+"""The I/O half of one client connection: bytes from the socket into its
+`ConnectionProtocol`, the protocol's outbox onto the transport, and the close timers.
+
+aiohttp does the HTTP upgrade; then `Connection` is installed as the request handler's
+payload parser (`RequestHandler.set_parser`), so every read arrives synchronously in
+`feed_data` with no Future, queue hop or message object per frame. All decisions are
+the protocol's; this class only writes, closes and aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from server.protocol import Closed, Closing, ConnectionProtocol, Event, Joined, State
+
+if TYPE_CHECKING:
+    from server.clock import Clock
+    from server.room import Room
+    from server.session import Session
+
+__all__ = ["Connection", "ConnectionHooks"]
+
+log = logging.getLogger("tickwire.gateway")
+
+
+class ConnectionHooks(Protocol):
+    """What a connection tells the server about (the gateway implements it)."""
+
+    def on_joined(self, conn: Connection, event: Joined) -> None: ...
+
+
+class Connection:
+    """One upgraded socket. `done` resolves when the transport is gone."""
+
+    __slots__ = ("_close_timer", "clock", "close_timeout_s", "done", "hooks", "peer",
+                 "protocol", "session", "transport", "write", "writelines")
+
+    def __init__(self, transport: asyncio.Transport, protocol: ConnectionProtocol,
+                 hooks: ConnectionHooks, clock: Clock, close_timeout_s: float,
+                 peer: str = "") -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.session: Session = protocol.session
+        self.hooks = hooks
+        self.clock = clock
+        self.close_timeout_s = close_timeout_s
+        self.peer = peer
+        self.write = transport.write  # bound once: the delivery loop calls them per seat
+        self.writelines = transport.writelines
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def room(self) -> Room | None:
+        return self.protocol.room
+
+    @property
+    def open(self) -> bool:
+        """Joined and not closing: the tick may send to it."""
+        return self.protocol.state is State.JOINED
+
+    # -- aiohttp's payload-parser interface ---------------------------------------------
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        try:
+            events = self.protocol.receive_data(data, self.clock.now())
+            self.flush()
+            if events:
+                self.apply(events)
+        except Exception:
+            # The protocol catches what a client can cause; this is a bug in the shell.
+            # It must not reach aiohttp's data_received: this connection goes, quietly.
+            log.exception("error in the connection shell", extra={"peer": self.peer})
+            self.transport.abort()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.protocol.connection_lost()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # -- acting on the protocol ---------------------------------------------------------
+
+    def flush(self) -> None:
+        outbox = self.protocol.outbox
+        if outbox:
+            if not self.transport.is_closing():
+                self.writelines(outbox)
+            outbox.clear()
+
+    def apply(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Joined):
+                self.hooks.on_joined(self, event)
+            elif isinstance(event, Closing):
+                log.info("closing connection: %s", event.reason,
+                         extra={"player": self.session.player_id, "code": event.code,
+                                "label": event.label, "peer": self.peer})
+                if event.abort:
+                    # A reader that stopped reading would never see a close frame queued
+                    # behind its full buffer: the frame is written for the record and the
+                    # TCP connection dropped at once.
+                    self.transport.abort()
+                else:
+                    self._arm_close_timer()
+            elif isinstance(event, Closed):
+                self.transport.close()  # flushes what is buffered, then FIN
+                self._arm_close_timer()  # ...but never waits on a peer for long
+
+    def close(self, code: int, reason: str, *, label: str, abort: bool = False) -> None:
+        """Close from code that must not await (the tick, the admin API)."""
+        events = self.protocol.close(code, reason, label=label, abort=abort)
+        self.flush()
+        self.apply(events)
+
+    def poll(self) -> None:
+        """Protocol deadlines (the Join deadline); called from a timer. The event loop's
+        timer and the server's clock may disagree by a millisecond or so: if the deadline
+        has not passed by the server's clock yet, look again when it will have."""
+        now = self.clock.now()
+        events = self.protocol.poll(now)
+        if events:
+            self.flush()
+            self.apply(events)
+        elif self.protocol.state is State.AWAITING_JOIN and not self.done.done():
+            asyncio.get_running_loop().call_later(
+                max(0.001, self.protocol.join_deadline - now), self.poll)
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and not self.done.done():
+            self._close_timer = asyncio.get_running_loop().call_later(
+                self.close_timeout_s, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        # The peer did not finish the closing handshake in time (or we stopped reading:
+        # aiohttp ignores reads once it is shutting down). Our Close is out: end TCP with a
+        # FIN so the peer sees a clean close; a peer that left our bytes unread gets a RST,
+        # since a graceful close would wait on it.
+        self._close_timer = None
+        if self.transport.get_write_buffer_size() > 0:
+            self.transport.abort()
+        else:
+            self.transport.close()

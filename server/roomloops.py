@@ -1,0 +1,228 @@
+"""Each room's tick task, and the delivery of what a tick returns to the sockets.
+
+`RoomLoops.ensure(room)` starts a room's loop (`tickloop.run_ticks` on the server's one
+clock); each tick runs `Room.tick(now)`, hands the result to `deliver`, charges the
+room's per-tick input rejections to their connections, and exports the schedule's tick
+counters (the schedule owns them: duration, overruns, skipped ticks, tick errors) and
+the plain-int `Counts` to Prometheus, once per tick.
+
+Delivery never awaits a client: frames are written with `transport.write` (buffers,
+never blocks). The send buffer size decides whether a client gets this tick's snapshot
+(`OutboundPolicy`); a client stalled for too long is aborted. Each snapshot's shared part
+and its WebSocket header are built once per baseline and shared by every seat on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server.clock import Clock
+from server.connection import Connection
+from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY
+from server.framing import OP_BINARY, OP_PING, ws_frame, ws_header
+from server.lobby import Lobby
+from server.metrics import Metrics
+from server.room import Room, TickResult
+from server.tickloop import TickPlan, TickSchedule, run_ticks
+
+__all__ = ["RoomLoops"]
+
+log = logging.getLogger("tickwire.gateway")
+
+# After the loop fell behind (GC, VM steal, SIGSTOP), replies that clients sent during
+# the pause may still be unread: liveness closes (ping timeout, idle, stall) wait this long.
+LIVENESS_GRACE_S = 1.0
+
+
+@dataclass(slots=True)
+class _Loop:
+    task: asyncio.Task
+    stop: asyncio.Event
+    schedule: TickSchedule
+    exported: tuple[int, int, int] = (0, 0, 0)  # skipped, overruns, errors already exported
+    room_drops: tuple[int, int] = (0, 0)  # queue overflow, trimmed already exported
+
+
+class RoomLoops:
+    """The tick tasks of every open room. `connections` is the gateway's registry of
+    joined connections by player id (read here, never changed)."""
+
+    def __init__(self, lobby: Lobby, clock: Clock, metrics: Metrics,
+                 connections: dict[int, Connection]) -> None:
+        self.lobby = lobby
+        self.clock = clock
+        self.metrics = metrics
+        self.connections = connections
+        self._loops: dict[str, _Loop] = {}
+        # Set by the gateway: whether seats are still reserved in a room (it stays), and
+        # told of each room disposed of (the fleet retires it in the registry).
+        self.busy: Callable[[str], bool] | None = None
+        self.on_disposed: Callable[[str], None] | None = None
+        self._liveness_from = 0.0  # no liveness closes before this time (see above)
+
+    def ensure(self, room: Room) -> None:
+        """Start the room's tick loop unless it runs."""
+        if room.room_id in self._loops:
+            return
+        schedule = TickSchedule(room.params.tick_rate, self.clock.now())
+        stop = asyncio.Event()
+        entry: _Loop
+        task = asyncio.get_running_loop().create_task(
+            run_ticks(schedule, self.clock, lambda now: self.tick_room(room, now), stop,
+                      on_plan=self._on_plan, on_recorded=lambda: self._export(entry)),
+            name=f"tick-{room.room_id}")
+        entry = _Loop(task, stop, schedule)
+        self._loops[room.room_id] = entry
+        self.metrics.rooms.set(len(self._loops))
+
+    def schedule_for(self, room_id: str) -> TickSchedule | None:
+        entry = self._loops.get(room_id)
+        return entry.schedule if entry else None
+
+    async def stop(self) -> None:
+        """Stop every loop (bounded wait, then cancel)."""
+        for entry in self._loops.values():
+            entry.stop.set()
+        tasks = [entry.task for entry in self._loops.values()]
+        self._loops.clear()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+
+    # -- one tick -----------------------------------------------------------------------
+
+    def tick_room(self, room: Room, now: float) -> None:
+        result = room.tick(now)
+        self.deliver(result, now)
+        self.charge_input_rejections(result, now)
+        self._count_room_drops(room)
+        for player_id in result.expired:
+            log.info("seat expired", extra={"player": player_id, "room": room.room_id})
+        if room.tick_number % (room.params.tick_rate * 10) == 0:
+            self._reap(now)
+
+    def _on_plan(self, plan: TickPlan) -> None:
+        if plan.run:
+            self.metrics.tick_jitter.observe(plan.jitter_s)
+        if plan.skipped:
+            self._liveness_from = self.clock.now() + LIVENESS_GRACE_S
+
+    def _export(self, entry: _Loop) -> None:
+        """After each tick: the schedule's counters and the plain-int counts, exported."""
+        s = entry.schedule
+        m = self.metrics
+        m.tick_duration.observe(s.last_duration_s)
+        skipped, overruns, errors = entry.exported
+        if s.ticks_skipped != skipped:
+            m.ticks_skipped.inc(s.ticks_skipped - skipped)
+        if s.overruns != overruns:
+            m.tick_overruns.inc(s.overruns - overruns)
+        if s.tick_errors != errors:
+            m.tick_errors.inc(s.tick_errors - errors)
+        entry.exported = (s.ticks_skipped, s.overruns, s.tick_errors)
+        m.flush()
+
+    def charge_input_rejections(self, result: TickResult, now: float) -> None:
+        """Inputs the room rejected at its tick, (player id, reason, count): counted, and
+        charged to the sender's abuse budget like rejections from `Room.submit`."""
+        for player_id, reason, count in result.input_rejections:
+            conn = self.connections.get(player_id)
+            if conn is None:
+                self.metrics.counts.input_rejected(reason, count)
+                continue
+            events = conn.protocol.charge_rejections(reason, count, now)
+            if events:
+                conn.flush()
+                conn.apply(events)
+
+    def _count_room_drops(self, room: Room) -> None:
+        """Commands the room dropped (queue overflow, standing-queue trim), counted."""
+        entry = self._loops.get(room.room_id)
+        if entry is None:
+            return
+        now_counts = (room.inputs_dropped, room.inputs_trimmed)
+        seen = entry.room_drops
+        if now_counts != seen:
+            counts = self.metrics.counts
+            if now_counts[0] != seen[0]:
+                counts.input_rejected("queue_overflow", now_counts[0] - seen[0])
+            if now_counts[1] != seen[1]:
+                counts.input_rejected("queue_trimmed", now_counts[1] - seen[1])
+            entry.room_drops = now_counts
+
+    def _reap(self, now: float) -> None:
+        for room in self.lobby.reap(now, busy=self.busy):
+            if self.on_disposed is not None:
+                self.on_disposed(room.room_id)
+            entry = self._loops.pop(room.room_id, None)
+            if entry is not None:
+                entry.stop.set()
+            log.info("room disposed", extra={"room": room.room_id})
+        self.metrics.rooms.set(len(self._loops))
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def deliver(self, result: TickResult, now: float) -> None:
+        """Write each seat's frames and snapshot; skip, ping, or close as policy says."""
+        counts = self.metrics.counts
+        connections = self.connections
+        sent_bytes = sent = keyframes = skipped = 0
+        sizes = counts.snapshot_sizes
+        # header + shared snapshot part, built once per baseline (the per-client part has
+        # a fixed length, so the header is the same for every client that shares it)
+        prefixes: dict[int, bytes] = {}
+        check_liveness = now >= self._liveness_from
+        for d in result.deliveries:
+            conn = connections.get(d.player_id)
+            if conn is None or not conn.open:
+                continue
+            write = conn.write
+            for frame in d.frames:
+                data = ws_frame(OP_BINARY, frame)
+                write(data)
+                sent_bytes += len(data)
+            session = conn.session
+            if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
+                shared = d.snapshot_shared
+                prefix = prefixes.get(id(shared))
+                if prefix is None:
+                    prefix = ws_header(OP_BINARY, len(shared) + len(d.snapshot_personal)) \
+                        + shared
+                    prefixes[id(shared)] = prefix
+                conn.writelines((prefix, d.snapshot_personal))
+                size = len(prefix) + len(d.snapshot_personal)
+                sent_bytes += size
+                sent += 1
+                keyframes += d.keyframe
+                sizes[size] = sizes.get(size, 0) + 1
+            else:
+                skipped += 1
+                if check_liveness and session.outbound.stalled(now):
+                    conn.close(CLOSE_POLICY, "send buffer stalled", label="stalled_reader",
+                               abort=True)
+                    continue
+            pings = session.pings
+            ping = pings.poll(now)
+            if ping is not None:
+                data = ws_frame(OP_PING, ping)
+                write(data)
+                sent_bytes += len(data)
+            elif not check_liveness:
+                continue
+            elif pings.timed_out(now):
+                conn.close(CLOSE_GOING_AWAY,
+                           f"no pong within {session.limits.ping_timeout_s:g} s",
+                           label="ping_timeout")
+            elif session.idle(now):
+                conn.close(CLOSE_POLICY, f"no input for {session.limits.idle_timeout_s:g} s",
+                           label="idle")
+        counts.bytes_sent += sent_bytes
+        counts.snapshots_sent += sent
+        counts.keyframes_sent += keyframes
+        counts.snapshots_skipped += skipped
