@@ -44,8 +44,8 @@ from client_demo.loadtest import BEHAVIORS
 from client_demo.netsim import NetConditions, NetsimClient
 from proto import tickwire_pb2 as pb
 
-KIND_PLAYER = 1
-KIND_NPC = 2
+KIND_PLAYER = pb.ENTITY_KIND_PLAYER  # the .proto's EntityKind enum is the one source
+KIND_NPC = pb.ENTITY_KIND_NPC
 
 # struct tcp_info (linux/tcp.h): 8 u8 fields, 24 u32 fields, then u64 pacing_rate,
 # max_pacing_rate, bytes_acked, bytes_received -> tcpi_bytes_received at offset 128.

@@ -245,7 +245,13 @@ class Client:
         return await self.connect(resume_token=token)
 
     async def close(self, code: int = 1000) -> None:
+        """Close for good. A clean close (1000) of a joined socket first sends Leave, so
+        the server frees the seat at once instead of keeping it for the resume grace."""
         self._user_closed = True
+        if code == 1000 and self.welcome is not None and self.ws is not None \
+                and not self.ws.closed and not self.closed.is_set():
+            with contextlib.suppress(Exception):
+                await self._send(pb.ClientFrame(leave=pb.Leave()))
         if self._reconnector is not None and self._reconnector is not asyncio.current_task():
             self._reconnector.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,3 +1,6 @@
 """The wire: tickwire.proto (generated tickwire_pb2 by `make install`) and the snapshot codec."""
 
-PROTOCOL_VERSION = 1
+from proto.tickwire_pb2 import PROTOCOL_VERSION_CURRENT
+
+# The one definition is the ProtocolVersion enum in tickwire.proto.
+PROTOCOL_VERSION: int = PROTOCOL_VERSION_CURRENT

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the browser demo client's npm packages and generate gen/tickwire.json.
+# Install the browser demo client's npm packages and generate gen/tickwire.json (the pbjs
+# descriptor) and gen/wire.js (the .proto's enums as ES constants, tools/genwire.mjs).
 # Idempotent: `npm ci` runs only when node_modules does not match package-lock.json
 # (tracked by a stamp holding the lockfile's hash); the build always runs (it is fast and
 # picks up proto/tickwire.proto changes).
@@ -24,4 +25,4 @@ if [ "$want" != "$have" ] || [ ! -f node_modules/protobufjs/dist/light/protobuf.
 fi
 
 npm run --silent build
-echo "install_web: built $WEB/gen/tickwire.json" >&2
+echo "install_web: built $WEB/gen/tickwire.json and gen/wire.js" >&2

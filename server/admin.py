@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server.bans import MAX_BAN_S
 from sim.params import ParamsError, schema
 
 if TYPE_CHECKING:
@@ -30,13 +31,14 @@ __all__ = ["KICK_REASON", "add_admin_routes"]
 log = logging.getLogger("tickwire.admin")
 
 KICK_REASON = "kicked by admin"
-_SCHEMA_FIELDS = ("type", "min", "max", "unit", "doc", "live", "default")
+_SCHEMA_FIELDS = ("type", "min", "max", "choices", "unit", "doc", "live", "default")
 
 
 def add_admin_routes(app: web.Application, server: ServerControl, token: str | None
                      ) -> None:
-    """Register ``/admin`` (page), ``/admin/params`` (GET, POST) and
-    ``/admin/rooms/{room}/kick/{player}`` (POST). ``token`` None or empty: register nothing."""
+    """Register ``/admin`` (page), ``/admin/params`` (GET, POST),
+    ``/admin/rooms/{room}/kick/{player}`` (POST, ``?ban_s=N``) and ``/admin/bans`` (GET).
+    ``token`` None or empty: register nothing."""
     if not token:
         return
     expected = token.encode()
@@ -86,6 +88,10 @@ def add_admin_routes(app: web.Application, server: ServerControl, token: str | N
         return web.json_response({"version": version, "restart_required": restart})
 
     async def kick(request: web.Request) -> web.Response:
+        """Kick a player; their name is then refused for ``--kick-ban-s``. ``?ban_s=N``
+        (the admin page's Ban button) bans the name *and* the address for N seconds. A
+        plain kick leaves the address alone: players behind one NAT (or every local
+        test client) share it."""
         if not authorized(request):
             return unauthorized()
         room_id = request.match_info["room"]
@@ -93,11 +99,27 @@ def add_admin_routes(app: web.Application, server: ServerControl, token: str | N
             player_id = int(request.match_info["player"])
         except ValueError:
             player_id = -1
-        if not server.kick(room_id, player_id, KICK_REASON):
+        try:
+            ban_s = float(request.query["ban_s"]) if "ban_s" in request.query else None
+        except ValueError:
+            ban_s = -1.0
+        if ban_s is not None and not (0.0 <= ban_s <= MAX_BAN_S):
+            return web.json_response(
+                {"error": f"ban_s must be a number of seconds in [0, {MAX_BAN_S:.0f}]"},
+                status=400)
+        banned_s = server.kick(room_id, player_id, KICK_REASON, ban_s=ban_s)
+        if banned_s is None:
             return web.json_response({"error": "no such room or player"}, status=404)
-        return web.json_response({"kicked": player_id, "room": room_id})
+        return web.json_response({"kicked": player_id, "room": room_id,
+                                  "banned_s": banned_s})
+
+    async def bans(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return unauthorized()
+        return web.json_response({"bans": server.bans()})
 
     app.router.add_get("/admin", page)
     app.router.add_get("/admin/params", get_params)
     app.router.add_post("/admin/params", post_params)
     app.router.add_post("/admin/rooms/{room}/kick/{player}", kick)
+    app.router.add_get("/admin/bans", bans)

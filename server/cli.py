@@ -62,6 +62,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    default=os.environ.get("TICKWIRE_ADMIN_TOKEN"),
                    help="enable /admin and its API, sent as 'Authorization: Bearer TOKEN' "
                         "(or TICKWIRE_ADMIN_TOKEN; default: admin routes off)")
+    p.add_argument("--kick-ban-s", type=float, default=60.0, metavar="S",
+                   help="an admin's kick keeps the player's name out this long (default 60; "
+                        "0 = no ban; the admin page's Ban button also bans the address)")
     p.add_argument("--record", metavar="DIR",
                    help="record every room (seed, params, inputs, state hashes) into DIR "
                         "for `tickwire replay`")
@@ -191,6 +194,7 @@ def run_serve(args: argparse.Namespace) -> int:
                            shutdown_timeout_s=args.shutdown_timeout,
                            admin_token=args.admin_token or None,
                            params_path=params_file, recording=recording,
+                           kick_ban_s=max(0.0, args.kick_ban_s),
                            max_rooms=args.max_rooms, join_token_ttl_s=args.token_ttl,
                            modes=tuple(modes),
                            fleet=FleetSettings(redis_url=args.redis or None,

@@ -112,9 +112,11 @@ class Connection:
                 self.transport.close()  # flushes what is buffered, then FIN
                 self._arm_close_timer()  # ...but never waits on a peer for long
 
-    def close(self, code: int, reason: str, *, label: str, abort: bool = False) -> None:
+    def close(self, code: int, reason: str, *, label: str, abort: bool = False,
+              retry_after_s: int | None = None) -> None:
         """Close from code that must not await (the tick, the admin API)."""
-        events = self.protocol.close(code, reason, label=label, abort=abort)
+        events = self.protocol.close(code, reason, label=label, abort=abort,
+                                     retry_after_s=retry_after_s)
         self.flush()
         self.apply(events)
 

@@ -45,9 +45,16 @@ class ServerControl(Protocol):
         """Open rooms by id (read-only use)."""
         ...
 
-    def kick(self, room_id: str, player_id: int, reason: str) -> bool:
-        """Close the player's socket with 1008 (Kick label "kicked", no retry) and free
-        the seat now. False when there is no such room or seat."""
+    def kick(self, room_id: str, player_id: int, reason: str, *,
+             ban_s: float | None = None) -> float | None:
+        """Close the player's socket with 1008 (Kick label "kicked", retry after the ban),
+        free the seat now and ban the name for the server's kick ban (`ban_s`: the name
+        and the address for that long). Returns the seconds banned; None when there is
+        no such room or seat."""
+        ...
+
+    def bans(self) -> list[dict[str, object]]:
+        """The bans in force (names, addresses, seconds left)."""
         ...
 
     def set_room_hook(self, hook: Callable[[Room], None] | None) -> None:

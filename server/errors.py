@@ -33,10 +33,13 @@ class ProtocolError(Exception):
     """Input the server refuses; the connection is closed with `code` and `reason`.
 
     `label` is the `reason` label of tickwire_frames_rejected_total (a small closed set).
+    `retry_after_s`: the client may try again, but not before this many seconds (a ban).
     """
 
-    def __init__(self, code: int, label: str, reason: str) -> None:
+    def __init__(self, code: int, label: str, reason: str,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.label = label
         self.reason = reason
+        self.retry_after_s = retry_after_s

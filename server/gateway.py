@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -25,8 +26,10 @@ from pathlib import Path
 from aiohttp import hdrs, web
 
 from server.admin import KICK_REASON, add_admin_routes
+from server.bans import DEFAULT_KICK_BAN_S
 from server.clock import Clock, MonotonicClock, WallClock
 from server.connection import Connection
+from server.errorpages import error_pages
 from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY, ProtocolError
 from server.fleet.app import FleetSettings, drain_first, fleet_ctx, fleet_rooms
 from server.fleet.app import handle_matchmake as fleet_matchmake
@@ -66,6 +69,7 @@ class GatewayConfig:
     admin_token: str | None = None  # None: the /admin routes are off (404)
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
+    kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name out this long
     # (name, params) of each game mode; () = one mode, "arena", with `params`
     modes: tuple[tuple[str, Params], ...] = ()
     # the registry: in-process unless redis_url
@@ -82,7 +86,10 @@ class Gateway:
         self.config = config
         self.clock = clock or MonotonicClock()
         self.metrics = Metrics()
-        self.lobby = Lobby(config.params, max_rooms=config.max_rooms)
+        # Commands are validated once per tick in NumPy; RoomLoops charges the rejections
+        # (TickResult.input_rejections) to their senders.
+        self.lobby = Lobby(config.params, max_rooms=config.max_rooms,
+                           defer_input_checks=True, kick_ban_s=config.kick_ban_s)
         self.connections: dict[int, Connection] = {}  # joined, by player id
         self.sockets: set[Connection] = set()  # every upgraded socket
         self.started_at = self.clock.now()
@@ -150,18 +157,31 @@ class Gateway:
                                               "params_version": self._params_version})
         return self._params_version, restart
 
-    def kick(self, room_id: str, player_id: int, reason: str = KICK_REASON) -> bool:
+    def kick(self, room_id: str, player_id: int, reason: str = KICK_REASON, *,
+             ban_s: float | None = None) -> float | None:
         room = self.lobby.rooms.get(room_id)
         if room is None or player_id not in room.seats:
-            return False
+            return None
         conn = self.connections.get(player_id)
-        if conn is not None and conn.room is room and conn.open:
+        attached = conn is not None and conn.room is room and conn.open
+        # A plain kick bans the name for --kick-ban-s; `ban_s` (the Ban button) bans the
+        # name and the address for that long. Not the address on every kick: players
+        # behind one NAT share it.
+        banned_s = self.lobby.bans.ban(
+            self.clock.now(), name=room.seats[player_id].name, seconds=ban_s,
+            address=conn.peer if attached and ban_s is not None and conn.peer else None)
+        if attached:
             # Closing first: the tick stops sending to it; the seat goes right after, so
             # a Resume with the old token finds nothing.
-            conn.close(CLOSE_POLICY, reason, label="kicked")
+            conn.close(CLOSE_POLICY, reason, label="kicked",
+                       retry_after_s=math.ceil(banned_s))
         room.leave(player_id)
-        log.info("player kicked by admin", extra={"player": player_id, "room": room_id})
-        return True
+        log.info("player kicked by admin", extra={"player": player_id, "room": room_id,
+                                                  "ban_s": banned_s})
+        return banned_s
+
+    def bans(self) -> list[dict[str, object]]:
+        return self.lobby.bans.active(self.clock.now())
 
     def schedule_for(self, room_id: str) -> TickSchedule | None:
         return self.loops.schedule_for(room_id)
@@ -260,7 +280,7 @@ class Gateway:
         if limits.socket_send_buffer and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
         session = Session.open(limits, self.clock.now())
-        protocol = ConnectionProtocol(session, self, self.metrics.counts)
+        protocol = ConnectionProtocol(session, self, self.metrics.counts, peer_ip)
         protocol.claim = claim
         protocol.room_for_join = lambda now: self.room_for_join(claim, now)
         conn = Connection(transport, protocol, self, self.clock, self.config.close_timeout_s,
@@ -354,6 +374,7 @@ class Gateway:
                 "tick_rate": room.params.tick_rate,
                 "tick_duration_p99_ms": round(stats.get("duration_p99_s", 0.0) * 1000, 3),
                 "overruns": stats.get("overruns", 0),
+                "hitscan": room.shot_stats.summary(),
                 "seats": [{"player_id": s.player_id, "name": s.name, "entity": s.entity,
                            "connected": s.connected, "rtt_ms": round(s.rtt_ms, 2)}
                           for s in room.seats.values()],
@@ -390,7 +411,7 @@ class Gateway:
                 self.loops.deliver(room.tick(now), now)
         conns = list(self.sockets)
         for conn in conns:
-            conn.close(CLOSE_GOING_AWAY, "server shutting down", label="shutdown")
+            conn.close(CLOSE_GOING_AWAY, "server shutting down", label="draining")
             # aiohttp reads nothing more once it is shutting down, so the peer's Close
             # would never be seen: half-close after our Close (FIN once it is flushed; a
             # browser that waits too long for it reports 1006) and let the peer's own FIN
@@ -409,7 +430,7 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 def build_app(config: GatewayConfig, clock: Clock | None = None,
               wall_clock: Clock | None = None) -> web.Application:
     """The aiohttp application with every route; the caller runs it."""
-    app = web.Application()
+    app = web.Application(middlewares=[error_pages])  # HTML for /ws in a tab and for 404s
     gateway = Gateway(config, clock, wall_clock)
     app[GATEWAY_KEY] = gateway
     app.router.add_get("/ws", gateway.handle_ws)

@@ -10,6 +10,8 @@ import itertools
 import struct
 from collections.abc import Callable
 
+from server.bans import DEFAULT_KICK_BAN_S, Bans
+from server.baselines import DEFAULT_MAX_DELTAS
 from server.room import Room, Seat
 from sim.params import Params
 
@@ -21,10 +23,20 @@ class LobbyFullError(Exception):
 
 
 class Lobby:
-    def __init__(self, params: Params, *, max_rooms: int = 64) -> None:
+    def __init__(self, params: Params, *, max_rooms: int = 64,
+                 defer_input_checks: bool = False,
+                 max_baselines: int = DEFAULT_MAX_DELTAS,
+                 kick_ban_s: float = DEFAULT_KICK_BAN_S) -> None:
+        """`defer_input_checks` and `max_baselines` are passed to every new Room (see
+        ``server.room.Room``): a gateway that charges ``TickResult.input_rejections`` to
+        the players sets the first."""
         self.params = params  # what a new room starts with (the gateway updates it live)
+        # Names and addresses an admin kicked or banned: a Join from them is refused.
+        self.bans = Bans(kick_ban_s=kick_ban_s)
         self.params_version = 1
         self.max_rooms = max_rooms
+        self.defer_input_checks = defer_input_checks
+        self.max_baselines = max_baselines
         # Called with each new room before anyone joins it (the recorder attaches here).
         self.on_new_room: Callable[[Room], None] | None = None
         self.rooms: dict[str, Room] = {}
@@ -65,7 +77,9 @@ class Lobby:
         room = self.rooms.get(room_id)
         if room is not None:
             return room, False
-        room = Room(room_id, params, now=now, params_version=self.params_version)
+        room = Room(room_id, params, now=now, params_version=self.params_version,
+                    defer_input_checks=self.defer_input_checks,
+                    max_baselines=self.max_baselines)
         self.rooms[room_id] = room
         self.meta[room_id] = (mode, private, created_ms)
         if self.on_new_room is not None:

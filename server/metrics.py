@@ -92,6 +92,10 @@ CONTRACT_NAMES = (
     "tickwire_connections_total",
     "tickwire_disconnects_total",
     "tickwire_tick_errors_total",
+    "tickwire_hitscan_rewind_seconds",
+    "tickwire_hitscan_shots_total",
+    "tickwire_hitscan_clamped_total",
+    "tickwire_hitscan_hits_total",
 )
 
 
@@ -209,6 +213,24 @@ class Metrics:
             buckets=RTT_BUCKETS_S,
             registry=r,
         )
+        # Lag-compensated hitscan (server.shotstats.ShotStats.export feeds these)
+        self.hitscan_rewind = Histogram(
+            "tickwire_hitscan_rewind_seconds",
+            "How far back each hitscan shot was tested (its shooter's view), seconds.",
+            buckets=(0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+        self.hitscan_shots = Counter(
+            "tickwire_hitscan_shots", "Hitscan shots fired.", registry=r
+        )
+        self.hitscan_clamped = Counter(
+            "tickwire_hitscan_clamped",
+            "Hitscan shots whose claimed view was deeper than allowed (weapon.max_rewind_ms "
+            "or the shooter's RTT plus interpolation) and was clamped.",
+            registry=r,
+        )
+        self.hitscan_hits = Counter("tickwire_hitscan_hits", "Hitscan shots that hit.",
+                                    registry=r)
         # Rejections and connections
         self.frames_rejected = Counter(
             "tickwire_frames_rejected",

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ KICKS: dict[str, tuple[bool, int]] = {
     "bad_version": (False, 0),
     "bad_join": (False, 0),
     "bad_resume": (False, 0),
-    "kicked": (False, 0),
+    "kicked": (True, 60),  # with the ban's own time left, see Gateway.kick
+    "banned": (True, 60),
     "before_join": (False, 0),
     "already_joined": (False, 0),
     "empty_frame": (False, 0),
@@ -120,11 +122,11 @@ KICKS: dict[str, tuple[bool, int]] = {
     "token_missing": (False, 0),  # matchmake first
     "invalid_inputs": (False, 0),
     "fragments": (False, 0),
+    # another connection resumed this seat: reconnecting would take it back and forth
+    "replaced": (False, 0),
     # transient: the same client may come back
     "server_full": (True, 2),
     "draining": (True, 5),
-    "shutdown": (True, 5),
-    "replaced": (True, 0),
     "idle": (True, 0),
     "join_timeout": (True, 0),
     "ping_timeout": (True, 0),
@@ -180,8 +182,10 @@ _U16 = struct.Struct("!H")
 class ConnectionProtocol:
     """One WebSocket connection's rules, without the socket. See the module docstring."""
 
-    def __init__(self, session: Session, seating: Seating, counts: Counts) -> None:
+    def __init__(self, session: Session, seating: Seating, counts: Counts,
+                 peer_ip: str | None = None) -> None:
         self.session = session
+        self.peer_ip = peer_ip  # what an admin's address ban matches
         self.seating = seating
         self.counts = counts
         self.parser = FrameParser(session.frame_limits)
@@ -317,14 +321,19 @@ class ConnectionProtocol:
 
     # -- closing ----------------------------------------------------------------------
 
-    def close(self, code: int, reason: str, *, label: str, abort: bool = False) -> list[Event]:
-        """Start closing: a Kick for policy closes, then the Close frame. Idempotent."""
+    def close(self, code: int, reason: str, *, label: str, abort: bool = False,
+              retry_after_s: int | None = None) -> list[Event]:
+        """Start closing: a Kick for policy closes, then the Close frame. Idempotent.
+        `retry_after_s` (a kick's or a ban's time left) overrides the table: the client
+        may come back, but not before then."""
         if self.state in (State.CLOSING, State.CLOSED):
             return []
         self.state = State.CLOSING
         self.close_code, self.close_reason, self.close_label = code, reason, label
         if code in _KICK_CODES:
             retry, after = KICKS.get(label, (True, 0))
+            if retry_after_s is not None:
+                retry, after = True, retry_after_s
             kick = pb.Kick(code=code, reason=reason, label=label, retry=retry,
                            retry_after_s=after)
             self.outbox.append(ws_frame(OP_BINARY,
@@ -339,7 +348,8 @@ class ConnectionProtocol:
             log.info("refused client: %s", err.reason,
                      extra={"player": self.session.player_id, "code": err.code,
                             "label": err.label})
-        events.extend(self.close(err.code, err.reason, label=err.label))
+        events.extend(self.close(err.code, err.reason, label=err.label,
+                                 retry_after_s=err.retry_after_s))
 
     def _drop(self, count_label: str, close_label: str, reason: str, now: float,
               events: list[Event]) -> None:
@@ -409,6 +419,11 @@ class ConnectionProtocol:
         lobby = self.seating.lobby
         try:
             check_name(join.name)  # before a room might be created for this player
+            banned_s = lobby.bans.remaining(now, name=join.name, address=self.peer_ip)
+            if banned_s > 0:
+                wait_s = math.ceil(banned_s)
+                raise ProtocolError(CLOSE_POLICY, "banned",
+                                    f"kicked by an admin: try again in {wait_s} s", wait_s)
             room = (self.room_for_join(now) if self.room_for_join is not None
                     else lobby.room_with_free_seat(now)[0])
             seat = room.join(lobby.next_player_id(), join.name, now)

@@ -9,8 +9,10 @@ changes the world afterwards, in order:
 =============  ===========================================================================
 record         payload
 =============  ===========================================================================
-CHECKPOINT     JSON header (room, tick, params, params_version, rng state, seats) + every
-               World array's raw bytes in ``sim.world`` order. Each file starts with one.
+CHECKPOINT     JSON header (room, tick, params, params_version, rng state, seats,
+               history_depth) + every World array's raw bytes in ``sim.world`` order, then
+               the hit-test history's arrays (``History.arrays``: hitscan shots after the
+               checkpoint rewind into it). Each file starts with one.
 PARAMS         JSON ``{"tick", "version", "values"}``: the parameters in force from ``tick``
 JOIN / LEAVE   ``<q i i``: tick, player id, entity slot
 PRE_MOVE       ``<q`` tick, then ``INPUT_ROW`` rows: an extra movement step for those players
@@ -18,6 +20,13 @@ PRE_MOVE       ``<q`` tick, then ``INPUT_ROW`` rows: an extra movement step for 
 INPUTS         ``<q`` tick, then ``n`` rows of ``INPUT_ROW`` (slot, move x/y, aim, fire):
                the inputs of the players that move in the step ``tick`` -> ``tick + 1``
                (the others are inactive this tick)
+VIEWS          ``<q`` tick, then ``VIEW_ROW`` rows (slot, view ticks a/b, blend, the room's
+               rewind limit in ticks) for the players firing in the step ``tick``; written
+               just before that tick's INPUTS (the limit depends on the measured RTT, so a
+               replay cannot recompute it)
+SHOTS          ``<q`` tick, then ``SHOT_ROW`` rows (shooter, target or -1): the hitscan shots
+               of the step that made ``tick``, as the server resolved them; a replay
+               compares its own
 HASH           ``<q`` tick + 16-byte ``World.state_hash`` after ``tick`` ticks
 =============  ===========================================================================
 
@@ -51,8 +60,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from sim.history import History
 from sim.params import Params, params_from_mapping
-from sim.step import Inputs
+from sim.step import HitscanShots, Inputs
 from sim.world import ARRAYS, World
 
 if TYPE_CHECKING:
@@ -79,9 +89,10 @@ log = logging.getLogger("tickwire.recording")
 MAGIC = b"TWREC\x01\n"
 SUFFIX = ".twrec"
 
-CHECKPOINT, PARAMS, JOIN, LEAVE, INPUTS, HASH, PRE_MOVE = 1, 2, 3, 4, 5, 6, 7
+CHECKPOINT, PARAMS, JOIN, LEAVE, INPUTS, HASH, PRE_MOVE, VIEWS, SHOTS = 1, 2, 3, 4, 5, 6, 7, 8, 9
 RECORD_NAMES = {CHECKPOINT: "checkpoint", PARAMS: "params", JOIN: "join", LEAVE: "leave",
-                INPUTS: "inputs", HASH: "hash", PRE_MOVE: "pre_move"}
+                INPUTS: "inputs", HASH: "hash", PRE_MOVE: "pre_move", VIEWS: "views",
+                SHOTS: "shots"}
 
 _REC = struct.Struct("<BI")
 _BLOCK = struct.Struct("<II")
@@ -90,6 +101,9 @@ _MEMBER = struct.Struct("<qii")
 _TICK = struct.Struct("<q")
 INPUT_ROW = np.dtype([("slot", "<i4"), ("move_x", "<f4"), ("move_y", "<f4"),
                       ("aim", "<f4"), ("fire", "u1")])
+VIEW_ROW = np.dtype([("slot", "<i4"), ("view_a", "<u4"), ("view_b", "<u4"),
+                     ("blend", "<f4"), ("limit", "<f4")])
+SHOT_ROW = np.dtype([("shooter", "<i4"), ("target", "<i4")])
 
 
 class RecordingError(ValueError):
@@ -123,6 +137,14 @@ def _input_rows(slots: np.ndarray, inputs: Inputs) -> bytes:
     return rows.tobytes()
 
 
+def shot_rows(shots: HitscanShots) -> bytes:
+    """A tick's hitscan shots as SHOT_ROW bytes (shooter, target)."""
+    rows = np.empty(shots.shooter.size, dtype=SHOT_ROW)
+    rows["shooter"] = shots.shooter
+    rows["target"] = shots.target
+    return rows.tobytes()
+
+
 def _checkpoint_payload(room: Room) -> bytes:
     w = room.world
     header = {
@@ -133,10 +155,12 @@ def _checkpoint_payload(room: Room) -> bytes:
         "rng": w.rng.bit_generator.state,
         "capacity": w.capacity,
         "seats": [[s.player_id, s.entity] for s in room.seats.values()],
+        "history_depth": w.history.depth,
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     arrays = b"".join(np.ascontiguousarray(getattr(w, name)).tobytes()
                       for name, _dtype, _tail in ARRAYS)
+    arrays += b"".join(np.ascontiguousarray(a).tobytes() for a in w.history.arrays())
     return struct.pack("<I", len(head)) + head + arrays
 
 
@@ -183,10 +207,23 @@ class RoomRecorder:
         self._add(PRE_MOVE, _TICK.pack(room.world.tick) + _input_rows(slots, inputs))
 
     def on_inputs(self, room: Room, slots: np.ndarray, inputs: Inputs) -> None:
-        self._add(INPUTS, _TICK.pack(room.world.tick) + _input_rows(slots, inputs))
+        tick = _TICK.pack(room.world.tick)
+        firing = slots[inputs.fire[slots]]
+        if firing.size and room.params.weapon_kind == "hitscan":
+            rows = np.empty(firing.size, dtype=VIEW_ROW)
+            rows["slot"] = firing
+            rows["view_a"] = inputs.view_a[firing]
+            rows["view_b"] = inputs.view_b[firing]
+            rows["blend"] = inputs.view_blend[firing]
+            rows["limit"] = inputs.rewind_limit[firing]
+            self._add(VIEWS, tick + rows.tobytes())
+        self._add(INPUTS, tick + _input_rows(slots, inputs))
 
     def on_stepped(self, room: Room) -> None:
         tick = room.world.tick
+        events = getattr(room, "last_events", None)
+        if events is not None and events.hitscan is not None:
+            self._add(SHOTS, _TICK.pack(tick) + shot_rows(events.hitscan))
         if tick % self.config.hash_every or self.closed or self.failed:
             return
         self._add(HASH, _TICK.pack(tick) + bytes.fromhex(room.world.state_hash()))
@@ -309,6 +346,7 @@ class Record:
 class Checkpoint:
     header: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    history: list[np.ndarray] | None = None  # None: a file from before hitscan
 
 
 def read_records(path: str | Path, *, on_truncated: Callable[[str], None] | None = None
@@ -376,7 +414,17 @@ def parse_checkpoint(payload: bytes) -> Checkpoint:
         arrays[name] = np.frombuffer(payload, dtype=dtype, count=int(np.prod(shape)),
                                      offset=at).reshape(shape).copy()
         at += n
-    return Checkpoint(header, arrays)
+    history = None
+    if "history_depth" in header:
+        template = History(capacity, int(header["history_depth"])).arrays()
+        history = []
+        for a in template:
+            if at + a.nbytes > len(payload):
+                raise RecordingError("checkpoint is shorter than its history")
+            history.append(np.frombuffer(payload, dtype=a.dtype, count=a.size,
+                                         offset=at).reshape(a.shape).copy())
+            at += a.nbytes
+    return Checkpoint(header, arrays, history)
 
 
 def restore_world(cp: Checkpoint) -> World:
@@ -388,6 +436,11 @@ def restore_world(cp: Checkpoint) -> World:
     world.tick = int(cp.header["tick"])
     for name, array in cp.arrays.items():
         setattr(world, name, array)
+    if cp.history is not None:
+        depth = int(cp.header["history_depth"])
+        if depth != world.history.depth:
+            world.history = History(world.capacity, depth)
+        world.history.restore(cp.history)
     return world
 
 
@@ -400,6 +453,18 @@ def unpack_inputs(payload: bytes) -> tuple[int, np.ndarray]:
     """(tick, INPUT_ROW rows) of an INPUTS or PRE_MOVE record."""
     (tick,) = _TICK.unpack_from(payload)
     return tick, np.frombuffer(payload, dtype=INPUT_ROW, offset=_TICK.size)
+
+
+def unpack_views(payload: bytes) -> tuple[int, np.ndarray]:
+    """(tick, VIEW_ROW rows) of a VIEWS record."""
+    (tick,) = _TICK.unpack_from(payload)
+    return tick, np.frombuffer(payload, dtype=VIEW_ROW, offset=_TICK.size)
+
+
+def unpack_shots(payload: bytes) -> tuple[int, np.ndarray]:
+    """(tick, SHOT_ROW rows) of a SHOTS record."""
+    (tick,) = _TICK.unpack_from(payload)
+    return tick, np.frombuffer(payload, dtype=SHOT_ROW, offset=_TICK.size)
 
 
 def unpack_hash(payload: bytes) -> tuple[int, str]:

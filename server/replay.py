@@ -5,7 +5,10 @@ Theory of operation
 A recording file (``server.recording``) starts with a checkpoint of the world; the replay
 restores it and then applies the records in the order the room produced them: joins and
 leaves change the slots, PARAMS records change the parameters, each INPUTS record is one
-``step`` with exactly the inputs the room applied, and each HASH record is compared with
+``step`` with exactly the inputs the room applied (the VIEWS record before it gives the
+firing players' views and rewind limits), each SHOTS record (the hitscan shots the server
+resolved in that step: shooter, target) is compared with the replayed step's shots, so a
+replay shows the same hits, and each HASH record is compared with
 ``World.state_hash`` of the replayed world. Because the step is deterministic, every hash
 matches unless the simulation (or the file) differs from what ran on the server. The
 first mismatch stops the replay and is reported with its tick; hashes are written every
@@ -33,6 +36,8 @@ from server.recording import (
     LEAVE,
     PARAMS,
     PRE_MOVE,
+    SHOTS,
+    VIEWS,
     RecordingError,
     parse_checkpoint,
     read_records,
@@ -40,9 +45,11 @@ from server.recording import (
     unpack_hash,
     unpack_inputs,
     unpack_member,
+    unpack_shots,
+    unpack_views,
 )
 from sim.params import ParamsError, params_from_mapping
-from sim.step import Inputs, pre_move, step
+from sim.step import Inputs, StepEvents, pre_move, step
 from sim.world import World, WorldFullError
 
 __all__ = ["ReplayResult", "add_replay_parser", "replay_file"]
@@ -57,6 +64,8 @@ class ReplayResult:
     end_tick: int = 0
     steps: int = 0
     hashes_checked: int = 0
+    shots_checked: int = 0  # hitscan shots whose (shooter, target) matched the recording
+    hits_checked: int = 0  # of which hits
     last_good_tick: int | None = None  # tick of the last matching hash (or the checkpoint)
     diverged_tick: int | None = None  # tick of the first mismatch, None if all matched
     detail: str = ""
@@ -69,6 +78,8 @@ class ReplayResult:
     def summary(self) -> str:
         head = (f"{self.path}: ticks {self.start_tick}..{self.end_tick}, {self.steps} steps, "
                 f"{self.hashes_checked} hashes checked")
+        if self.shots_checked:
+            head += f", {self.shots_checked} hitscan shots ({self.hits_checked} hits) checked"
         if self.truncated:
             head += f" (file ends early: {self.truncated})"
         if self.ok:
@@ -88,6 +99,7 @@ def replay_file(path: str | Path) -> ReplayResult:
 
     world: World | None = None
     inputs: Inputs | None = None
+    last: list[StepEvents | None] = [None]  # the events of the newest replayed step
     for record in read_records(path, on_truncated=truncated):
         if record.kind == CHECKPOINT:
             if world is not None:
@@ -99,7 +111,7 @@ def replay_file(path: str | Path) -> ReplayResult:
             continue
         if world is None or inputs is None:
             raise RecordingError(f"{path}: does not start with a checkpoint")
-        mismatch = _apply(world, inputs, record.kind, record.payload, result)
+        mismatch = _apply(world, inputs, record.kind, record.payload, result, last)
         result.end_tick = world.tick
         if mismatch:
             result.diverged_tick = world.tick
@@ -111,7 +123,7 @@ def replay_file(path: str | Path) -> ReplayResult:
 
 
 def _apply(world: World, inputs: Inputs, kind: int, payload: bytes,
-           result: ReplayResult) -> str | None:
+           result: ReplayResult, last: list[StepEvents | None]) -> str | None:
     """Apply one record to ``world``; returns why it disagrees with the recording, if so."""
     if kind == PARAMS:
         values = json.loads(payload)["values"]
@@ -151,8 +163,30 @@ def _apply(world: World, inputs: Inputs, kind: int, payload: bytes,
         if kind == PRE_MOVE:
             pre_move(world, slots, inputs)
         else:
-            step(world, inputs)
+            last[0] = step(world, inputs)
+            inputs.clear_views()
             result.steps += 1
+    elif kind == VIEWS:
+        tick, rows = unpack_views(payload)
+        if tick != world.tick:
+            return f"views recorded for tick {tick}, replay is at tick {world.tick}"
+        slots = rows["slot"].astype(np.int64)
+        inputs.view_a[slots] = rows["view_a"]
+        inputs.view_b[slots] = rows["view_b"]
+        inputs.view_blend[slots] = rows["blend"]
+        inputs.rewind_limit[slots] = rows["limit"]
+    elif kind == SHOTS:
+        tick, rows = unpack_shots(payload)
+        if tick != world.tick:
+            return f"shots recorded for tick {tick}, replay is at tick {world.tick}"
+        shots = last[0].hitscan if last[0] is not None else None
+        got = ([] if shots is None
+               else list(zip(shots.shooter.tolist(), shots.target.tolist(), strict=True)))
+        want = list(zip(rows["shooter"].tolist(), rows["target"].tolist(), strict=True))
+        if got != want:
+            return f"hitscan shots (shooter, target) {got} != recorded {want}"
+        result.shots_checked += len(want)
+        result.hits_checked += sum(1 for _s, t in want if t >= 0)
     elif kind == HASH:
         tick, digest = unpack_hash(payload)
         if tick != world.tick:

@@ -155,6 +155,9 @@ class RoomLoops:
             if now_counts[1] != seen[1]:
                 counts.input_rejected("queue_trimmed", now_counts[1] - seen[1])
             entry.room_drops = now_counts
+        m = self.metrics
+        room.shot_stats.export(m.hitscan_rewind, m.hitscan_shots, m.hitscan_clamped,
+                               m.hitscan_hits)
 
     def _reap(self, now: float) -> None:
         for room in self.lobby.reap(now, busy=self.busy):

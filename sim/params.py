@@ -5,7 +5,7 @@ Theory of operation
 ``Params`` is a flat frozen dataclass. Each field carries metadata: its dotted TOML key
 (``"player.max_speed"``), unit, allowed range ``[min, max]``, a one-line doc, and ``live``
 (False = the value is read once when a world/room is built, so changing it needs a restart).
-The TOML file groups keys in tables ``[world] [player] [npc] [projectile] [room]``;
+The TOML file groups keys in tables ``[world] [player] [npc] [projectile] [weapon] [room]``;
 ``sim/default_params.toml`` is the documented default and holds every key.
 
 Every way in (``load_params``, ``params_from_mapping``, ``Params.with_changes`` and the
@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_PARAMS_PATH",
+    "WEAPON_KINDS",
     "Params",
     "ParamsError",
     "load_params",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_PARAMS_PATH: Path = Path(__file__).with_name("default_params.toml")
+WEAPON_KINDS: tuple[str, ...] = ("projectile", "hitscan")
 
 
 class ParamsError(ValueError):
@@ -50,10 +52,12 @@ def _p(
     doc: str,
     *,
     live: bool = True,
+    choices: tuple[str, ...] = (),
 ) -> Any:
     return field(
         default=default,
-        metadata={"toml": toml, "unit": unit, "min": lo, "max": hi, "doc": doc, "live": live},
+        metadata={"toml": toml, "unit": unit, "min": lo, "max": hi, "doc": doc, "live": live,
+                  "choices": choices},
     )
 
 
@@ -250,6 +254,41 @@ class Params:
         "projectiles in flight at once in the whole world",
     )
 
+    # [weapon]
+    weapon_kind: str = _p(
+        "projectile",
+        "weapon.kind",
+        "",
+        None,
+        None,
+        "what fire does: \"projectile\" (a flying shot, the [projectile] keys) or "
+        "\"hitscan\" (an instant ray, lag-compensated: weapon.range, damage, cooldown_s)",
+        choices=WEAPON_KINDS,
+    )
+    weapon_range: float = _p(
+        600.0, "weapon.range", "units", 10.0, 6000.0, "how far a hitscan ray reaches"
+    )
+    weapon_damage: int = _p(
+        20, "weapon.damage", "hp", 0, 10000, "hit points one hitscan hit takes away"
+    )
+    weapon_cooldown_s: float = _p(
+        0.25,
+        "weapon.cooldown_s",
+        "s",
+        0.02,
+        10.0,
+        "minimum time between two hitscan shots of one player",
+    )
+    max_rewind_ms: float = _p(
+        250.0,
+        "weapon.max_rewind_ms",
+        "ms",
+        0.0,
+        1000.0,
+        "lag compensation: a hitscan shot is tested against the world as the shooter saw "
+        "it, at most this far in the past (0 = no compensation, test the present)",
+    )
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _coerce(f.metadata["toml"], getattr(self, f.name), _TYPES[f.name], f.metadata)
@@ -282,7 +321,7 @@ class Params:
 
 
 # Real classes for each field, resolved once (annotations are strings under __future__).
-_TYPE_NAMES = {"int": int, "float": float, "bool": bool}
+_TYPE_NAMES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPES: dict[str, type] = {f.name: _TYPE_NAMES[str(f.type)] for f in fields(Params)}
 _FIELDS_BY_TOML = {f.metadata["toml"]: f for f in fields(Params)}
 _PY_TO_TOML = {f.name: f.metadata["toml"] for f in fields(Params)}
@@ -309,6 +348,13 @@ def _range_text(meta: Mapping[str, Any], typ: type) -> str:
 
 def _coerce(key: str, value: object, typ: type, meta: Mapping[str, Any]) -> object:
     """Check one value; return it as exactly ``typ`` (an int given for a float becomes float)."""
+    if typ is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key} = {value!r} has type {type(value).__name__}; expected str")
+        if value not in meta["choices"]:
+            allowed = " | ".join(repr(c) for c in meta["choices"])
+            raise ParamsError(f"{key} = {value!r} is not one of {allowed}")
+        return value
     if typ is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"{key} = {value!r} has type {type(value).__name__}; expected bool")
@@ -405,8 +451,9 @@ def load_params(path: str | Path | None = None) -> Params:
 
 
 def schema() -> dict[str, dict[str, object]]:
-    """Every parameter keyed by dotted TOML key: type ("int" | "float" | "bool"), min, max
-    (None for bool), unit, doc, live, default. JSON-serialisable."""
+    """Every parameter keyed by dotted TOML key: type ("int" | "float" | "bool" | "str"),
+    min, max (None for bool and str), choices (the allowed strings of a str, else []),
+    unit, doc, live, default. JSON-serialisable."""
     out: dict[str, dict[str, object]] = {}
     for f in fields(Params):
         meta = f.metadata
@@ -421,6 +468,7 @@ def schema() -> dict[str, dict[str, object]]:
             "unit": meta["unit"],
             "doc": meta["doc"],
             "live": meta["live"],
+            "choices": list(meta["choices"]),
             "default": f.default if f.default is not MISSING else None,
         }
     return out

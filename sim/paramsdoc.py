@@ -19,8 +19,8 @@ _HEADER = """\
 Generated from `sim/params.py` by `python -m sim.paramsdoc` — do not edit by hand.
 
 Set them in a TOML file (`tickwire serve --params FILE`, tables `[world]`, `[room]`,
-`[player]`, `[npc]`, `[projectile]`); keys left out take the default. **live** keys change
-while the server runs (file save or `POST /admin/params`); **restart** keys only take
+`[player]`, `[npc]`, `[projectile]`, `[weapon]`); keys left out take the default. **live**
+keys change while the server runs (file save or `POST /admin/params`); **restart** keys only take
 effect when the server is restarted. Cross-field rule: `world.capacity >=
 room.max_players + npc.count + projectile.max`.
 
@@ -32,6 +32,8 @@ room.max_players + npc.count + projectile.max`.
 def _value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
     return str(value)
 
 
@@ -43,8 +45,12 @@ def render() -> str:
     """The whole Markdown document."""
     rows = []
     for key, meta in schema().items():
-        rng = "true / false" if meta["type"] == "bool" else \
-            f"{_value(meta['min'])} – {_value(meta['max'])}"
+        if meta["type"] == "bool":
+            rng = "true / false"
+        elif meta["type"] == "str":
+            rng = " / ".join(f'"{c}"' for c in meta["choices"])  # type: ignore[union-attr]
+        else:
+            rng = f"{_value(meta['min'])} – {_value(meta['max'])}"
         rows.append(
             f"| `{key}` | {_cell(str(meta['unit'])) or '—'} | {_value(meta['default'])} "
             f"| {rng} | {'live' if meta['live'] else 'restart'} | {_cell(str(meta['doc']))} |"

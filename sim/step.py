@@ -18,6 +18,12 @@ being simulated; ``world.tick`` becomes ``t + 1`` at the end. The phases, in ord
    those that left the world are freed.
 5. Players with ``fire`` set whose cooldown is over fire: one projectile each, lowest slots
    first while ``projectile.max`` and free slots allow.
+   With ``weapon.kind = "hitscan"`` they fire a ray instead (cooldown ``weapon.cooldown_s``):
+   every shot of the tick is tested at once against the world as its shooter saw it, no
+   deeper than ``weapon.max_rewind_ms`` (``sim.hitscan``; ``sim.history`` keeps the last
+   second of positions). Each hit takes ``weapon.damage`` hp; several hits on one target
+   apply in shooter-slot order and the one that takes hp to <= 0 gets the kill. Hitscan
+   hits and kills are reported after the projectile ones of the same tick.
 6. Every projectile hits at most one target: the lowest-slot live, not-dead player or NPC
    (never its own shooter) with ``dx*dx + dy*dy <= (r_projectile + r_target)**2`` in
    float32. Candidates come from a uniform grid (cell >= the largest radius sum; targets
@@ -44,6 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.hitscan import RayHits, Views, resolve_views, trace
 from sim.world import (
     FLAG_DEAD,
     FLAG_FIRED,
@@ -53,8 +60,8 @@ from sim.world import (
     World,
 )
 
-__all__ = ["STOP_SPEED", "Inputs", "StepEvents", "find_hits", "move_players", "pre_move",
-           "step"]
+__all__ = ["STOP_SPEED", "HitscanShots", "Inputs", "StepEvents", "find_hits", "move_players",
+           "pre_move", "step"]
 
 F32 = np.float32
 STOP_SPEED = F32(0.5)  # units/s: an idle player slower than this stops, so it stops changing
@@ -74,16 +81,34 @@ class Inputs:
     moves this tick. A player with no command this tick is not active: it keeps its
     position and velocity until its command arrives (one command is one movement step, as
     the client predicted it). Non-finite move/aim rows are ignored (treated as no move /
-    unchanged aim)."""
+    unchanged aim).
+
+    The view a hitscan shot is tested at (read for shooters only; see ``sim.hitscan``):
+    ``view_a``, ``view_b`` (C,) int64, the two snapshot ticks the client was drawing
+    between (0 = no claim: test at the present), ``view_blend`` (C,) float32 in [0, 1];
+    ``rewind_limit`` (C,) float32 ticks, the deepest rewind the room allows this shooter
+    (+inf: only ``weapon.max_rewind_ms`` limits it)."""
 
     move: np.ndarray
     aim: np.ndarray
     fire: np.ndarray
     active: np.ndarray
+    view_a: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    view_b: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    view_blend: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    rewind_limit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    def __post_init__(self) -> None:
+        c = len(self.aim)
+        if len(self.view_a) != c:  # built without views: no claims, no room limit
+            self.view_a = np.zeros(c, dtype=np.int64)
+            self.view_b = np.zeros(c, dtype=np.int64)
+            self.view_blend = np.zeros(c, dtype=np.float32)
+            self.rewind_limit = np.full(c, np.inf, dtype=np.float32)
 
     @classmethod
     def empty(cls, capacity: int) -> Inputs:
-        """No move, aim 0, no fire, every player active."""
+        """No move, aim 0, no fire, every player active, no view claims."""
         return cls(
             move=np.zeros((capacity, 2), dtype=np.float32),
             aim=np.zeros(capacity, dtype=np.float32),
@@ -91,12 +116,40 @@ class Inputs:
             active=np.ones(capacity, dtype=np.bool_),
         )
 
+    def clear_views(self) -> None:
+        """Back to no claims and no room limit."""
+        self.view_a.fill(0)
+        self.view_b.fill(0)
+        self.view_blend.fill(0.0)
+        self.rewind_limit.fill(np.inf)
+
+
+@dataclass
+class HitscanShots:
+    """The hitscan shots of one tick, one row per shot in shooter-slot order: ``shooter``
+    slots (int64), ``target`` slot hit (-1 = miss), ``start``/``end`` (S,2) float32 (the
+    ray as tested: from the shooter to the entry point, or to its range), ``view_a``,
+    ``view_b``, ``view_blend`` (the view tested, after clamping), ``depth_ticks`` (float64,
+    how far it rewound), ``clamped`` (bool, the claim was deeper than allowed)."""
+
+    shooter: np.ndarray
+    target: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    view_a: np.ndarray
+    view_b: np.ndarray
+    view_blend: np.ndarray
+    depth_ticks: np.ndarray
+    clamped: np.ndarray
+
 
 @dataclass
 class StepEvents:
     """What happened on one tick (slot arrays are int64, ordered by projectile slot for hits
-    and by victim slot for kills). ``hits_shooter``/``kills_killer`` hold the shooter's slot
-    at the time of the hit, -1 if the shooter has left."""
+    and by victim slot for kills; hitscan hits and kills follow the projectile ones).
+    ``hits_shooter``/``kills_killer`` hold the shooter's slot at the time of the hit, -1 if
+    the shooter has left. ``fired_shooter``/``fired_projectile``: the projectiles spawned
+    this tick and whose they are (slots). ``hitscan``: this tick's rays, if any."""
 
     tick: int
     shots: int = 0
@@ -105,6 +158,9 @@ class StepEvents:
     kills_killer: np.ndarray = field(default_factory=lambda: _EMPTY)
     kills_victim: np.ndarray = field(default_factory=lambda: _EMPTY)
     respawned: np.ndarray = field(default_factory=lambda: _EMPTY)
+    fired_shooter: np.ndarray = field(default_factory=lambda: _EMPTY)
+    fired_projectile: np.ndarray = field(default_factory=lambda: _EMPTY)
+    hitscan: HitscanShots | None = None
 
 
 def step(world: World, inputs: Inputs) -> StepEvents:
@@ -136,14 +192,22 @@ def step(world: World, inputs: Inputs) -> StepEvents:
 
     _move_projectiles(world, t, dt)
 
+    hitscan = p.weapon_kind == "hitscan"
     if players.size and p.shooting_enabled:
-        events.shots = _fire(world, players, inputs, t)
+        if hitscan:
+            events.shots = _fire_hitscan(world, players, inputs, t, events)
+        else:
+            events.shots = _fire(world, players, inputs, t, events)
 
     proj, tgt = find_hits(world)
     if proj.size:
         _apply_hits(world, proj, tgt, t, events)
+    if events.hitscan is not None:
+        _apply_hitscan(world, events.hitscan, t, events)
 
     world.tick = t + 1
+    if hitscan:  # only hitscan rewinds into the history (see sim.history)
+        world.history.record(world)
     return events
 
 
@@ -284,7 +348,8 @@ def _put_rows(dst: np.ndarray, slots: np.ndarray, rows: np.ndarray) -> None:
     dst.view(np.int64).reshape(-1)[slots] = rows.view(np.int64).reshape(-1)
 
 
-def _fire(world: World, shooters: np.ndarray, inputs: Inputs, t: int) -> int:
+def _fire(world: World, shooters: np.ndarray, inputs: Inputs, t: int,
+          events: StepEvents) -> int:
     """Spawn projectiles for ``shooters`` (live players) that want to and may fire.
     Returns the number of shots."""
     p = world.params
@@ -309,7 +374,53 @@ def _fire(world: World, shooters: np.ndarray, inputs: Inputs, t: int) -> int:
     world.expire_tick[slots] = t + p.ticks(p.projectile_lifetime_s)
     world.next_fire_tick[shooters] = t + p.ticks(p.fire_cooldown_s)
     world.flags[shooters] |= np.uint8(FLAG_FIRED)
+    events.fired_shooter = shooters.astype(np.int64)
+    events.fired_projectile = slots.astype(np.int64)
     return int(slots.size)
+
+
+def _fire_hitscan(world: World, shooters: np.ndarray, inputs: Inputs, t: int,
+                  events: StepEvents) -> int:
+    """Trace the rays of ``shooters`` (live players) that want to and may fire, each at
+    the view it claimed (``sim.hitscan``). Stores them in ``events.hitscan``; the damage
+    is applied after the projectile hits. Returns the number of shots."""
+    p = world.params
+    ready = inputs.fire[shooters] & (world.next_fire_tick[shooters] <= t)
+    shooters = shooters[ready]
+    if shooters.size == 0:
+        return 0
+    history = world.history
+    now = t + 1
+    history.stage(world)
+    cap = F32(p.max_rewind_ms * p.tick_rate / 1000.0)
+    limit = np.minimum(inputs.rewind_limit[shooters], cap)
+    views: Views = resolve_views(now, inputs.view_a[shooters], inputs.view_b[shooters],
+                                 inputs.view_blend[shooters], limit, history.oldest)
+    aim = world.aim[shooters].astype(np.float64)
+    direction = np.stack([np.cos(aim), np.sin(aim)], axis=1).astype(np.float32)
+    origin = world.pos[shooters]
+    rays: RayHits = trace(history, now, shooters, origin, direction, p.weapon_range, views)
+    world.next_fire_tick[shooters] = t + p.ticks(p.weapon_cooldown_s)
+    world.flags[shooters] |= np.uint8(FLAG_FIRED)
+    events.hitscan = HitscanShots(
+        shooter=shooters.astype(np.int64), target=rays.target, start=origin, end=rays.end,
+        view_a=views.a, view_b=views.b, view_blend=views.beta, depth_ticks=views.depth,
+        clamped=views.clamped)
+    return int(shooters.size)
+
+
+def _apply_hitscan(world: World, shots: HitscanShots, t: int, events: StepEvents) -> None:
+    hit = shots.target >= 0
+    if not hit.any():
+        return
+    shooters, targets = shots.shooter[hit], shots.target[hit]
+    # A target a projectile killed earlier in this tick takes no more damage.
+    live = (world.flags[targets] & FLAG_DEAD) == 0
+    shooters, targets = shooters[live], targets[live]
+    events.hits_shooter = np.concatenate([events.hits_shooter, shooters])
+    events.hits_target = np.concatenate([events.hits_target, targets])
+    if targets.size:
+        _damage(world, shooters, targets, shooters, int(world.params.weapon_damage), t, events)
 
 
 def _target_radius(world: World, slots: np.ndarray) -> np.ndarray:
@@ -417,14 +528,20 @@ def find_hits(world: World) -> tuple[np.ndarray, np.ndarray]:
 def _apply_hits(
     world: World, proj: np.ndarray, tgt: np.ndarray, t: int, events: StepEvents
 ) -> None:
-    p = world.params
-    dmg = int(p.projectile_damage)
     shooters = world.owner[proj].astype(np.int64)
     events.hits_shooter = shooters
     events.hits_target = tgt
+    world._free(proj)
+    _damage(world, shooters, tgt, proj, int(world.params.projectile_damage), t, events)
 
-    # Group hits by target, projectile-slot order within a group.
-    order = np.argsort(tgt * world.capacity + proj)
+
+def _damage(world: World, shooters: np.ndarray, tgt: np.ndarray, rank_by: np.ndarray,
+            dmg: int, t: int, events: StepEvents) -> None:
+    """``dmg`` hp per hit on ``tgt``; several hits on one target apply in ``rank_by``
+    order and the one that takes hp to <= 0 gets the kill (appended to the events)."""
+    p = world.params
+    # Group hits by target, `rank_by` order within a group.
+    order = np.argsort(tgt * world.capacity + rank_by)
     tgt_s, shooter_s = tgt[order], shooters[order]
     first = np.ones(tgt_s.size, dtype=np.bool_)
     first[1:] = tgt_s[1:] != tgt_s[:-1]
@@ -438,14 +555,13 @@ def _apply_hits(
     n_hits = np.diff(np.append(starts, tgt_s.size))
     new_hp = np.maximum(world.hp[victims].astype(np.int64) - dmg * n_hits, 0)
     world.hp[victims] = new_hp.astype(np.int32)
-    world._free(proj)
 
     killed = tgt_s[killing]
     if killed.size == 0:
         return
     killers = shooter_s[killing]
-    events.kills_victim = killed
-    events.kills_killer = killers
+    events.kills_victim = np.concatenate([events.kills_victim, killed])
+    events.kills_killer = np.concatenate([events.kills_killer, killers])
     is_player = world.kind[killed] == KIND_PLAYER
     delay = np.where(is_player, p.ticks(p.respawn_delay_s), p.ticks(p.npc_respawn_delay_s))
     world.flags[killed] |= np.uint8(FLAG_DEAD)

@@ -23,10 +23,14 @@ at 0 and size exactly as the arena scenario specifies).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sim.params import Params, ParamsError, restart_keys_changed
+
+if TYPE_CHECKING:
+    from sim.history import History
 
 __all__ = [
     "ARRAYS",
@@ -40,6 +44,8 @@ __all__ = [
     "WorldFullError",
 ]
 
+# Copies of the .proto's EntityKind / EntityFlag enums (sim imports nothing from proto);
+# tests/unit/test_web_wire_constants.py fails if they ever differ.
 KIND_EMPTY = 0
 KIND_PLAYER = 1
 KIND_NPC = 2
@@ -86,6 +92,8 @@ class World:
       kill_score); deaths (C,) int32; flags (C,) uint8 (FLAG_*); respawn_tick,
       next_fire_tick, expire_tick (C,) int64 tick numbers.
       tick: int, ticks completed. rng: np.random.Generator. params: Params.
+      history: ``sim.history.History``, the last second of hit-test state for lag
+      compensation (derived from the arrays; ``step`` records it, not part of the hash).
     """
 
     pos: np.ndarray
@@ -112,6 +120,9 @@ class World:
         for name, dtype, tail in _ARRAYS:
             setattr(self, name, np.zeros((c, *tail), dtype=dtype))
         self.owner.fill(-1)
+        from sim.history import History  # here: sim.history imports this module
+
+        self.history: History = History.for_world(self)
 
     @property
     def capacity(self) -> int:
@@ -130,6 +141,7 @@ class World:
             world.pos[slots] = world._random_points(n, 0.0)
             world.vel[slots] = world._random_velocities(n, params.npc_speed)
             world.hp[slots] = params.npc_hp
+        world.history.record(world)
         return world
 
     # -- randomness (every draw goes through here, in a fixed order) ---------------------
@@ -218,6 +230,7 @@ class World:
         other.params = self.params
         other.rng = rng
         other.tick = self.tick
+        other.history = self.history.copy()
         for name, _dtype, _tail in _ARRAYS:
             setattr(other, name, getattr(self, name).copy())
         return other

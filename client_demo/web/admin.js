@@ -72,6 +72,11 @@ function fieldFor(key, meta, value) {
     input = el("input", { type: "checkbox", id: `in-${key}` });
     input.checked = Boolean(value);
     row.append(input, el("span"), el("span", { class: "unit", text: meta.unit || "" }));
+  } else if (meta.type === "str") {
+    input = el("select", { id: `in-${key}` },
+               ...meta.choices.map((c) => el("option", { value: c, text: c })));
+    input.value = value;
+    row.append(input, el("span"), el("span", { class: "unit", text: meta.unit || "" }));
   } else {
     const slider = el("input", { type: "range", min: meta.min, max: meta.max, step: stepFor(meta),
                                  "aria-label": `${key} slider` });
@@ -89,7 +94,8 @@ function fieldFor(key, meta, value) {
   input.dataset.key = key;
   input.classList.add("value");
   input.addEventListener("change", onEdit);
-  const range = meta.type === "bool" ? "" : ` [${meta.min} – ${meta.max}]`;
+  const range = meta.type === "bool" ? "" : meta.type === "str" ? ` (${meta.choices.join(" | ")})`
+    : ` [${meta.min} – ${meta.max}]`;
   row.append(el("div", { class: "doc", text: `${meta.doc}${range}` }));
   return row;
 }
@@ -112,13 +118,14 @@ function buildForm() {
 function readValue(input) {
   const meta = schema[input.dataset.key];
   if (meta.type === "bool") return input.checked;
+  if (meta.type === "str") return input.value;
   const n = Number(input.value);
   return meta.type === "int" ? Math.round(n) : n;
 }
 
 function changes() {
   const out = {};
-  for (const input of document.querySelectorAll("input.value")) {
+  for (const input of document.querySelectorAll("input.value, select.value")) {
     const key = input.dataset.key;
     const v = readValue(input);
     if (v !== running[key]) out[key] = v;
@@ -183,12 +190,13 @@ function renderRooms(rooms) {
     const bad = r.overruns > 0 || r.tick_duration_p99_ms > 1000 / r.tick_rate;
     const table = el("table", {},
       el("tr", {}, el("th", { text: "player" }), el("th", { class: "num", text: "id" }),
-         el("th", { class: "num", text: "RTT (ms)" })));
+         el("th", { class: "num", text: "RTT (ms)" }), el("th", { text: "" })));
     for (const s of r.seats) {
       const tr = el("tr", { class: s.connected ? "" : "away" },
         el("td", { text: s.name + (s.connected ? "" : " (away)") }),
         el("td", { class: "num", text: String(s.player_id) }),
-        el("td", { class: "num", text: s.rtt_ms.toFixed(1) }));
+        el("td", { class: "num", text: s.rtt_ms.toFixed(1) }),
+        el("td", { class: "acts" }, kickButton(r.id, s, "kick"), kickButton(r.id, s, "ban")));
       table.append(tr);
     }
     return el("div", { class: "room" },
@@ -199,10 +207,63 @@ function renderRooms(rooms) {
   }));
 }
 
+// -- kick and ban ---------------------------------------------------------------------------
+
+const BAN_S = 3600; // the Ban button: name and address, one hour
+
+function kickButton(roomId, seat, what) {
+  const b = el("button", { type: "button", class: `${what}-btn`, "data-player": String(seat.player_id),
+                           title: what === "kick" ? "remove now; the name is kept out for a while (--kick-ban-s)"
+                                                  : "remove now; name and address kept out for an hour",
+                           text: what === "kick" ? "Kick" : "Ban" });
+  b.addEventListener("click", () => kick(roomId, seat, what, b));
+  return b;
+}
+
+async function kick(roomId, seat, what, button) {
+  const verb = what === "kick" ? "Kick" : "Ban";
+  if (!confirm(`${verb} ${seat.name} (player ${seat.player_id})?`)) return;
+  button.disabled = true;
+  const query = what === "ban" ? `?ban_s=${BAN_S}` : "";
+  let status, data;
+  try {
+    ({ status, data } = await api("POST", `/admin/rooms/${encodeURIComponent(roomId)}/kick/${seat.player_id}${query}`));
+  } catch (err) {
+    if (err.message !== "unauthorized") setKickStatus(`cannot ${what}: ${err.message}`, "error");
+    button.disabled = false;
+    return;
+  }
+  if (status !== 200) {
+    setKickStatus(data && data.error ? data.error : `error ${status}`, "error");
+    button.disabled = false;
+    return;
+  }
+  const banned = data.banned_s > 0 ? `; kept out for ${Math.round(data.banned_s)} s` : "";
+  setKickStatus(`${what === "kick" ? "kicked" : "banned"} ${seat.name}${banned}`, "ok");
+  await pollRooms();
+  await loadBans();
+}
+
+function setKickStatus(text, kind) {
+  const s = $("kick-status");
+  s.textContent = text;
+  s.className = kind;
+}
+
+async function loadBans() {
+  let status, data;
+  try { ({ status, data } = await api("GET", "/admin/bans")); } catch { return; }
+  const box = $("bans");
+  if (status !== 200 || !data.bans.length) { box.replaceChildren(); return; }
+  box.replaceChildren(el("div", { class: "health", text: "kept out:" }),
+    ...data.bans.map((b) => el("div", { class: "ban", text: `${b.kind === "addr" ? "address" : "name"} ${b.value} — ${Math.ceil(b.seconds_left)} s` })));
+}
+
 async function pollRooms() {
   try {
     const resp = await fetch("/rooms");
     if (resp.ok) renderRooms(await resp.json());
+    await loadBans();
   } catch {
     $("rooms").textContent = "server unreachable";
   }

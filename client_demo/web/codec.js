@@ -18,8 +18,8 @@ export const WORDS = 8;
 export const W_X = 0, W_Y = 1, W_VX = 2, W_VY = 3, W_HP = 4, W_SCORE = 5, W_KIND_GEN = 6, W_AIM_FLAGS = 7;
 export const OP_UNCHANGED = 0, OP_UPDATE = 1, OP_SPAWN = 2, OP_REMOVE = 3;
 export const FLAG_KEYFRAME = 0x01, FLAG_DEFLATE = 0x02;
-export const KIND_EMPTY = 0, KIND_PLAYER = 1, KIND_NPC = 2, KIND_PROJECTILE = 3;
-export const EFLAG_DEAD = 0x01, EFLAG_FIRED = 0x02;
+// Entity kinds and flags come from the .proto's enums (gen/wire.js, made by `make install`).
+export { KIND_EMPTY, KIND_PLAYER, KIND_NPC, KIND_PROJECTILE, EFLAG_DEAD, EFLAG_FIRED } from "./gen/wire.js";
 export const POS_SCALE = 16, VEL_SCALE = 16, AIM_STEPS = 256;
 export const MAX_SLOTS = 65535;
 // The largest body a valid payload can inflate to: header, ops, every slot spawned, widths.

@@ -1,4 +1,7 @@
-// DOM overlays: the net HUD (toggled with H or F3), the scoreboard, the connection banner.
+// DOM overlays: the net HUD (toggled with H or F3), the scoreboard, the kill feed, the
+// connection banner. Server data (player names) is only ever inserted as text.
+
+import { playerColor } from "./events.js";
 
 /** Counts events over a sliding one-second window (snapshots/s, bytes/s, fps). */
 export class RateMeter {
@@ -32,9 +35,14 @@ export class Hud {
     this.el.hidden = !this.visible;
   }
 
-  /** `s` holds the numbers shown; see main.js `hudStats`. */
+  /** `s` holds the numbers shown (see game.js `hudStats`); null: disconnected, all blank. */
   update(s) {
     if (!this.visible) return;
+    if (!s) {
+      this.el.innerHTML = `<div class="hud-title">net <span class="hud-key">H / F3</span></div>` +
+        HUD_LABELS.map((k) => `<div class="row"><span>${k}</span><b>–</b></div>`).join("");
+      return;
+    }
     const rows = [
       ["RTT (server)", s.serverRttMs === null ? "–" : `${fmt(s.serverRttMs)} ms`],
       ["RTT (ping)", s.pingRttMs === null ? "–" : `${fmt(s.pingRttMs)} ms`],
@@ -57,24 +65,79 @@ export class Hud {
   }
 }
 
+const HUD_LABELS = ["RTT (server)", "RTT (ping)", "server tick", "tick rate", "snapshots/s", "in",
+  "last snapshot", "key / delta", "interp delay", "correction", "pending inputs", "fps",
+  "players", "entities"];
+
+export const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+
+/**
+ * The rows a scoreboard shows, best first. `compact` (small screens): the top three and,
+ * if not among them, our own row with its rank.
+ */
+export function scoreboardRows(rows, compact) {
+  const sorted = [...rows].sort((a, b) => b.score - a.score || a.name.localeCompare(b.name)
+                                || a.playerId - b.playerId);
+  const ranked = sorted.map((r, i) => ({ ...r, rank: i + 1 }));
+  if (!compact) return ranked;
+  const top = ranked.slice(0, 3);
+  const me = ranked.find((r) => r.me);
+  if (me && me.rank > 3) top.push(me);
+  return top;
+}
+
 export class Scoreboard {
   constructor(el) {
     this.el = el;
+    this.compact = false;
   }
 
-  /** rows: [{name, score, me, connected, dead}] */
+  /** rows: [{playerId, name, score, me, connected, dead}] */
   update(rows) {
-    rows = [...rows].sort((a, b) => b.score - a.score || a.name.localeCompare(b.name));
-    const esc = (t) => t.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+    const shown = scoreboardRows(rows, this.compact);
+    const more = rows.length - shown.length;
+    this.el.classList.toggle("compact", this.compact);
     this.el.innerHTML =
-      `<div class="sb-title">Scoreboard</div>` +
-      rows
+      (this.compact ? "" : `<div class="sb-title">Scoreboard</div>`) +
+      shown
         .map(
           (r) =>
             `<div class="sb-row${r.me ? " me" : ""}${r.connected ? "" : " away"}${r.dead ? " dead" : ""}">` +
-            `<span class="sb-name">${esc(r.name)}</span><span class="sb-score">${r.score}</span></div>`,
+            `<span class="sb-rank">${r.rank}</span>` +
+            `<span class="sb-name" style="--pc: ${r.me ? "var(--me)" : playerColor(r.playerId)}">${esc(r.name)}</span>` +
+            `<span class="sb-score">${r.score}</span></div>`,
         )
-        .join("");
+        .join("") +
+      (this.compact && more > 0 ? `<div class="sb-more">+${more}</div>` : "");
+  }
+}
+
+export const FEED_KEEP_S = 6;
+export const FEED_MAX = 4;
+
+/** "alice ✕ bob" lines, newest last; each fades after FEED_KEEP_S. */
+export class KillFeed {
+  constructor(el) {
+    this.el = el;
+    this.entries = []; // {at, killer: {name, playerId} | null, victim: {name, playerId|null}, mine}
+  }
+
+  add(entry) {
+    this.entries.push(entry);
+    if (this.entries.length > FEED_MAX) this.entries.shift();
+  }
+
+  /** Drop old lines and redraw; returns what is shown (for window.tickwire). */
+  update(nowS) {
+    this.entries = this.entries.filter((e) => nowS - e.at < FEED_KEEP_S);
+    const who = (p) => p.playerId === null ? `<span class="kf-npc">${esc(p.name)}</span>`
+      : `<span style="color: ${p.me ? "var(--me)" : playerColor(p.playerId)}">${esc(p.name)}</span>`;
+    this.el.innerHTML = this.entries
+      .map((e) => `<div class="kf-row${e.mine ? " mine" : ""}">${e.killer ? who(e.killer) + " " : ""}` +
+                  `<span class="kf-x">✕</span> ${who(e.victim)}</div>`)
+      .join("");
+    this.el.hidden = this.entries.length === 0;
+    return this.entries.map((e) => `${e.killer ? `${e.killer.name} ` : ""}✕ ${e.victim.name}`);
   }
 }
 

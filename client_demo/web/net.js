@@ -5,10 +5,13 @@
 // `Net` owns one WebSocket at a time. On open it sends Join (or Resume with the token of
 // the last Welcome). Every binary message is decoded as a ServerFrame and handed to
 // `onFrame`. A Ping goes out every second once we are welcomed (Pong gives the client's
-// own RTT). When the socket closes without us asking, `onClose` reports the code and
-// reason and a new attempt is scheduled with exponential backoff (0.5 s doubling to 8 s,
-// with +-25 % jitter); a Resume refused by the server (close 1008 before any Welcome)
-// drops the token and retries at once with a fresh Join.
+// own RTT). When the socket closes without us asking, status.js's `closeVerdict` reads the
+// close code and the Kick that came before it: a permanent refusal (a refused name, a kick,
+// a closed room) stops the client, and `onClose` says why; anything else schedules a new
+// attempt with exponential backoff (0.5 s doubling to 8 s, with +-25 % jitter, and never
+// sooner than the Kick's retry_after_s). A Resume refused by the server (close 1008 before
+// any Welcome) drops the token and retries at once with a fresh Join. `leave()` sends
+// Leave (the server frees the seat at once) and stops; `rejoin(name)` starts over.
 //
 // Join tokens: a server started with a join secret refuses `/ws` without `?token=...`.
 // The first socket goes to the plain URL; if it is refused before it opens, every later
@@ -16,7 +19,10 @@
 // off, and the plain URL is used again). A default server is never asked, so a normal
 // page load makes no failing request.
 
-export const PROTOCOL_VERSION = 1;
+import { PROTOCOL_VERSION } from "./gen/wire.js";
+import { closeVerdict } from "./status.js";
+
+export { PROTOCOL_VERSION }; // the .proto's ProtocolVersion enum, via gen/wire.js
 export const BACKOFF_MIN_S = 0.5;
 export const BACKOFF_MAX_S = 8;
 export const PING_INTERVAL_S = 1;
@@ -76,6 +82,23 @@ export class Net {
     if (this.ws) this.ws.close(1000, "client closed");
   }
 
+  /** Leave for good: Leave frees the seat at once (a plain drop keeps it for the grace). */
+  leave() {
+    const sent = this.welcomed && this.send({ leave: {} });
+    this.resumeToken = null;
+    this.stop();
+    return sent;
+  }
+
+  /** Start over as a new player (after a refusal, a kick or a leave), optionally renamed. */
+  rejoin(name) {
+    if (name !== undefined) this.name = name;
+    clearTimeout(this.retryTimer);
+    this.resumeToken = null;
+    this.attempt = 0;
+    this.start();
+  }
+
   _connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
@@ -122,6 +145,7 @@ export class Net {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.welcomed = false;
+    this.kick = null; // the Kick received on this socket, if any
     let opened = false;
     ws.onopen = () => {
       opened = true;
@@ -150,10 +174,16 @@ export class Net {
       if (kind === "welcome") {
         this.welcomed = true;
         this.attempt = 0;
+        this.lastVerdict = null;
         const tok = frame.welcome.resumeToken;
         this.resumeToken = tok && tok.length ? tok : null;
         this._startPing();
         this.onWelcome?.(frame.welcome);
+      }
+      if (kind === "kick") {
+        const k = frame.kick;
+        this.kick = { code: k.code, reason: k.reason || "", label: k.label || "", retry: !!k.retry,
+                      retryAfterS: k.retryAfterS || 0 };
       }
       if (kind) this.onFrame?.(kind, frame[kind], bytes.length);
     };
@@ -163,20 +193,26 @@ export class Net {
       const wasWelcomed = this.welcomed;
       this.welcomed = false;
       this.ws = null;
-      const info = { code: ev.code, reason: ev.reason || "", wasClean: ev.wasClean, wasWelcomed };
+      const info = { code: ev.code, reason: ev.reason || "", wasClean: ev.wasClean, wasWelcomed,
+                     kick: this.kick };
       if (this.stopped) {
-        this.onClose?.({ ...info, retryInS: null });
+        this.onClose?.({ ...info, retryInS: null, verdict: closeVerdict({ ...info, stopped: true }) });
         return;
       }
       if (!opened && this.joinTokens === "unknown") {
         // Refused before the upgrade (the browser does not say why): perhaps this server
         // wants a join token. Ask /matchmake for one and retry at once, once.
         this.joinTokens = "required";
-        this.onClose?.({ ...info, retryInS: 0 });
+        this.onClose?.({ ...info, retryInS: 0, verdict: closeVerdict(info) });
         this._connect();
         return;
       }
-      if (this.sentResume && !wasWelcomed && ev.code === 1008) {
+      // A reconnect attempt that never opened says nothing new: while a server restarts,
+      // the player keeps seeing why the connection went, not "connection lost".
+      const verdict = !opened && this.lastVerdict?.retry ? this.lastVerdict : closeVerdict(info);
+      this.lastVerdict = verdict;
+      info.verdict = verdict;
+      if (this.sentResume && !wasWelcomed && ev.code === 1008 && verdict.retry) {
         // Token refused (expired, or a new server): start over with a fresh Join.
         this.resumeToken = null;
         info.resumeRefused = true;
@@ -184,8 +220,15 @@ export class Net {
         this._connect();
         return;
       }
+      if (!verdict.retry) {
+        // Permanent: retrying would be refused again. The page offers what the player can do.
+        this.stopped = true;
+        this.resumeToken = null;
+        this.onClose?.({ ...info, retryInS: null });
+        return;
+      }
       const base = Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** this.attempt);
-      const delay = base * (0.75 + 0.5 * Math.random());
+      const delay = Math.max(verdict.retryAfterS, base * (0.75 + 0.5 * Math.random()));
       this.attempt++;
       this.onClose?.({ ...info, retryInS: delay, attempt: this.attempt });
       this.retryAt = performance.now() / 1000 + delay;

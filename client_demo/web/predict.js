@@ -46,6 +46,7 @@ export class MoveRule {
       my = f(my / len);
     }
     let vx = s.vx, vy = s.vy;
+    let reached = false; // v = target exactly: never clamped (it is max_speed up to rounding)
     if (mx !== 0 || my !== 0) {
       const tx = f(mx * S), ty = f(my * S);
       const dx = f(tx - vx), dy = f(ty - vy);
@@ -53,6 +54,7 @@ export class MoveRule {
       if (dist <= this.accelDt) {
         vx = tx;
         vy = ty;
+        reached = true;
       } else {
         const k = f(this.accelDt / dist);
         vx = f(vx + f(dx * k));
@@ -64,7 +66,7 @@ export class MoveRule {
       if (f(Math.sqrt(f(f(vx * vx) + f(vy * vy)))) < STOP_SPEED) vx = vy = 0;
     }
     const speed = f(Math.sqrt(f(f(vx * vx) + f(vy * vy))));
-    if (speed > S) {
+    if (speed > S && !reached) {
       const k = f(S / speed);
       vx = f(vx * k);
       vy = f(vy * k);

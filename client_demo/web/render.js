@@ -2,6 +2,7 @@
 // Pure drawing: it reads a `view` object prepared by main.js and keeps only the camera.
 
 import { KIND_PLAYER, KIND_NPC, KIND_PROJECTILE, EFLAG_DEAD } from "./codec.js";
+import { playerColor } from "./events.js";
 
 const COLORS = {
   bg: "#0b0f17",
@@ -21,14 +22,6 @@ const COLORS = {
   hpMid: "#facc15",
   hpLow: "#f87171",
 };
-
-/** A stable hue per name, kept away from the own player's cyan. */
-export function nameColor(name) {
-  let h = 2166136261;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
-  const hue = (((h >>> 0) % 260) + 210) % 360; // skips 150..210 (cyan/teal)
-  return `hsl(${hue}, 75%, 62%)`;
-}
 
 export class Renderer {
   constructor(canvas) {
@@ -89,6 +82,12 @@ export class Renderer {
     for (const e of view.entities) {
       if (e.kind === KIND_PROJECTILE) this._projectile(e, scale);
     }
+    for (const tr of view.ownShots?.tracers || []) this._tracer(tr, scale);
+    for (const e of view.ownShots?.projectiles || []) {
+      ctx.globalAlpha = e.alpha;
+      this._projectile(e, scale);
+      ctx.globalAlpha = 1;
+    }
     for (const e of view.entities) {
       if (e.kind === KIND_NPC) this._npc(e, view, scale);
     }
@@ -96,6 +95,7 @@ export class Renderer {
       if (e.kind === KIND_PLAYER) labels.push(this._player(e, view, false, scale));
     }
     if (view.meEntity) labels.push(this._player(view.meEntity, view, true, scale));
+    for (const h of view.hitMarks || []) this._hitMark(h, scale);
 
     // screen-space labels (crisp text at any zoom)
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
@@ -143,6 +143,21 @@ export class Renderer {
     ctx.fill();
   }
 
+  /** A hitscan ray: ours brighter, a hit ending in red; fading with `alpha`. */
+  _tracer(tr, scale) {
+    const { ctx } = this;
+    ctx.save();
+    ctx.globalAlpha = Math.max(0, Math.min(1, tr.alpha));
+    ctx.strokeStyle = tr.hit ? "#fca5a5" : tr.own ? "#e8fbff" : "rgba(255, 241, 168, 0.8)";
+    ctx.lineWidth = (tr.own ? 2 : 1.5) / scale;
+    ctx.lineCap = "round";
+    ctx.beginPath();
+    ctx.moveTo(tr.x0, tr.y0);
+    ctx.lineTo(tr.x1, tr.y1);
+    ctx.stroke();
+    ctx.restore();
+  }
+
   _npc(e, view, scale) {
     const { ctx } = this;
     const r = view.npcRadius;
@@ -172,7 +187,8 @@ export class Renderer {
     const dead = e.flags & EFLAG_DEAD;
     const name = view.names.get(e.slot) || `#${e.slot}`;
     const away = !isMe && view.away.has(e.slot); // seat kept for a resume
-    const color = dead ? COLORS.dead : isMe ? COLORS.me : nameColor(name);
+    const pid = view.playerIds?.get(e.slot);
+    const color = dead ? COLORS.dead : isMe ? COLORS.me : pid ? playerColor(pid) : COLORS.dim;
     ctx.save();
     ctx.globalAlpha = dead ? 0.45 : away ? 0.4 : 1;
     if (isMe && !dead) {
@@ -205,9 +221,28 @@ export class Renderer {
       sx: cw / 2 + (e.x - c.x) * c.scale,
       sy: ch / 2 + (e.y - c.y - r) * c.scale - 8,
       text: away ? `${name} (away)` : name,
-      sub: dead ? (view.respawnText?.(e) ?? "respawning…") : null,
+      // Our own countdown is in the death overlay: one label, one timer.
+      sub: dead && !isMe ? (view.respawnText?.(e) ?? "respawning…") : null,
       isMe,
     };
+  }
+
+  /** A hit marker: an X over what our shot hit, fading over its `age` (0..1). */
+  _hitMark(h, scale) {
+    const { ctx } = this;
+    const r = 9 / scale, gap = 3 / scale;
+    ctx.save();
+    ctx.globalAlpha = Math.max(0, 1 - h.age);
+    ctx.strokeStyle = h.killed ? "#f87171" : "#ffffff";
+    ctx.lineWidth = 2.5 / scale;
+    ctx.lineCap = "round";
+    ctx.beginPath();
+    for (const [sx, sy] of [[1, 1], [1, -1], [-1, 1], [-1, -1]]) {
+      ctx.moveTo(h.x + sx * gap, h.y + sy * gap);
+      ctx.lineTo(h.x + sx * r, h.y + sy * r);
+    }
+    ctx.stroke();
+    ctx.restore();
   }
 
   _hpBar(x, y, w, frac, scale) {

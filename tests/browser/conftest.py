@@ -55,7 +55,7 @@ def chromium_path() -> Path:
 @pytest.fixture(scope="session")
 def web_built() -> None:
     """The client's npm packages and gen/tickwire.json (scripts/install_web.sh)."""
-    needed = [WEB / "gen" / "tickwire.json",
+    needed = [WEB / "gen" / "tickwire.json", WEB / "gen" / "wire.js",
               WEB / "node_modules" / "protobufjs" / "dist" / "light" / "protobuf.min.js"]
     if not all(p.exists() for p in needed):
         result = subprocess.run(["bash", str(INSTALL_WEB)], check=False, timeout=600,

@@ -387,7 +387,10 @@ async def test_tickwire_fleet_starts_nodes_and_a_redis_and_stops_what_it_started
     try:
         while len(pids) < 3:
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-            assert line, "tickwire fleet exited early"
+            if not line:
+                code = await asyncio.wait_for(proc.wait(), 10)
+                raise AssertionError(f"tickwire fleet exited early with {code} "
+                                     f"(logs in {tmp_path})")
             if "(pid " in line:
                 pids.append(int(line.rsplit("(pid ", 1)[1].split(")")[0]))
         base = f"http://127.0.0.1:{port + 1}"

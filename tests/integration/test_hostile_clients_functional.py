@@ -24,7 +24,7 @@ import pytest
 from client_demo.client import Client
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
-from server.room import MAX_SEQ_JUMP, Room
+from server.room import MAX_SEQ_JUMP, Room, TickResult
 from server.session import SessionLimits
 from tests.hostile_table import WIRE_ATTACKS
 from tests.integration.conftest import RawWebSocket, Running, make_params, wait_until
@@ -348,6 +348,70 @@ async def check_resumed_socket_plays(ctx: Ctx) -> None:
     assert (await ctx.running.metrics()).get(frames("internal_error"), 0.0) == 0
 
 
+async def resume_with_a_used_token(ctx: Ctx) -> None:
+    """A victim drops and resumes; the attacker replays the token the victim just used
+    (a leaked token, a copied tab): every resume rotates the token, so it opens nothing."""
+    victim, welcome = await join_raw(ctx.running.port, "victim")
+    victim.abort()
+    seat = ctx.room.seats[welcome.player_id]
+    await wait_until(lambda: not seat.connected)
+    used = bytes(welcome.resume_token)
+    back = await RawWebSocket.connect(ctx.running.port)
+    back.send(encode(resume=pb.Resume(protocol_version=PROTOCOL_VERSION, token=used)))
+    fresh = (await read_until(back, lambda f: f.HasField("welcome"))).welcome
+    assert fresh.entity == welcome.entity and bytes(fresh.resume_token) != used
+    ctx.notes.update(victim=back, token=bytes(fresh.resume_token), seat=seat)
+    ctx.raw.send(encode(resume=pb.Resume(protocol_version=PROTOCOL_VERSION, token=used)))
+
+
+async def check_victim_keeps_its_seat(ctx: Ctx) -> None:
+    back: RawWebSocket = ctx.notes["victim"]
+    await assert_alive(back)
+    assert ctx.notes["seat"].connected
+    assert ctx.notes["seat"].resume_token == ctx.notes["token"]  # the attempt changed nothing
+    back.abort()
+
+
+HOSTILE_SEATS = 31
+
+
+async def acks_of_many_old_ticks(ctx: Ctx) -> None:
+    """31 joined sockets (the attacker and 30 more), each acking its own old tick (3..33
+    back) every tick for 2 s: without a bound, 31 snapshot encodes per tick."""
+    room = ctx.room
+    tick = room.tick
+    encodes: list[int] = []
+
+    def counting_tick(now: float) -> TickResult:
+        before = room.history.encodes
+        result = tick(now)
+        encodes.append(room.history.encodes - before)
+        return result
+
+    room.tick = counting_tick
+    others = [(await join_raw(ctx.running.port, f"acker{i}"))[0]
+              for i in range(HOSTILE_SEATS - 1)]
+    sockets = [ctx.raw, *others]
+    rate = room.params.tick_rate
+    for seq in range(1, 2 * rate + 1):
+        newest = room.tick_number
+        for lag, raw in enumerate(sockets, start=3):
+            raw.send(input_frame(_input(seq), ack_tick=max(1, newest - lag)))
+        await wait_ticks(room, 1)
+    ctx.notes.update(encodes=list(encodes), measured_from=rate)  # all lags in the ring by then
+    for raw in others:
+        raw.abort()
+    await wait_until(lambda: len(ctx.running.gateway.connections) == 2, timeout=5)
+
+
+async def check_encodes_bounded(ctx: Ctx) -> None:
+    encodes: list[int] = ctx.notes["encodes"]
+    window = encodes[ctx.notes["measured_from"]:]
+    assert window, encodes
+    assert max(window) <= ctx.room._baselines.max_deltas + 1, encodes
+    assert ctx.room.baselines_snapped > 0
+
+
 @dataclass(frozen=True)
 class Attack:
     name: str
@@ -398,6 +462,16 @@ ATTACKS = [
     Attack("inputs_from_a_replaced_socket", inputs_from_a_replaced_socket, 1008,
            'tickwire_disconnects_total{code="1008"}', "replaced",
            check=check_resumed_socket_plays),
+    # Issue #11: names that show nothing, a token reused after a resume, acks that would
+    # force one snapshot encode per seat per tick.
+    Attack("name_of_fillers_and_blanks", sending(join_frame("\u3164\u2800\u3164")), 1008,
+           frames("bad_join"), "visible character", joined=False),
+    Attack("name_of_combining_marks", sending(join_frame("\u0301\u0302\u20dd")), 1008,
+           frames("bad_join"), "visible character", joined=False),
+    Attack("resume_with_a_used_token", resume_with_a_used_token, 1008, frames("bad_resume"),
+           "resume token", joined=False, check=check_victim_keeps_its_seat),
+    Attack("acks_of_31_different_old_ticks", acks_of_many_old_ticks, None, None,
+           params={"room.max_players": 40}, check=check_encodes_bounded),
 ]
 # The attacks that are only bytes on the wire come from the table the unit tests run
 # against the protocol object (tests/hostile_table.py).

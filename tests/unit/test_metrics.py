@@ -28,6 +28,10 @@ EXPECTED = {
     "tickwire_connections_total": "counter",
     "tickwire_disconnects_total": "counter",
     "tickwire_tick_errors_total": "counter",
+    "tickwire_hitscan_rewind_seconds": "histogram",
+    "tickwire_hitscan_shots_total": "counter",
+    "tickwire_hitscan_clamped_total": "counter",
+    "tickwire_hitscan_hits_total": "counter",
 }
 
 

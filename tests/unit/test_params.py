@@ -58,7 +58,10 @@ def test_schema_matches_the_dataclass() -> None:
         assert entry["type"] == f.type
         assert entry["default"] == getattr(defaults, f.name)
         assert entry["live"] is f.metadata["live"]
-        if entry["type"] != "bool":
+        if entry["type"] == "str":
+            assert entry["default"] in entry["choices"]
+            assert entry["min"] is None and entry["max"] is None
+        elif entry["type"] != "bool":
             assert entry["min"] <= entry["default"] <= entry["max"]
             assert isinstance(entry["min"], int if entry["type"] == "int" else float)
     assert sch["player.max_speed"]["min"] == 1.0 and sch["player.max_speed"]["max"] == 2000.0

@@ -345,7 +345,23 @@ def test_close_sends_one_kick_and_one_close_and_is_idempotent():
         Closing(1008, "kicked by admin", "kicked", False)]
     assert conn.close(1008, "again", label="kicked") == []
     kick, code, reason = kick_and_close(conn)
-    assert (code, reason, kick.label, kick.retry) == (1008, "kicked by admin", "kicked", False)
+    assert (code, reason, kick.label, kick.retry) == (1008, "kicked by admin", "kicked", True)
+
+
+def test_a_kick_tells_the_client_how_long_its_ban_lasts():
+    conn, _ = Server().joined()
+    conn.outbox.clear()
+    conn.close(1008, "kicked by admin", label="kicked", retry_after_s=90)
+    kick, _, _ = kick_and_close(conn)
+    assert (kick.retry, kick.retry_after_s) == (True, 90)
+
+
+def test_a_permanent_refusal_says_do_not_retry():
+    conn, _ = Server().joined()
+    conn.outbox.clear()
+    conn.close(1008, "protocol version 9 unsupported", label="bad_version")
+    kick, _, _ = kick_and_close(conn)
+    assert (kick.label, kick.retry) == ("bad_version", False)
 
 
 def test_frames_after_our_close_are_ignored_until_the_peer_closes_too():
@@ -377,6 +393,29 @@ def test_a_peer_close_is_echoed_and_its_code_kept():
 
 
 def test_every_kick_label_says_whether_to_retry():
-    assert not KICKS["bad_join"][0] and not KICKS["bad_version"][0] and not KICKS["kicked"][0]
-    for label in ("server_full", "draining", "replaced", "idle"):
+    for label in ("bad_join", "bad_version", "replaced"):
+        assert not KICKS[label][0], label
+    for label in ("server_full", "draining", "kicked", "banned", "idle"):
         assert KICKS[label][0], label
+
+
+def test_a_banned_name_is_refused_with_the_time_left_and_a_retry():
+    server = Server()
+    server.seating.lobby.bans.ban(server.now, name="mallory", address=None, seconds=30)
+    conn = server.connect()
+    events = conn.receive_data(client_frame(join_frame("mallory")), server.now + 10)
+    assert isinstance(events[0], Closing) and events[0].label == "banned"
+    kick, code, _ = kick_and_close(conn)
+    assert (code, kick.label, kick.retry, kick.retry_after_s) == (1008, "banned", True, 20)
+
+
+def test_an_address_ban_refuses_any_name_from_that_address():
+    server = Server()
+    server.seating.lobby.bans.ban(server.now, name=None, address="10.0.0.7", seconds=30)
+    conn = ConnectionProtocol(Session.open(server.limits, server.now), server.seating,
+                              server.counts, peer_ip="10.0.0.7")
+    events = conn.receive_data(client_frame(join_frame("other")), server.now)
+    assert isinstance(events[0], Closing) and events[0].label == "banned"
+    ok = ConnectionProtocol(Session.open(server.limits, server.now), server.seating,
+                            server.counts, peer_ip="10.0.0.8")
+    assert isinstance(ok.receive_data(client_frame(join_frame("other")), server.now)[0], Joined)

@@ -23,6 +23,7 @@ from server.room import (
     Room,
     RoomFullError,
     TickResult,
+    check_name,
 )
 from sim.params import Params, load_params
 from sim.world import KIND_PROJECTILE
@@ -35,8 +36,10 @@ def make_params(**changes: object) -> Params:
     return load_params().with_changes(changes)
 
 
-def make_room(params: Params | None = None) -> Room:
-    return Room("test-room", params if params is not None else make_params(), now=0.0)
+def make_room(params: Params | None = None, *, deferred: bool = False) -> Room:
+    """`deferred`: commands validated once per tick (``defer_input_checks``)."""
+    return Room("test-room", params if params is not None else make_params(), now=0.0,
+                defer_input_checks=deferred)
 
 
 def cmd(
@@ -185,9 +188,12 @@ def test_event_frames_are_sent_once_and_the_roster_only_when_it_changed():
 # -- the client mirror law ----------------------------------------------------------------
 
 
-def test_decoding_every_snapshot_against_its_baseline_equals_the_server_state_every_tick():
+@pytest.mark.parametrize("deferred", [False, True], ids=["checked-at-once", "deferred"])
+def test_decoding_every_snapshot_against_its_baseline_equals_the_server_state_every_tick(
+        deferred):
     """Many players moving and firing, acks lagging 0..10 ticks (some never ack), players
-    joining, leaving, dropping and resuming: each client's decoded state is the server's."""
+    joining, leaving, dropping and resuming: each client's decoded state is the server's.
+    (Twelve seats acking up to eleven ticks also exercise the bound on baselines.)"""
     params = make_params(
         npc_count=60,
         max_players=12,
@@ -199,7 +205,7 @@ def test_decoding_every_snapshot_against_its_baseline_equals_the_server_state_ev
         world_height=400.0,
         resume_grace_s=2.0,
     )
-    room = make_room(params)
+    room = make_room(params, deferred=deferred)
     rng = np.random.default_rng(2024)
     clients: dict[int, Mirror] = {}
     dropped: set[int] = set()
@@ -233,6 +239,7 @@ def test_decoding_every_snapshot_against_its_baseline_equals_the_server_state_ev
                 assert room.submit(pid, frame(client.next_cmd(rng), ack=client.ack(rng))) == []
 
         result = tick(room)
+        assert result.input_rejections == []
         for pid in result.expired:  # dropped for longer than the grace period
             assert pid in dropped
             clients.pop(pid)
@@ -490,9 +497,7 @@ def test_a_fast_sender_earns_no_extra_steps():
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.mark.parametrize(
-    ("bad", "reason"),
-    [
+INVALID_COMMANDS = [
         pytest.param({"move_x": NAN, "move_y": 1.0}, "non_finite", id="nan-move_x"),
         pytest.param({"move_x": INF, "move_y": 1.0}, "non_finite", id="inf-move_x"),
         pytest.param({"move_x": -INF, "move_y": 1.0}, "non_finite", id="-inf-move_x"),
@@ -506,8 +511,10 @@ NAN, INF = float("nan"), float("inf")
         pytest.param({"move_y": -1.5}, "out_of_range", id="move_y--1.5"),
         pytest.param({"aim": 100.0, "move_x": 1.0}, "out_of_range", id="aim-100"),
         pytest.param({"buttons": 0x80, "move_x": 1.0}, "unknown_buttons", id="buttons-0x80"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("bad", "reason"), INVALID_COMMANDS)
 def test_an_invalid_command_is_rejected_counted_and_leaves_the_world_alone(bad, reason):
     room = make_room(make_params(npc_count=0))
     room.join(1, "alice", now=0.0)
@@ -523,6 +530,37 @@ def test_an_invalid_command_is_rejected_counted_and_leaves_the_world_alone(bad, 
     assert np.array_equal(position(room, 1), before[0])
     assert float(room.world.aim[seat.entity]) == before[1]
     assert np.count_nonzero(room.world.kind == KIND_PROJECTILE) == 0
+
+
+@pytest.mark.parametrize(("bad", "reason"), INVALID_COMMANDS)
+def test_deferred_an_invalid_command_is_reported_by_the_tick_counted_and_harmless(bad, reason):
+    room = make_room(make_params(npc_count=0), deferred=True)
+    room.join(1, "alice", now=0.0)
+    tick(room)
+    seat = room.seats[1]
+    before = (position(room, 1), float(room.world.aim[seat.entity]))
+
+    assert room.submit(1, frame(cmd(1, **bad), ack=1)) == []
+    result = tick(room)
+
+    assert result.input_rejections == [(1, reason, 1)]
+    assert room.inputs_rejected == {reason: 1}
+    assert seat.last_applied_seq == 0
+    assert np.array_equal(position(room, 1), before[0])
+    assert float(room.world.aim[seat.entity]) == before[1]
+    assert np.count_nonzero(room.world.kind == KIND_PROJECTILE) == 0
+
+
+def test_deferred_a_sequence_jump_is_reported_by_the_tick_and_exactly_1024_is_not():
+    room = make_room(deferred=True)
+    room.join(1, "alice", now=0.0)
+    room.submit(1, frame(cmd(1)))
+    room.submit(1, frame(cmd(2 + MAX_SEQ_JUMP)))
+    room.submit(1, frame(cmd(1 + MAX_SEQ_JUMP)))
+
+    assert tick(room).input_rejections == [(1, "seq_jump", 1)]
+    assert room.inputs_rejected == {"seq_jump": 1}
+    assert room.seats[1].last_queued_seq == 1 + MAX_SEQ_JUMP
 
 
 def test_a_sequence_jump_of_more_than_1024_is_rejected_and_exactly_1024_is_not():
@@ -583,6 +621,29 @@ def test_a_name_that_is_empty_too_long_or_not_printable_is_refused(name):
         room.join(1, name, now=0.0)
     assert room.seats == {}
     assert not room.world.alive[room.world.kind == 1].any()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\u3164", "\u3164\u3164\u3164", "\u2800", "\u2800 \u2800", "\u115f\u1160", "\uffa0",
+     "\u0301", "\u0301\u0302\u0303", "\u20dd", "\u034f", "\u3164\u0301\u2800"],
+    ids=["hangul-filler", "three-fillers", "braille-blank", "blanks-and-space",
+         "choseong-jungseong-fillers", "halfwidth-filler", "combining-acute",
+         "combining-marks", "enclosing-mark", "grapheme-joiner", "filler-mark-blank"],
+)
+def test_a_name_made_only_of_characters_that_show_nothing_is_refused(name):
+    room = make_room()
+    with pytest.raises(JoinRefused, match="visible character"):
+        room.join(1, name, now=0.0)
+    with pytest.raises(JoinRefused, match="visible character"):
+        check_name(name)
+    assert room.seats == {}
+
+
+@pytest.mark.parametrize("name", ["a\u0301", "\u674e", "\U0001f642", "Zo\u00eb", "\u3164a",
+                                  "\u2800.", "\u0915\u094d\u0937", "#1"])
+def test_a_name_with_something_visible_is_accepted_as_it_is(name):
+    assert make_room().join(1, name, now=0.0).name == name
 
 
 def test_a_name_is_trimmed_and_24_printable_characters_are_accepted():
@@ -674,6 +735,29 @@ def test_a_resumed_player_gets_a_welcome_and_a_keyframe_for_the_same_entity():
     # The new socket restarts its sequence numbers at 1.
     assert room.submit(1, frame(cmd(1, move_x=1.0), ack=snap.tick)) == []
     assert [entry[0] for entry in seat.queue] == [1]
+
+
+def test_every_resume_issues_a_fresh_token_and_the_used_one_stops_working():
+    room = grace_room()
+    seat = room.seats[1]
+    first = seat.resume_token
+    room.disconnect(1, now=0.1)
+
+    room.resume(room.find_by_token(first), now=0.2)
+    welcome = event_frames(delivery_for(tick(room), 1))[0].welcome
+    second = bytes(welcome.resume_token)
+
+    assert second != first and second == seat.resume_token
+    assert second[:4] == first[:4]  # same player id, new secret
+    assert room.find_by_token(first) is None  # a second holder of the old token is out
+    assert room.find_by_token(second) is seat
+
+    # Again, on a half-open socket (no disconnect seen): the token still rotates.
+    room.resume(room.find_by_token(second), now=0.3)
+    third = bytes(event_frames(delivery_for(tick(room), 1))[0].welcome.resume_token)
+    assert third not in (first, second)
+    assert room.find_by_token(second) is None
+    assert room.find_by_token(third) is seat
 
 
 def test_after_the_grace_period_a_tick_expires_the_seat_frees_the_entity_and_tells_others():
