@@ -11,7 +11,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from server.logs import LEVELS
+from server.version import VERSION
+
 log = logging.getLogger("tickwire")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -50,6 +63,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allowed-origins", metavar="URL[,URL]", default="",
                    help="browser origins allowed to open /ws, or '*' (default: this "
                         "server's own origin only; clients without an Origin header pass)")
+    p.add_argument("--public-origin", metavar="URL",
+                   help="this server's own origin as browsers see it, e.g. "
+                        "https://game.example (default: taken from each request's Host "
+                        "header, which DNS rebinding can forge; see THREAT_MODEL.md)")
     p.add_argument("--join-secret", metavar="SECRET",
                    default=os.environ.get("TICKWIRE_JOIN_SECRET"),
                    help="require join tokens from POST /matchmake, signed with this secret "
@@ -58,6 +75,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="open WebSockets allowed per client address; 0 = no cap (default 256)")
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S",
                    help="on SIGTERM/SIGINT, time allowed to drain before exit (default 5)")
+    p.add_argument("--drain-grace", type=float, default=0.0, metavar="S",
+                   help="on SIGTERM/SIGINT, keep playing this long while /healthz answers "
+                        "503 and new players are refused, before the drain (default 0)")
     p.add_argument("--admin-token", metavar="TOKEN",
                    default=os.environ.get("TICKWIRE_ADMIN_TOKEN"),
                    help="enable /admin and its API, sent as 'Authorization: Bearer TOKEN' "
@@ -75,9 +95,28 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="recording files kept per room (default 4)")
     p.add_argument("--record-hash-every", type=_positive_int, default=30, metavar="TICKS",
                    help="write a world state hash every this many ticks (default 30)")
+    p.add_argument("--record-retain", type=int, default=64, metavar="N",
+                   help="recording files kept in the --record directory, all rooms "
+                        "together; older ones are deleted; 0 = keep all (default 64)")
+    # -- the HTTP edge: connections before their first request, names, logs
+    p.add_argument("--request-head-timeout", type=_positive_float, default=10.0, metavar="S",
+                   help="close a connection that has not sent a complete HTTP request head "
+                        "this long after connecting, or after its last response (default 10)")
+    p.add_argument("--max-pending-connections", type=int, default=None, metavar="N",
+                   help="connections allowed to wait for their first request head at once; "
+                        "more are refused with 503; 0 = no cap (default: a quarter of the "
+                        "open-file limit, at most 1024)")
+    p.add_argument("--max-pending-per-ip", type=int, default=None, metavar="N",
+                   help="of those, per client address; 0 = no cap (default: a quarter of "
+                        "--max-pending-connections, at most 64)")
+    p.add_argument("--public-player-names", action="store_true",
+                   help="show player names in /rooms to anyone (default: only to requests "
+                        "with the admin token)")
     add_fleet_args(p)
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--plain-logs", action="store_true", help="human-readable logs, not JSON")
+    p.add_argument("--log-level", default="info", choices=LEVELS,
+                   help="least severe level logged (default info)")
+    p.add_argument("--plain-logs", action="store_true",
+                   help="human-readable lines with key=value fields, not JSON")
     p.set_defaults(func=run_serve)
 
 
@@ -126,14 +165,21 @@ def parse_modes(specs: list[str], params_path: str | None) -> list[tuple[str, Pa
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvloop
-    from aiohttp import web
+    import asyncio
 
+    import uvloop
+
+    from server.connguard import GuardLimits, default_max_pending, default_pending_per_ip
     from server.fleet.app import FleetSettings, FleetStartError
-    from server.gateway import GatewayConfig, build_app
+    from server.gateway import GATEWAY_KEY, GatewayConfig, build_app
     from server.logs import setup_logging
+    from server.serving import ListenError, ServeOptions, serve_until_signal
     from server.session import SessionLimits
     from sim.params import ParamsError, load_params
+
+    def fail(message: str) -> int:
+        print(f"tickwire serve: {message}", file=sys.stderr)
+        return 2
 
     setup_logging(args.log_level, json_lines=not args.plain_logs)
     try:
@@ -145,38 +191,30 @@ def run_serve(args: argparse.Namespace) -> int:
                 mode_params = mode_params.with_changes({"world.tick_rate": args.tick_rate})
             modes.append((name, mode_params))
     except (ParamsError, OSError, ValueError) as exc:
-        print(f"tickwire serve: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     params, params_file = modes[0][1], mode_files[0][1]
     public_url = args.public_url
     if args.redis and not public_url:
         if args.host in ("0.0.0.0", "::", ""):
-            print("tickwire serve: with --redis and --host " + args.host + ", give "
-                  "--public-url (the address clients use for this node)", file=sys.stderr)
-            return 2
+            return fail(f"with --redis and --host {args.host}, give --public-url (the "
+                        f"address clients use for this node)")
         public_url = f"{'wss' if args.tls_cert else 'ws'}://{args.host}:{args.port}"
     if public_url and not public_url.startswith(("ws://", "wss://")):
-        print("tickwire serve: --public-url must start with ws:// or wss://", file=sys.stderr)
-        return 2
+        return fail("--public-url must start with ws:// or wss://")
     if not 0 < args.refresh < args.lease:
-        print("tickwire serve: --refresh must be positive and shorter than --lease",
-              file=sys.stderr)
-        return 2
+        return fail("--refresh must be positive and shorter than --lease")
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
-            print("tickwire serve: --tls-cert and --tls-key go together", file=sys.stderr)
-            return 2
+            return fail("--tls-cert and --tls-key go together")
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            print(f"tickwire serve: cannot load the TLS certificate: {exc}", file=sys.stderr)
-            return 2
+            return fail(f"cannot load the TLS certificate: {exc}")
     secret = args.join_secret.encode() if args.join_secret else None
     if secret is not None and len(secret) < 16:
-        print("tickwire serve: --join-secret must be at least 16 bytes", file=sys.stderr)
-        return 2
+        return fail("--join-secret must be at least 16 bytes")
     limits = SessionLimits.for_tick_rate(
         params.tick_rate, max_frame_bytes=args.max_frame_bytes,
         stall_timeout_s=args.stall_timeout, ping_timeout_s=args.ping_timeout,
@@ -186,10 +224,16 @@ def run_serve(args: argparse.Namespace) -> int:
     origins = tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip())
     recording = None
     if args.record:
-        from server.recording import RecordingConfig
+        from server.recording import RecordingConfig, check_directory
+        problem = check_directory(Path(args.record))
+        if problem is not None:
+            return fail(problem)
         recording = RecordingConfig(Path(args.record), max_bytes=args.record_max_bytes,
-                                    keep=args.record_keep, hash_every=args.record_hash_every)
+                                    keep=args.record_keep, hash_every=args.record_hash_every,
+                                    retain_files=max(0, args.record_retain))
     config = GatewayConfig(params=params, limits=limits, allowed_origins=origins,
+                           public_origin=args.public_origin,
+                           public_player_names=args.public_player_names,
                            join_secret=secret, max_conns_per_ip=args.max_conns_per_ip,
                            shutdown_timeout_s=args.shutdown_timeout,
                            admin_token=args.admin_token or None,
@@ -200,15 +244,41 @@ def run_serve(args: argparse.Namespace) -> int:
                            fleet=FleetSettings(redis_url=args.redis or None,
                                                public_url=public_url.rstrip("/"),
                                                lease_s=args.lease, refresh_s=args.refresh))
-    app = build_app(config)
-    scheme = "https" if ssl_context else "http"
-    log.info("serving", extra={"url": f"{scheme}://{args.host}:{args.port}/",
-                               "tick_rate": params.tick_rate})
-    # run_app turns SIGTERM and SIGINT into a graceful shutdown (on_shutdown drains).
     try:
-        web.run_app(app, host=args.host, port=args.port, print=None,
-                    ssl_context=ssl_context, loop=uvloop.new_event_loop(), access_log=None,
-                    shutdown_timeout=args.shutdown_timeout)
+        app = build_app(config)
+    except ValueError as exc:  # e.g. an --allowed-origins or --public-origin that is no URL
+        return fail(str(exc))
+    pending = (default_max_pending() if args.max_pending_connections is None
+               else max(0, args.max_pending_connections))
+    per_ip = (default_pending_per_ip(pending) if args.max_pending_per_ip is None
+              else max(0, args.max_pending_per_ip))
+    options = ServeOptions(
+        host=args.host, port=args.port, ssl_context=ssl_context,
+        shutdown_timeout_s=args.shutdown_timeout, drain_grace_s=max(0.0, args.drain_grace),
+        guard=GuardLimits(head_timeout_s=args.request_head_timeout,
+                          max_pending=pending, max_pending_per_ip=per_ip))
+    scheme = "https" if ssl_context else "http"
+
+    def listening(listener: object) -> None:
+        log.info("serving", extra={"url": f"{scheme}://{args.host}:{args.port}/",
+                                   "tick_rate": params.tick_rate, "version": VERSION})
+
+    gateway = app[GATEWAY_KEY]
+
+    drain_tasks: list[asyncio.Task] = []
+
+    def drain_started() -> None:
+        gateway.draining = True  # /healthz 503, new upgrades 503, Join refused
+        if gateway.fleet is not None:  # first of all: no new seat comes here
+            drain_tasks.append(asyncio.get_running_loop().create_task(gateway.fleet.drain()))
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_until_signal(app, gateway.metrics, options,
+                                          on_listening=listening,
+                                          on_drain_start=drain_started))
+    except ListenError as exc:
+        return fail(str(exc))
     except FleetStartError as exc:
         print(f"tickwire serve: {exc}", file=sys.stderr)
         return 1
@@ -218,6 +288,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickwire", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tickwire {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
     from server.fleet.cli import add_fleet_parser

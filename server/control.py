@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from server.metrics import Metrics
     from server.room import Room
     from sim.params import Params
 
@@ -30,6 +31,11 @@ class ServerControl(Protocol):
     @property
     def params_version(self) -> int:
         """Bumped by every live parameter change."""
+        ...
+
+    @property
+    def metrics(self) -> Metrics:
+        """The server's metrics (tools count their own failures there)."""
         ...
 
     @property

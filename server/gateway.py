@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,25 +30,33 @@ from server.clock import Clock, MonotonicClock, WallClock
 from server.connection import Connection
 from server.errorpages import error_pages
 from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY, ProtocolError
-from server.fleet.app import FleetSettings, drain_first, fleet_ctx, fleet_rooms
-from server.fleet.app import handle_matchmake as fleet_matchmake
+from server.fleet.app import FleetSettings, drain_first, fleet_ctx
 from server.fleet.node import FleetNode
 from server.framing import accept_key
-from server.handshake import ConnectionsPerIp, OriginPolicy, Refusal, SeatClaim
+from server.handshake import (
+    ConnectionsPerIp,
+    OriginPolicy,
+    Refusal,
+    SeatClaim,
+    check_upgrade,
+)
 from server.lobby import Lobby
+from server.logs import log_disconnect
 from server.metrics import Metrics, close_code_label
 from server.paramswatch import params_watch_ctx
 from server.protocol import ConnectionProtocol, Joined
 from server.recording import RecordingConfig, recording_ctx
 from server.room import Room, merge_live_params
 from server.roomloops import RoomLoops
+from server.routes import add_http_routes
 from server.session import Session, SessionLimits
+from server.static import WEB_ROOT, add_static_routes
 from server.tickloop import TickSchedule
 from sim.params import Params
 
 log = logging.getLogger("tickwire.gateway")
 
-WEB_ROOT = Path(__file__).resolve().parent.parent / "client_demo" / "web"
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,8 @@ class GatewayConfig:
     shutdown_timeout_s: float = 5.0
     web_root: Path = WEB_ROOT
     allowed_origins: tuple[str, ...] = ()  # () = the server's own origin only; "*" = any
+    public_origin: str | None = None  # the server's own origin; None: from the Host header
+    public_player_names: bool = False  # /rooms shows names without the admin token
     join_secret: bytes | None = None  # set: /ws needs a seat token from POST /matchmake
     join_token_ttl_s: float = 15.0  # a seat token's life (and how long it holds a seat)
     max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
@@ -94,7 +103,7 @@ class Gateway:
         self.sockets: set[Connection] = set()  # every upgraded socket
         self.started_at = self.clock.now()
         self.draining = False
-        self.origins = OriginPolicy(list(config.allowed_origins))
+        self.origins = OriginPolicy(list(config.allowed_origins), config.public_origin)
         self.wall_clock: Clock = wall_clock or WallClock()
         self.modes: dict[str, Params] = dict(config.modes) or {"arena": config.params}
         self.default_mode = next(iter(self.modes))
@@ -301,16 +310,21 @@ class Gateway:
             self._detach(conn)
             code = protocol.close_code if protocol.close_code is not None \
                 else protocol.peer_close_code
+            # A Leave is the player's choice, though the server sends the 1000 that ends it.
+            by_server = protocol.close_code is not None and protocol.close_label != "left"
             self.metrics.disconnects.labels(code=close_code_label(code)).inc()
+            log_disconnect(log, player=session.player_id, room=session.room_id or None,
+                           code=code, reason=protocol.close_reason or None,
+                           by="server" if by_server else "client",
+                           peer=transport.get_extra_info("peername"))
         return response
 
     def _check_upgrade(self, request: web.Request, peer_ip: str) -> Refusal | None:
-        """Origin and per-IP cap, before the socket exists (the seat token comes next)."""
-        refusal = self.origins.check(request.headers.get("Origin"), request.host,
-                                     request.scheme)
-        if refusal is None:
-            refusal = self.per_ip.check(peer_ip, self.clock.now())
-        return refusal
+        """Per-address cap and rate first, then origin: before the socket exists
+        (server.handshake.check_upgrade); the seat token is checked next."""
+        return check_upgrade(per_ip=self.per_ip, origins=self.origins, peer_ip=peer_ip,
+                             origin=request.headers.get("Origin"), host=request.host,
+                             scheme=request.scheme, now=self.clock.now())
 
     def on_joined(self, conn: Connection, event: Joined) -> None:
         """ConnectionHooks: register the seat's connection, replacing a stale one."""
@@ -344,64 +358,11 @@ class Gateway:
 
     async def stop_rooms(self) -> None:
         await self.loops.stop()
-
-    # -- HTTP routes -------------------------------------------------------------------------
-
-    async def handle_healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "status": "draining" if self.draining else "ok",
-            "registry": self.fleet.health() if self.fleet is not None else None,
-            "rooms": len(self.lobby.rooms),
-            "players": self.lobby.player_count,
-            "connections": len(self.connections),
-            "tick_rate": self.config.params.tick_rate,
-            "uptime_s": round(self.clock.now() - self.started_at, 3),
-            "process": process_stats(),
-        })
-
-    async def handle_rooms(self, request: web.Request) -> web.Response:
-        """The fleet's public rooms; this node's carry their local detail."""
-        local = {}
-        for room in self.lobby.rooms.values():
-            schedule = self.schedule_for(room.room_id)
-            stats = schedule.stats() if schedule else {}
-            local[room.room_id] = {
-                "id": room.room_id,
-                "players": len(room.seats),
-                "connected": sum(1 for s in room.seats.values() if s.connected),
-                "capacity": room.capacity,
-                "tick": room.tick_number,
-                "tick_rate": room.params.tick_rate,
-                "tick_duration_p99_ms": round(stats.get("duration_p99_s", 0.0) * 1000, 3),
-                "overruns": stats.get("overruns", 0),
-                "hitscan": room.shot_stats.summary(),
-                "seats": [{"player_id": s.player_id, "name": s.name, "entity": s.entity,
-                           "connected": s.connected, "rtt_ms": round(s.rtt_ms, 2)}
-                          for s in room.seats.values()],
-            }
-        return web.json_response(await fleet_rooms(self, local))
-
-    async def handle_matchmake(self, request: web.Request) -> web.Response:
-        """POST /matchmake: a seat in the fleet and the token to take it with."""
-        return await fleet_matchmake(self, request)
-
-    async def handle_metrics(self, request: web.Request) -> web.Response:
-        body, content_type = self.metrics.render()
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        return response
-
-    async def handle_index(self, request: web.Request) -> web.StreamResponse:
-        index = self.config.web_root / "index.html"
-        if not index.is_file():
-            return web.Response(text="Tickwire is running; the demo client is not installed "
-                                     "(run `make install`).", content_type="text/plain")
-        return web.FileResponse(index)
-
     async def shutdown(self) -> None:
         """Drain: a last snapshot to everyone, every socket closed with 1001, rooms stopped.
 
-        aiohttp has already stopped accepting connections when this runs.
+        Under `tickwire serve` this runs with the listener still open (server/serving.py):
+        `draining` answers new upgrades and /healthz with 503 until the listener closes.
         """
         self.draining = True
         await self.loops.stop()  # no scheduled tick may interleave with the last one
@@ -434,12 +395,9 @@ def build_app(config: GatewayConfig, clock: Clock | None = None,
     gateway = Gateway(config, clock, wall_clock)
     app[GATEWAY_KEY] = gateway
     app.router.add_get("/ws", gateway.handle_ws)
-    app.router.add_get("/healthz", gateway.handle_healthz)
-    app.router.add_get("/rooms", gateway.handle_rooms)
-    app.router.add_get("/metrics", gateway.handle_metrics)
-    app.router.add_post("/matchmake", gateway.handle_matchmake)
-    app.router.add_get("/", gateway.handle_index)
-    _add_static(app, config.web_root)
+    add_http_routes(app, gateway, admin_token=config.admin_token,
+                    public_player_names=config.public_player_names)
+    add_static_routes(app, config.web_root)
     add_admin_routes(app, gateway, config.admin_token)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
@@ -466,39 +424,3 @@ def build_app(config: GatewayConfig, clock: Clock | None = None,
 def _peer_ip(request: web.Request) -> str:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return str(peer[0]) if peer else "unknown"
-
-
-def process_stats() -> dict[str, float]:
-    """RSS, open file descriptors and asyncio tasks: what a soak test watches for leaks."""
-    stats: dict[str, float] = {"asyncio_tasks": len(asyncio.all_tasks())}
-    with contextlib.suppress(OSError):
-        stats["open_fds"] = len(os.listdir("/proc/self/fd"))
-    with contextlib.suppress(OSError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                stats["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
-    return stats
-
-
-def _add_static(app: web.Application, root: Path) -> None:
-    """The demo client's files, its generated descriptor and the protobufjs build."""
-    mounts = {
-        "/vendor/protobufjs": root / "node_modules" / "protobufjs" / "dist",
-        "/gen": root / "gen",
-    }
-    for prefix, path in mounts.items():
-        if path.is_dir():
-            app.router.add_static(prefix, path)
-        else:
-            log.warning("not serving %s: %s is missing (run `make install`)", prefix, path)
-    if root.is_dir():
-        # Top-level client files (/app.js, /style.css, ...) without a prefix.
-        async def top_level(request: web.Request) -> web.StreamResponse:
-            name = request.match_info["name"]
-            path = root / name
-            if not path.is_file():
-                raise web.HTTPNotFound()
-            return web.FileResponse(path)
-
-        app.router.add_get(r"/{name:[A-Za-z0-9_-]+\.(?:js|mjs|css|html|svg|png|ico|json)}",
-                           top_level)

@@ -36,14 +36,26 @@ class Refusal:
     reason: str  # the response body, for people
 
 
-def normalize_origin(origin: str) -> str:
-    """scheme://host[:port], lower-case, default ports dropped, for comparison."""
-    parts = urlsplit(origin.strip().lower())
+def normalize_origin(origin: str) -> str | None:
+    """scheme://host[:port], lower-case, default ports dropped, for comparison.
+
+    None for a value that looks like a URL but cannot be one (`http://[::1`,
+    `http://h:abc`, `http://h:99999`): the caller refuses it as malformed rather than
+    letting the parser's exception become a 500. A value with no scheme or host (`null`,
+    the opaque origin) is compared verbatim.
+    """
+    text = origin.strip().lower()
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        return None
     if not parts.scheme or not parts.hostname:
-        return origin.strip().lower()
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    port = f":{parts.port}" if parts.port and parts.port != default else ""
-    return f"{parts.scheme}://{parts.hostname}{port}"
+        return text
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(parts.scheme)
+    shown = f":{port}" if port and port != default else ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{shown}"
 
 
 class OriginPolicy:
@@ -53,21 +65,68 @@ class OriginPolicy:
     page from connecting with a player's browser (cross-site WebSocket hijacking). Clients
     that are not browsers send no Origin and are not affected. With no list configured,
     only the server's own origin (the demo client it serves) is allowed; "*" allows any.
+
+    The server's own origin is `public_origin` when given (`--public-origin`), else it is
+    derived from the request's Host header. The Host header is chosen by the client, so a
+    page on a DNS-rebinding name (evil.example resolving to this server) passes the
+    derived check; pinning the public origin closes that (see THREAT_MODEL.md).
+
+    A malformed Origin (or, when the own origin comes from it, Host) is refused with 400
+    and its own label, never an exception.
     """
 
-    def __init__(self, allowed: list[str] | None) -> None:
+    def __init__(self, allowed: list[str] | None, public_origin: str | None = None) -> None:
         self.allow_any = bool(allowed) and "*" in allowed
-        self.allowed = {normalize_origin(o) for o in allowed or [] if o != "*"}
+        self.allowed: set[str] = set()
+        for entry in allowed or []:
+            if entry == "*":
+                continue
+            normal = normalize_origin(entry)
+            if normal is None:
+                raise ValueError(f"not an origin: {entry!r}")
+            self.allowed.add(normal)
+        self.public_origin: str | None = None
+        if public_origin is not None:
+            self.public_origin = normalize_origin(public_origin)
+            if self.public_origin is None or "://" not in self.public_origin:
+                raise ValueError(f"not an origin: {public_origin!r}")
 
     def check(self, origin: str | None, host: str | None, scheme: str) -> Refusal | None:
         if origin is None or self.allow_any:
             return None
         wanted = normalize_origin(origin)
+        if wanted is None:
+            return Refusal(400, "origin_malformed", "malformed Origin header")
         if wanted in self.allowed:
             return None
-        if host and wanted == normalize_origin(f"{scheme}://{host}"):
+        if self.public_origin is not None:
+            own = self.public_origin
+        elif host:
+            own = normalize_origin(f"{scheme}://{host}")
+            if own is None:
+                return Refusal(400, "host_malformed", "malformed Host header")
+        else:
+            own = None
+        if wanted == own:
             return None
-        return Refusal(403, "origin", f"origin {origin!r} is not allowed")
+        return Refusal(403, "origin", f"origin {origin[:100]!r} is not allowed")
+
+
+def check_upgrade(*, per_ip: ConnectionsPerIp, origins: OriginPolicy, peer_ip: str,
+                  origin: str | None, host: str | None, scheme: str, now: float
+                  ) -> Refusal | None:
+    """The checks before a WebSocket upgrade that need no registry, in order; None lets
+    it through (the seat token is checked after these, see `server.fleet.node`).
+
+    The per-address cap and connection rate come first, so every attempt is charged to
+    its address whatever else is wrong with it: a malformed or foreign Origin, or a bad
+    token, is no way around the per-IP limits. `now` is the server's monotonic clock (the
+    rate buckets).
+    """
+    refusal = per_ip.check(peer_ip, now)
+    if refusal is None:
+        refusal = origins.check(origin, host, scheme)
+    return refusal
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,28 @@ declared without it: ``Counter("tickwire_tick_overruns", ...)`` is exposed as
 
 Units: seconds for durations, bytes for sizes. Labels have small closed value sets
 (``reason`` strings chosen by the code, ``code`` = WebSocket close code as a string);
-never put a player id or address in a label.
+never put a player id or address in a label. The ``room`` label of the
+``tickwire_room_*`` families is bounded by ``max_rooms`` (64): a disposed room's series
+are removed (``forget_room``).
+
+``_created`` series are not exported (``disable_created_metrics``: they double the
+counters' series and no dashboard reads them). ``process_*`` come from prometheus_client's
+``ProcessCollector`` on this registry.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,9 +43,12 @@ __all__ = [
     "TICK_BUCKETS_S",
     "Counts",
     "Metrics",
+    "RoomMetrics",
     "close_code_label",
     "parse_metrics",
 ]
+
+disable_created_metrics()
 
 #: Tick duration / jitter buckets, seconds: 0.1 ms … 100 ms (a 128 Hz period is 7.8 ms,
 #: a 10 Hz one 100 ms; finer at the low end where healthy ticks live).
@@ -96,6 +115,19 @@ CONTRACT_NAMES = (
     "tickwire_hitscan_shots_total",
     "tickwire_hitscan_clamped_total",
     "tickwire_hitscan_hits_total",
+    "tickwire_handshakes_rejected_total",
+    "tickwire_room_tick_duration_seconds",
+    "tickwire_room_players",
+    "tickwire_build_info",
+    "tickwire_http_pending_connections",
+    "tickwire_http_connections_dropped_total",
+    "tickwire_fd_near_limit_total",
+    "tickwire_recording_failures_total",
+    "tickwire_recordings_deleted_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
 )
 
 
@@ -144,6 +176,15 @@ class Counts:
 
     def input_rejected(self, reason: str, n: int = 1) -> None:
         self.inputs_rejected[reason] = self.inputs_rejected.get(reason, 0) + n
+
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMetrics:
+    """One room's labelled children, looked up once (``labels()`` takes a lock)."""
+
+    tick_duration: Histogram
+    players: Gauge
 
 
 class Metrics:
@@ -264,6 +305,55 @@ class Metrics:
         )
 
         self.counts = Counts()
+        # Per room (label ``room``)
+        self.room_tick_duration = Histogram(
+            "tickwire_room_tick_duration_seconds",
+            "Time spent running one tick of this room, seconds.",
+            ["room"],
+            buckets=TICK_BUCKETS_S,
+            registry=r,
+        )
+        self.room_players = Gauge(
+            "tickwire_room_players",
+            "Seats held in this room (connected or waiting for a resume).",
+            ["room"],
+            registry=r,
+        )
+        self._rooms: dict[str, RoomMetrics] = {}
+        # The HTTP edge (server.connguard)
+        self.http_pending = Gauge(
+            "tickwire_http_pending_connections",
+            "Accepted connections that have not yet sent a complete request head.",
+            registry=r,
+        )
+        self.http_dropped = Counter(
+            "tickwire_http_connections_dropped",
+            "Connections closed before their first request, by reason "
+            "(head_timeout, pending_cap, pending_ip_cap).",
+            ["reason"],
+            registry=r,
+        )
+        self.fd_near_limit = Counter(
+            "tickwire_fd_near_limit",
+            "Times the open file descriptors crossed 80% of RLIMIT_NOFILE.",
+            registry=r,
+        )
+        self.recording_failures = Counter(
+            "tickwire_recording_failures",
+            "Room recordings stopped by a write error or a disk too slow (the room goes on).",
+            registry=r,
+        )
+        self.recordings_deleted = Counter(
+            "tickwire_recordings_deleted",
+            "Old recording files deleted to keep --record-retain files.",
+            registry=r,
+        )
+        # Process and build
+        ProcessCollector(registry=r)
+        from server.version import VERSION
+
+        self.build_info = Info("tickwire_build", "The running Tickwire version.", registry=r)
+        self.build_info.info({"version": VERSION})
 
     def flush(self) -> None:
         """Add the plain-int `counts` to the Prometheus series and zero them."""
@@ -304,6 +394,21 @@ class Metrics:
                 for _ in range(n):
                     observe(size)
             c.snapshot_sizes.clear()
+
+    def for_room(self, room_id: str) -> RoomMetrics:
+        """The room's labelled children (created on first use)."""
+        found = self._rooms.get(room_id)
+        if found is None:
+            found = self._rooms[room_id] = RoomMetrics(
+                self.room_tick_duration.labels(room=room_id),
+                self.room_players.labels(room=room_id))
+        return found
+
+    def forget_room(self, room_id: str) -> None:
+        """Remove a disposed room's series, so the label set stays bounded by live rooms."""
+        if self._rooms.pop(room_id, None) is not None:
+            self.room_tick_duration.remove(room_id)
+            self.room_players.remove(room_id)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition of this registry: ``(body, content_type)`` for /metrics."""

@@ -51,6 +51,7 @@ import contextlib
 import json
 import logging
 import struct
+import sys
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,8 @@ __all__ = [
     "RecordingConfig",
     "RecordingError",
     "RoomRecorder",
+    "check_directory",
+    "prune_recordings",
     "read_records",
     "recording_ctx",
     "restore_world",
@@ -96,6 +99,7 @@ RECORD_NAMES = {CHECKPOINT: "checkpoint", PARAMS: "params", JOIN: "join", LEAVE:
 
 _REC = struct.Struct("<BI")
 _BLOCK = struct.Struct("<II")
+PRUNE_EVERY_S = 60.0  # how often old recording files are deleted (retain_files)
 MAX_PENDING_BLOCKS = 64  # about a minute of blocks at one per second
 _MEMBER = struct.Struct("<qii")
 _TICK = struct.Struct("<q")
@@ -118,6 +122,50 @@ class RecordingConfig:
     max_bytes: int = 16 * 1024 * 1024
     keep: int = 4
     hash_every: int = 30
+    retain_files: int = 64  # recording files kept in the directory, all rooms; 0 = all
+
+
+def check_directory(directory: Path) -> str | None:
+    """Why `directory` cannot hold recordings (one line), or None when it can: created if
+    missing, and a file is written and removed there. Called at startup, so a bad
+    `--record` stops the server before anyone joins."""
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the recording directory {directory}: {exc.strerror or exc}"
+    if not directory.is_dir():
+        return f"the recording directory {directory} is not a directory"
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return f"cannot write in the recording directory {directory}: {exc.strerror or exc}"
+    return None
+
+
+def prune_recordings(directory: Path, retain: int, live: set[Path]) -> list[Path]:
+    """Delete the oldest recording files beyond `retain` (by modification time), never
+    one in `live` (being written). Returns what was deleted. Runs off the event loop."""
+    if retain <= 0:
+        return []
+    try:
+        files = [p for p in directory.glob(f"*{SUFFIX}") if p not in live]
+        stamped = []
+        for path in files:
+            with contextlib.suppress(OSError):
+                stamped.append((path.stat().st_mtime, path))
+    except OSError:
+        return []
+    stamped.sort()
+    excess = len(stamped) + len(live) - retain
+    deleted = []
+    for _, path in stamped[:max(0, excess)]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            deleted.append(path)
+    return deleted
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -169,9 +217,11 @@ class RoomRecorder:
     Attach with ``room.recorder = RoomRecorder(room, config)``; the constructor writes the
     first file's checkpoint, so attach before the room's world changes unrecorded."""
 
-    def __init__(self, room: Room, config: RecordingConfig, *, prefix: str | None = None
-                 ) -> None:
+    def __init__(self, room: Room, config: RecordingConfig, *, prefix: str | None = None,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.config = config
+        # Called once (from the writer thread, or the tick's) when recording stops.
+        self.on_failure = on_failure
         self.prefix = prefix or room.room_id
         self.files: list[Path] = []
         self.bytes_written = 0
@@ -294,10 +344,8 @@ class RoomRecorder:
         MAX_PENDING_BLOCKS waiting) stops the recording rather than growing memory."""
         self._pending = [f for f in self._pending if not f.done()]
         if len(self._pending) >= MAX_PENDING_BLOCKS:
-            self.failed = True
             self._buf.clear()
-            log.error("recording stopped: the disk is too slow",
-                      extra={"prefix": self.prefix, "pending": len(self._pending)})
+            self._stop("the disk is too slow", pending=len(self._pending))
             return
         self._pending.append(self._io.submit(fn, *args))
 
@@ -323,10 +371,20 @@ class RoomRecorder:
             self._file = None
 
     def _fail(self, what: str) -> None:
-        """Writer thread: stop recording this room (the server goes on)."""
-        log.exception("recording stopped: %s", what, extra={"prefix": self.prefix})
-        self.failed = True
+        """Writer thread, inside an `except OSError`: stop recording this room (the server
+        goes on) and close the file."""
+        exc = sys.exc_info()[1]
+        self._stop(f"{what}: {exc}" if exc is not None else what)
         self._close_file()
+
+    def _stop(self, why: str, **fields: object) -> None:
+        """Stop recording; one log line and `on_failure`, the first time only."""
+        if self.failed:
+            return
+        self.failed = True
+        log.error("recording stopped: %s", why, extra={"prefix": self.prefix, **fields})
+        if self.on_failure is not None:
+            self.on_failure(why)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -480,25 +538,60 @@ def recording_ctx(server: ServerControl, config: RecordingConfig
                   ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp ``cleanup_ctx`` entry: every room the lobby creates gets a recorder
     (files named ``<room>-<start time>-<n>``, so a restarted server never overwrites an
-    older recording); all recorders are closed when the app stops."""
+    older recording); all recorders are closed when the app stops.
+
+    A recorder that cannot start or stops later (disk full, directory gone) leaves its
+    room running unrecorded, with one log line and ``tickwire_recording_failures_total``.
+    Files beyond ``config.retain_files`` (oldest first, never one being written) are
+    deleted at start and every ``PRUNE_EVERY_S``, off the event loop.
+    """
+    import asyncio
     import time
 
     recorders: list[RoomRecorder] = []
     started = time.strftime("%Y%m%dT%H%M%S")
+    failures = server.metrics.recording_failures
+
+    def failed(why: str) -> None:
+        failures.inc()
 
     def attach(room: Room) -> None:
-        recorder = RoomRecorder(room, config, prefix=f"{room.room_id}-{started}")
-        room.recorder = recorder
         # Rooms come and go: forget the recorders of disposed rooms (Lobby.reap closed them).
         recorders[:] = [r for r in recorders if not r.closed]
+        try:
+            recorder = RoomRecorder(room, config, prefix=f"{room.room_id}-{started}",
+                                    on_failure=failed)
+        except OSError as exc:
+            failures.inc()
+            log.error("recording stopped: cannot start recording room %s: %s",
+                      room.room_id, exc, extra={"room": room.room_id})
+            return
+        room.recorder = recorder
         recorders.append(recorder)
         log.info("recording room", extra={"room": room.room_id,
                                           "path": str(recorder.files[-1]) if recorder.files
                                           else None})
 
+    def live_files() -> set[Path]:
+        return {path for r in recorders if not r.closed for path in r.files}
+
+    async def prune_loop() -> None:
+        while True:
+            deleted = await asyncio.to_thread(prune_recordings, config.directory,
+                                              config.retain_files, live_files())
+            if deleted:
+                server.metrics.recordings_deleted.inc(len(deleted))
+                log.info("deleted %d old recording files (keeping %d)", len(deleted),
+                         config.retain_files, extra={"deleted": len(deleted)})
+            await asyncio.sleep(PRUNE_EVERY_S)
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         server.set_room_hook(attach)
+        pruner = asyncio.get_running_loop().create_task(prune_loop(), name="record-prune")
         yield
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
         server.set_room_hook(None)
         for recorder in recorders:
             recorder.close()

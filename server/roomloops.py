@@ -72,7 +72,7 @@ class RoomLoops:
         entry: _Loop
         task = asyncio.get_running_loop().create_task(
             run_ticks(schedule, self.clock, lambda now: self.tick_room(room, now), stop,
-                      on_plan=self._on_plan, on_recorded=lambda: self._export(entry)),
+                      on_plan=self._on_plan, on_recorded=lambda: self._export(entry, room)),
             name=f"tick-{room.room_id}")
         entry = _Loop(task, stop, schedule)
         self._loops[room.room_id] = entry
@@ -113,11 +113,14 @@ class RoomLoops:
         if plan.skipped:
             self._liveness_from = self.clock.now() + LIVENESS_GRACE_S
 
-    def _export(self, entry: _Loop) -> None:
+    def _export(self, entry: _Loop, room: Room) -> None:
         """After each tick: the schedule's counters and the plain-int counts, exported."""
         s = entry.schedule
         m = self.metrics
         m.tick_duration.observe(s.last_duration_s)
+        per_room = m.for_room(room.room_id)
+        per_room.tick_duration.observe(s.last_duration_s)
+        per_room.players.set(len(room.seats))
         skipped, overruns, errors = entry.exported
         if s.ticks_skipped != skipped:
             m.ticks_skipped.inc(s.ticks_skipped - skipped)
@@ -166,6 +169,7 @@ class RoomLoops:
             entry = self._loops.pop(room.room_id, None)
             if entry is not None:
                 entry.stop.set()
+            self.metrics.forget_room(room.room_id)
             log.info("room disposed", extra={"room": room.room_id})
         self.metrics.rooms.set(len(self._loops))
 

@@ -261,7 +261,7 @@ async function loadBans() {
 
 async function pollRooms() {
   try {
-    const resp = await fetch("/rooms");
+    const resp = await fetch("/rooms", { headers: { Authorization: `Bearer ${token()}` } });
     if (resp.ok) renderRooms(await resp.json());
     await loadBans();
   } catch {

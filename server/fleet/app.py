@@ -135,7 +135,7 @@ def fleet_ctx(gateway: Gateway, settings: FleetSettings
         node.host = GatewayRooms(gateway, node.unseated)
         gateway.fleet = node
         await node.start()
-        log.info("fleet node started", extra={"node": fleet_config.node_id,
+        log.log(node.log_level, "fleet node started", extra={"node": fleet_config.node_id,
                                                "registry": node.kind,
                                                "public_url": settings.public_url,
                                                "modes": list(fleet_config.modes)})

@@ -100,6 +100,8 @@ class FleetNode:
         self.metrics = metrics
         self.kind = kind  # "local" or "redis", for /healthz
         self.share_secret = share_secret  # the token secret came from the registry
+        # A single server's in-process registry is not worth an info line.
+        self.log_level = logging.INFO if kind == "redis" else logging.DEBUG
         self.wall = wall
         self.draining = False
         self.available = False  # the last registry call succeeded
@@ -173,8 +175,8 @@ class FleetNode:
             self._failed(exc)
             return False
         if not self.available:
-            log.info("registered with the registry", extra={"node": c.node_id,
-                                                             "rooms": len(rooms)})
+            log.log(self.log_level, "registered with the registry",
+                    extra={"node": c.node_id, "rooms": len(rooms)})
         self.available = True
         self.last_error = ""
         for room, nonces in counted.items():
@@ -213,8 +215,8 @@ class FleetNode:
         self.draining = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.refresh_once(), timeout_s)
-        log.info("marked draining in the registry", extra={"node": self.config.node_id,
-                                                          "registered": self.available})
+        log.log(self.log_level, "marked draining in the registry",
+                extra={"node": self.config.node_id, "registered": self.available})
 
     async def stop(self, *, deregister: bool = True, timeout_s: float = 2.0) -> None:
         self._stop.set()

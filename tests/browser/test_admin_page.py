@@ -42,7 +42,10 @@ def api_get(base_url: str, token: str = ADMIN_TOKEN) -> dict:
 
 
 def rooms(base_url: str) -> list[dict]:
-    with urllib.request.urlopen(f"{base_url}/rooms", timeout=5.0) as resp:
+    # Player names in /rooms are for the admin token's holder only.
+    req = urllib.request.Request(f"{base_url}/rooms",
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5.0) as resp:
         return json.loads(resp.read())
 
 

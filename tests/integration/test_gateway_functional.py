@@ -34,7 +34,8 @@ async def test_http_routes_report_health_rooms_and_metrics_functional(start_serv
         assert health["status"] == "ok"
         assert health["players"] == 1 and health["rooms"] == 1 and health["tick_rate"] == 30
         assert rooms[0]["players"] == 1 and rooms[0]["capacity"] == 32
-        assert rooms[0]["tick"] > 0 and rooms[0]["seats"][0]["name"] == "alice"
+        assert rooms[0]["tick"] > 0 and rooms[0]["seats"][0]["player_id"] == alice.player_id
+        assert "name" not in rooms[0]["seats"][0]  # names only with the admin token
         _, text = await fetch(running.http_url + "/metrics")
     for name in ("tickwire_tick_duration_seconds", "tickwire_tick_jitter_seconds",
                  "tickwire_tick_overruns_total", "tickwire_ticks_skipped_total",

@@ -52,3 +52,27 @@ async def test_a_recorded_session_replays_with_equal_hashes_functional(start_ser
     assert result.ok, result.summary()
     assert result.end_tick == ticks >= 45
     assert result.hashes_checked == ticks // 10
+
+
+async def test_a_recording_directory_lost_after_startup_costs_no_join_functional(
+        start_server, tmp_path, caplog):
+    directory = tmp_path / "rec"
+    directory.mkdir()
+    running = await start_server(config_overrides={"recording": RecordingConfig(directory)})
+    directory.rmdir()
+    directory.write_text("a regular file now")  # e.g. an operator's mistake
+    async with Client(running.ws_url, "first") as first:
+        await first.next_snapshot()  # joined and playing: no 1011
+    assert await running.metric("tickwire_recording_failures_total") == 1
+    lines = [r for r in caplog.records if r.getMessage().startswith("recording stopped")]
+    assert len(lines) == 1 and lines[0].exc_info is None
+
+
+async def test_old_recordings_beyond_the_retention_are_deleted_at_start_functional(
+        start_server, tmp_path):
+    for i in range(5):
+        (tmp_path / f"r{i}-20200101T000000-00001.twrec").write_bytes(b"old")
+    running = await start_server(config_overrides={
+        "recording": RecordingConfig(tmp_path, retain_files=2)})
+    await wait_until(lambda: len(list(tmp_path.glob("*.twrec"))) == 2)
+    assert await running.metric("tickwire_recordings_deleted_total") == 3

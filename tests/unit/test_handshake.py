@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.handshake import (
     ConnectionsPerIp,
@@ -11,6 +13,8 @@ from server.handshake import (
     SeatClaim,
     SeatTokens,
     address_key,
+    check_upgrade,
+    normalize_origin,
 )
 
 
@@ -81,3 +85,62 @@ def test_a_seat_token_is_refused_by_another_node_and_signing_is_deterministic():
     refusal = tokens.check(token, 1.0, node="n2")
     assert isinstance(refusal, Refusal)
     assert (refusal.status, refusal.label) == (403, "token_wrong_node")
+
+
+@pytest.mark.parametrize(("origin", "host", "label"), [
+    ("http://127.0.0.1:abc", "127.0.0.1:8080", "origin_malformed"),
+    ("http://[::1", "127.0.0.1:8080", "origin_malformed"),
+    ("http://a:99999", "127.0.0.1:8080", "origin_malformed"),
+    ("http://127.0.0.1:8080", "a:b", "host_malformed"),
+    ("http://127.0.0.1:8080", "[::1", "host_malformed"),
+    ("http://127.0.0.1:8080", "h:70000", "host_malformed"),
+])
+def test_a_malformed_origin_or_host_is_a_400_refusal_never_an_exception(origin, host, label):
+    refusal = OriginPolicy([]).check(origin, host, "http")
+    assert refusal is not None and refusal.status == 400 and refusal.label == label
+
+
+def test_ipv6_origins_compare_with_brackets_and_default_ports_dropped():
+    assert normalize_origin("HTTP://[::1]:80") == "http://[::1]"
+    assert normalize_origin("https://[2001:db8::1]:8443") == "https://[2001:db8::1]:8443"
+    assert normalize_origin("null") == "null"
+    assert normalize_origin("http://[::1") is None
+    assert OriginPolicy([]).check("http://[::1]:8080", "[::1]:8080", "http") is None
+
+
+def test_a_pinned_public_origin_replaces_the_host_header():
+    policy = OriginPolicy([], public_origin="https://game.example")
+    assert policy.check("https://game.example:443", "evil.example", "http") is None
+    refusal = policy.check("http://evil.example", "evil.example", "http")
+    assert refusal is not None and refusal.label == "origin"
+    # A malformed Host does not matter once the origin is pinned.
+    assert policy.check("https://game.example", "a:b", "http") is None
+    with pytest.raises(ValueError):
+        OriginPolicy([], public_origin="not a url")
+    with pytest.raises(ValueError):
+        OriginPolicy(["http://[::1"])
+
+
+def test_check_upgrade_charges_the_address_before_looking_at_the_origin():
+    per_ip = ConnectionsPerIp(cap=0, rate_per_s=1.0, burst=2.0)
+    origins = OriginPolicy([])
+
+    def attempt(origin: str | None, now: float) -> str | None:
+        refusal = check_upgrade(per_ip=per_ip, origins=origins, peer_ip="10.0.0.1",
+                                origin=origin, host="h:1", scheme="http", now=now)
+        return refusal.label if refusal else None
+
+    assert attempt("http://[::1", 0.0) == "origin_malformed"
+    assert attempt("http://evil.example", 0.0) == "origin"
+    assert attempt(None, 0.0) == "ip_rate"  # the bad attempts spent the bucket
+    assert attempt(None, 1.0) is None
+
+
+@given(origin=st.one_of(st.text(max_size=60),
+                        st.builds(lambda h, p: f"http://{h}:{p}", st.text(max_size=20),
+                                  st.text(max_size=8))),
+       host=st.one_of(st.none(), st.text(max_size=40)))
+def test_any_origin_or_host_text_is_accepted_or_refused_never_raises(origin, host):
+    refusal = OriginPolicy([]).check(origin, host, "http")
+    assert refusal is None or (refusal.status in (400, 403) and refusal.label in (
+        "origin", "origin_malformed", "host_malformed"))

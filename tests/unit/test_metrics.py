@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from server.metrics import CONTRACT_NAMES, Metrics, parse_metrics
+from server.version import VERSION
 
 EXPECTED = {
     "tickwire_tick_duration_seconds": "histogram",
@@ -32,6 +33,19 @@ EXPECTED = {
     "tickwire_hitscan_shots_total": "counter",
     "tickwire_hitscan_clamped_total": "counter",
     "tickwire_hitscan_hits_total": "counter",
+    "tickwire_handshakes_rejected_total": "counter",
+    "tickwire_room_tick_duration_seconds": "histogram",
+    "tickwire_room_players": "gauge",
+    "tickwire_build_info": "gauge",
+    "tickwire_http_pending_connections": "gauge",
+    "tickwire_http_connections_dropped_total": "counter",
+    "tickwire_fd_near_limit_total": "counter",
+    "tickwire_recording_failures_total": "counter",
+    "tickwire_recordings_deleted_total": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_cpu_seconds_total": "counter",
 }
 
 
@@ -129,3 +143,27 @@ def test_plain_counts_reach_prometheus_at_the_flush_and_are_zeroed() -> None:
     assert samples['tickwire_inputs_rejected_total{reason="non_finite"}'] == 3
     assert samples["tickwire_snapshot_bytes_count"] == 2
     assert m.counts.bytes_received == 0 and not m.counts.frames_rejected
+def test_no_created_series_and_the_build_version_is_exposed() -> None:
+    m = Metrics()
+    m.tick_overruns.inc()
+    m.rtt.observe(0.1)
+    text = m.render()[0].decode()
+    assert "_created" not in text
+    samples = parse_metrics(text)
+    assert samples[f'tickwire_build_info{{version="{VERSION}"}}'] == 1
+    assert samples["process_open_fds"] > 0
+
+
+def test_room_series_are_labelled_and_removed_when_the_room_is_forgotten() -> None:
+    m = Metrics()
+    m.for_room("r1").tick_duration.observe(0.002)
+    m.for_room("r1").players.set(4)
+    m.for_room("r2").players.set(1)
+    samples = parse_metrics(m.render()[0].decode())
+    assert samples['tickwire_room_players{room="r1"}'] == 4
+    assert samples['tickwire_room_tick_duration_seconds_count{room="r1"}'] == 1
+    m.forget_room("r1")
+    m.forget_room("r1")  # idempotent
+    samples = parse_metrics(m.render()[0].decode())
+    assert not [k for k in samples if 'room="r1"' in k]
+    assert samples['tickwire_room_players{room="r2"}'] == 1

@@ -175,3 +175,48 @@ def test_a_closed_recorder_ignores_the_room_even_when_a_rotation_is_due(tmp_path
     play(room, 5, 5)  # must not raise (the writer is shut down)
     recorder.close()
     assert all(replay_file(path).ok for path in recorder.files)
+
+
+def test_a_write_failure_stops_the_recording_once_and_the_room_plays_on(tmp_path, caplog):
+    directory = tmp_path / "rec"
+    room = Room("r1", load_params().with_changes({"npc.count": 5}), now=0.0)
+    failures = []
+    recorder = RoomRecorder(room, RecordingConfig(directory, max_bytes=1, keep=2,
+                                                  hash_every=5),
+                            on_failure=failures.append)
+    room.recorder = recorder
+    room.join(1, "a", 0.0)
+    play(room, 6)  # a hash at tick 5: the first file is past max_bytes and rotates
+    recorder._io.submit(lambda: None).result(timeout=5)  # the writer is idle
+    # The directory goes away: the next file cannot be opened.
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+    directory.write_text("now a regular file")
+    play(room, 20, 6)
+    recorder.close()
+    assert recorder.failed
+    assert len(failures) == 1 and "cannot open" in failures[0]
+    assert room.tick_number == 26  # the room played on
+    lines = [r for r in caplog.records if r.getMessage().startswith("recording stopped")]
+    assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
+
+
+def test_prune_keeps_the_newest_files_and_never_a_live_one(tmp_path):
+    import os
+
+    from server.recording import prune_recordings
+
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"r{i}-00001.twrec"
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+        paths.append(path)
+    (tmp_path / "notes.txt").write_text("not a recording")
+    live = {paths[0]}  # the oldest is still being written
+    deleted = prune_recordings(tmp_path, retain=3, live=live)
+    assert sorted(deleted) == [paths[1], paths[2], paths[3]]
+    assert sorted(tmp_path.iterdir()) == sorted([paths[0], paths[4], paths[5],
+                                                 tmp_path / "notes.txt"])
+    assert prune_recordings(tmp_path, retain=0, live=set()) == []  # 0 keeps everything
