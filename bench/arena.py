@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.serverproc import PYTHON_M_CLI, ServerProcess, free_port
+from server.nodeproc import PYTHON_M_CLI, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "bench" / "scenarios"

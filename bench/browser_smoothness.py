@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.serverproc import ServerProcess, free_port
+from server.nodeproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 
 from client_demo.client import Client, ClientError
-from tests.serverproc import ServerProcess, free_port
+from server.nodeproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RSS_TOLERANCE_MB = 20.0

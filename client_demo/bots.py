@@ -148,6 +148,8 @@ class SwarmConfig:
     connect_timeout_s: float = 5.0
     name_prefix: str = "bot"
     ack_only: bool = False
+    matchmake: str | None = None  # http(s)://HOST:PORT of a node: seats come from there
+    mode: str | None = None
 
     def schedule(self, i: int) -> list[tuple[float, float]]:
         """(join_s, leave_s) of bot i, seconds from the start (leave may be inf)."""
@@ -218,7 +220,7 @@ class Swarm:
         rng = random.Random(cfg.seed * 1_000_003 + i)
         bot = BotClient(cfg.url, f"{cfg.name_prefix}{i}", i, session=session,
                         connect_timeout_s=cfg.connect_timeout_s, conditions=cfg.conditions,
-                        seed=rng.randrange(2**32))
+                        seed=rng.randrange(2**32), matchmake=cfg.matchmake, mode=cfg.mode)
         bot.ack_only = cfg.ack_only
         try:
             await bot.connect()

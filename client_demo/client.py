@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 
+from client_demo.matchmake import MatchmakeError, matchmake, without_token
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
 
@@ -107,11 +108,19 @@ class Client:
     def __init__(self, url: str, name: str = "bot", *, session: aiohttp.ClientSession | None
                  = None, connect_timeout_s: float = 10.0, ping_interval_s: float = 1.0,
                  reconnect: bool = False, max_reconnect_attempts: int = 20,
-                 max_backoff_s: float = 8.0, autoping: bool = True) -> None:
+                 max_backoff_s: float = 8.0, autoping: bool = True,
+                 matchmake: str | None = None, mode: str | None = None) -> None:
         """`reconnect`: after an unexpected close, reconnect on our own with exponential
         backoff and jitter, resuming the same player (a fresh Join if the server refuses
-        the resume), at most `max_reconnect_attempts` times in a row."""
+        the resume), at most `max_reconnect_attempts` times in a row.
+
+        `matchmake`: http(s)://HOST:PORT of any node; each Join first asks it for a seat
+        (of `mode`) and connects where it says, and a resume that fails (the node is
+        gone, or the seat) goes back to matchmaking. `url` is then unused."""
         self.url = url
+        self.matchmake_base = matchmake
+        self.mode = mode
+        self.matchmade: dict | None = None  # the last /matchmake answer
         # With autoping off, the server's WebSocket pings reach `_on_ping` (a subclass that
         # delays traffic must delay the pong too, or the server's RTT would not see it).
         self.autoping = autoping
@@ -185,9 +194,19 @@ class Client:
         self._seq = 0
         self._unacked.clear()
         self.mirror.reset()
+        url = self.url
+        if resume_token is not None:
+            url = without_token(url)  # seat tokens are single-use; a Resume needs none
+        elif self.matchmake_base:
+            try:
+                self.matchmade = await matchmake(self._session, self.matchmake_base,
+                                                 mode=self.mode)
+            except MatchmakeError as exc:
+                raise ClientError(f"matchmaking failed: {exc}") from exc
+            url = self.url = self.matchmade["url"]
         try:
             self.ws = await self._session.ws_connect(
-                self.url, autoping=self.autoping, heartbeat=None, max_msg_size=16 * 1024 * 1024,
+                url, autoping=self.autoping, heartbeat=None, max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 receive_timeout=None)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -344,9 +363,11 @@ class Client:
                 try:
                     await self.connect(resume_token=token)
                 except ClientError:
-                    if token is None or self.close_code != 1008:
+                    # The seat is gone (1008), or with matchmaking the node may be: a new
+                    # seat wherever the fleet has one.
+                    if token is None or (self.close_code != 1008 and not self.matchmake_base):
                         raise
-                    await self.connect()  # the seat is gone: join as a new player
+                    await self.connect()
                 self.reconnects += 1
                 return
             except ClientError:

@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from client_demo.behaviors import BEHAVIORS
 from client_demo.loadreport import (
@@ -75,6 +75,11 @@ def add_bots_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                     "one master through Redis, and the master prints the one report.",
         epilog=FAIL_ON_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="server WebSocket URL, ws://HOST:PORT/ws")
+    p.add_argument("--matchmake", metavar="http://HOST:PORT",
+                   help="instead of --url: each bot asks this node's POST /matchmake for a "
+                        "seat and connects where it says (spreads over a fleet)")
+    p.add_argument("--mode", dest="game_mode",
+                   help="game mode to matchmake into (default: the fleet's default)")
     p.add_argument("--count", type=int, metavar="N", help="number of bots")
     p.add_argument("--ramp", type=float, metavar="S",
                    help="spread the joins over this many seconds (default min(5, N/20))")
@@ -156,6 +161,8 @@ class Plan:
     workers: int = 1
     workers_wait_s: float = 30.0
     prefix: str = "tickwire:bots"
+    matchmake: str | None = None  # http(s)://HOST:PORT: bots get their seats there
+    game_mode: str | None = None  # the mode they matchmake into
     metrics_url: str = field(init=False)
     rooms_url: str = field(init=False)
 
@@ -194,11 +201,19 @@ def _finite(name: str, value: float, lo: float, hi: float) -> float:
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """Check every value; raises UsageError with the option named."""
-    if args.url is None:
-        raise UsageError("--url is required")
-    parts = urlsplit(args.url)
+    url, matchmake = args.url, getattr(args, "matchmake", None)
+    if bool(url) == bool(matchmake):
+        raise UsageError("give --url or --matchmake (one of them)")
+    if matchmake:
+        mm = urlsplit(matchmake)
+        if mm.scheme not in ("http", "https") or not mm.hostname:
+            raise UsageError(f"--matchmake {matchmake!r} is not an http:// or https:// URL "
+                             f"with a host")
+        # The report's server figures come from the node matchmaking was asked.
+        url = urlunsplit(({"http": "ws", "https": "wss"}[mm.scheme], mm.netloc, "/ws", "", ""))
+    parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise UsageError(f"--url {args.url!r} is not a ws:// or wss:// URL with a host")
+        raise UsageError(f"--url {url!r} is not a ws:// or wss:// URL with a host")
     if args.stages is not None:
         for name in ("count", "ramp", "duration", "warmup"):
             if getattr(args, name) is not None:
@@ -238,7 +253,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         if not 1 <= args.workers <= MAX_PROCS:
             raise UsageError(f"--workers {args.workers} is out of range [1, {MAX_PROCS}]")
         _finite("--workers-wait", args.workers_wait, 0.0, 3600.0)
-    return Plan(url=args.url, count=count, stages=stages, open_end=open_end, ramp_s=ramp,
+    return Plan(url=url, matchmake=matchmake, game_mode=getattr(args, "game_mode", None),
+                count=count, stages=stages, open_end=open_end, ramp_s=ramp,
                 warmup_s=warmup, duration_s=duration, procs=procs, behavior=args.behavior,
                 conditions=parse_fail_on(args.fail_on), latency_ms=latency, jitter_ms=jitter,
                 loss=args.loss, seed=args.seed, json_path=args.json, quiet=args.quiet,
@@ -380,7 +396,8 @@ class LocalFleet:
                               bot_ids=tuple(range(w, plan.count, plan.procs)),
                               total=plan.count,
                               stages=tuple((s.duration_s, s.target) for s in plan.stages),
-                              seed=plan.seed, conditions=conditions, ack_only=plan.ack_only)
+                              seed=plan.seed, conditions=conditions, ack_only=plan.ack_only,
+                              matchmake=plan.matchmake, mode=plan.game_mode)
             proc = self.ctx.Process(target=worker_main, name=f"tickwire-bots-{w}", daemon=True,
                                     args=(cfg, self.q, self.start_value, self.start_event,
                                           self.stop_event, self.hard_deadline))

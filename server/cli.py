@@ -1,10 +1,11 @@
-"""The `tickwire` command: serve | bots | sim | replay."""
+"""The `tickwire` command: serve | fleet | bots | sim | replay."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import ssl
 import sys
 from collections.abc import Sequence
@@ -114,11 +115,56 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public-player-names", action="store_true",
                    help="show player names in /rooms to anyone (default: only to requests "
                         "with the admin token)")
+    add_fleet_args(p)
     p.add_argument("--log-level", default="info", choices=LEVELS,
                    help="least severe level logged (default info)")
     p.add_argument("--plain-logs", action="store_true",
                    help="human-readable lines with key=value fields, not JSON")
     p.set_defaults(func=run_serve)
+
+
+def add_fleet_args(p: argparse.ArgumentParser) -> None:
+    """Modes, matchmaking and fleet membership (`serve`)."""
+    g = p.add_argument_group("modes and fleet")
+    g.add_argument("--mode", action="append", default=[], metavar="NAME=PARAMS.toml",
+                   help="a game mode and its parameters (repeatable; the first is the "
+                        "default mode; default: one mode 'arena' with --params)")
+    g.add_argument("--redis", metavar="URL",
+                   help="join a fleet through this Redis, e.g. redis://127.0.0.1:6379/0 "
+                        "(default: no fleet, matchmaking inside this process)")
+    g.add_argument("--public-url", metavar="ws://HOST:PORT", default="",
+                   help="where clients reach this node (behind a proxy: the proxy's URL "
+                        "for this node; default with --redis: ws://HOST:PORT of the bind)")
+    g.add_argument("--max-rooms", type=_positive_int, default=64, metavar="N",
+                   help="rooms this process runs at most (default 64)")
+    g.add_argument("--lease", type=float, default=10.0, metavar="S",
+                   help="registry lease: a dead node's rooms vanish after this (default 10)")
+    g.add_argument("--refresh", type=float, default=2.0, metavar="S",
+                   help="how often the node renews its lease (default 2)")
+    g.add_argument("--token-ttl", type=float, default=15.0, metavar="S",
+                   help="a seat token's life, and how long it holds a seat (default 15)")
+
+
+_MODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def parse_modes(specs: list[str], params_path: str | None) -> list[tuple[str, Path | None]]:
+    """`--mode NAME=PATH` values as [(name, path)]; without any, [("arena", --params)].
+    Raises ValueError with a sentence for the user."""
+    if not specs:
+        return [("arena", Path(params_path) if params_path else None)]
+    if params_path:
+        raise ValueError("give --params or --mode, not both (--mode NAME=PARAMS.toml)")
+    modes: list[tuple[str, Path | None]] = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not _MODE_NAME.match(name) or not path:
+            raise ValueError(f"--mode {spec!r}: expected NAME=PARAMS.toml, NAME of "
+                             f"1-32 letters, digits, _ or -")
+        if any(name == n for n, _ in modes):
+            raise ValueError(f"--mode {name!r} given twice")
+        modes.append((name, Path(path)))
+    return modes
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -127,6 +173,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from server.connguard import GuardLimits, default_max_pending, default_pending_per_ip
+    from server.fleet.app import FleetSettings, FleetStartError
     from server.gateway import GATEWAY_KEY, GatewayConfig, build_app
     from server.logs import setup_logging
     from server.serving import ListenError, ServeOptions, serve_until_signal
@@ -139,11 +186,26 @@ def run_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level, json_lines=not args.plain_logs)
     try:
-        params = load_params(args.params)
-        if args.tick_rate is not None:
-            params = params.with_changes({"world.tick_rate": args.tick_rate})
-    except (ParamsError, OSError) as exc:
+        mode_files = parse_modes(args.mode, args.params)
+        modes = []
+        for name, path in mode_files:
+            mode_params = load_params(path)
+            if args.tick_rate is not None:
+                mode_params = mode_params.with_changes({"world.tick_rate": args.tick_rate})
+            modes.append((name, mode_params))
+    except (ParamsError, OSError, ValueError) as exc:
         return fail(str(exc))
+    params, params_file = modes[0][1], mode_files[0][1]
+    public_url = args.public_url
+    if args.redis and not public_url:
+        if args.host in ("0.0.0.0", "::", ""):
+            return fail(f"with --redis and --host {args.host}, give --public-url (the "
+                        f"address clients use for this node)")
+        public_url = f"{'wss' if args.tls_cert else 'ws'}://{args.host}:{args.port}"
+    if public_url and not public_url.startswith(("ws://", "wss://")):
+        return fail("--public-url must start with ws:// or wss://")
+    if not 0 < args.refresh < args.lease:
+        return fail("--refresh must be positive and shorter than --lease")
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -179,8 +241,13 @@ def run_serve(args: argparse.Namespace) -> int:
                            connects_per_ip_per_s=args.connects_per_ip_per_s,
                            shutdown_timeout_s=args.shutdown_timeout,
                            admin_token=args.admin_token or None,
-                           params_path=Path(args.params) if args.params else None,
-                           recording=recording, kick_ban_s=max(0.0, args.kick_ban_s))
+                           params_path=params_file, recording=recording,
+                           kick_ban_s=max(0.0, args.kick_ban_s),
+                           max_rooms=args.max_rooms, join_token_ttl_s=args.token_ttl,
+                           modes=tuple(modes),
+                           fleet=FleetSettings(redis_url=args.redis or None,
+                                               public_url=public_url.rstrip("/"),
+                                               lease_s=args.lease, refresh_s=args.refresh))
     try:
         app = build_app(config)
     except ValueError as exc:  # e.g. an --allowed-origins or --public-origin that is no URL
@@ -202,8 +269,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     gateway = app[GATEWAY_KEY]
 
+    drain_tasks: list[asyncio.Task] = []
+
     def drain_started() -> None:
         gateway.draining = True  # /healthz 503, new upgrades 503, Join refused
+        if gateway.fleet is not None:  # first of all: no new seat comes here
+            drain_tasks.append(asyncio.get_running_loop().create_task(gateway.fleet.drain()))
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -212,6 +283,9 @@ def run_serve(args: argparse.Namespace) -> int:
                                           on_drain_start=drain_started))
     except ListenError as exc:
         return fail(str(exc))
+    except FleetStartError as exc:
+        print(f"tickwire serve: {exc}", file=sys.stderr)
+        return 1
     log.info("stopped")
     return 0
 
@@ -221,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tickwire {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
+    from server.fleet.cli import add_fleet_parser
+    add_fleet_parser(sub)
     # Imported here so `tickwire serve` never loads the bots (numpy, aiohttp client).
     from client_demo.loadtest import add_bots_parser
     add_bots_parser(sub)

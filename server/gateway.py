@@ -1,6 +1,6 @@
 """The aiohttp application: the thin I/O shell around the sans-I/O parts.
 
-It accepts (origin, join token and per-address checks, then the upgrade), pumps each
+It accepts (origin, per-address and seat-token checks, then the upgrade), pumps each
 socket's bytes into its `ConnectionProtocol` (`server.connection`), keeps the registry
 of joined connections, and drains on shutdown. Everything it decides comes from the
 sans-I/O parts: `ConnectionProtocol` (what a client's frames mean, every refusal),
@@ -19,23 +19,25 @@ import logging
 import math
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import hdrs, web
 
 from server.admin import KICK_REASON, add_admin_routes
 from server.bans import DEFAULT_KICK_BAN_S
-from server.clock import Clock, MonotonicClock
+from server.clock import Clock, MonotonicClock, WallClock
 from server.connection import Connection
 from server.errorpages import error_pages
-from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY
+from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY, ProtocolError
+from server.fleet.app import FleetSettings, drain_first, fleet_ctx
+from server.fleet.node import FleetNode
 from server.framing import accept_key
 from server.handshake import (
     ConnectionsPerIp,
-    JoinTokens,
     OriginPolicy,
     Refusal,
+    SeatClaim,
     check_upgrade,
 )
 from server.liveparams import params_watch_ctx
@@ -69,8 +71,8 @@ class GatewayConfig:
     allowed_origins: tuple[str, ...] = ()  # () = the server's own origin only; "*" = any
     public_origin: str | None = None  # the server's own origin; None: from the Host header
     public_player_names: bool = False  # /rooms shows names without the admin token
-    join_secret: bytes | None = None  # set: /ws needs a token from POST /matchmake
-    join_token_ttl_s: float = 60.0
+    join_secret: bytes | None = None  # set: /ws needs a seat token from POST /matchmake
+    join_token_ttl_s: float = 15.0  # a seat token's life (and how long it holds a seat)
     max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
     connects_per_ip_per_s: float = 20.0  # new sockets per address per second; 0 = no limit
     connect_burst_per_ip: float = 256.0  # a whole load-test swarm may arrive at once
@@ -78,6 +80,10 @@ class GatewayConfig:
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
     kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name out this long
+    # (name, params) of each game mode; () = one mode, "arena", with `params`
+    modes: tuple[tuple[str, Params], ...] = ()
+    # the registry: in-process unless redis_url
+    fleet: FleetSettings = field(default_factory=FleetSettings)
 
 
 class Gateway:
@@ -86,7 +92,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, clock: Clock | None = None,
                  wall_clock: Clock | None = None) -> None:
         """`clock`: monotonic, times everything (ticks, deadlines, rates); `wall_clock`:
-        epoch seconds, only for join-token expiry (checkable across processes)."""
+        epoch seconds, for seat-token and reservation expiry (checkable across processes)."""
         self.config = config
         self.clock = clock or MonotonicClock()
         self.metrics = Metrics()
@@ -99,11 +105,20 @@ class Gateway:
         self.started_at = self.clock.now()
         self.draining = False
         self.origins = OriginPolicy(list(config.allowed_origins), config.public_origin)
-        self.join_tokens = JoinTokens(config.join_secret, config.join_token_ttl_s,
-                                      wall_clock) if config.join_secret else None
+        self.wall_clock: Clock = wall_clock or WallClock()
+        self.modes: dict[str, Params] = dict(config.modes) or {"arena": config.params}
+        self.default_mode = next(iter(self.modes))
+        self.lobby.default_mode = self.default_mode
+        self.lobby.params = self.modes[self.default_mode]
+        self.fleet: FleetNode | None = None  # set by the fleet context at startup
+        # Seat tokens are required with a join secret or in a Redis fleet; otherwise a
+        # socket without one joins any public room of the default mode (as before).
+        self.tokens_required = config.join_secret is not None or bool(config.fleet.redis_url)
         self.per_ip = ConnectionsPerIp(config.max_conns_per_ip, config.connects_per_ip_per_s,
                                        config.connect_burst_per_ip)
         self.loops = RoomLoops(self.lobby, self.clock, self.metrics, self.connections)
+        self.loops.busy = lambda room_id: self._reserved(room_id) > 0
+        self.loops.on_disposed = self._room_disposed
         self._params_version = 1
 
     # -- ServerControl ---------------------------------------------------------------------
@@ -141,9 +156,12 @@ class Gateway:
         changed = {k: v for k, v in after.items() if before[k] != v}
         self._params_version += 1
         self.config = replace(self.config, params=effective)
+        self.modes[self.default_mode] = effective
         self.lobby.params, self.lobby.params_version = effective, self._params_version
         now = self.clock.now()
-        for room in self.lobby.rooms.values():
+        for room_id, room in self.lobby.rooms.items():
+            if self.lobby.meta.get(room_id, (self.default_mode,))[0] != self.default_mode:
+                continue  # live changes are for the default mode's rooms
             room.set_params(effective, now, version=self._params_version)
         log.info("parameters applied", extra={"source": source, "changed": changed,
                                               "params_version": self._params_version})
@@ -178,6 +196,57 @@ class Gateway:
     def schedule_for(self, room_id: str) -> TickSchedule | None:
         return self.loops.schedule_for(room_id)
 
+    # -- rooms and seats (the fleet) ---------------------------------------------------------
+
+    def ensure_room(self, room_id: str, mode: str, private: bool) -> Room:
+        """The room with this id (of `mode`), created and ticking if it did not exist."""
+        room, created = self.lobby.ensure_room(
+            room_id, self.modes[mode], self.clock.now(), mode=mode, private=private,
+            created_ms=int(self.wall_clock.now() * 1000))
+        if created:
+            self.loops.ensure(room)
+            log.info("room created", extra={"room": room_id, "mode": mode,
+                                            "private": private})
+        return room
+
+    def room_for_join(self, claim: SeatClaim | None, now: float) -> Room:
+        """The room a Join goes to: the seat token's room, or (no token, when none is
+        required) any public room of the default mode with a seat not reserved."""
+        if claim is not None:
+            return self.ensure_room(claim.room, claim.mode, claim.private)
+        if self.tokens_required:
+            raise ProtocolError(CLOSE_POLICY, "token_missing",
+                                "Join needs a seat token (POST /matchmake)")
+        room, created = self.lobby.room_with_free_seat(
+            now, reserved=self._reserved, created_ms=int(self.wall_clock.now() * 1000))
+        if created and self.fleet is not None:
+            self.fleet.wake()  # publish the new room now
+        return room
+
+    def _reserved(self, room_id: str) -> int:
+        """Seats of a room held for matchmade players (last registry refresh + consumed)."""
+        fleet = self.fleet
+        if fleet is None:
+            return 0
+        return fleet.reserved.get(room_id, 0) + fleet.unseated(room_id)
+
+    def _room_disposed(self, room_id: str) -> None:
+        if self.fleet is not None:
+            self.fleet.room_disposed(room_id)
+
+    def _release(self, claim: SeatClaim | None) -> None:
+        if claim is not None and self.fleet is not None:
+            self.fleet.released(claim)  # a no-op once the player is seated
+
+    async def _check_seat(self, token: str | None) -> SeatClaim | Refusal | None:
+        """The seat token, consumed (single use) at the node that owns the seat; None when
+        there is none (the socket may then Resume, or Join only if no token is required)."""
+        if not token:
+            return None
+        if self.fleet is None:
+            return Refusal(503, "starting", "server starting")
+        return await self.fleet.admit(token)
+
     # -- the WebSocket endpoint --------------------------------------------------------------
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
@@ -185,6 +254,11 @@ class Gateway:
             raise web.HTTPServiceUnavailable(text="server shutting down")
         peer_ip = _peer_ip(request)
         refusal = self._check_upgrade(request, peer_ip)
+        claim = None
+        if refusal is None:
+            claim = await self._check_seat(request.query.get("token"))
+            if isinstance(claim, Refusal):
+                refusal, claim = claim, None
         if refusal is not None:
             self.metrics.handshakes_rejected.labels(reason=refusal.label).inc()
             log.info("upgrade refused: %s", refusal.reason,
@@ -192,6 +266,7 @@ class Gateway:
             return web.Response(status=refusal.status, text=refusal.reason)
         # aiohttp validates the handshake (method, headers, version, key)...
         if not web.WebSocketResponse().can_prepare(request).ok:
+            self._release(claim)
             raise web.HTTPBadRequest(text="not a WebSocket handshake")
         # ...and we answer it, so the socket's bytes come to our frame parser, not its own.
         response = web.StreamResponse(status=101, headers={
@@ -203,10 +278,12 @@ class Gateway:
             await response.prepare(request)
         except BaseException:
             self.per_ip.closed(peer_ip)
+            self._release(claim)
             raise
         transport = request.transport
         if transport is None or transport.is_closing():
             self.per_ip.closed(peer_ip)
+            self._release(claim)
             return response
         limits = self.config.limits
         sock = transport.get_extra_info("socket")
@@ -214,6 +291,8 @@ class Gateway:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
         session = Session.open(limits, self.clock.now())
         protocol = ConnectionProtocol(session, self, self.metrics.counts, peer_ip)
+        protocol.claim = claim
+        protocol.room_for_join = lambda now: self.room_for_join(claim, now)
         conn = Connection(transport, protocol, self, self.clock, self.config.close_timeout_s,
                           peer=peer_ip)
         self.metrics.connections.inc()
@@ -226,6 +305,7 @@ class Gateway:
             await conn.done
         finally:
             join_timer.cancel()
+            self._release(claim)
             self.per_ip.closed(peer_ip)
             self.sockets.discard(conn)
             self._detach(conn)
@@ -241,13 +321,11 @@ class Gateway:
         return response
 
     def _check_upgrade(self, request: web.Request, peer_ip: str) -> Refusal | None:
-        """Per-address cap and rate first, then origin and join token: before the socket
-        exists (server.handshake.check_upgrade)."""
-        return check_upgrade(per_ip=self.per_ip, origins=self.origins,
-                             join_tokens=self.join_tokens, peer_ip=peer_ip,
+        """Per-address cap and rate first, then origin: before the socket exists
+        (server.handshake.check_upgrade); the seat token is checked next."""
+        return check_upgrade(per_ip=self.per_ip, origins=self.origins, peer_ip=peer_ip,
                              origin=request.headers.get("Origin"), host=request.host,
-                             scheme=request.scheme, token=request.query.get("token"),
-                             now=self.clock.now())
+                             scheme=request.scheme, now=self.clock.now())
 
     def on_joined(self, conn: Connection, event: Joined) -> None:
         """ConnectionHooks: register the seat's connection, replacing a stale one."""
@@ -260,6 +338,9 @@ class Gateway:
         self.connections[event.player_id] = conn
         self.metrics.players.inc()
         self.loops.ensure(event.room)
+        claim = conn.protocol.claim
+        if claim is not None and self.fleet is not None and not event.resumed:
+            self.fleet.seated(claim)
         log.info("player resumed" if event.resumed else "player joined",
                  extra={"player": event.player_id, "room": event.room.room_id,
                         "entity": event.entity})
@@ -328,7 +409,12 @@ def build_app(config: GatewayConfig, clock: Clock | None = None,
     async def on_shutdown(app: web.Application) -> None:
         await gateway.shutdown()
 
+    async def fleet_drain(app: web.Application) -> None:
+        await drain_first(gateway)
+
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(fleet_ctx(gateway, config.fleet))
+    app.on_shutdown.append(fleet_drain)  # first: no new seats come here while we drain
     app.on_shutdown.append(on_shutdown)
     if config.params_path is not None:
         app.cleanup_ctx.append(params_watch_ctx(gateway, config.params_path))

@@ -1,4 +1,4 @@
-"""Checks made before a WebSocket upgrade: origin, join token, connections per IP.
+"""Checks made before a WebSocket upgrade: origin, seat token, connections per IP.
 
 Sans-I/O: each check takes the request's facts (headers, peer address, the time) and
 answers with None (let it through) or a `Refusal` (HTTP status and a reason). The gateway
@@ -8,6 +8,7 @@ turns a refusal into an HTTP response, so a refused client never gets a socket.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import ipaddress
@@ -20,9 +21,12 @@ from urllib.parse import urlsplit
 from server.clock import Clock, WallClock
 from server.ratelimit import TokenBucket
 
-JOIN_TOKEN_VERSION = 1
-_TOKEN_PAYLOAD = struct.Struct("!BQ8s")  # version, expiry (unix milliseconds), nonce
+SEAT_TOKEN_VERSION = 2
+# version, expiry (unix milliseconds), nonce; then node, room and mode as length-prefixed
+# UTF-8, and the private flag; then the MAC.
+_TOKEN_HEAD = struct.Struct("!BQ12s")
 _MAC_BYTES = 16
+_MAX_FIELD = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,35 +112,49 @@ class OriginPolicy:
         return Refusal(403, "origin", f"origin {origin[:100]!r} is not allowed")
 
 
-def check_upgrade(*, per_ip: ConnectionsPerIp, origins: OriginPolicy,
-                  join_tokens: JoinTokens | None, peer_ip: str, origin: str | None,
-                  host: str | None, scheme: str, token: str | None, now: float,
-                  now_unix: float | None = None) -> Refusal | None:
-    """Every check before a WebSocket upgrade, in order; None lets it through.
+def check_upgrade(*, per_ip: ConnectionsPerIp, origins: OriginPolicy, peer_ip: str,
+                  origin: str | None, host: str | None, scheme: str, now: float
+                  ) -> Refusal | None:
+    """The checks before a WebSocket upgrade that need no registry, in order; None lets
+    it through (the seat token is checked after these, see `server.fleet.node`).
 
     The per-address cap and connection rate come first, so every attempt is charged to
     its address whatever else is wrong with it: a malformed or foreign Origin, or a bad
     token, is no way around the per-IP limits. `now` is the server's monotonic clock (the
-    rate buckets), `now_unix` wall-clock seconds (join-token expiry; default the tokens' own
-    clock).
+    rate buckets).
     """
     refusal = per_ip.check(peer_ip, now)
     if refusal is None:
         refusal = origins.check(origin, host, scheme)
-    if refusal is None and join_tokens is not None:
-        refusal = join_tokens.check(token, now_unix)
     return refusal
 
 
-class JoinTokens:
-    """HMAC-signed join tokens with an expiry, issued by /matchmake, checked at upgrade.
+@dataclass(frozen=True, slots=True)
+class SeatClaim:
+    """What a valid seat token says: a seat in `room` (of `mode`) on `node`, reserved
+    until `expires_ms` (unix milliseconds). `nonce` names the reservation in the registry,
+    which makes the token single-use."""
 
-    A token is base64url(version | expiry | nonce | mac), where mac is HMAC-SHA256 of the
-    first three under the server's secret, truncated to 128 bits. Tokens are not bound to
-    a connection: one can be used until it expires (see THREAT_MODEL.md).
+    nonce: str
+    node: str
+    room: str
+    mode: str
+    private: bool
+    expires_ms: int
+
+
+class SeatTokens:
+    """HMAC-signed seat tokens, issued by /matchmake on any node, checked at the upgrade on
+    the node that owns the seat.
+
+    A token is base64url(version | expiry | nonce | node | room | mode | private | mac),
+    where mac is HMAC-SHA256 of everything before it under the fleet's secret, truncated
+    to 128 bits. The signature lets a node refuse a forged, altered, expired or
+    other-node token without asking the registry; single use is the registry's job (the
+    nonce's reservation is consumed atomically at the upgrade, see `server.fleet`).
     """
 
-    def __init__(self, secret: bytes, ttl_s: float = 60.0, clock: Clock | None = None
+    def __init__(self, secret: bytes, ttl_s: float = 15.0, clock: Clock | None = None
                  ) -> None:
         """`clock`: wall time (seconds since the epoch; default `WallClock`), so a token is
         checkable by any process; tests pass a `ManualClock` and never sleep."""
@@ -146,40 +164,88 @@ class JoinTokens:
         self.ttl_s = ttl_s
         self.clock: Clock = clock or WallClock()
 
-    def issue(self, now_unix: float | None = None) -> str:
-        """A fresh token valid for `ttl_s` from `now_unix` (default: the clock's now)."""
-        if now_unix is None:
-            now_unix = self.clock.now()
-        payload = _TOKEN_PAYLOAD.pack(JOIN_TOKEN_VERSION,
-                                      int((now_unix + self.ttl_s) * 1000),
-                                      secrets.token_bytes(8))
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    def with_secret(self, secret: bytes) -> SeatTokens:
+        """The same tokens (TTL, clock) under another secret."""
+        if len(secret) < 16:
+            raise ValueError("the join secret must be at least 16 bytes")
+        other = copy.copy(self)
+        other._secret = secret
+        return other
+
+    @staticmethod
+    def new_nonce() -> str:
+        return secrets.token_bytes(12).hex()
+
+    def sign(self, claim: SeatClaim) -> str:
+        """The token for `claim` (deterministic: a retried request gets the same token)."""
+        head = _TOKEN_HEAD.pack(SEAT_TOKEN_VERSION, claim.expires_ms, bytes.fromhex(claim.nonce))
+        body = b"".join(_field(v) for v in (claim.node, claim.room, claim.mode))
+        payload = head + body + bytes([claim.private])
         return base64.urlsafe_b64encode(payload + self._mac(payload)).decode().rstrip("=")
 
-    def check(self, token: str | None, now_unix: float | None = None) -> Refusal | None:
-        """None when `token` is valid at `now_unix` (default: the clock's now)."""
+    def issue(self, node: str, room: str, mode: str, now_unix: float | None = None, *,
+              private: bool = False) -> tuple[str, SeatClaim]:
+        """A fresh token (and its claim) for a seat that expires `ttl_s` from `now_unix`
+        (default: the clock's now)."""
+        if now_unix is None:
+            now_unix = self.clock.now()
+        claim = SeatClaim(self.new_nonce(), node, room, mode, private,
+                          int((now_unix + self.ttl_s) * 1000))
+        return self.sign(claim), claim
+
+    def check(self, token: str | None, now_unix: float | None = None, *,
+              node: str | None = None) -> SeatClaim | Refusal:
+        """The claim of a valid token at `now_unix` (default: the clock's now), or a
+        Refusal (401; 403 for another node's seat)."""
         if now_unix is None:
             now_unix = self.clock.now()
         if not token:
             return Refusal(401, "token_missing",
-                           "join token missing (get one from POST /matchmake)")
+                           "seat token missing (get one from POST /matchmake)")
+        if len(token) > 512:
+            return Refusal(401, "token_malformed", "seat token malformed")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):
-            return Refusal(401, "token_malformed", "join token malformed")
-        if len(raw) != _TOKEN_PAYLOAD.size + _MAC_BYTES:
-            return Refusal(401, "token_malformed", "join token malformed")
-        payload, mac = raw[: _TOKEN_PAYLOAD.size], raw[_TOKEN_PAYLOAD.size :]
+            return Refusal(401, "token_malformed", "seat token malformed")
+        if len(raw) < _TOKEN_HEAD.size + 4 + _MAC_BYTES:
+            return Refusal(401, "token_malformed", "seat token malformed")
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(payload)):
-            return Refusal(401, "token_invalid", "join token invalid")
-        version, expiry, _ = _TOKEN_PAYLOAD.unpack(payload)
-        if version != JOIN_TOKEN_VERSION:
-            return Refusal(401, "token_invalid", "join token invalid")
+            return Refusal(401, "token_invalid", "seat token invalid")
+        version, expiry, nonce = _TOKEN_HEAD.unpack_from(payload)
+        if version != SEAT_TOKEN_VERSION:
+            return Refusal(401, "token_invalid", "seat token invalid")
+        try:
+            fields, offset = [], _TOKEN_HEAD.size
+            for _ in range(3):
+                n = payload[offset]
+                fields.append(payload[offset + 1: offset + 1 + n].decode())
+                offset += 1 + n
+            private = payload[offset] == 1
+        except (IndexError, UnicodeDecodeError):
+            return Refusal(401, "token_malformed", "seat token malformed")
         if now_unix * 1000 >= expiry:
-            return Refusal(401, "token_expired", "join token expired")
-        return None
+            return Refusal(401, "token_expired", "seat token expired")
+        claim = SeatClaim(nonce.hex(), fields[0], fields[1], fields[2], private, expiry)
+        if node is not None and claim.node != node:
+            return Refusal(403, "token_wrong_node",
+                           f"seat token is for node {claim.node}, not this one")
+        return claim
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _field(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > _MAX_FIELD:
+        raise ValueError(f"token field too long: {value!r}")
+    return bytes([len(data)]) + data
 
 
 def address_key(ip: str) -> str:

@@ -55,6 +55,7 @@ import enum
 import logging
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,6 +79,7 @@ from server.framing import (
     close_frame,
     ws_frame,
 )
+from server.handshake import SeatClaim
 from server.lobby import Lobby, LobbyFullError
 from server.metrics import Counts
 from server.room import JoinRefused, Room, RoomFullError, check_name
@@ -117,6 +119,7 @@ KICKS: dict[str, tuple[bool, int]] = {
     "empty_frame": (False, 0),
     "flood": (False, 0),
     "bad_pong": (False, 0),
+    "token_missing": (False, 0),  # matchmake first
     "invalid_inputs": (False, 0),
     "fragments": (False, 0),
     # another connection resumed this seat: reconnecting would take it back and forth
@@ -196,6 +199,11 @@ class ConnectionProtocol:
         self._read_while_closing = 0
         self._burst_frames = session.limits.frame_burst
         self.join_deadline = session.opened_at + session.limits.join_timeout_s
+        self.claim: SeatClaim | None = None  # the seat token the socket came with
+        # Set by the server shell: the room a Join goes to (the seat token's, or one with
+        # a free seat); may raise ProtocolError, RoomFullError or LobbyFullError. None:
+        # the lobby's first room with a free seat.
+        self.room_for_join: Callable[[float], Room] | None = None
 
     # -- input ------------------------------------------------------------------------
 
@@ -416,7 +424,8 @@ class ConnectionProtocol:
                 wait_s = math.ceil(banned_s)
                 raise ProtocolError(CLOSE_POLICY, "banned",
                                     f"kicked by an admin: try again in {wait_s} s", wait_s)
-            room, _ = lobby.room_with_free_seat(now)
+            room = (self.room_for_join(now) if self.room_for_join is not None
+                    else lobby.room_with_free_seat(now)[0])
             seat = room.join(lobby.next_player_id(), join.name, now)
         except JoinRefused as exc:
             raise ProtocolError(CLOSE_POLICY, "bad_join", exc.reason) from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.clock import Clock
@@ -56,6 +57,10 @@ class RoomLoops:
         self.metrics = metrics
         self.connections = connections
         self._loops: dict[str, _Loop] = {}
+        # Set by the gateway: whether seats are still reserved in a room (it stays), and
+        # told of each room disposed of (the fleet retires it in the registry).
+        self.busy: Callable[[str], bool] | None = None
+        self.on_disposed: Callable[[str], None] | None = None
         self._liveness_from = 0.0  # no liveness closes before this time (see above)
 
     def ensure(self, room: Room) -> None:
@@ -158,7 +163,9 @@ class RoomLoops:
                                m.hitscan_hits)
 
     def _reap(self, now: float) -> None:
-        for room in self.lobby.reap(now):
+        for room in self.lobby.reap(now, busy=self.busy):
+            if self.on_disposed is not None:
+                self.on_disposed(room.room_id)
             entry = self._loops.pop(room.room_id, None)
             if entry is not None:
                 entry.stop.set()

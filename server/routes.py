@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
+from server.fleet.app import fleet_rooms
+from server.fleet.app import handle_matchmake as fleet_matchmake
+
 if TYPE_CHECKING:
     from server.clock import Clock
-    from server.handshake import JoinTokens
+    from server.fleet.node import FleetNode
     from server.lobby import Lobby
     from server.metrics import Metrics
     from server.tickloop import TickSchedule
@@ -45,7 +48,7 @@ class EdgeSource(Protocol):
     started_at: float
     draining: bool
     connections: Sized
-    join_tokens: JoinTokens | None
+    fleet: FleetNode | None
 
     def schedule_for(self, room_id: str) -> TickSchedule | None: ...
 
@@ -113,6 +116,7 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
     def health() -> dict[str, object]:
         return {
             "status": "draining" if source.draining else "ok",
+            "registry": source.fleet.health() if source.fleet is not None else None,
             "rooms": len(source.lobby.rooms),
             "players": source.lobby.player_count,
             "connections": len(source.connections),
@@ -158,7 +162,11 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
     async def handle_rooms(request: web.Request) -> web.Response:
         with_names = public_player_names or bearer_matches(request, admin_token)
         name = "rooms+names" if with_names else "rooms"
-        return _json(cache.get(name, ticks_key(), lambda: rooms(with_names)))
+        local = {room["id"]: room for room in json.loads(
+            cache.get(name, ticks_key(), lambda: rooms(with_names)))}
+        # The fleet's public rooms (from the registry); this node's carry the detail.
+        listed = await fleet_rooms(source, local)
+        return _json(json.dumps(listed, separators=(",", ":")).encode())
 
     async def handle_metrics(request: web.Request) -> web.Response:
         body, content_type = source.metrics.render()
@@ -167,13 +175,8 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
         return response
 
     async def handle_matchmake(request: web.Request) -> web.Response:
-        """A join token for /ws (only when the server was started with a join secret)."""
-        tokens = source.join_tokens
-        if tokens is None:
-            raise web.HTTPNotFound(text="matchmaking tokens are not enabled on this server")
-        token = tokens.issue()
-        return web.json_response({"token": token, "ws_path": f"/ws?token={token}",
-                                  "expires_in_s": tokens.ttl_s})
+        """POST /matchmake: a seat in the fleet and its seat token (server.fleet)."""
+        return await fleet_matchmake(source, request)
 
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/rooms", handle_rooms)

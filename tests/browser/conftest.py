@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import TICKWIRE, ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import ServerProcess, free_port
+from server.nodeproc import ServerProcess, free_port
 
 SHOTS = 40
 REPO = Path(__file__).resolve().parents[2]

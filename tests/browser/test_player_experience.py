@@ -25,7 +25,7 @@ import pytest
 
 from client_demo.client import Client
 from proto import tickwire_pb2 as pb
-from tests.serverproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import TICKWIRE, ServerProcess, free_port
 
 from .conftest import ADMIN_TOKEN, _unavailable
 

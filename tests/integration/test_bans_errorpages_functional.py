@@ -9,8 +9,8 @@ from aiohttp import web
 
 from client_demo.client import Client, ClientError
 from proto import tickwire_pb2 as pb
+from server.nodeproc import free_port
 from tests.integration.test_admin_functional import AUTH, request, start_admin
-from tests.serverproc import free_port
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 

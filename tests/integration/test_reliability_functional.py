@@ -31,8 +31,8 @@ from client_demo.client import Client, ClientError
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
 from server.clock import ManualClock
+from server.nodeproc import ServerProcess, free_port
 from tests.integration.conftest import RawWebSocket, make_params, wait_until
-from tests.serverproc import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"0123456789abcdef-test-secret"
@@ -330,39 +330,66 @@ async def test_by_default_only_the_servers_own_origin_may_connect_functional(sta
     assert await upgrade_status(running.ws_url, origin="null") == 403
 
 
-async def test_join_tokens_from_matchmake_are_required_signed_and_expire_functional(
+async def test_seat_tokens_from_matchmake_are_required_signed_single_use_and_expire_functional(
         start_server):
     ttl_s = 2.0
     tokens_clock = ManualClock(time.time())  # token expiry by a clock the test moves
     running = await start_server(config_overrides={"join_secret": SECRET,
                                                    "join_token_ttl_s": ttl_s},
                                  wall_clock=tokens_clock)
-    assert await upgrade_status(running.ws_url) == 401
-    async with aiohttp.ClientSession() as http, \
-            http.post(running.http_url + "/matchmake") as resp:
-        assert resp.status == 200
-        issued = await resp.json()
+    # Without a token a socket may only Resume a seat: a Join is refused.
+    with pytest.raises(ClientError, match="1008"):
+        async with Client(running.ws_url, "no-ticket"):
+            pass
+
+    async def matchmake() -> dict:
+        async with aiohttp.ClientSession() as http, \
+                http.post(running.http_url + "/matchmake", json={"mode": "arena"}) as resp:
+            assert resp.status == 200
+            return await resp.json()
+
+    issued = await matchmake()
     token = issued["token"]
-    async with Client(f"{running.ws_url}?token={token}", "ticketed") as c:
+    assert issued["url"] == f"{running.ws_url}?token={token}"
+    async with Client(issued["url"], "ticketed") as c:
         await c.next_snapshot()
     tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     assert await upgrade_status(f"{running.ws_url}?token={tampered}") == 401
     assert await upgrade_status(f"{running.ws_url}?token=not-a-token") == 401
-    # Not single-use (see THREAT_MODEL.md): the same token works again until it expires...
-    assert await upgrade_status(f"{running.ws_url}?token={token}") == 101
-    tokens_clock.advance(ttl_s - 0.001)
-    assert await upgrade_status(f"{running.ws_url}?token={token}") == 101
-    tokens_clock.advance(0.001)  # expired to the millisecond
+    # Single use: the seat was taken once.
     assert await upgrade_status(f"{running.ws_url}?token={token}") == 401
-    for label in ("token_missing", "token_invalid", "token_malformed", "token_expired"):
+    second, third = await matchmake(), await matchmake()
+    tokens_clock.advance(ttl_s - 0.001)
+    assert await upgrade_status(f"{running.ws_url}?token={second['token']}") == 101
+    tokens_clock.advance(0.001)  # expired to the millisecond
+    assert await upgrade_status(f"{running.ws_url}?token={third['token']}") == 401
+    for label in ("token_invalid", "token_malformed", "token_expired", "token_used"):
         assert await running.metric(f'tickwire_handshakes_rejected_total{{reason="{label}"}}') == 1
+    assert await running.metric('tickwire_frames_rejected_total{reason="token_missing"}') == 1
 
 
-async def test_matchmake_is_404_without_a_join_secret_functional(start_server):
+async def test_matchmake_without_a_join_secret_is_optional_and_refuses_bad_requests_functional(
+        start_server):
     running = await start_server()
-    async with aiohttp.ClientSession() as http, \
-            http.post(running.http_url + "/matchmake") as resp:
-        assert resp.status == 404
+    async with aiohttp.ClientSession() as http:
+        async with http.post(running.http_url + "/matchmake", json={}) as resp:
+            assert resp.status == 200
+            issued = await resp.json()
+        for body, status, code in (({"mode": "nope"}, 404, "unknown_mode"),
+                                   ({"mode": 3}, 400, "bad_request"),
+                                   ({"room": "x", "create": True}, 400, "bad_request"),
+                                   ({"surprise": 1}, 400, "bad_request")):
+            async with http.post(running.http_url + "/matchmake", json=body) as resp:
+                assert resp.status == status and (await resp.json())["error"] == code
+        async with http.post(running.http_url + "/matchmake", data=b"{") as resp:
+            assert resp.status == 400
+    async with Client(issued["url"], "matchmade") as a, Client(running.ws_url, "direct") as b:
+        await a.next_snapshot()
+        await b.next_snapshot()
+        # Both land in the one public room: a token is optional without a join secret.
+        rooms = await fetch_json(running.http_url + "/rooms")
+        assert [(r["room"], r["players"]) for r in rooms] == [(issued["room"], 2)]
+    assert await running.metric('tickwire_matchmake_total{result="unknown_mode"}') == 1
 
 
 async def test_one_address_gets_429_past_its_connection_cap_functional(start_server):

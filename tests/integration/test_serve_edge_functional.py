@@ -20,7 +20,7 @@ import pytest
 
 from client_demo.client import Client
 from server.metrics import parse_metrics
-from tests.serverproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import TICKWIRE, ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from server.handshake import (
     ConnectionsPerIp,
-    JoinTokens,
     OriginPolicy,
+    Refusal,
+    SeatClaim,
+    SeatTokens,
     address_key,
     check_upgrade,
     normalize_origin,
@@ -57,17 +59,32 @@ def test_origins_on_the_list_or_the_servers_own_pass(origin, ok):
     assert (policy.check(origin, "127.0.0.1:8080", "http") is None) is ok
 
 
-def test_join_tokens_verify_until_they_expire_and_not_after_tampering():
-    tokens = JoinTokens(b"s" * 32, ttl_s=10.0)
-    token = tokens.issue(now_unix=1000.0)
-    assert tokens.check(token, now_unix=1005.0) is None
+def test_seat_tokens_verify_until_they_expire_and_not_after_tampering():
+    tokens = SeatTokens(b"s" * 32, ttl_s=10.0)
+    token, claim = tokens.issue("n1", "arena-1", "arena", now_unix=1000.0)
+    assert tokens.check(token, now_unix=1005.0) == claim
+    assert claim == SeatClaim(claim.nonce, "n1", "arena-1", "arena", False, 1_010_000)
     assert tokens.check(token, now_unix=1010.0).label == "token_expired"
-    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    # A character in the middle (the last one may only carry padding bits).
+    mid = len(token) // 2
+    flipped = token[:mid] + ("A" if token[mid] != "A" else "B") + token[mid + 1:]
     assert tokens.check(flipped, now_unix=1005.0).label in ("token_invalid", "token_malformed")
-    assert JoinTokens(b"t" * 32).check(token, now_unix=1005.0).label == "token_invalid"
+    assert SeatTokens(b"t" * 32).check(token, now_unix=1005.0).label == "token_invalid"
     assert tokens.check(None, now_unix=0.0).label == "token_missing"
+    assert tokens.check("!!", now_unix=0.0).label == "token_malformed"
+    assert tokens.check("A" * 600, now_unix=0.0).label == "token_malformed"
     with pytest.raises(ValueError):
-        JoinTokens(b"short")
+        SeatTokens(b"short")
+
+
+def test_a_seat_token_is_refused_by_another_node_and_signing_is_deterministic():
+    tokens = SeatTokens(b"s" * 32, ttl_s=15.0)
+    token, claim = tokens.issue("n1", "duel-7", "duel", now_unix=0.0, private=True)
+    assert tokens.sign(claim) == token  # a retried request gets the same token
+    assert tokens.check(token, 1.0, node="n1") == claim and claim.private
+    refusal = tokens.check(token, 1.0, node="n2")
+    assert isinstance(refusal, Refusal)
+    assert (refusal.status, refusal.label) == (403, "token_wrong_node")
 
 
 @pytest.mark.parametrize(("origin", "host", "label"), [
@@ -109,9 +126,8 @@ def test_check_upgrade_charges_the_address_before_looking_at_the_origin():
     origins = OriginPolicy([])
 
     def attempt(origin: str | None, now: float) -> str | None:
-        refusal = check_upgrade(per_ip=per_ip, origins=origins, join_tokens=None,
-                                peer_ip="10.0.0.1", origin=origin, host="h:1",
-                                scheme="http", token=None, now=now, now_unix=0.0)
+        refusal = check_upgrade(per_ip=per_ip, origins=origins, peer_ip="10.0.0.1",
+                                origin=origin, host="h:1", scheme="http", now=now)
         return refusal.label if refusal else None
 
     assert attempt("http://[::1", 0.0) == "origin_malformed"

@@ -1,4 +1,5 @@
-"""A real `tickwire serve` subprocess on a free loopback port, for tests and benchmarks.
+"""A real `tickwire serve` subprocess on a free loopback port: what `tickwire fleet` starts
+for each node, and what tests and benchmarks start.
 
     with ServerProcess(port=free_port(), log_path=tmp / "tickwire.log") as srv:
         ...  # srv.base_url, srv.ws_url, srv.pid
