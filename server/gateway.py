@@ -19,25 +19,24 @@ import logging
 import math
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import hdrs, web
 
 from server.admin import KICK_REASON, add_admin_routes
-from server.bans import DEFAULT_KICK_BAN_S
 from server.clock import Clock, MonotonicClock, WallClock
+from server.config import GatewayConfig
 from server.connection import Connection
 from server.errorpages import error_pages
-from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY, ProtocolError
-from server.fleet.app import FleetSettings, drain_first, fleet_ctx
+from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY
+from server.fleet.app import drain_first, fleet_ctx
 from server.fleet.node import FleetNode
 from server.framing import accept_key
 from server.handshake import (
     ConnectionsPerIp,
     OriginPolicy,
     Refusal,
-    SeatClaim,
     check_upgrade,
 )
 from server.liveparams import params_watch_ctx
@@ -45,48 +44,21 @@ from server.lobby import Lobby
 from server.logs import log_disconnect
 from server.metrics import Metrics, close_code_label
 from server.protocol import ConnectionProtocol, Joined
-from server.recording import RecordingConfig, recording_ctx
+from server.recording import recording_ctx
 from server.room import Room, merge_live_params
 from server.roomloops import RoomLoops
 from server.routes import add_http_routes
-from server.session import Session, SessionLimits
+from server.seats import NodeSeats
+from server.session import Session
 from server.spectate_routes import add_spectate_routes
-from server.static import WEB_ROOT, add_static_routes
+from server.static import add_static_routes
 from server.tickloop import TickSchedule
 from sim.params import Params
 
 log = logging.getLogger("tickwire.gateway")
 
 
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    params: Params
-    limits: SessionLimits
-    max_rooms: int = 64
-    close_timeout_s: float = 2.0
-    shutdown_timeout_s: float = 5.0
-    web_root: Path = WEB_ROOT
-    allowed_origins: tuple[str, ...] = ()  # () = the server's own origin only; "*" = any
-    public_origin: str | None = None  # the server's own origin; None: from the Host header
-    public_player_names: bool = False  # /rooms shows names without the admin token
-    join_secret: bytes | None = None  # set: /ws needs a seat token from POST /matchmake
-    join_token_ttl_s: float = 15.0  # a seat token's life (and how long it holds a seat)
-    max_conns_per_ip: int = 256  # 0 = no cap; a load test from one host may need 0
-    connects_per_ip_per_s: float = 20.0  # new sockets per address per second; 0 = no limit
-    connect_burst_per_ip: float = 256.0  # a whole load-test swarm may arrive at once
-    admin_token: str | None = None  # None: the /admin routes are off (404)
-    params_path: Path | None = None  # set: this TOML file is watched and applied live
-    recording: RecordingConfig | None = None  # set: every room is recorded for replay
-    kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name out this long
-    # (name, params) of each game mode; () = one mode, "arena", with `params`
-    modes: tuple[tuple[str, Params], ...] = ()
-    # the registry: in-process unless redis_url
-    fleet: FleetSettings = field(default_factory=FleetSettings)
-
-
-class Gateway:
+class Gateway(NodeSeats):
     """Application state: rooms, connections, metrics. Lives under `GATEWAY_KEY`."""
 
     def __init__(self, config: GatewayConfig, clock: Clock | None = None,
@@ -195,57 +167,6 @@ class Gateway:
 
     def schedule_for(self, room_id: str) -> TickSchedule | None:
         return self.loops.schedule_for(room_id)
-
-    # -- rooms and seats (the fleet) ---------------------------------------------------------
-
-    def ensure_room(self, room_id: str, mode: str, private: bool) -> Room:
-        """The room with this id (of `mode`), created and ticking if it did not exist."""
-        room, created = self.lobby.ensure_room(
-            room_id, self.modes[mode], self.clock.now(), mode=mode, private=private,
-            created_ms=int(self.wall_clock.now() * 1000))
-        if created:
-            self.loops.ensure(room)
-            log.info("room created", extra={"room": room_id, "mode": mode,
-                                            "private": private})
-        return room
-
-    def room_for_join(self, claim: SeatClaim | None, now: float) -> Room:
-        """The room a Join goes to: the seat token's room, or (no token, when none is
-        required) any public room of the default mode with a seat not reserved."""
-        if claim is not None:
-            return self.ensure_room(claim.room, claim.mode, claim.private)
-        if self.tokens_required:
-            raise ProtocolError(CLOSE_POLICY, "token_missing",
-                                "Join needs a seat token (POST /matchmake)")
-        room, created = self.lobby.room_with_free_seat(
-            now, reserved=self._reserved, created_ms=int(self.wall_clock.now() * 1000))
-        if created and self.fleet is not None:
-            self.fleet.wake()  # publish the new room now
-        return room
-
-    def _reserved(self, room_id: str) -> int:
-        """Seats of a room held for matchmade players (last registry refresh + consumed)."""
-        fleet = self.fleet
-        if fleet is None:
-            return 0
-        return fleet.reserved.get(room_id, 0) + fleet.unseated(room_id)
-
-    def _room_disposed(self, room_id: str) -> None:
-        if self.fleet is not None:
-            self.fleet.room_disposed(room_id)
-
-    def _release(self, claim: SeatClaim | None) -> None:
-        if claim is not None and self.fleet is not None:
-            self.fleet.released(claim)  # a no-op once the player is seated
-
-    async def _check_seat(self, token: str | None) -> SeatClaim | Refusal | None:
-        """The seat token, consumed (single use) at the node that owns the seat; None when
-        there is none (the socket may then Resume, or Join only if no token is required)."""
-        if not token:
-            return None
-        if self.fleet is None:
-            return Refusal(503, "starting", "server starting")
-        return await self.fleet.admit(token)
 
     # -- the WebSocket endpoint --------------------------------------------------------------
 

@@ -391,6 +391,13 @@ function renderRooms(rooms) {
   const box = $("rooms");
   if (!rooms.length) { box.replaceChildren(el("p", { text: "no rooms" })); return; }
   box.replaceChildren(...rooms.map((r) => {
+    const id = r.id || r.room;
+    if (!r.seats) {
+      // A room of another node of the fleet: its players and health live on that node.
+      return el("div", { class: "room" },
+        el("strong", { text: `${id} — ${r.players}/${r.capacity} players` }),
+        el("div", { class: "health", text: `on node ${r.node}${r.mode ? ` · mode ${r.mode}` : ""}` }));
+    }
     const bad = r.overruns > 0 || r.tick_duration_p99_ms > 1000 / r.tick_rate;
     const table = el("table", {},
       el("tr", {}, el("th", { text: "player" }), el("th", { class: "num", text: "id" }),
@@ -400,18 +407,16 @@ function renderRooms(rooms) {
         el("td", { text: s.name + (s.connected ? "" : " (away)") }),
         el("td", { class: "num", text: String(s.player_id) }),
         el("td", { class: "num", text: s.rtt_ms.toFixed(1) }),
-        el("td", { class: "acts" }, kickButton(r.id, s, "kick"), kickButton(r.id, s, "ban")));
+        el("td", { class: "acts" }, kickButton(id, s, "kick"), kickButton(id, s, "ban")));
       table.append(tr);
     }
     return el("div", { class: "room" },
-      el("strong", { text: `${r.id} — ${r.players}/${r.capacity} players, tick ${r.tick}` }),
+      el("strong", { text: `${id} — ${r.players}/${r.capacity} players, tick ${r.tick}` }),
       el("div", { class: bad ? "health bad" : "health",
                   text: `tick ${r.tick_rate} Hz · duration p99 ${r.tick_duration_p99_ms.toFixed(2)} ms · overruns ${r.overruns}` }),
       table);
   }));
 }
-
-// -- kick and ban ---------------------------------------------------------------------------
 
 const BAN_S = 3600; // the Ban button: name and address, one hour
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import TICKWIRE, ServerProcess, free_port
 
 from .conftest import ADMIN_TOKEN, _unavailable
 

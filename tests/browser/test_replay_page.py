@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
+from server.nodeproc import TICKWIRE, free_port
 from server.spectate import ReplayTimeline
-from tests.serverproc import TICKWIRE, free_port
 from tests.unit.test_recording import play, recorded_room
 
 from .conftest import _unavailable

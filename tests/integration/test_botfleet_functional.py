@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import PYTHON_M_CLI, ServerProcess, free_port
+from server.nodeproc import PYTHON_M_CLI, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -16,9 +16,9 @@ import pytest
 
 from server.admin import MAX_BODY_BYTES
 from server.liveparams import LIVE_PARAMS_KEY
+from server.nodeproc import TICKWIRE, ServerProcess, free_port
 from sim.params import load_params
 from tests.integration.conftest import make_params, wait_until
-from tests.serverproc import TICKWIRE, ServerProcess, free_port
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

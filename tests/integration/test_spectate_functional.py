@@ -16,12 +16,12 @@ from aiohttp.test_utils import TestServer
 
 from client_demo.client import Client
 from server.gateway import GATEWAY_KEY, GatewayConfig, build_app
+from server.nodeproc import TICKWIRE, free_port
 from server.session import SessionLimits
 from server.spectate import ReplayTimeline
 from server.spectate_routes import add_spectate_routes, build_replay_app
 from sim.world import KIND_PLAYER
 from tests.integration.conftest import make_params
-from tests.serverproc import TICKWIRE, free_port
 from tests.unit.test_recording import play, recorded_room
 
 
