@@ -358,10 +358,7 @@ def normalize_changes(changes: Mapping[str, object]) -> dict[str, object]:
         if not isinstance(key, str):
             raise ParamsError(f"parameter key {key!r} is not a string")
         if isinstance(value, Mapping):
-            if key not in _TABLES:
-                close = difflib.get_close_matches(key, _TABLES, n=1)
-                hint = f"; did you mean [{close[0]}]?" if close else ""
-                raise ParamsError(f"unknown parameter table [{key}]{hint}")
+            _check_table(key)
             for leaf, v in value.items():
                 if isinstance(v, Mapping):
                     raise ParamsError(f"{key}.{leaf} = {v!r} is a table; expected a value")
@@ -450,6 +447,14 @@ def _check_cross_fields(p: Params) -> None:
         )
 
 
+def _check_table(key: str) -> None:
+    """A TOML table name must be one of ours; a near miss is named."""
+    if key not in _TABLES:
+        close = difflib.get_close_matches(key, _TABLES, n=1)
+        hint = f"; did you mean [{close[0]}]?" if close else ""
+        raise ParamsError(f"unknown parameter table [{key}]{hint}")
+
+
 def _flatten(mapping: Mapping[str, object]) -> dict[str, object]:
     """Nested TOML tables and/or dotted keys → ``{dotted_key: value}``."""
     flat: dict[str, object] = {}
@@ -457,10 +462,7 @@ def _flatten(mapping: Mapping[str, object]) -> dict[str, object]:
         if not isinstance(key, str):
             raise ParamsError(f"parameter key {key!r} is not a string")
         if isinstance(value, Mapping):
-            if key not in _TABLES:
-                close = difflib.get_close_matches(key, _TABLES, n=1)
-                hint = f"; did you mean [{close[0]}]?" if close else ""
-                raise ParamsError(f"unknown parameter table [{key}]{hint}")
+            _check_table(key)
             items = ((f"{key}.{k}", v) for k, v in value.items())
         else:
             items = iter(((key, value),))
