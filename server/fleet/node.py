@@ -167,8 +167,11 @@ class FleetNode:
         try:
             result = await self.registry.refresh(node, rooms, counted, self.now_ms(),
                                                  self.lease_ms, self.keep_ms, secret=secret)
+            retired = set()
             for room in sorted(self._retiring):
-                if not await self.registry.retire(c.node_id, room, self.now_ms()):
+                if await self.registry.retire(c.node_id, room, self.now_ms()):
+                    retired.add(room)
+                else:
                     self.host.ensure_room(room, *self._mode_of(room))
                 self._retiring.discard(room)
         except RegistryUnavailable as exc:
@@ -192,7 +195,9 @@ class FleetNode:
             log.warning("adopting the fleet's seat-token secret from the registry")
             self.tokens = self.tokens.with_secret(result.secret)
         for room, mode, private in result.assigned:
-            if mode in c.modes:
+            # The refresh ran before the retirements: a room retired just now still came
+            # back as assigned, and must not be created again.
+            if mode in c.modes and room not in retired:
                 self.host.ensure_room(room, mode, private)
         return True
 

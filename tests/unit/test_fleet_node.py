@@ -193,3 +193,19 @@ async def test_nodes_that_asserted_different_secrets_converge_on_the_registrys()
     res, token = await n2.matchmake({})
     owner = n1 if res.node == "n1" else n2
     assert isinstance(await owner.admit(token), SeatClaim)
+
+
+async def test_a_disposed_room_is_retired_and_not_created_again_by_the_same_refresh():
+    # The server disposes of an empty room; the refresh that retires it must not hand
+    # it back as "assigned" (the soak found rooms re-created forever, never settling).
+    reg = LocalRegistry()
+    node, rooms, _ = make_node(reg)
+    rooms.ensure_room("r1", "arena", False)
+    assert await node.refresh_once()
+    del rooms.rooms["r1"]
+    node.room_disposed("r1")
+    assert await node.refresh_once()
+    assert "r1" not in rooms.rooms
+    assert await node.refresh_once()
+    assert "r1" not in rooms.rooms
+    assert [r for r in await reg.list_rooms(node.now_ms()) if r.room == "r1"] == []
