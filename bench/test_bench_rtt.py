@@ -16,6 +16,7 @@ import statistics
 from aiohttp.test_utils import TestServer
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from bench.browser_smoothness import DelayProxy
 from client_demo.client import Client
 from server.gateway import GatewayConfig, build_app
 from server.session import SessionLimits
@@ -24,44 +25,14 @@ from sim.params import load_params
 DELAY_S = 0.040
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def release() -> None:
-        while True:
-            due, chunk = await queue.get()
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            if not chunk:
-                dst.close()
-                return
-            dst.write(chunk)
-
-    sender = asyncio.create_task(release())
-    try:
-        while chunk := await src.read(65536):
-            queue.put_nowait((loop.time() + delay_s, chunk))
-        queue.put_nowait((loop.time() + delay_s, b""))
-        await sender
-    finally:
-        sender.cancel()
-
-
 async def _measure() -> list[float]:
     params = load_params()
     config = GatewayConfig(params=params, limits=SessionLimits.for_tick_rate(
         params.tick_rate, ping_interval_s=0.1))
     server = TestServer(build_app(config), host="127.0.0.1", port=0)
     await server.start_server()
-    tasks: set[asyncio.Task] = set()
-
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", server.port)
-        tasks.add(asyncio.create_task(_pipe(reader, up_w, DELAY_S)))
-        tasks.add(asyncio.create_task(_pipe(up_r, writer, DELAY_S)))
-
-    proxy = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = proxy.sockets[0].getsockname()[1]
+    proxy = DelayProxy(server.port, one_way_s=DELAY_S, jitter_s=0.0)
+    port = await proxy.start()
     try:
         async with Client(f"ws://127.0.0.1:{port}/ws", "far") as far:
             for _ in range(90):  # 3 s at 30 Hz: ~30 pings
@@ -69,9 +40,7 @@ async def _measure() -> list[float]:
                 await far.next_snapshot()
             return list(far.stats.server_rtt_ms[-20:])
     finally:
-        for task in tasks:
-            task.cancel()
-        proxy.close()
+        await proxy.close()
         await server.close()
 
 
