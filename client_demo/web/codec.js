@@ -21,6 +21,17 @@ export const FLAG_KEYFRAME = 0x01, FLAG_DEFLATE = 0x02;
 // Entity kinds and flags come from the .proto's enums (gen/wire.js, made by `make install`).
 export { KIND_EMPTY, KIND_PLAYER, KIND_NPC, KIND_PROJECTILE, EFLAG_DEAD, EFLAG_FIRED } from "./gen/wire.js";
 export const POS_SCALE = 16, VEL_SCALE = 16, AIM_STEPS = 256;
+// The position scale in force: quantised units per world unit. A world bigger than
+// 65535 / 16 units needs a smaller one, which the server sends in Welcome.pos_scale
+// (absent or 0: POS_SCALE). One page talks to one room at a time and every decoded
+// snapshot is dropped at a Welcome, so this is set once per session (setPosScale).
+export const units = { pos: POS_SCALE };
+
+/** Use the Welcome's position scale (absent or 0: POS_SCALE). Returns the scale in force. */
+export function setPosScale(scale) {
+  units.pos = Number.isFinite(scale) && scale > 0 ? scale : POS_SCALE;
+  return units.pos;
+}
 export const MAX_SLOTS = 65535;
 // The largest body a valid payload can inflate to: header, ops, every slot spawned, widths.
 export const MAX_BODY_BYTES = 5 + Math.floor((MAX_SLOTS + 3) / 4) + MAX_SLOTS * 16 + 8;
@@ -237,8 +248,8 @@ export function entityAt(words, slot) {
   const af = words[o + W_AIM_FLAGS];
   return {
     slot,
-    x: words[o + W_X] / POS_SCALE,
-    y: words[o + W_Y] / POS_SCALE,
+    x: words[o + W_X] / units.pos,
+    y: words[o + W_Y] / units.pos,
     vx: ((words[o + W_VX] << 16) >> 16) / VEL_SCALE,
     vy: ((words[o + W_VY] << 16) >> 16) / VEL_SCALE,
     hp: words[o + W_HP],

@@ -21,13 +21,13 @@
 // tick at which the entity was first seen dead plus the respawn delay, minus the current
 // (estimated) server tick, as whole seconds counting down.
 
-import { WORDS, W_X, W_Y, W_VX, W_VY, W_HP, W_SCORE, W_KIND_GEN, W_AIM_FLAGS, POS_SCALE, VEL_SCALE,
+import { WORDS, W_X, W_Y, W_VX, W_VY, W_HP, W_SCORE, W_KIND_GEN, W_AIM_FLAGS, units, VEL_SCALE,
          KIND_PLAYER, KIND_NPC, KIND_PROJECTILE, EFLAG_DEAD, EFLAG_FIRED } from "./codec.js";
 
 const at = (w, slot, word) => w[slot * WORDS + word];
 const kindOf = (w, slot) => (slot * WORDS < w.length ? w[slot * WORDS + W_KIND_GEN] & 0xff : 0);
 const flagsOf = (w, slot) => w[slot * WORDS + W_AIM_FLAGS] >> 8;
-const posOf = (w, slot) => [at(w, slot, W_X) / POS_SCALE, at(w, slot, W_Y) / POS_SCALE];
+const posOf = (w, slot) => [at(w, slot, W_X) / units.pos, at(w, slot, W_Y) / units.pos];
 const velOf = (w, slot) => [((at(w, slot, W_VX) << 16) >> 16) / VEL_SCALE,
                             ((at(w, slot, W_VY) << 16) >> 16) / VEL_SCALE];
 const sameEntity = (a, b, slot) => slot * WORDS < a.length && slot * WORDS < b.length &&

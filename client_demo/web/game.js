@@ -18,7 +18,8 @@
 // (drawing, HUD, feed), predict.js / interp.js (movement), codec.js (snapshots), shots.js
 // (our shots predicted, the view a shot claims, the server's Shots frames).
 
-import { CodecError, SnapshotRing, decodePayload, entityAt, countLive, KIND_PLAYER, EFLAG_DEAD } from "./codec.js";
+import { CodecError, SnapshotRing, decodePayload, entityAt, countLive, setPosScale, KIND_PLAYER,
+         EFLAG_DEAD } from "./codec.js";
 import { Net } from "./net.js";
 import { MoveRule, Predictor } from "./predict.js";
 import { Interpolator } from "./interp.js";
@@ -46,6 +47,7 @@ export class Game {
     this.away = new Set(); // entity slots of players whose seat waits for a resume
     this.deadSince = new Map(); // slot -> [kind|gen id, server tick first seen dead]
     this.world = { w: 1000, h: 1000 };
+    this.interest = null; // {radius} when the server manages interest (the minimap draws it)
     this.lastSnapshotBytes = 0;
     this._resetSession();
     tw.touch = isTouchDevice();
@@ -94,6 +96,9 @@ export class Game {
     this.events.reset();
     this.shots.reset();
     this.deadSince.clear();
+    this.view?.fader.reset();
+    this.view?.follow.reset();
+    tw.worldEntities = null;
     this.lastTickAt = now();
   }
 
@@ -102,6 +107,7 @@ export class Game {
   onWelcome(w) {
     this._resetSession();
     this.welcome = w;
+    tw.posScale = setPosScale(w.posScale);
     this.tickRate = w.tickRate || 30;
     this.ring.size = Math.max(64, 2 * this.tickRate); // the server's ring: any ack in it is usable
     this.interp.reset(this.tickRate);

@@ -57,7 +57,9 @@ export class Hud {
       ["pending inputs", `${s.pendingInputs}`],
       ["fps", fmt(s.fps)],
       ["players", `${s.players}`],
-      ["entities", `${s.entities}`],
+      // With interest management: what we know of (in view) / what the room holds.
+      ["entities", s.worldEntities === null || s.worldEntities === undefined
+        ? `${s.entities}` : `${s.entities} / ${s.worldEntities}`],
     ];
     this.el.innerHTML =
       `<div class="hud-title">net <span class="hud-key">H / F3</span></div>` +

@@ -3,6 +3,7 @@
 
 import { KIND_PLAYER, KIND_NPC, KIND_PROJECTILE, EFLAG_DEAD } from "./codec.js";
 import { playerColor } from "./events.js";
+import { cameraTarget } from "./camera.js";
 
 const COLORS = {
   bg: "#0b0f17",
@@ -49,27 +50,27 @@ export class Renderer {
     return { x: c.x + (sx - cw / 2) / c.scale, y: c.y + (sy - ch / 2) / c.scale };
   }
 
-  /** Fit the whole world when it fits at a comfortable zoom, else follow `focus`. */
-  updateCamera(world, focus) {
-    const cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
-    const margin = 24;
-    const fit = Math.min((cw - 2 * margin) / world.w, (ch - 2 * margin) / world.h);
-    const comfortable = Math.min(cw, ch) / 760; // about 760 units across the short side
-    const scale = Math.max(fit, Math.min(comfortable, 2));
-    const halfW = cw / 2 / scale, halfH = ch / 2 / scale;
-    const fx = focus ? focus.x : world.w / 2, fy = focus ? focus.y : world.h / 2;
-    const pad = 40 / scale; // show a strip beyond the walls so edge labels stay on screen
-    const clampAxis = (v, half, size) =>
-      2 * half >= size + 2 * pad ? size / 2 : Math.min(Math.max(v, half - pad), size + pad - half);
-    const tx = clampAxis(fx, halfW, world.w), ty = clampAxis(fy, halfH, world.h);
-    this.cam = { x: tx, y: ty, scale };
+  /**
+   * Fit the whole world when it fits at a comfortable zoom, else follow `focus`
+   * (camera.js); eased by `follow` (a CameraFollow) when given, exact otherwise.
+   */
+  updateCamera(world, focus, follow = null, dtS = 0) {
+    const target = cameraTarget(this.canvas.clientWidth, this.canvas.clientHeight, world, focus);
+    this.cam = follow ? follow.step(target, dtS) : { x: target.x, y: target.y, scale: target.scale };
+  }
+
+  /** The world rectangle the camera shows: {x0, y0, x1, y1} in world units. */
+  viewRect() {
+    const c = this.cam;
+    const halfW = this.canvas.clientWidth / 2 / c.scale, halfH = this.canvas.clientHeight / 2 / c.scale;
+    return { x0: c.x - halfW, y0: c.y - halfH, x1: c.x + halfW, y1: c.y + halfH };
   }
 
   draw(view) {
     this.resize();
     const { ctx } = this;
     const cw = this.canvas.clientWidth, ch = this.canvas.clientHeight;
-    this.updateCamera(view.world, view.me);
+    this.updateCamera(view.world, view.me, view.follow, view.dtS);
     const { x: camX, y: camY, scale } = this.cam;
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
     ctx.fillStyle = COLORS.outside;
@@ -79,8 +80,17 @@ export class Renderer {
     this._arena(view.world, scale);
 
     const labels = [];
-    for (const e of view.entities) {
-      if (e.kind === KIND_PROJECTILE) this._projectile(e, scale);
+    // Only what is on screen (plus a margin for labels and bars): a big world holds far
+    // more than the canvas shows.
+    const r = this.viewRect(), m = 60 / scale;
+    const onScreen = view.entities.filter((e) => e.x > r.x0 - m && e.x < r.x1 + m
+                                              && e.y > r.y0 - m && e.y < r.y1 + m);
+    for (const e of onScreen) {
+      if (e.kind === KIND_PROJECTILE) {
+        ctx.globalAlpha = e.fade ?? 1;
+        this._projectile(e, scale);
+        ctx.globalAlpha = 1;
+      }
     }
     for (const tr of view.ownShots?.tracers || []) this._tracer(tr, scale);
     for (const e of view.ownShots?.projectiles || []) {
@@ -88,10 +98,10 @@ export class Renderer {
       this._projectile(e, scale);
       ctx.globalAlpha = 1;
     }
-    for (const e of view.entities) {
+    for (const e of onScreen) {
       if (e.kind === KIND_NPC) this._npc(e, view, scale);
     }
-    for (const e of view.entities) {
+    for (const e of onScreen) {
       if (e.kind === KIND_PLAYER) labels.push(this._player(e, view, false, scale));
     }
     if (view.meEntity) labels.push(this._player(view.meEntity, view, true, scale));
@@ -164,7 +174,8 @@ export class Renderer {
     const dead = e.flags & EFLAG_DEAD;
     ctx.save();
     ctx.translate(e.x, e.y);
-    ctx.globalAlpha = dead ? 0.25 : 1;
+    const fade = e.fade ?? 1; // fade.js: entering or leaving our interest
+    ctx.globalAlpha = (dead ? 0.25 : 1) * fade;
     ctx.rotate(Math.atan2(e.vy, e.vx));
     ctx.beginPath();
     for (let i = 0; i < 6; i++) {
@@ -178,7 +189,11 @@ export class Renderer {
     ctx.strokeStyle = COLORS.npcEdge;
     ctx.stroke();
     ctx.restore();
-    if (!dead && e.hp < view.npcHpMax) this._hpBar(e.x, e.y + r + 4, r * 2, e.hp / view.npcHpMax, scale);
+    if (!dead && e.hp < view.npcHpMax) {
+      ctx.globalAlpha = fade;
+      this._hpBar(e.x, e.y + r + 4, r * 2, e.hp / view.npcHpMax, scale);
+      ctx.globalAlpha = 1;
+    }
   }
 
   _player(e, view, isMe, scale) {
@@ -190,7 +205,8 @@ export class Renderer {
     const pid = view.playerIds?.get(e.slot);
     const color = dead ? COLORS.dead : isMe ? COLORS.me : pid ? playerColor(pid) : COLORS.dim;
     ctx.save();
-    ctx.globalAlpha = dead ? 0.45 : away ? 0.4 : 1;
+    const fade = e.fade ?? 1; // fade.js: entering or leaving our interest
+    ctx.globalAlpha = (dead ? 0.45 : away ? 0.4 : 1) * fade;
     if (isMe && !dead) {
       ctx.beginPath();
       ctx.arc(e.x, e.y, r + 7, 0, Math.PI * 2);
@@ -224,6 +240,7 @@ export class Renderer {
       // Our own countdown is in the death overlay: one label, one timer.
       sub: dead && !isMe ? (view.respawnText?.(e) ?? "respawning…") : null,
       isMe,
+      alpha: fade,
     };
   }
 
@@ -258,6 +275,7 @@ export class Renderer {
   _label(l, cw, ch) {
     const { ctx } = this;
     if (l.sx < -100 || l.sx > cw + 100 || l.sy < -40 || l.sy > ch + 40) return;
+    ctx.globalAlpha = l.alpha ?? 1;
     ctx.textAlign = "center";
     ctx.textBaseline = "bottom";
     ctx.font = `${l.isMe ? "600 " : ""}12px system-ui, "DejaVu Sans", sans-serif`;
@@ -272,5 +290,6 @@ export class Renderer {
       ctx.fillStyle = "#fca5a5";
       ctx.fillText(l.sub, l.sx, l.sy - 14);
     }
+    ctx.globalAlpha = 1;
   }
 }

@@ -27,7 +27,7 @@
 // interpolator was drawing between and the blend (interp.js draws exactly that), or the
 // one tick it was holding. Everything here is pure (no DOM): Node tests drive it.
 
-import { WORDS, W_X, W_Y, W_KIND_GEN, POS_SCALE, KIND_PROJECTILE } from "./codec.js";
+import { WORDS, W_X, W_Y, W_KIND_GEN, units, KIND_PROJECTILE } from "./codec.js";
 
 export const FADE_S = 0.12; // a refused shot fades out this fast
 export const TRACER_S = 0.25; // a tracer stays this long
@@ -158,8 +158,8 @@ export class ShotBook {
         }
         // The server's projectile at this tick vs ours at the same age.
         const age = (tick - shot.spawnTick) / tickRate;
-        shot.err = { x: words[base + W_X] / POS_SCALE - (shot.x0 + shot.vx * age),
-                     y: words[base + W_Y] / POS_SCALE - (shot.y0 + shot.vy * age) };
+        shot.err = { x: words[base + W_X] / units.pos - (shot.x0 + shot.vx * age),
+                     y: words[base + W_Y] / units.pos - (shot.y0 + shot.vy * age) };
       }
     }
   }

@@ -18,7 +18,12 @@ export const tw = {
   serverTick: 0,
   rttMs: null, // the server's measure (Snapshot.rtt_ms)
   pingRttMs: null, // ours, from Ping/Pong
-  entityCount: 0,
+  posScale: 16, // quantised units per world unit (Welcome.pos_scale; codec.js)
+  entityCount: 0, // live entities in our snapshots (with interest: in view)
+  worldEntities: null, // live entities in the whole room, when the server says (interest)
+  camera: null, // {x, y, scale, rect: {x0, y0, x1, y1}}: what the last frame showed
+  minimap: null, // {shown, draws, dots}
+  fading: 0, // entities fading in or out of our interest right now
   me: null, // {x, y}: predicted / rendered own position
   server: null, // {x, y}: own position in the newest authoritative snapshot
   players: [], // [{playerId, entity, name, connected, score, dead}]

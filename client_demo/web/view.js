@@ -4,6 +4,9 @@
 
 import { entityAt, KIND_PLAYER, KIND_NPC, EFLAG_DEAD } from "./codec.js";
 import { Renderer } from "./render.js";
+import { CameraFollow } from "./camera.js";
+import { Fader } from "./fade.js";
+import { Minimap } from "./minimap.js";
 import { Hud, Scoreboard, KillFeed, RateMeter } from "./hud.js";
 import { respawnSecondsLeft } from "./events.js";
 import { tw, now } from "./state.js";
@@ -18,6 +21,9 @@ export class View {
     this.game = game;
     this.canvas = document.getElementById("arena");
     this.renderer = new Renderer(this.canvas);
+    this.follow = new CameraFollow();
+    this.fader = new Fader();
+    this.minimap = new Minimap(document.getElementById("minimap"));
     this.hud = new Hud(document.getElementById("hud"));
     this.scoreboard = new Scoreboard(document.getElementById("scoreboard"));
     this.feed = new KillFeed(document.getElementById("killfeed"));
@@ -127,12 +133,16 @@ export class View {
     }
     this.hitMarks = this.hitMarks.filter((h) => t - h.at < HIT_MARK_S);
     this._publishSample(t, renderTick, entities);
+    // Entering / leaving our interest fades (fade.js); ghosts are drawn, never counted.
+    const drawn = this.fader.apply(entities, t);
     const delayS = g.moveParams?.respawnDelayS;
     this.renderer.draw({
       world: g.world,
+      follow: this.follow,
+      dtS,
       me: meEntity,
       meEntity,
-      entities,
+      entities: drawn,
       names: g.names,
       playerIds: g.playerIds,
       away: g.away,
@@ -149,6 +159,13 @@ export class View {
       },
     });
 
+    const rect = this.renderer.viewRect();
+    tw.camera = { x: this.renderer.cam.x, y: this.renderer.cam.y, scale: this.renderer.cam.scale,
+                  rect };
+    this.minimap.update(t, { world: g.world, rect, me: tw.me, entities, playerIds: g.playerIds,
+                             interest: g.interest });
+    tw.minimap = { shown: this.minimap.shown, draws: this.minimap.draws, dots: this.minimap.dots };
+    tw.fading = this.fader.fading;
     g.conn.refresh(t);
     tw.banner = g.conn.banner.text;
     if (t - this.lastHudAt >= HUD_REFRESH_S) {
@@ -227,6 +244,7 @@ export class View {
       fps: this.fpsMeter.rate(t),
       players: tw.players.filter((p) => p.connected).length,
       entities: tw.entityCount,
+      worldEntities: tw.worldEntities,
     };
   }
 }
