@@ -2,6 +2,11 @@
 
     python -m bench.arena --entities 1000 --clients 200 [--duration 20 --warmup 5]
                           [--out FILE] [--procs 1] [--profile FILE.prof] [--allow-partial]
+    python -m bench.arena --params bench/scenarios/bigworld.toml --clients 200 [...]
+
+`--entities E` picks the arena scenario file for E; `--params FILE` runs any scenario file
+instead (E is its npc.count; the JSON and table have the same keys, with "scenario" the
+file's stem, e.g. "bigworld"; results go to bench/results/{stem}-M{M}.json).
 
 The server is started with the caps a load test from one address needs: no cap on
 connections per address (`--max-conns-per-ip 0`, default 256) and no limit on the connect
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from server.nodeproc import PYTHON_M_CLI, ServerProcess, free_port
+from sim.params import ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "bench" / "scenarios"
@@ -153,13 +159,26 @@ def stop_server(server: ServerProcess) -> None:
     server.stop(signal.SIGINT)  # run_app exits cleanly; cProfile writes its file
 
 
+def scenario_of(params_path: Path) -> tuple[str, int]:
+    """A scenario file's name (its stem) and entity count E (its npc.count), validated as
+    `tickwire serve` will read it (a bad file raises ParamsError naming the key)."""
+    return params_path.stem, load_params(params_path).npc_count
+
+
 def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: float = 5.0,
               procs: int = 1, profile: Path | None = None, ack_only: bool = False,
-              allow_partial: bool = False, server_args: list[str] | None = None) -> dict:
+              allow_partial: bool = False, server_args: list[str] | None = None,
+              params_path: Path | None = None) -> dict:
     """One run of the scenario; returns the result dict. Raises PartialRun when fewer
     clients connected than asked (unless `allow_partial`). `server_args` replaces the
-    load-test caps (tests use it to make a run partial on purpose)."""
-    params = PARAMS_BY_E.get(entities)
+    load-test caps (tests use it to make a run partial on purpose). `params_path` runs that
+    scenario file instead of the arena's for `entities` (which is then its npc.count)."""
+    scenario = "arena"
+    if params_path is not None:
+        params = params_path
+        scenario, entities = scenario_of(params_path)
+    else:
+        params = PARAMS_BY_E.get(entities)
     if params is None:
         raise ValueError(f"no scenario file for E={entities}; one of {sorted(PARAMS_BY_E)}")
     port = free_port()
@@ -191,7 +210,7 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
     tcp = bots["tcp_bytes_in_per_s"]
     srv = bots["server"] or {}
     result = {
-        "scenario": "arena",
+        "scenario": scenario,
         "entities": entities,
         "clients": clients,
         "clients_connected": bots["clients_connected"],
@@ -264,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.arena", description=__doc__.split(
                                     "Theory of operation")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--entities", type=int, required=True, choices=sorted(PARAMS_BY_E))
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--entities", type=int, choices=sorted(PARAMS_BY_E),
+                       help="the arena scenario with E NPCs (bench/scenarios/arena*.toml)")
+    which.add_argument("--params", metavar="FILE.toml",
+                       help="any scenario file, e.g. bench/scenarios/bigworld.toml")
     p.add_argument("--clients", type=int, required=True)
     p.add_argument("--duration", type=float, default=20.0, help="window, s (default 20)")
     p.add_argument("--warmup", type=float, default=5.0, help="after the ramp, s (default 5)")
@@ -281,16 +304,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.clients <= MAX_CLIENTS:
         p.error(f"--clients must be in [1, {MAX_CLIENTS}]")
+    params_path = Path(args.params) if args.params else None
+    name = "arena"
+    if params_path is not None:
+        try:
+            name, args.entities = scenario_of(params_path)
+        except (OSError, ParamsError) as exc:
+            p.error(f"--params: {exc}")
     try:
         result = run_arena(args.entities, args.clients, args.duration, args.warmup, args.procs,
                            Path(args.profile) if args.profile else None, args.ack_only,
-                           allow_partial=args.allow_partial)
+                           allow_partial=args.allow_partial, params_path=params_path)
     except PartialRun as exc:
         print(format_rows([exc.result]))
         print(f"bench.arena: FAILED: {exc} (--allow-partial keeps such a run)",
               file=sys.stderr)
         return 1
-    out = Path(args.out) if args.out else RESULTS / f"arena-E{args.entities}-M{args.clients}.json"
+    default = (f"arena-E{args.entities}-M{args.clients}.json" if params_path is None
+               else f"{name}-M{args.clients}.json")
+    out = Path(args.out) if args.out else RESULTS / default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(format_rows([result]))

@@ -117,15 +117,19 @@ export class Renderer {
     ctx.fillStyle = COLORS.bg;
     ctx.fillRect(0, 0, world.w, world.h);
     const line = 1 / scale;
+    // Grid lines on screen only (a big world has thousands).
+    const r = this.viewRect();
+    const x0 = Math.max(0, r.x0), x1 = Math.min(world.w, r.x1);
+    const y0 = Math.max(0, r.y0), y1 = Math.min(world.h, r.y1);
     for (const [step, color] of [[50, COLORS.grid], [250, COLORS.gridMajor]]) {
       ctx.beginPath();
-      for (let x = step; x < world.w; x += step) {
-        ctx.moveTo(x, 0);
-        ctx.lineTo(x, world.h);
+      for (let x = Math.max(step, Math.ceil(x0 / step) * step); x < world.w && x <= x1; x += step) {
+        ctx.moveTo(x, y0);
+        ctx.lineTo(x, y1);
       }
-      for (let y = step; y < world.h; y += step) {
-        ctx.moveTo(0, y);
-        ctx.lineTo(world.w, y);
+      for (let y = Math.max(step, Math.ceil(y0 / step) * step); y < world.h && y <= y1; y += step) {
+        ctx.moveTo(x0, y);
+        ctx.lineTo(x1, y);
       }
       ctx.strokeStyle = color;
       ctx.lineWidth = line;
