@@ -46,6 +46,7 @@ CLIENT_FILES = (
     "camera.js",
     "fade.js",
     "minimap.js",
+    "chunks.js",
     "connview.js",
     "input.js",
     "status.js",

@@ -111,7 +111,7 @@ export function isKeyframe(payload) {
  * for a keyframe). Resolves to {words, span, rate, elapsed, keyframe}; rejects with
  * CodecError for any malformed payload.
  */
-export async function decodePayload(payload, baseline) {
+export async function decodePayload(payload, baseline, posScale = units.pos) {
   if (!(payload instanceof Uint8Array) || payload.length < 1) throw new CodecError("empty payload");
   const flags = payload[0];
   if (flags & ~(FLAG_KEYFRAME | FLAG_DEFLATE)) {
@@ -119,24 +119,34 @@ export async function decodePayload(payload, baseline) {
   }
   let body = payload.subarray(1);
   if (flags & FLAG_DEFLATE) body = await inflate(body);
-  return decodeBody(body, (flags & FLAG_KEYFRAME) !== 0, baseline);
+  return decodeBody(body, (flags & FLAG_KEYFRAME) !== 0, baseline, posScale);
 }
 
-/** Dead reckoning of a baseline to `span` slots, `elapsed` ticks ahead at `rate` Hz. */
-export function predictWords(baseline, span, elapsed, rate) {
+/**
+ * Dead reckoning of a baseline to `span` slots, `elapsed` ticks ahead at `rate` Hz, with
+ * positions in `posScale` quanta per unit (velocities are always 16 per unit/s).
+ */
+export function predictWords(baseline, span, elapsed, rate, posScale = units.pos) {
   const out = new Uint16Array(span * WORDS);
   const have = baseline ? Math.min(baseline.length, out.length) : 0;
   if (have) out.set(baseline.subarray(0, have));
-  if (elapsed) {
-    const twoK = 2 * elapsed, twoR = 2 * rate;
-    for (let o = 0; o < out.length; o += WORDS) {
-      if ((out[o + W_KIND_GEN] & 0xff) === 0) continue; // empty slots are all zero
-      const vx = (out[o + W_VX] << 16) >> 16, vy = (out[o + W_VY] << 16) >> 16;
-      if (vx) out[o + W_X] = clampU16(out[o + W_X] + Math.floor((vx * twoK + rate) / twoR));
-      if (vy) out[o + W_Y] = clampU16(out[o + W_Y] + Math.floor((vy * twoK + rate) / twoR));
-    }
-  }
+  if (elapsed) predictInPlace(out, elapsed, rate, posScale);
   return out;
+}
+
+/**
+ * Move every live record of `words` (8 words each) `elapsed` ticks ahead, in place:
+ * x' = clamp(x + floor((2·v·k·P + 16·r) / (32·r)), 0, 65535), likewise y (proto/README.md,
+ * "Snapshot payload"). Exact in doubles: every operand is an integer far below 2**53.
+ */
+export function predictInPlace(words, elapsed, rate, posScale = units.pos) {
+  const num = 2 * elapsed * posScale, den = 32 * rate, half = 16 * rate;
+  for (let o = 0; o < words.length; o += WORDS) {
+    if ((words[o + W_KIND_GEN] & 0xff) === 0) continue; // empty slots are all zero
+    const vx = (words[o + W_VX] << 16) >> 16, vy = (words[o + W_VY] << 16) >> 16;
+    if (vx) words[o + W_X] = clampU16(words[o + W_X] + Math.floor((vx * num + half) / den));
+    if (vy) words[o + W_Y] = clampU16(words[o + W_Y] + Math.floor((vy * num + half) / den));
+  }
 }
 
 function clampU16(v) {
@@ -144,7 +154,7 @@ function clampU16(v) {
 }
 
 /** Decode an (inflated) body. See decodePayload. */
-export function decodeBody(body, keyframe, baseline) {
+export function decodeBody(body, keyframe, baseline, posScale = units.pos) {
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
   let at = 0;
   const need = (n) => {
@@ -165,7 +175,7 @@ export function decodeBody(body, keyframe, baseline) {
     for (let o = span * WORDS; o < baseline.length; o += WORDS) {
       if (baseline[o + W_KIND_GEN] & 0xff) throw new CodecError(`state has live slots beyond slot ${span}`);
     }
-    out = predictWords(baseline, span, elapsed, rate);
+    out = predictWords(baseline, span, elapsed, rate, posScale);
   }
 
   // ops: 2 bits per slot
@@ -192,51 +202,71 @@ export function decodeBody(body, keyframe, baseline) {
   }
   at += nOps;
 
-  // spawns: column by column
-  const S = spawnIdx.length;
-  need(16 * S);
-  for (let w = 0; w < WORDS; w++) {
-    for (let j = 0; j < S; j++) out[spawnIdx[j] * WORDS + w] = dv.getUint16(at + 2 * (w * S + j), true);
-  }
-  at += 16 * S;
-  for (let j = 0; j < S; j++) {
-    if ((out[spawnIdx[j] * WORDS + W_KIND_GEN] & 0xff) === 0) throw new CodecError("spawn of an empty record");
-  }
-
-  // updates: masks, widths, residual columns
-  const U = updIdx.length;
-  if (U) {
-    need(U + WORDS);
-    const masks = body.subarray(at, at + U);
-    at += U;
-    for (let j = 0; j < U; j++) {
-      if (masks[j] === 0) throw new CodecError("update with an empty field mask");
-      if (masks[j] & (1 << W_KIND_GEN)) {
-        throw new CodecError("update changes kind or generation (that is a spawn)");
-      }
-    }
-    const widths = body.subarray(at, at + WORDS);
-    at += WORDS;
-    for (let w = 0; w < WORDS; w++) {
-      const rows = [];
-      for (let j = 0; j < U; j++) if (masks[j] & (1 << w)) rows.push(updIdx[j]);
-      const width = widths[w];
-      if (rows.length === 0) {
-        if (width !== 0) throw new CodecError(`width given for absent word ${WORD_NAMES[w]}`);
-        continue;
-      }
-      if (width !== 1 && width !== 2) throw new CodecError(`invalid width ${width} for word ${WORD_NAMES[w]}`);
-      need(rows.length * width);
-      for (const slot of rows) {
-        const r = width === 1 ? dv.getInt8(at) : dv.getInt16(at, true);
-        at += width;
-        const o = slot * WORDS + w;
-        out[o] = (out[o] + r) & 0xffff; // wraps mod 2**16, as encoded
-      }
-    }
-  }
+  at = readSpawns(body, dv, at, out, spawnIdx);
+  at = applyUpdates(body, dv, at, out, updIdx);
   if (at !== body.length) throw new CodecError(`${body.length - at} trailing bytes`);
   return { words: out, span, rate, elapsed, keyframe };
+}
+
+/**
+ * The spawns section: for the records `rows` (indexes into `out`, 8 words each), their 8
+ * words column by column from `at`. Returns the offset after it. Shared with chunks.js.
+ */
+export function readSpawns(body, dv, at, out, rows) {
+  const S = rows.length;
+  if (at + 16 * S > body.length) {
+    throw new CodecError(`truncated payload: wanted ${16 * S} bytes, ${body.length - at} left`);
+  }
+  for (let w = 0; w < WORDS; w++) {
+    for (let j = 0; j < S; j++) out[rows[j] * WORDS + w] = dv.getUint16(at + 2 * (w * S + j), true);
+  }
+  for (let j = 0; j < S; j++) {
+    if ((out[rows[j] * WORDS + W_KIND_GEN] & 0xff) === 0) throw new CodecError("spawn of an empty record");
+  }
+  return at + 16 * S;
+}
+
+/**
+ * The updates section for the records `rows` (indexes into `out`): masks, widths and
+ * residual columns from `at`, added to `out` mod 2**16. Returns the offset after it.
+ */
+export function applyUpdates(body, dv, at, out, rows) {
+  const U = rows.length;
+  if (!U) return at;
+  const need = (n) => {
+    if (at + n > body.length) {
+      throw new CodecError(`truncated payload: wanted ${n} bytes, ${body.length - at} left`);
+    }
+  };
+  need(U + WORDS);
+  const masks = body.subarray(at, at + U);
+  at += U;
+  for (let j = 0; j < U; j++) {
+    if (masks[j] === 0) throw new CodecError("update with an empty field mask");
+    if (masks[j] & (1 << W_KIND_GEN)) {
+      throw new CodecError("update changes kind or generation (that is a spawn)");
+    }
+  }
+  const widths = body.subarray(at, at + WORDS);
+  at += WORDS;
+  for (let w = 0; w < WORDS; w++) {
+    const sel = [];
+    for (let j = 0; j < U; j++) if (masks[j] & (1 << w)) sel.push(rows[j]);
+    const width = widths[w];
+    if (sel.length === 0) {
+      if (width !== 0) throw new CodecError(`width given for absent word ${WORD_NAMES[w]}`);
+      continue;
+    }
+    if (width !== 1 && width !== 2) throw new CodecError(`invalid width ${width} for word ${WORD_NAMES[w]}`);
+    need(sel.length * width);
+    for (const row of sel) {
+      const r = width === 1 ? dv.getInt8(at) : dv.getInt16(at, true);
+      at += width;
+      const o = row * WORDS + w;
+      out[o] = (out[o] + r) & 0xffff; // wraps mod 2**16, as encoded
+    }
+  }
+  return at;
 }
 
 /** The entity in `slot` of a decoded snapshot, in world units, or null when empty. */

@@ -20,6 +20,8 @@
 
 import { CodecError, SnapshotRing, decodePayload, entityAt, countLive, setPosScale, KIND_PLAYER,
          EFLAG_DEAD } from "./codec.js";
+import { ChunkMirror } from "./chunks.js";
+import { KIND_PROJECTILE } from "./codec.js";
 import { Net } from "./net.js";
 import { MoveRule, Predictor } from "./predict.js";
 import { Interpolator } from "./interp.js";
@@ -89,6 +91,8 @@ export class Game {
     this.seq = 0;
     this.ackTick = 0;
     this.needKeyframe = false;
+    this.chunked = null; // ChunkMirror when the room manages interest (chunks.js)
+    this.newestTick = 0;
     this.latest = null; // {tick, words, serverTime, recvAt}
     this.ring.clear();
     this.interp.reset(this.tickRate);
@@ -96,6 +100,7 @@ export class Game {
     this.events.reset();
     this.shots.reset();
     this.deadSince.clear();
+    this.newestTick = 0;
     this.view?.fader.reset();
     this.view?.follow.reset();
     tw.worldEntities = null;
@@ -112,6 +117,15 @@ export class Game {
     this.ring.size = Math.max(64, 2 * this.tickRate); // the server's ring: any ack in it is usable
     this.interp.reset(this.tickRate);
     this._setParams(w.params);
+    // Interest management: chunked snapshots into a view (chunks.js); the grid for the minimap.
+    if (w.interest) {
+      this.chunked = new ChunkMirror(this.tickRate, tw.posScale, this.ring.size + 8);
+      this.interest = { radius: w.interest.radius || 0, cell: w.interest.cell || 0,
+                        margin: w.interest.margin || 0 };
+    } else {
+      this.interest = null;
+    }
+    tw.interest = this.interest;
     tw.connected = true;
     tw.playerId = w.playerId;
     tw.entity = w.entity;
@@ -164,28 +178,14 @@ export class Game {
   }
 
   async onSnapshot(snap, bytes, gen, recvAt) {
-    let baseline = null;
-    if (snap.baselineTick) {
-      baseline = this.ring.get(snap.baselineTick);
-      if (!baseline) {
-        this.needKeyframe = true; // ack 0 until a keyframe arrives
-        return;
-      }
-    }
-    let decoded;
-    try {
-      decoded = await decodePayload(snap.payload, baseline);
-    } catch (err) {
-      if (!(err instanceof CodecError)) throw err;
-      tw.decodeErrors++;
-      console.warn(`tickwire: snapshot ${snap.tick} rejected: ${err.message}`);
-      this.needKeyframe = true;
-      return;
-    }
-    if (gen !== this.sessionGen || snap.tick <= this.ring.newest) return;
+    if (gen !== this.sessionGen) return; // queued before a new Welcome: not this session's
+    const decoded = this.chunked ? await this._applyChunked(snap) : await this._decodePayload(snap);
+    if (!decoded) return;
+    if (gen !== this.sessionGen || snap.tick <= this.newestTick) return;
     const words = decoded.words;
     const prev = this.latest;
-    this.ring.put(snap.tick, words);
+    if (!this.chunked) this.ring.put(snap.tick, words);
+    this.newestTick = snap.tick;
     this.needKeyframe = false;
     this.ackTick = snap.tick;
     if (decoded.keyframe) tw.keyframes++;
@@ -217,6 +217,58 @@ export class Game {
       this.view.onEvents(ev, recvAt);
     }
     this._refreshPlayers();
+  }
+
+  /** A whole-world snapshot (payload against a baseline in our ring): {words, keyframe} or null. */
+  async _decodePayload(snap) {
+    let baseline = null;
+    if (snap.baselineTick) {
+      baseline = this.ring.get(snap.baselineTick);
+      if (!baseline) {
+        this.needKeyframe = true; // ack 0 until a keyframe arrives
+        return null;
+      }
+    }
+    try {
+      return await decodePayload(snap.payload, baseline);
+    } catch (err) {
+      if (!(err instanceof CodecError)) throw err;
+      this._rejected(snap, err);
+      return null;
+    }
+  }
+
+  /**
+   * A chunked snapshot (interest management): applied to our view, which is then drawn
+   * dead-reckoned to this tick. Entities that entered or left our interest go to the
+   * fades. {words, keyframe} or null (rejected, or ignored while waiting for a reset).
+   */
+  async _applyChunked(snap) {
+    const m = this.chunked;
+    let applied;
+    try {
+      applied = await m.apply(snap.tick, snap.chunks || [], snap.personal || new Uint8Array(0));
+    } catch (err) {
+      if (!(err instanceof CodecError)) throw err;
+      this._rejected(snap, err); // the mirror cleared itself: ack 0 until a reset
+      return null;
+    }
+    if (!applied) {
+      this.needKeyframe = true;
+      return null;
+    }
+    tw.worldEntities = snap.worldEntities ?? null;
+    const own = this.welcome ? this.welcome.entity : -1;
+    // No enter-vs-spawn bit on the wire: a new projectile is a spawn, anything else entered.
+    const entered = m.entered.filter((e) => e.slot !== own && (e.id & 0xff) !== KIND_PROJECTILE);
+    this.view.fader.note(snap.tick, entered, m.leftIds);
+    return { words: m.wordsAt(snap.tick), keyframe: m.lastReset };
+  }
+
+  _rejected(snap, err) {
+    tw.decodeErrors++;
+    console.warn(`tickwire: snapshot ${snap.tick} rejected: ${err.message}`);
+    this.needKeyframe = true;
   }
 
   onRoster(roster) {
