@@ -72,7 +72,9 @@ class BotClient(NetsimClient):
     ack_only = False  # set per instance: ack deltas without decoding them (see below)
 
     def _on_snapshot(self, snap: pb.Snapshot, size: int, now: float) -> None:
-        if self.ack_only and snap.baseline_tick != 0:
+        # A chunked snapshot (interest management) is a delta unless it resets the view.
+        delta = snap.baseline_tick != 0 or bool(snap.personal and not snap.personal[0] & 1)
+        if self.ack_only and delta:
             # Measurement mode: the server cannot tell an ack from a decoded one, so the
             # traffic it produces is the same, without the client's decode cost. The live
             # count is the last keyframe's (decoded as usual below).
@@ -90,8 +92,7 @@ class BotClient(NetsimClient):
         if self.stats.snapshots == before:
             return  # not decoded (counted in stats.decode_errors)
         live = self._live = int(np.count_nonzero(self.mirror.state["kind"]))
-        self.pending.append((now, snap.rtt_ms, len(snap.payload), size,
-                             snap.baseline_tick == 0, live))
+        self.pending.append((now, snap.rtt_ms, len(snap.payload), size, not delta, live))
 
     def drain_client_rtt(self) -> list[float]:
         samples = self.stats.client_rtt_ms
@@ -125,8 +126,7 @@ class BotClient(NetsimClient):
         idx = np.flatnonzero(mask)
         if len(idx) == 0:
             return None
-        from proto import codec
-        return np.stack([state["x"][idx], state["y"][idx]], axis=1) / codec.POS_SCALE
+        return np.stack([state["x"][idx], state["y"][idx]], axis=1) / self.mirror.pos_scale
 
 
 # -- one process's swarm ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 from client_demo.matchmake import MatchmakeError, matchmake, without_token
 from proto import PROTOCOL_VERSION, codec
 from proto import tickwire_pb2 as pb
+from proto.chunks import ChunkMirror
 
 REDUNDANT_INPUTS = 3  # unacknowledged commands resent with each input
 MAX_STAT_SAMPLES = 200_000
@@ -60,6 +61,11 @@ class Mirror:
 
     `history` decoded states are kept (the server encodes against any tick we acked
     within its own ring, so keep at least as many as it does: 2 x tick rate).
+
+    `configure(welcome)` takes the session's position scale and, when the room uses
+    interest management, switches to chunked snapshots (``proto.chunks.ChunkMirror``):
+    `state` is then the client's view (each record as of the tick it last came in) and
+    `states` stays empty.
     """
 
     def __init__(self, history: int = 256) -> None:
@@ -68,9 +74,21 @@ class Mirror:
         self.tick = 0
         self.state = codec.empty_state()
         self.ack_tick = 0
+        self.pos_scale = codec.POS_SCALE
+        self.chunked: ChunkMirror | None = None
+
+    def configure(self, welcome: pb.Welcome) -> None:
+        self.pos_scale = welcome.pos_scale or codec.POS_SCALE
+        self.history = max(64, 4 * welcome.tick_rate)
+        if welcome.HasField("interest"):
+            self.chunked = ChunkMirror(welcome.tick_rate, self.pos_scale, keep=self.history)
+        else:
+            self.chunked = None
 
     def apply(self, snapshot: pb.Snapshot) -> np.ndarray:
         """Decode one snapshot; raises codec.CodecError (and then acks 0 for a keyframe)."""
+        if self.chunked is not None:
+            return self._apply_chunked(snapshot)
         baseline = None
         if snapshot.baseline_tick:
             baseline = self.states.get(snapshot.baseline_tick)
@@ -78,7 +96,7 @@ class Mirror:
                 self.ack_tick = 0
                 raise codec.CodecError(f"baseline {snapshot.baseline_tick} is not kept")
         try:
-            state = codec.decode(snapshot.payload, baseline)
+            state = codec.decode(snapshot.payload, baseline, pos_scale=self.pos_scale)
         except codec.CodecError:
             self.ack_tick = 0
             raise
@@ -90,16 +108,30 @@ class Mirror:
         self.ack_tick = snapshot.tick
         return state
 
+    def _apply_chunked(self, snapshot: pb.Snapshot) -> np.ndarray:
+        mirror = self.chunked
+        assert mirror is not None
+        if not mirror.apply(snapshot.tick, list(snapshot.chunks), snapshot.personal):
+            self.ack_tick = 0  # waiting for the server's reset
+            raise codec.CodecError("waiting for a reset snapshot")
+        self.ack_tick = mirror.ack_tick
+        self.tick = snapshot.tick
+        self.state = mirror.state()
+        return self.state
+
     def reset(self) -> None:
         self.states.clear()
         self.ack_tick = 0
+        if self.chunked is not None:
+            self.chunked.clear()
+            self.chunked.waiting_reset = True
 
     def position(self, slot: int) -> tuple[float, float] | None:
         """World-unit position of a slot in the newest state, None if empty."""
         if slot >= len(self.state) or self.state["kind"][slot] == 0:
             return None
         row = self.state[slot]
-        return float(row["x"]) / codec.POS_SCALE, float(row["y"]) / codec.POS_SCALE
+        return float(row["x"]) / self.pos_scale, float(row["y"]) / self.pos_scale
 
 
 class Client:
@@ -400,7 +432,7 @@ class Client:
         elif kind == "welcome":
             self.welcome = frame.welcome
             self.params = frame.welcome.params
-            self.mirror.history = max(64, 4 * frame.welcome.tick_rate)
+            self.mirror.configure(frame.welcome)
             self._welcomed.set()
         elif kind == "pong":
             rtt = (now - frame.pong.client_time) * 1000.0
@@ -422,8 +454,8 @@ class Client:
             stats.decode_errors += 1
             return
         stats.snapshots += 1
-        if snap.baseline_tick == 0:
-            stats.keyframes += 1
+        if snap.baseline_tick == 0 and (not snap.personal or snap.personal[0] & 1):
+            stats.keyframes += 1  # a keyframe, or a chunked snapshot that reset the view
         stats.record(stats.snapshot_times, now)
         stats.record(stats.snapshot_ticks, snap.tick)
         stats.record(stats.snapshot_bytes, size)

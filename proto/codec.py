@@ -34,7 +34,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-POS_SCALE = 16  # position quanta per world unit: 1/16 unit resolution, 0..4095.94 units
+POS_SCALE = 16  # default position quanta per world unit: 1/16 unit, 0..4095.94 units
+MAX_POS_SCALE = 16  # a room's scale is a power of two up to this (pos_scale_for)
 VEL_SCALE = 16  # velocity quanta per unit/s: 1/16 unit/s resolution, +-2047.9 units/s
 AIM_STEPS = 256  # aim angle quanta per full turn
 
@@ -59,7 +60,7 @@ assert STATE_DTYPE.itemsize == 16
 # mask is word i. Word 6 (kind | gen << 8) never changes in an update: a new kind or
 # generation is a new entity and travels as a spawn.
 WORDS = ("x", "y", "vx", "vy", "hp", "score", "kind_gen", "aim_flags")
-_W_X, _W_Y, _W_VX, _W_VY, _W_KIND_GEN = 0, 1, 2, 3, 6
+_W_X, _W_Y, _W_VX, _W_VY, W_KIND_GEN = 0, 1, 2, 3, 6
 
 OP_UNCHANGED, OP_UPDATE, OP_SPAWN, OP_REMOVE = 0, 1, 2, 3
 
@@ -71,7 +72,21 @@ MAX_SLOTS = 65535
 # The largest body a valid payload can inflate to: header, ops, every slot spawned.
 MAX_BODY_BYTES = 5 + (MAX_SLOTS + 3) // 4 + MAX_SLOTS * STATE_DTYPE.itemsize + 8
 _HEADER = np.dtype([("rate", "u1"), ("elapsed", "<u2"), ("span", "<u2")])
-_DEFLATE_MIN_BYTES = 96  # below this zlib's own framing eats the gain
+DEFLATE_MIN_BYTES = 96  # below this zlib's own framing eats the gain
+
+
+def pos_scale_for(width: float, height: float) -> int:
+    """The position scale of a world: the largest power of two <= 16 with
+    max(width, height) * scale <= 65535 (16 for worlds up to 4095 units, 4 at 16000)."""
+    scale = MAX_POS_SCALE
+    while scale > 1 and max(width, height) * scale > 65535:
+        scale //= 2
+    return scale
+
+
+def check_pos_scale(pos_scale: int) -> None:
+    if pos_scale not in (1, 2, 4, 8, 16):
+        raise ValueError(f"pos_scale {pos_scale} is not a power of two in 1..16")
 
 
 class CodecError(ValueError):
@@ -94,6 +109,7 @@ def quantize(
     aim: np.ndarray,
     flags: np.ndarray,
     alive: np.ndarray,
+    pos_scale: int = POS_SCALE,
 ) -> np.ndarray:
     """Quantise world arrays (one row per slot) into a snapshot.
 
@@ -104,7 +120,7 @@ def quantize(
     n = len(kind)
     out = np.zeros(n, dtype=STATE_DTYPE)
     live = np.asarray(alive, dtype=bool)
-    p = np.rint(np.asarray(pos, dtype=np.float32) * np.float32(POS_SCALE))
+    p = np.rint(np.asarray(pos, dtype=np.float32) * np.float32(pos_scale))
     v = np.rint(np.asarray(vel, dtype=np.float32) * np.float32(VEL_SCALE))
     out["x"] = np.clip(p[:, 0], 0, 65535)
     out["y"] = np.clip(p[:, 1], 0, 65535)
@@ -155,18 +171,21 @@ def _words(state: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(state).view("<u2").reshape(-1, 8)
 
 
-def _predict_words(base: np.ndarray, elapsed_ticks: int, tick_rate: int) -> np.ndarray:
+def predict_words(base: np.ndarray, elapsed_ticks: int, tick_rate: int,
+                   pos_scale: int = POS_SCALE) -> np.ndarray:
     out = base.copy()
     if elapsed_ticks and len(base):
-        # Position quanta moved = round_half_up(velocity quanta * ticks / rate), since
-        # POS_SCALE == VEL_SCALE. Computed in float64, which is exact here: numerator and
-        # denominator are integers far below 2**53, and a quotient that is not an integer
-        # is at least 1/(2*rate) away from one, so floor() never lands on the wrong side.
+        # Position quanta moved = round_half_up(velocity quanta * ticks * P / (16 * rate)),
+        # i.e. floor((2*v*k*P + 16*r) / (32*r)); with P == VEL_SCALE == 16 that is
+        # floor((2*v*k + r) / (2*r)) bit for bit (the factors are powers of two). Computed in
+        # float64, which is exact here: numerator and denominator are integers far below
+        # 2**53, and a quotient that is not an integer is at least 1/(32*rate) away from
+        # one, so floor() never lands on the wrong side.
         # Columns x, y, vx, vy made contiguous first: NumPy is much faster on them.
         cols = base[:, _W_X : _W_VY + 1].T.copy()
-        moved = cols[2:4].view("<i2") * (2.0 * elapsed_ticks)
-        moved += tick_rate
-        moved /= 2.0 * tick_rate
+        moved = cols[2:4].view("<i2") * (2.0 * elapsed_ticks * pos_scale)
+        moved += VEL_SCALE * tick_rate
+        moved /= 2.0 * VEL_SCALE * tick_rate
         np.floor(moved, out=moved)
         moved += cols[0:2]
         np.maximum(moved, 0.0, out=moved)
@@ -175,12 +194,14 @@ def _predict_words(base: np.ndarray, elapsed_ticks: int, tick_rate: int) -> np.n
     return out
 
 
-def predict(baseline: np.ndarray, elapsed_ticks: int, tick_rate: int) -> np.ndarray:
+def predict(baseline: np.ndarray, elapsed_ticks: int, tick_rate: int,
+            pos_scale: int = POS_SCALE) -> np.ndarray:
     """The baseline moved forward `elapsed_ticks` by its own velocities (dead reckoning).
 
     Positions are clamped to 0..65535 quanta; empty slots stay empty.
     """
-    return _predict_words(_words(baseline), elapsed_ticks, tick_rate).view(STATE_DTYPE)[:, 0]
+    return predict_words(_words(baseline), elapsed_ticks, tick_rate,
+                          pos_scale).view(STATE_DTYPE)[:, 0]
 
 
 def _check_rate(tick_rate: int, elapsed_ticks: int) -> None:
@@ -197,6 +218,7 @@ def encode(
     elapsed_ticks: int = 0,
     tick_rate: int = 30,
     deflate: bool = True,
+    pos_scale: int = POS_SCALE,
 ) -> bytes:
     """Encode `state` as a delta against `baseline`, or as a keyframe when it is None.
 
@@ -208,16 +230,16 @@ def encode(
     if keyframe:
         span = live_span(state)
         cur = _words(_padded(state, span, checked=True))
-        ops = np.where(cur[:, _W_KIND_GEN] & 0xFF != 0, OP_SPAWN, OP_UNCHANGED).astype(np.uint8)
+        ops = np.where(cur[:, W_KIND_GEN] & 0xFF != 0, OP_SPAWN, OP_UNCHANGED).astype(np.uint8)
         elapsed_ticks = 0
     else:
         span = max(live_span(state), live_span(baseline))
         cur = _words(_padded(state, span, checked=True))
-        pred = _predict_words(_words(_padded(baseline, span, checked=True)), elapsed_ticks,
-                              tick_rate)
-        cur_live = cur[:, _W_KIND_GEN] & 0xFF != 0
-        base_live = pred[:, _W_KIND_GEN] & 0xFF != 0
-        same = cur_live & base_live & (cur[:, _W_KIND_GEN] == pred[:, _W_KIND_GEN])
+        pred = predict_words(_words(_padded(baseline, span, checked=True)), elapsed_ticks,
+                              tick_rate, pos_scale)
+        cur_live = cur[:, W_KIND_GEN] & 0xFF != 0
+        base_live = pred[:, W_KIND_GEN] & 0xFF != 0
+        same = cur_live & base_live & (cur[:, W_KIND_GEN] == pred[:, W_KIND_GEN])
         # Rows that differ from the prediction at all: compare 16-byte records as 2 int64s.
         cur64, pred64 = cur.view(np.int64), pred.view(np.int64)
         differs = (cur64[:, 0] != pred64[:, 0]) | (cur64[:, 1] != pred64[:, 1])
@@ -231,35 +253,42 @@ def encode(
     header = np.zeros(1, dtype=_HEADER)
     header[0] = (tick_rate, elapsed_ticks, span)
     # Spawned records go column by column (all x, then all y, ...): deflate likes that.
-    parts = [header.tobytes(), _pack_ops(ops), cur[ops == OP_SPAWN].T.tobytes()]
+    parts = [header.tobytes(), pack_ops(ops), cur[ops == OP_SPAWN].T.tobytes()]
 
     upd_idx = np.flatnonzero(ops == OP_UPDATE)
     if len(upd_idx):
-        # uint16 subtraction wraps mod 2**16, so every residual fits an int16.
-        residual = (_rows(cur, upd_idx) - _rows(pred, upd_idx)).view("<i2")
-        present = residual != 0
-        # 8 words per row, so packing the flattened mask gives one byte per row.
-        parts.append(np.packbits(present.reshape(-1), bitorder="little").tobytes())
-        widths = bytearray(len(WORDS))
-        columns = []
-        # Word by word on contiguous copies; typically only x and y changed, so only the
-        # words some row changed are visited.
-        by_word, present_by_word = residual.T.copy(), present.T.copy()
-        for i in np.flatnonzero(present_by_word.any(axis=1)).tolist():
-            vals = by_word[i][present_by_word[i]]
-            narrow = int(vals.min()) >= -128 and int(vals.max()) <= 127
-            widths[i] = 1 if narrow else 2
-            columns.append((vals.astype("<i1") if narrow else vals).tobytes())
-        parts.append(bytes(widths))
-        parts.extend(columns)
+        parts.extend(updates_section(_rows(cur, upd_idx), _rows(pred, upd_idx)))
 
     body = b"".join(parts)
     flags = FLAG_KEYFRAME if keyframe else 0
-    if deflate and len(body) >= _DEFLATE_MIN_BYTES:
+    if deflate and len(body) >= DEFLATE_MIN_BYTES:
         packed = zlib.compress(body, 1)
         if len(packed) < len(body):
             return bytes([flags | FLAG_DEFLATE]) + packed
     return bytes([flags]) + body
+
+
+def updates_section(cur: np.ndarray, pred: np.ndarray) -> list[bytes]:
+    """The `updates` bytes (masks, widths, residual columns) for (U, 8) word rows that
+    differ from their predictions (shared with proto.chunks)."""
+    # uint16 subtraction wraps mod 2**16, so every residual fits an int16.
+    residual = (cur - pred).view("<i2")
+    present = residual != 0
+    # 8 words per row, so packing the flattened mask gives one byte per row.
+    parts = [np.packbits(present.reshape(-1), bitorder="little").tobytes()]
+    widths = bytearray(len(WORDS))
+    columns = []
+    # Word by word on contiguous copies; typically only x and y changed, so only the
+    # words some row changed are visited.
+    by_word, present_by_word = residual.T.copy(), present.T.copy()
+    for i in np.flatnonzero(present_by_word.any(axis=1)).tolist():
+        vals = by_word[i][present_by_word[i]]
+        narrow = int(vals.min()) >= -128 and int(vals.max()) <= 127
+        widths[i] = 1 if narrow else 2
+        columns.append((vals.astype("<i1") if narrow else vals).tobytes())
+    parts.append(bytes(widths))
+    parts.extend(columns)
+    return parts
 
 
 def _rows(words: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -267,7 +296,7 @@ def _rows(words: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take(words.view(np.int64), idx, axis=0).view("<u2")
 
 
-def _pack_ops(ops: np.ndarray) -> bytes:
+def pack_ops(ops: np.ndarray) -> bytes:
     """2 bits per slot, slot i in bits 2*(i%4)..2*(i%4)+1 of byte i//4."""
     padded = np.zeros((len(ops) + 3) // 4 * 4, dtype=np.uint8)
     padded[: len(ops)] = ops
@@ -275,12 +304,15 @@ def _pack_ops(ops: np.ndarray) -> bytes:
     return (quads[:, 0] | quads[:, 1] << 2 | quads[:, 2] << 4 | quads[:, 3] << 6).tobytes()
 
 
-def _unpack_ops(raw: bytes | memoryview, span: int) -> np.ndarray:
+def unpack_ops(raw: bytes | memoryview, span: int) -> np.ndarray:
     packed = np.frombuffer(raw, dtype=np.uint8)
     quads = np.stack([(packed >> s) & 3 for s in (0, 2, 4, 6)], axis=1).reshape(-1)
     if quads[span:].any():
         raise CodecError("ops beyond the span are not zero")
     return quads[:span]
+
+
+_unpack_ops = unpack_ops  # the old name, still used by tests/unit/test_web_codec_conformance.py
 
 
 def is_keyframe(payload: bytes) -> bool:
@@ -290,21 +322,23 @@ def is_keyframe(payload: bytes) -> bool:
     return bool(payload[0] & FLAG_KEYFRAME)
 
 
-def decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
+def decode(payload: bytes, baseline: np.ndarray | None, *,
+           pos_scale: int = POS_SCALE) -> np.ndarray:
     """Decode a payload into a snapshot (length = the payload's span).
 
     A keyframe ignores `baseline`; a delta needs the snapshot it was encoded against.
-    Any malformed input raises CodecError and nothing else.
+    `pos_scale` is the session's (``Welcome.pos_scale``). Any malformed input raises
+    CodecError and nothing else.
     """
     try:
-        return _decode(payload, baseline)
+        return _decode(payload, baseline, pos_scale)
     except CodecError:
         raise
     except (ValueError, TypeError, IndexError, OverflowError, zlib.error) as exc:
         raise CodecError(f"malformed payload: {exc}") from exc
 
 
-def _decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
+def _decode(payload: bytes, baseline: np.ndarray | None, pos_scale: int) -> np.ndarray:
     if len(payload) < 1:
         raise CodecError("empty payload")
     flags = payload[0]
@@ -318,7 +352,7 @@ def _decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
             raise CodecError("deflated body is truncated, oversized or has trailing bytes")
     keyframe = bool(flags & FLAG_KEYFRAME)
 
-    reader = _Reader(body)
+    reader = Reader(body)
     header = reader.take(1, _HEADER)[0]
     rate, elapsed, span = int(header["rate"]), int(header["elapsed"]), int(header["span"])
     if rate == 0:
@@ -330,11 +364,11 @@ def _decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
     else:
         if baseline is None:
             raise CodecError("delta payload needs a baseline")
-        out = _predict_words(_words(_padded(baseline, span)), elapsed, rate)
+        out = predict_words(_words(_padded(baseline, span)), elapsed, rate, pos_scale)
     # From here `out` holds the prediction, which is what unchanged slots decode to.
 
-    ops = _unpack_ops(reader.take_bytes((span + 3) // 4), span)
-    base_live = out[:, _W_KIND_GEN] & 0xFF != 0
+    ops = unpack_ops(reader.take_bytes((span + 3) // 4), span)
+    base_live = out[:, W_KIND_GEN] & 0xFF != 0
     if keyframe and (ops & 1).any():
         raise CodecError("keyframe with update or remove ops")
     if (~base_live & ((ops == OP_UPDATE) | (ops == OP_REMOVE))).any():
@@ -343,18 +377,26 @@ def _decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
 
     spawn_idx = np.flatnonzero(ops == OP_SPAWN)
     spawned = reader.take(8 * len(spawn_idx), np.dtype("<u2")).reshape(8, -1).T
-    if (spawned[:, _W_KIND_GEN] & 0xFF == 0).any():
+    if (spawned[:, W_KIND_GEN] & 0xFF == 0).any():
         raise CodecError("spawn of an empty record")
     out[spawn_idx] = spawned
 
-    upd_idx = np.flatnonzero(ops == OP_UPDATE)
+    apply_updates(reader, out, np.flatnonzero(ops == OP_UPDATE))
+    if reader.remaining:
+        raise CodecError(f"{reader.remaining} trailing bytes")
+    return out.view(STATE_DTYPE)[:, 0]
+
+
+def apply_updates(reader: Reader, out: np.ndarray, upd_idx: np.ndarray) -> None:
+    """Read an `updates` section for rows `upd_idx` of `out` (predictions) and add the
+    residuals in place (shared with proto.chunks)."""
     if len(upd_idx):
         present = np.unpackbits(
             reader.take(len(upd_idx), np.dtype("u1"))[:, None], axis=1, bitorder="little"
         ).astype(bool)
         if not present.any(1).all():
             raise CodecError("update with an empty field mask")
-        if present[:, _W_KIND_GEN].any():
+        if present[:, W_KIND_GEN].any():
             raise CodecError("update changes kind or generation (that is a spawn)")
         widths = reader.take(len(WORDS), np.dtype("u1"))
         for i, name in enumerate(WORDS):
@@ -368,12 +410,9 @@ def _decode(payload: bytes, baseline: np.ndarray | None) -> np.ndarray:
                 raise CodecError(f"invalid width {width} for word {name}")
             vals = reader.take(len(rows), np.dtype("<i1" if width == 1 else "<i2"))
             out[rows, i] += vals.astype("<i2").view("<u2")  # wraps mod 2**16, as encoded
-    if reader.remaining:
-        raise CodecError(f"{reader.remaining} trailing bytes")
-    return out.view(STATE_DTYPE)[:, 0]
 
 
-class _Reader:
+class Reader:
     """Sequential reads from a body with exact bounds checks."""
 
     def __init__(self, body: memoryview) -> None:
@@ -404,11 +443,13 @@ class SnapshotHistory:
     same tick share one encoding. Memory: `size` snapshots of 16 bytes per slot.
     """
 
-    def __init__(self, size: int, tick_rate: int) -> None:
+    def __init__(self, size: int, tick_rate: int, pos_scale: int = POS_SCALE) -> None:
         if size < 1:
             raise ValueError("history size must be at least 1")
+        check_pos_scale(pos_scale)
         self.size = size
         self.tick_rate = tick_rate
+        self.pos_scale = pos_scale
         self._states: OrderedDict[int, np.ndarray] = OrderedDict()
         self._encoded: dict[tuple[int, int], bytes] = {}
         self.encodes = 0  # how many payloads were actually built (the rest were cache hits)
@@ -448,6 +489,7 @@ class SnapshotHistory:
                 baseline,
                 elapsed_ticks=tick - baseline_tick if baseline_tick else 0,
                 tick_rate=self.tick_rate,
+                pos_scale=self.pos_scale,
             )
             self._encoded[key] = payload
             self.encodes += 1

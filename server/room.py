@@ -58,6 +58,7 @@ import secrets
 import struct
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,8 +74,9 @@ from server.inputs import (
     MAX_SEQ_JUMP,
     SeatInputs,
 )
+from server.interestroom import InterestRoom
 from server.shotstats import ShotStats
-from sim.params import Params, restart_keys_changed
+from sim.params import Params, ParamsError, restart_keys_changed
 from sim.step import Inputs, StepEvents, pre_move, step
 from sim.world import World, WorldFullError
 
@@ -217,6 +219,12 @@ class Delivery:
     snapshot_shared: bytes
     snapshot_personal: bytes
     keyframe: bool
+    # Interest management (None without): the chunk fragments written between the shared
+    # part (then a per-tick header) and the personal part, each shared by identity between
+    # seats; and what to call when the delivery skips this snapshot (the room must resync
+    # the seat).
+    chunks: tuple[bytes, ...] | None = None
+    on_skip: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -248,8 +256,14 @@ class Room:
         self.recorder: RoomRecorder | None = None
         self._pending_params: tuple[Params, int | None] | None = None
         self.world = World.create(params)
+        # Fixed for the room's life: snapshots in flight must decode with the scale the
+        # clients were told in Welcome (set_params refuses a world it cannot cover).
+        self.pos_scale = codec.pos_scale_for(params.world_width, params.world_height)
         self.history = codec.SnapshotHistory(size=max(64, 2 * params.tick_rate),
-                                             tick_rate=params.tick_rate)
+                                             tick_rate=params.tick_rate,
+                                             pos_scale=self.pos_scale)
+        self.interest = (InterestRoom(params, self.world.capacity, self.history)
+                         if params.interest_enabled else None)
         self.seats: dict[int, Seat] = {}
         self.created_at = now
         rows = params.max_players  # restart-only, so the per-seat arrays never resize
@@ -335,6 +349,8 @@ class Room:
         self._rtt_ms[row] = 0.0
         self._inputs.reset(row)
         self._baselines.reset(row)
+        if self.interest is not None:
+            self.interest.join(row)
         self.seats[player_id] = seat
         if self.recorder is not None:
             self.recorder.on_join(self, player_id, entity)
@@ -368,6 +384,8 @@ class Room:
         seat.acked_tick = 0
         seat.secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
         self._baselines.reset(seat.row)
+        if self.interest is not None:
+            self.interest.reset(seat.row)
         # The client restarts its sequence numbers on a new socket.
         self._inputs.reset(seat.row)
         self._pending[seat.player_id] = [self._welcome(seat)]
@@ -401,6 +419,8 @@ class Room:
             self.recorder.on_leave(self, player_id, seat.entity)
         self._pending.pop(player_id, None)
         self._inputs.reset(seat.row)
+        if self.interest is not None:
+            self.interest.leave(seat.row)
         self._free_rows.append(seat.row)
         self._changed_members()
 
@@ -482,6 +502,11 @@ class Room:
         replaces the first. Raises ``ParamsError`` if the live part cannot apply."""
         del now  # the change is tied to the next tick, not to a time
         effective, restart = merge_live_params(self.params, params)
+        if codec.pos_scale_for(effective.world_width, effective.world_height) < self.pos_scale:
+            raise ParamsError(
+                f"world {effective.world_width:g} x {effective.world_height:g} does not fit "
+                f"this room's snapshot position scale ({self.pos_scale} per unit, up to "
+                f"{65535 // self.pos_scale} units): it needs a restart")
         self._pending_params = (effective, version)
         return restart
 
@@ -492,6 +517,8 @@ class Room:
         self._pending_params = None
         self.world.set_params(params)
         self.params = params
+        if self.interest is not None:
+            self.interest.set_params(params)
         self.params_version = version if version is not None else self.params_version + 1
         frame = pb.ServerFrame(params=pb.Params(
             version=self.params_version, params=self.move_params())).SerializeToString()
@@ -525,8 +552,10 @@ class Room:
         roster = self._roster_frame() if self._roster_dirty else None
         self._roster_dirty = False
         rejections, self._rejections = self._rejections, []
-        return TickResult(tick=tick, deliveries=self._deliveries(tick, now, roster),
-                          expired=expired, input_rejections=rejections)
+        deliveries = (self._deliveries(tick, now, roster) if self.interest is None
+                      else self._interest_deliveries(tick, now, roster, events))
+        return TickResult(tick=tick, deliveries=deliveries, expired=expired,
+                          input_rejections=rejections)
 
     def _expire_seats(self, now: float) -> list[int]:
         grace = self.params.resume_grace_s
@@ -634,7 +663,8 @@ class Room:
     def _quantize(self) -> np.ndarray:
         w = self.world
         return codec.quantize(pos=w.pos, vel=w.vel, hp=w.hp, score=w.score, kind=w.kind,
-                              gen=w.gen, aim=w.aim, flags=w.flags, alive=w.alive)
+                              gen=w.gen, aim=w.aim, flags=w.flags, alive=w.alive,
+                              pos_scale=self.pos_scale)
 
     def _deliveries(self, tick: int, now: float, roster: bytes | None) -> list[Delivery]:
         ids = self._connected_ids
@@ -676,6 +706,38 @@ class Room:
             frames = [[] for _ in ids]
         return list(map(Delivery, ids, frames, shared, personals, keyframe))
 
+    def _interest_deliveries(self, tick: int, now: float, roster: bytes | None,
+                             events: StepEvents) -> list[Delivery]:
+        """Chunked snapshots (``server.interestroom``): a per-tick header shared by all,
+        the chunk fragments shared by identity, and each seat's personal part."""
+        ids = self._connected_ids
+        if not ids:
+            return []
+        interest = self.interest
+        assert interest is not None
+        seats = self._connected
+        rows = [s.row for s in seats]
+        w = self.world
+        parts = interest.deliveries(
+            tick, self.last_state, w.pos, w.alive, rows, [s.entity for s in seats],
+            [s.acked_tick for s in seats], (events.hits_shooter, events.hits_target))
+        header = pb.ServerFrame(snapshot=pb.Snapshot(
+            tick=tick, params_version=self.params_version, server_time=now,
+            world_entities=int(np.count_nonzero(w.alive)))).SerializeToString()
+        seqs = self._inputs.last_applied[self._connected_rows].tolist()
+        rtts = self._rtt_ms[self._connected_rows].tolist()
+        pending = self._pending
+        out = []
+        for seat, part, seq, rtt in zip(seats, parts, seqs, rtts, strict=True):
+            frames = pending.pop(seat.player_id, []) if pending else []
+            if roster is not None:
+                frames.append(roster)
+            personal = pb.ServerFrame(snapshot=pb.Snapshot(
+                last_input_seq=seq, rtt_ms=rtt, personal=part.personal)).SerializeToString()
+            out.append(Delivery(seat.player_id, frames, header, personal, part.reset,
+                                part.chunks, lambda row=seat.row: interest.skipped(row)))
+        return out
+
     # -- frames -------------------------------------------------------------------------
 
     def move_params(self) -> pb.MoveParams:
@@ -695,7 +757,11 @@ class Room:
             player_id=seat.player_id, room=self.room_id, tick_rate=self.params.tick_rate,
             tick=self.world.tick, entity=seat.entity, params=self.move_params(),
             params_version=self.params_version, resume_token=seat.resume_token,
-            protocol_version=PROTOCOL_VERSION)).SerializeToString()
+            protocol_version=PROTOCOL_VERSION,
+            # Both absent in the default arena: its Welcome bytes stay as they were.
+            pos_scale=self.pos_scale if self.pos_scale != codec.POS_SCALE else 0,
+            interest=self.interest.info() if self.interest is not None else None,
+        )).SerializeToString()
 
     def _roster_frame(self) -> bytes:
         return pb.ServerFrame(roster=pb.Roster(players=[

@@ -197,19 +197,27 @@ class RoomLoops:
             session = conn.session
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
                 shared = d.snapshot_shared
-                prefix = prefixes.get(id(shared))
-                if prefix is None:
-                    prefix = ws_header(OP_BINARY, len(shared) + len(d.snapshot_personal)) \
-                        + shared
-                    prefixes[id(shared)] = prefix
-                conn.writelines((prefix, d.snapshot_personal))
-                size = len(prefix) + len(d.snapshot_personal)
+                if d.chunks is not None:  # interest management: header, shared chunks, personal
+                    body = len(shared) + sum(map(len, d.chunks)) + len(d.snapshot_personal)
+                    head = ws_header(OP_BINARY, body)
+                    conn.writelines((head, shared, *d.chunks, d.snapshot_personal))
+                    size = len(head) + body
+                else:
+                    prefix = prefixes.get(id(shared))
+                    if prefix is None:
+                        prefix = ws_header(OP_BINARY, len(shared) + len(d.snapshot_personal)) \
+                            + shared
+                        prefixes[id(shared)] = prefix
+                    conn.writelines((prefix, d.snapshot_personal))
+                    size = len(prefix) + len(d.snapshot_personal)
                 sent_bytes += size
                 sent += 1
                 keyframes += d.keyframe
                 sizes[size] = sizes.get(size, 0) + 1
             else:
                 skipped += 1
+                if d.on_skip is not None:
+                    d.on_skip()
                 if check_liveness and session.outbound.stalled(now):
                     conn.close(CLOSE_POLICY, "send buffer stalled", label="stalled_reader",
                                abort=True)

@@ -5,7 +5,8 @@ Theory of operation
 ``Params`` is a flat frozen dataclass. Each field carries metadata: its dotted TOML key
 (``"player.max_speed"``), unit, allowed range ``[min, max]``, a one-line doc, and ``live``
 (False = the value is read once when a world/room is built, so changing it needs a restart).
-The TOML file groups keys in tables ``[world] [player] [npc] [projectile] [weapon] [room]``;
+The TOML file groups keys in tables ``[world] [player] [npc] [projectile] [weapon] [room]
+[interest]``;
 ``sim/default_params.toml`` is the documented default and holds every key.
 
 Every way in (``load_params``, ``params_from_mapping``, ``Params.with_changes`` and the
@@ -38,6 +39,9 @@ __all__ = [
 
 DEFAULT_PARAMS_PATH: Path = Path(__file__).with_name("default_params.toml")
 WEAPON_KINDS: tuple[str, ...] = ("projectile", "hitscan")
+
+
+MAX_INTEREST_CELLS = 16384  # grid cells (per-client bookkeeping is dense over cells)
 
 
 class ParamsError(ValueError):
@@ -74,15 +78,16 @@ class Params:
         "world.width",
         "units",
         100.0,
-        4000.0,
-        "world size along x; positions live in [0, width]",
+        16000.0,
+        "world size along x; positions live in [0, width] (above 4095 the snapshots' "
+        "position resolution drops from 1/16 to 1/8, 1/4 unit; see proto/README.md)",
     )
     world_height: float = _p(
         1000.0,
         "world.height",
         "units",
         100.0,
-        4000.0,
+        16000.0,
         "world size along y; positions live in [0, height]",
     )
     tick_rate: int = _p(
@@ -290,6 +295,57 @@ class Params:
         "it, at most this far in the past (0 = no compensation, test the present)",
     )
 
+    # [interest]
+    interest_enabled: bool = _p(
+        False,
+        "interest.enabled",
+        "",
+        None,
+        None,
+        "interest management: each client gets only the grid cells around its player, as "
+        "shared chunks (proto/README.md, Chunked snapshots); false = every client gets the "
+        "whole world",
+        live=False,
+    )
+    interest_radius: float = _p(
+        600.0,
+        "interest.radius",
+        "units",
+        50.0,
+        16000.0,
+        "a cell enters a client's interest when its rectangle is this close to the player; "
+        "cells within half of it are sent every tick whatever the budget",
+        live=False,
+    )
+    interest_margin: float = _p(
+        100.0,
+        "interest.margin",
+        "units",
+        0.0,
+        4000.0,
+        "hysteresis: a cell in a client's interest leaves only beyond radius + margin",
+        live=False,
+    )
+    interest_cell: float = _p(
+        300.0,
+        "interest.cell",
+        "units",
+        25.0,
+        16000.0,
+        "side of a grid cell (about half the radius is a good start); the grid may have at "
+        "most 16384 cells",
+        live=False,
+    )
+    interest_budget_kbps: float = _p(
+        8.0,
+        "interest.budget_kbps",
+        "KiB/s",
+        0.0,
+        100000.0,
+        "per-client snapshot budget in KiB (1024 bytes) per second; over it, far cells are "
+        "sent less often (at least once a second); 0 = no budget",
+    )
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _coerce(f.metadata["toml"], getattr(self, f.name), _TYPES[f.name], f.metadata)
@@ -439,6 +495,14 @@ def _check_cross_fields(p: Params) -> None:
             f" + npc.count ({p.npc_count}) + projectile.max ({p.max_projectiles})"
             f" = {needed} slots are needed"
         )
+    if p.interest_enabled:
+        cells = math.ceil(p.world_width / p.interest_cell) * math.ceil(
+            p.world_height / p.interest_cell)
+        if cells > MAX_INTEREST_CELLS:
+            raise ParamsError(
+                f"interest.cell = {p.interest_cell} makes {cells} grid cells over a "
+                f"{p.world_width:g} x {p.world_height:g} world; at most {MAX_INTEREST_CELLS} "
+                f"are allowed (a larger cell)")
     smallest = min(p.world_width, p.world_height)
     if 2.0 * p.player_radius >= smallest:
         raise ParamsError(

@@ -19,10 +19,11 @@ _HEADER = """\
 Generated from `sim/params.py` by `python -m sim.paramsdoc` — do not edit by hand.
 
 Set them in a TOML file (`tickwire serve --params FILE`, tables `[world]`, `[room]`,
-`[player]`, `[npc]`, `[projectile]`, `[weapon]`); keys left out take the default. **live**
-keys change while the server runs (file save or `POST /admin/params`); **restart** keys only take
-effect when the server is restarted. Cross-field rule: `world.capacity >=
-room.max_players + npc.count + projectile.max`.
+`[player]`, `[npc]`, `[projectile]`, `[weapon]`, `[interest]`); keys left out take the
+default. **live** keys change while the server runs (file save or `POST /admin/params`);
+**restart** keys only take effect when the server is restarted. Cross-field rule: `world.capacity >=
+room.max_players + npc.count + projectile.max`; with `interest.enabled`, the grid
+(`ceil(width / cell) × ceil(height / cell)`) has at most 16384 cells.
 
 | key | unit | default | range | change | description |
 |---|---|---|---|---|---|
