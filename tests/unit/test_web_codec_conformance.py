@@ -50,7 +50,7 @@ for (const [i, c] of cases.entries()) {
   }
   const baseline = c.baseline === null ? null : Uint16Array.from(c.baseline.flat());
   try {
-    const r = await codec.decodePayload(payload, baseline);
+    const r = await codec.decodePayload(payload, baseline, c.posScale);
     results.push({ ok: true, span: r.span, rate: r.rate, elapsed: r.elapsed,
                    keyframe: r.keyframe, words: Array.from(r.words) });
   } catch (err) {
@@ -147,9 +147,10 @@ def op_counts(payload: bytes) -> np.ndarray:
     return np.bincount(codec._unpack_ops(body[5 : 5 + (span + 3) // 4], span), minlength=4)
 
 
-def python_outcome(payload: bytes, baseline: np.ndarray | None) -> np.ndarray | None:
+def python_outcome(payload: bytes, baseline: np.ndarray | None,
+                   pos_scale: int = codec.POS_SCALE) -> np.ndarray | None:
     try:
-        return codec.decode(payload, baseline)
+        return codec.decode(payload, baseline, pos_scale=pos_scale)
     except CodecError:
         return None
 
@@ -158,14 +159,14 @@ def build_cases() -> list[dict]:
     rng = np.random.default_rng(20240611)
     valid: list[dict] = []
 
-    def add(name, state, baseline, *, elapsed=0, rate=30, deflate=True):
+    def add(name, state, baseline, *, elapsed=0, rate=30, deflate=True, pos_scale=16):
         payload = codec.encode(state, baseline, elapsed_ticks=elapsed, tick_rate=rate,
-                               deflate=deflate)
-        decoded = codec.decode(payload, baseline)
+                               deflate=deflate, pos_scale=pos_scale)
+        decoded = codec.decode(payload, baseline, pos_scale=pos_scale)
         assert codec.states_equal(decoded, state), name  # the reference round-trips
         valid.append({"name": name, "kind": "valid", "payload_bytes": payload,
                       "baseline_state": baseline, "state": state,
-                      "expected_state": decoded})
+                      "expected_state": decoded, "pos_scale": pos_scale})
 
     # Keyframes: empty world, one entity, sparse and dense worlds, raw and deflated.
     add("keyframe-empty", codec.empty_state(0), None)
@@ -249,6 +250,18 @@ def build_cases() -> list[dict]:
     padded_state = np.concatenate([evolve(rng, base, 2, 30), codec.empty_state(9)])
     add("trailing-empty-slots-in-arrays", padded_state, padded_base, elapsed=2)
 
+    # Worlds bigger than 4095 units: positions in 8, 4 or 1 quanta per unit (Welcome.pos_scale),
+    # so dead reckoning moves a record by fewer quanta per tick.
+    for scale in (8, 4, 1):
+        for rate, elapsed in [(30, 1), (30, 7), (20, 3)]:
+            base = moving_state(rng, 60, 0.8, speed=30000)
+            add(f"dead-reckoning-p{scale}-r{rate}-k{elapsed}",
+                codec.predict(base, elapsed, rate, pos_scale=scale).copy(), base,
+                elapsed=elapsed, rate=rate, pos_scale=scale)
+        base = moving_state(rng, 80, 0.8)
+        nxt = evolve(rng, base, 2, 30)
+        add(f"delta-p{scale}", nxt, base, elapsed=2, pos_scale=scale)
+
     # A chain of deltas, each against the previous state (as a client sees them).
     prev = moving_state(rng, 120, 0.7)
     for step in range(6):
@@ -259,14 +272,19 @@ def build_cases() -> list[dict]:
     # Mutants of valid payloads, with the Python decoder's verdict.
     mutants: list[dict] = []
 
-    def mutant(name, payload, baseline):
-        expected = python_outcome(payload, baseline)
+    def mutant(name, payload, baseline, pos_scale=16):
+        expected = python_outcome(payload, baseline, pos_scale)
         mutants.append({"name": name, "kind": "rejected" if expected is None else "mutant",
                         "payload_bytes": payload, "baseline_state": baseline,
-                        "state": None, "expected_state": expected})
+                        "state": None, "expected_state": expected, "pos_scale": pos_scale})
 
     for case in valid:
         p, b, name = case["payload_bytes"], case["baseline_state"], case["name"]
+        scale = case["pos_scale"]
+        if scale != codec.POS_SCALE:
+            mutant(f"{name}/bitflip-scaled", bytes([p[0]]) + bytes(
+                [x ^ 0x10 if i == len(p) // 2 else x for i, x in enumerate(p[1:])]), b, scale)
+            continue
         if len(p) > 1:
             mutant(f"{name}/truncated-1", p[:-1], b)
             mutant(f"{name}/truncated-half", p[: len(p) // 2], b)
@@ -310,6 +328,7 @@ def build_cases() -> list[dict]:
 
 def encode_case(case: dict) -> dict:
     return {"name": case["name"], "payload": case["payload_bytes"].hex(),
+            "posScale": case.get("pos_scale", codec.POS_SCALE),
             "baseline": as_rows(case["baseline_state"]),
             "expected": as_rows(case["expected_state"])}
 
