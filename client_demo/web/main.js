@@ -2,8 +2,10 @@
 // The parts (see game.js's theory of operation): game.js (session and client tick),
 // net.js (socket, reconnect), status.js / connview.js (what a close means, what the player
 // sees about it), input.js (keyboard, mouse, touch), view.js / render.js / hud.js
-// (drawing), predict.js / interp.js (movement), events.js (kills, hits, damage, respawn),
-// codec.js (snapshots). `window.tickwire` (state.js) mirrors the state tests read.
+// (drawing), camera.js / minimap.js / fade.js (worlds bigger than the screen: the eased
+// camera, the corner map, entities fading at the edge of interest), predict.js / interp.js
+// (movement), events.js (kills, hits, damage, respawn), codec.js (snapshots), chunks.js
+// (chunked snapshots under interest management). `window.tickwire` (state.js) mirrors the state tests read.
 
 import { loadProto } from "./net.js";
 import { Game } from "./game.js";
