@@ -214,3 +214,75 @@ def test_positions_use_the_welcomes_scale(result):
     assert result["set4"] == 4
     assert (result["scale4"]["x"], result["scale4"]["y"]) == (16000, 2)
     assert result["set0"] == [16, 16, 16]
+
+
+# -- what the chunk mirror tells the fades (chunks.js ChunkMirror.entered / leftIds) -------------
+
+MIRROR_SCRIPT = r"""
+const web = process.argv[2];
+const { ChunkMirror } = await import(`${web}/chunks.js`);
+const frames = JSON.parse(process.argv[3]);
+const hex = (h) => Uint8Array.from(Buffer.from(h, "hex"));
+const m = new ChunkMirror(30, 8, 64);
+const out = [];
+for (const f of frames) {
+  await m.apply(f.tick, f.chunks.map(hex), hex(f.personal));
+  out.push({ entered: m.entered.map((e) => e.slot), left: m.leftIds.map((e) => e.slot),
+             size: m.size, dense: Array.from(m.wordsAt(f.tick + 3)) });
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def _record(kind: int, gen: int, x: int, vx: int) -> list[int]:
+    return [x, 100, vx & 0xFFFF, 0, 50, 0, kind | (gen << 8), 0]
+
+
+def test_the_mirror_tells_enters_and_leaves_apart_from_removals(tmp_path):
+    """Tick 1 (reset): slots 3 and 5 enter. Tick 2: 3 LEFT our interest (it fades out), 5 is
+    GONE from the world (it must not fade: it is not in `leftIds`), 7 enters. Tick 3: 5 and
+    3's removals repeat (unacked) and change nothing. The dense view 3 ticks after tick 3
+    is dead-reckoned with the position scale 8."""
+    import numpy as np
+
+    from proto.chunks import encode_chunk, encode_personal
+
+    node = shutil.which("node")
+    if not node:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is missing", pytrace=False)
+        pytest.skip("node is missing")
+    empty = np.zeros(0, dtype=np.int64)
+    words35 = np.array([_record(2, 1, 800, 160), _record(1, 0, 900, 0)], dtype="<u2")
+    key1 = encode_chunk(4, np.array([3, 5]), words35, None, elapsed_ticks=0, tick_rate=30,
+                        pos_scale=8)
+    words7 = np.array([_record(2, 4, 1000, -32)], dtype="<u2")
+    key2 = encode_chunk(9, np.array([7]), words7, None, elapsed_ticks=0, tick_rate=30,
+                        pos_scale=8)
+    frames = [
+        {"tick": 1, "chunks": [key1.hex()],
+         "personal": encode_personal(reset=True, left=empty, gone=empty, spawn_slots=empty,
+                                     spawn_words=np.zeros((0, 8), "<u2")).hex()},
+        {"tick": 2, "chunks": [key2.hex()],
+         "personal": encode_personal(reset=False, left=np.array([3]), gone=np.array([5]),
+                                     spawn_slots=empty,
+                                     spawn_words=np.zeros((0, 8), "<u2")).hex()},
+        {"tick": 3, "chunks": [],
+         "personal": encode_personal(reset=False, left=np.array([3]), gone=np.array([5]),
+                                     spawn_slots=empty,
+                                     spawn_words=np.zeros((0, 8), "<u2")).hex()},
+    ]
+    script = tmp_path / "mirror.mjs"
+    script.write_text(MIRROR_SCRIPT)
+    done = subprocess.run([node, str(script), WEB.as_uri(), json.dumps(frames)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = json.loads(done.stdout)
+    assert [(s["entered"], s["left"], s["size"]) for s in steps] == [
+        ([3, 5], [], 2), ([7], [3], 1), ([], [], 1)]
+    dense = steps[-1]["dense"]
+    assert len(dense) == 8 * 8  # up to slot 7
+    # Slot 7 as of tick 2, drawn at tick 6: 4 ticks at -32/16 units/s = -2 units/s, in
+    # 8 quanta per unit: floor((2 * -32 * 4 * 8 + 16 * 30) / (32 * 30)) = -2 quanta.
+    assert dense[7 * 8] == 1000 - 2
+    assert dense[3 * 8: 6 * 8] == [0] * 24
