@@ -10,7 +10,10 @@
 //  * snapshot arrival: frames are decoded strictly in order (inflating is async, so they
 //    go through one promise chain), stored in a ring by tick for baselines, fed to the
 //    interpolator, used to reconcile our prediction, and compared with the previous one
-//    for game events (kills, hits, damage: events.js);
+//    for game events (kills, hits, damage: events.js). In a room with interest management
+//    (Welcome.interest) a snapshot is chunks and a personal part, applied to our view
+//    (chunks.js) and turned into the same dense snapshot, each record dead-reckoned to the
+//    snapshot's tick; entities entering or leaving our interest go to the fades (fade.js);
 //  * the animation frame (view.js): draw at the interpolated render time, our own player
 //    at its predicted position, and refresh the HUD a few times a second.
 // The parts, one concern each: net.js (socket, reconnect), status.js + connview.js (what a
@@ -19,9 +22,8 @@
 // (our shots predicted, the view a shot claims, the server's Shots frames).
 
 import { CodecError, SnapshotRing, decodePayload, entityAt, countLive, setPosScale, KIND_PLAYER,
-         EFLAG_DEAD } from "./codec.js";
+         KIND_PROJECTILE, EFLAG_DEAD } from "./codec.js";
 import { ChunkMirror } from "./chunks.js";
-import { KIND_PROJECTILE } from "./codec.js";
 import { Net } from "./net.js";
 import { MoveRule, Predictor } from "./predict.js";
 import { Interpolator } from "./interp.js";
