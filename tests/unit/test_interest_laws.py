@@ -179,7 +179,7 @@ def test_client_view_is_the_world_restricted_to_its_interest(
             expected = np.flatnonzero(interest)
             assert np.isin(slots, expected).all()
             assert (view_words[:, 6] == words[slots, 6]).all()  # same entity, not a reuse
-            model = np.flatnonzero(client.view_kg)
+            model = client.view_slots
             assert np.array_equal(model, slots)
             if budget == 0:
                 assert np.array_equal(slots, expected)
