@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
@@ -134,6 +133,14 @@ class InterestRoom:
                                margin=p.interest_margin,
                                budget_bytes_per_s=p.interest_budget_kbps * 1024.0)
 
+    def summary(self) -> dict[str, object]:
+        """For /rooms: the grid, the oldest wait, and how much encoding was shared."""
+        return {"cell": self.params.interest_cell, "radius": self.params.interest_radius,
+                "columns": self.grid.columns, "rows": self.grid.rows,
+                "budget_kbps": self.params.interest_budget_kbps,
+                "oldest_age_s": round(self.oldest_age_s, 3),
+                "chunks_encoded": self.encodes, "chunks_sent": self.chunks_sent}
+
     def join(self, row: int) -> None:
         self.clients[row] = ClientChunks(self.grid, self.params, self.capacity)
 
@@ -186,13 +193,12 @@ class InterestRoom:
             client.allowance.cap = 2.0 * per_tick
             plans.append(self._choose(client, tick, index, counts, words, pos, alive, entity,
                                       ack))
-        frames, members, delta, lookup = self._encode(plans, tick, index, words)
+        frames, members, lookup = self._encode(plans, tick, index, words)
         out = []
         oldest = 0
         for row, plan in zip(rows, plans, strict=True):
             client = self.clients[row]
-            out.append(self._finish(client, tick, plan, frames, members, delta, lookup,
-                                    words))
+            out.append(self._finish(client, tick, plan, frames, members, lookup, words))
             oldest = max(oldest, client.oldest_wait)
         self.oldest_age_s = oldest / rate
         return out
@@ -273,13 +279,13 @@ class InterestRoom:
         return _Plan(reset, always_arr, send, base)
 
     def _encode(self, plans: list[_Plan], tick: int, index: CellIndex, words: np.ndarray
-                ) -> tuple[list[bytes], list[np.ndarray], list[np.ndarray], np.ndarray]:
+                ) -> tuple[list[bytes], _Members, np.ndarray]:
         """Pass 2: every distinct (cell, baseline) the clients need, encoded in one batch.
         Returns the serialized fragments, members and delta masks per chunk, and the
         sorted (cell, baseline) keys that index them."""
         keys = [p.cells * _KEY + p.base for p in plans if len(p.cells)]
         if not keys:
-            return [], [], [], np.zeros(0, dtype=np.int64)
+            return [], _Members(_EMPTY, np.zeros(0, dtype=bool), np.zeros(1, np.int64)), _EMPTY
         uniq = np.unique(np.concatenate(keys))
         cells, bases = uniq // _KEY, uniq % _KEY
         starts, order = index.starts, index.order
@@ -300,34 +306,27 @@ class InterestRoom:
         frames = [_fragment(c) for c in batch.chunks]
         self.last_size[cells] = [len(f) for f in frames]
         self.encodes += len(frames)
-        bounds = list(pairwise(batch.starts.tolist()))
-        members = [slots[a:b] for a, b in bounds]
-        delta = [batch.delta[a:b] for a, b in bounds]
-        return frames, members, delta, uniq
+        return frames, _Members(slots, batch.delta, batch.starts), uniq
 
     def _finish(self, client: ClientChunks, tick: int, plan: _Plan, frames: list[bytes],
-                members: list[np.ndarray], delta: list[np.ndarray], lookup: np.ndarray,
-                words: np.ndarray) -> ClientPart:
+                members: _Members, lookup: np.ndarray, words: np.ndarray) -> ClientPart:
         """Pass 3 for one client: what it will skip (sent whole in its personal part),
         its view model, the log of what this snapshot carried, and the personal part."""
         kg = words[:, _W_KIND_GEN]
-        ks = np.searchsorted(lookup, plan.cells * _KEY + plan.base).tolist()
-        mine = tuple(frames[k] for k in ks)
-        carried_parts: list[np.ndarray] = []
-        skipped_parts: list[np.ndarray] = []
-        for k, b in zip(ks, plan.base.tolist(), strict=True):
-            slots = members[k]
-            if b:
-                had = client.log[b][1]
-                found = in_sorted(slots, had)
-                skip = delta[k] & ~found
-                if skip.any():
-                    skipped_parts.append(slots[skip])
-                    carried_parts.append(slots[~skip])
-                    continue
-            carried_parts.append(slots)
-        from_chunks = np.sort(np.concatenate(carried_parts)) if carried_parts else _EMPTY
-        spawns = np.concatenate(skipped_parts) if skipped_parts else _EMPTY
+        ks = np.searchsorted(lookup, plan.cells * _KEY + plan.base)
+        mine = tuple(frames[k] for k in ks.tolist())
+        # All members of this client's chunks at once, with each one's chunk baseline.
+        first, lens = members.starts[ks], members.starts[ks + 1] - members.starts[ks]
+        at = np.repeat(first - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        slots, delta = members.slots[at], members.delta[at]
+        skip = np.zeros(len(slots), dtype=bool)
+        if delta.any():
+            member_base = np.repeat(plan.base, lens)
+            for b in np.unique(member_base[delta]).tolist():
+                rows = np.flatnonzero((member_base == b) & delta)
+                skip[rows] = ~in_sorted(slots[rows], client.log[b][1])
+        from_chunks = np.sort(slots[~skip])
+        spawns = slots[skip]
         always = plan.always
         extra = always[~in_sorted(always, from_chunks)]
         if len(extra):
@@ -360,6 +359,16 @@ class InterestRoom:
 
 
 _KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
+
+
+@dataclass(slots=True)
+class _Members:
+    """The members of a tick's encoded chunks: chunk k's are ``slots[starts[k]:starts[k+1]]``
+    and ``delta`` marks the op 0/1 ones."""
+
+    slots: np.ndarray
+    delta: np.ndarray
+    starts: np.ndarray
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import aiohttp
 import numpy as np
 
 from client_demo.client import Client
@@ -106,3 +107,13 @@ async def test_a_budget_keeps_far_cells_fresh_within_a_second_functional(start_s
                 at = as_of == t
                 assert np.array_equal(words[at], server.view("<u2").reshape(-1, 8)[slots[at]])
         assert c.stats.decode_errors == 0
+        samples = await running.metrics()
+        ages = [v for k, v in samples.items()
+                if k.startswith("tickwire_interest_oldest_age_seconds{")]
+        assert len(ages) == 1 and 0.0 <= ages[0] <= 1.0
+        async with aiohttp.ClientSession() as http, \
+                http.get(running.http_url + "/rooms") as resp:
+            rooms = await resp.json()
+        summary = rooms[0]["interest"]
+        assert summary["radius"] == 600.0 and summary["budget_kbps"] == 2.0
+        assert 0.0 <= summary["oldest_age_s"] <= 1.0 and summary["chunks_sent"] > 0
