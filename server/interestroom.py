@@ -62,7 +62,7 @@ class ClientChunks:
 
     def __init__(self, grid: Grid, params: Params, capacity: int) -> None:
         self.cells = ClientCells(grid, params.interest_radius, params.interest_margin,
-                                 params.tick_rate)
+                                 params.tick_rate, params.interest_near)
         self.allowance = Allowance(0.0)
         self.capacity = capacity
         self.ncells = grid.cells
@@ -73,6 +73,7 @@ class ClientChunks:
 
     def reset(self) -> None:
         self.reset_pending = True
+        self.reset_tick = 0  # the tick of the snapshot that carried the reset flag
         self.acked = 0
         self.cell_sent_at = np.zeros(self.ncells, dtype=np.int64)
         self.log: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -152,10 +153,19 @@ class InterestRoom:
     def leave(self, row: int) -> None:
         self.clients.pop(row, None)
 
-    def skipped(self, row: int) -> None:
-        """The delivery did not send this client's snapshot: its view is not what we
-        logged, so start it over (the next snapshot resets it)."""
-        self.reset(row)
+    def skipped(self, row: int, tick: int) -> None:
+        """The delivery did not send this client's snapshot of `tick`. Forgetting what
+        it carried is enough: no chunk will name it as a baseline, the removals it held
+        are still pending (they repeat until an ack covers a snapshot that carried them,
+        and the next snapshot carries them), and the view model may only hold entities
+        the client lacks, which costs at most a removal it ignores. A skipped reset is
+        sent again."""
+        client = self.clients.get(row)
+        if client is None:
+            return
+        client.log.pop(tick, None)
+        if tick == client.reset_tick:
+            client.reset()
 
     def set_params(self, params: Params) -> None:
         """Live changes: only the budget is live."""
@@ -212,6 +222,7 @@ class InterestRoom:
         if reset:
             client.reset()
             client.reset_pending = False
+            client.reset_tick = tick
         if alive[entity]:
             client.centre = (float(pos[entity, 0]), float(pos[entity, 1]))
         cells = client.cells
