@@ -361,6 +361,9 @@ class InterestRoom:
             left = gone = _EMPTY
         personal = chunkcodec.encode_personal(reset=plan.reset, left=left, gone=gone,
                                               spawn_slots=spawns, spawn_words=words[spawns])
+        # The budget covers the whole message: the chunks were charged (estimated) when
+        # chosen; the personal part and the frame headers are charged now.
+        client.allowance.spend(len(personal) + _FRAME_OVERHEAD)
         client.log[tick] = (plan.cells, carried)
         low = tick - self.ring
         while client.log and next(iter(client.log)) <= low:
@@ -369,6 +372,7 @@ class InterestRoom:
         return ClientPart(mine, personal, plan.reset)
 
 
+_FRAME_OVERHEAD = 40  # bytes: WebSocket header, the per-tick header and personal frames
 _KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
 
 
