@@ -36,6 +36,7 @@ from proto.codec import (
     OP_UPDATE,
     POS_SCALE,
     STATE_DTYPE,
+    VEL_SCALE,
     W_KIND_GEN,
     CodecError,
     Reader,
@@ -360,3 +361,127 @@ class ChunkMirror:
         words = out.view("<u2").reshape(-1, 8)
         words[self.in_view] = self.view_words[self.in_view]
         return out
+
+
+# -- many chunks at once (the server's per-tick encoder) ----------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """`encode_chunks`' result: chunk k is ``chunks[k]``; its members are
+    ``slots[starts[k]:starts[k + 1]]`` and ``delta`` says which are op 0/1 (the client
+    applies those only when its baseline snapshot carried the slot)."""
+
+    chunks: list[bytes]
+    starts: np.ndarray
+    delta: np.ndarray
+
+
+def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, counts: np.ndarray,
+                  slots: np.ndarray, cur: np.ndarray, base: np.ndarray, *, tick_rate: int,
+                  pos_scale: int = POS_SCALE) -> EncodedBatch:
+    """Encode K chunks in one vectorised pass; the bytes equal what ``encode_chunk`` would
+    give each of them with ``deflate=False``.
+
+    Chunk k is cell ``cells[k]`` with ``counts[k]`` (>= 1) members, the next ones of
+    `slots` (ascending within a chunk), whose words are `cur` (M, 8); `base` (M, 8) holds
+    each member's words at that chunk's baseline, ``elapsed[k]`` ticks earlier (0 = a
+    keyframe chunk: `base` rows are ignored). Cost: a fixed number of NumPy calls for the
+    whole batch plus one bytes slice per chunk, instead of dozens of calls per chunk."""
+    k_n = len(cells)
+    counts = np.asarray(counts, dtype=np.int64)
+    m_n = int(counts.sum())
+    if k_n == 0:
+        return EncodedBatch([], np.zeros(1, dtype=np.int64), np.zeros(0, dtype=bool))
+    starts = np.zeros(k_n + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    chunk_of = np.repeat(np.arange(k_n), counts)
+    idx = np.arange(m_n) - starts[chunk_of]
+    e = np.asarray(elapsed, dtype=np.int64)[chunk_of]
+
+    # Prediction, as predict_words but with a per-member elapsed count.
+    pred = base.copy()
+    moved = base[:, 2:4].view("<i2") * (2.0 * pos_scale * e)[:, None]
+    moved += VEL_SCALE * tick_rate
+    moved /= 2.0 * VEL_SCALE * tick_rate
+    np.floor(moved, out=moved)
+    moved += base[:, 0:2]
+    np.clip(moved, 0.0, 65535.0, out=moved)
+    pred[:, 0:2] = moved
+    kg = cur[:, W_KIND_GEN]
+    delta = (e > 0) & (pred[:, W_KIND_GEN] == kg) & (kg & 0xFF != 0)
+    differs = (cur != pred).any(axis=1)
+    ops = np.where(delta, np.where(differs, OP_UPDATE, OP_UNCHANGED), OP_SPAWN).astype(np.uint8)
+    spawn, upd = ops == OP_SPAWN, ops == OP_UPDATE
+    n_spawn = np.bincount(chunk_of[spawn], minlength=k_n)
+    n_upd = np.bincount(chunk_of[upd], minlength=k_n)
+
+    # Residual columns: per (chunk, word) the width that holds every value (0 = absent).
+    res = (cur[upd] - pred[upd]).view("<i2")
+    present = res != 0
+    uchunk = chunk_of[upd]
+    width = np.zeros((k_n, 8), dtype=np.int64)
+    per_word = np.zeros((k_n, 8), dtype=np.int64)
+    with_upd = np.flatnonzero(n_upd)
+    if len(with_upd):
+        first = (np.cumsum(n_upd) - n_upd)[with_upd]
+        has = np.add.reduceat(present.astype(np.int64), first, axis=0)
+        wide = (present & ((res < -128) | (res > 127))).astype(np.int64)
+        any_wide = np.add.reduceat(wide, first, axis=0) > 0
+        per_word[with_upd] = has
+        width[with_upd] = np.where(has > 0, np.where(any_wide, 2, 1), 0)
+    res_bytes = (per_word * width).sum(axis=1)
+
+    ops_len = (counts + 3) // 4
+    upd_len = np.where(n_upd > 0, n_upd + 8 + res_bytes, 0)
+    size = 9 + 2 * counts + ops_len + 16 * n_spawn + upd_len
+    off = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    buf[off] = np.where(np.asarray(elapsed) == 0, FLAG_KEYFRAME, 0)
+    header = np.zeros(k_n, dtype=_CHUNK_HEADER)
+    header["cell"], header["elapsed"], header["count"] = cells, elapsed, counts
+    buf[(off + 1)[:, None] + np.arange(8)] = header.view(np.uint8).reshape(k_n, 8)
+
+    def put16(pos: np.ndarray, values: np.ndarray) -> None:
+        v = values.astype("<u2")
+        buf[pos] = v & 0xFF
+        buf[pos + 1] = v >> 8
+
+    put16(off[chunk_of] + 9 + 2 * idx, slots)
+    off_ops = off + 9 + 2 * counts
+    byte_pos = off_ops[chunk_of] + idx // 4
+    bits = (ops << (2 * (idx % 4))).astype(np.uint8)
+    firsts = np.flatnonzero(np.r_[True, byte_pos[1:] != byte_pos[:-1]])
+    buf[byte_pos[firsts]] = np.add.reduceat(bits, firsts)  # disjoint bits: sum == or
+
+    off_spawn = off_ops + ops_len
+    if spawn.any():
+        sp_chunk = chunk_of[spawn]
+        rank = np.arange(len(sp_chunk)) - (np.cumsum(n_spawn) - n_spawn)[sp_chunk]
+        pos = (off_spawn[sp_chunk] + 2 * rank)[:, None] \
+            + 2 * n_spawn[sp_chunk][:, None] * np.arange(8)
+        put16(pos, cur[spawn])
+
+    if len(with_upd):
+        off_mask = off_spawn + 16 * n_spawn
+        rank = np.arange(len(uchunk)) - (np.cumsum(n_upd) - n_upd)[uchunk]
+        buf[off_mask[uchunk] + rank] = np.packbits(present, axis=1, bitorder="little")[:, 0]
+        off_w = off_mask + n_upd
+        buf[off_w[with_upd][:, None] + np.arange(8)] = width[with_upd]
+        # Residuals: chunk by chunk, word by word, member by member.
+        e_u, e_w = np.nonzero(present)
+        e_chunk = uchunk[e_u]
+        order = np.lexsort((e_u, e_w, e_chunk))
+        e_u, e_w, e_chunk = e_u[order], e_w[order], e_chunk[order]
+        e_width = width[e_chunk, e_w]
+        before = np.cumsum(e_width) - e_width
+        first_entry = np.searchsorted(e_chunk, e_chunk, side="left")
+        pos = (off_w + 8)[e_chunk] + before - before[first_entry]
+        v = res[e_u, e_w].view("<u2")
+        buf[pos] = v & 0xFF
+        two = e_width == 2
+        buf[pos[two] + 1] = v[two] >> 8
+
+    raw = buf.tobytes()
+    ends = (off + size).tolist()
+    chunks = [raw[a:b] for a, b in zip(off.tolist(), ends, strict=True)]
+    return EncodedBatch(chunks, starts, delta)

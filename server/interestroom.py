@@ -41,18 +41,11 @@ import numpy as np
 from proto import chunks as chunkcodec
 from proto import tickwire_pb2 as pb
 from proto.codec import SnapshotHistory
-from sim.interest import Allowance, CellIndex, ClientCells, Grid
+from sim.interest import Allowance, CellIndex, ClientCells, Grid, in_sorted
 from sim.params import Params
 
 _W_KIND_GEN = 6
 _EMPTY = np.zeros(0, dtype=np.int64)
-
-
-@dataclass(slots=True)
-class _Chunk:
-    frame: bytes  # the serialized ServerFrame fragment
-    slots: np.ndarray  # members, ascending
-    delta: np.ndarray  # member is op 0/1 (the client needs its slot in the baseline)
 
 
 @dataclass(slots=True)
@@ -69,7 +62,7 @@ class ClientChunks:
 
     def __init__(self, grid: Grid, params: Params, capacity: int) -> None:
         self.cells = ClientCells(grid, params.interest_radius, params.interest_margin,
-                                 params.tick_rate)
+                                 params.tick_rate, params.interest_near)
         self.allowance = Allowance(0.0)
         self.capacity = capacity
         self.ncells = grid.cells
@@ -80,13 +73,20 @@ class ClientChunks:
 
     def reset(self) -> None:
         self.reset_pending = True
+        self.reset_tick = 0  # the tick of the snapshot that carried the reset flag
         self.acked = 0
         self.cell_sent_at = np.zeros(self.ncells, dtype=np.int64)
         self.log: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self.view_kg = np.zeros(self.capacity, dtype=np.uint16)
-        self.rm_tick = np.zeros(self.capacity, dtype=np.int64)
-        self.rm_gone = np.zeros(self.capacity, dtype=bool)
-        self.rm_any = False
+        # The view model: the slots the client holds (ascending) and their kind|gen.
+        self.view_slots = _EMPTY
+        self.view_kg = np.zeros(0, dtype=np.uint16)
+        # Removals sent and not yet acknowledged: slot, the tick first sent, gone or left.
+        self.rm_slots = _EMPTY
+        self.rm_tick = _EMPTY
+        self.rm_gone = np.zeros(0, dtype=bool)
+
+    def log_ticks(self) -> np.ndarray:
+        return np.fromiter(self.log, dtype=np.int64, count=len(self.log))
 
     def ack(self, ack: int) -> None:
         """The client's newest ack (Seat.acked_tick). 0 after a nonzero ack is a reset."""
@@ -96,13 +96,18 @@ class ClientChunks:
             return
         if ack <= self.acked:
             return
-        for t, (cells, _carried) in self.log.items():
-            if self.acked < t <= ack:
-                self.cell_sent_at[cells] = t
-        if self.rm_any:
-            done = (self.rm_tick > 0) & (self.rm_tick <= ack)
-            self.rm_tick[done] = 0
-            self.rm_any = bool(self.rm_tick.any())
+        newly = []  # the logged ticks in (acked, ack], newest first
+        for t in reversed(self.log):
+            if t <= self.acked:
+                break
+            if t <= ack:
+                newly.append(t)
+        for t in reversed(newly):  # oldest first, so a newer send wins
+            self.cell_sent_at[self.log[t][0]] = t
+        if len(self.rm_slots):
+            keep = self.rm_tick > ack
+            self.rm_slots, self.rm_tick = self.rm_slots[keep], self.rm_tick[keep]
+            self.rm_gone = self.rm_gone[keep]
         self.acked = ack
 
 
@@ -120,6 +125,7 @@ class InterestRoom:
         self.encodes = 0  # chunks encoded (the rest of the chunks sent were shared)
         self.chunks_sent = 0
         self.oldest_age_s = 0.0  # the oldest unsent in-interest entity's wait, last tick
+        self.last_size = np.zeros(self.grid.cells, dtype=np.int64)  # bytes, for estimates
 
     def info(self) -> pb.InterestInfo:
         p = self.params
@@ -127,6 +133,14 @@ class InterestRoom:
                                rows=self.grid.rows, radius=p.interest_radius,
                                margin=p.interest_margin,
                                budget_bytes_per_s=p.interest_budget_kbps * 1024.0)
+
+    def summary(self) -> dict[str, object]:
+        """For /rooms: the grid, the oldest wait, and how much encoding was shared."""
+        return {"cell": self.params.interest_cell, "radius": self.params.interest_radius,
+                "columns": self.grid.columns, "rows": self.grid.rows,
+                "budget_kbps": self.params.interest_budget_kbps,
+                "oldest_age_s": round(self.oldest_age_s, 3),
+                "chunks_encoded": self.encodes, "chunks_sent": self.chunks_sent}
 
     def join(self, row: int) -> None:
         self.clients[row] = ClientChunks(self.grid, self.params, self.capacity)
@@ -139,10 +153,19 @@ class InterestRoom:
     def leave(self, row: int) -> None:
         self.clients.pop(row, None)
 
-    def skipped(self, row: int) -> None:
-        """The delivery did not send this client's snapshot: its view is not what we
-        logged, so start it over (the next snapshot resets it)."""
-        self.reset(row)
+    def skipped(self, row: int, tick: int) -> None:
+        """The delivery did not send this client's snapshot of `tick`. Forgetting what
+        it carried is enough: no chunk will name it as a baseline, the removals it held
+        are still pending (they repeat until an ack covers a snapshot that carried them,
+        and the next snapshot carries them), and the view model may only hold entities
+        the client lacks, which costs at most a removal it ignores. A skipped reset is
+        sent again."""
+        client = self.clients.get(row)
+        if client is None:
+            return
+        client.log.pop(tick, None)
+        if tick == client.reset_tick:
+            client.reset()
 
     def set_params(self, params: Params) -> None:
         """Live changes: only the budget is live."""
@@ -156,11 +179,13 @@ class InterestRoom:
         `state` is the quantised world at `tick` (already pushed into the history);
         `pos`/`alive` the world's positions and live mask; `rows`, `entities` and `acks`
         the connected seats' rows, entity slots and newest acks; `hits` this tick's
-        (shooter, target) slots."""
+        (shooter, target) slots.
+
+        Three passes: each client chooses its cells and their baselines (sizes estimated
+        from the cells' last encodings); every distinct (cell, baseline) is encoded in one
+        batch; each client's personal part is built from what it was sent."""
         index = self.grid.assign(pos, alive)
         words = state.view("<u2").reshape(-1, 8)
-        kg = words[:, _W_KIND_GEN]
-        cache: dict[tuple[int, int], _Chunk] = {}
         rate = self.params.tick_rate
         per_tick = self.params.interest_budget_kbps * 1024.0 / rate
         shooter, target = hits
@@ -170,63 +195,42 @@ class InterestRoom:
                 row = by_entity.get(t)
                 if row is not None and s >= 0 and row in self.clients:
                     self.clients[row].hitters[s] = tick
-        out = []
-        oldest = 0
+        counts = index.counts(np.arange(self.grid.cells))
+        plans = []
         for row, entity, ack in zip(rows, entities, acks, strict=True):
             client = self.clients[row]
             client.allowance.per_tick = per_tick
             client.allowance.cap = 2.0 * per_tick
-            part = self._client_tick(client, tick, index, words, kg, pos, alive, entity,
-                                     ack, cache)
+            plans.append(self._choose(client, tick, index, counts, words, pos, alive, entity,
+                                      ack))
+        frames, members, lookup = self._encode(plans, tick, index, words)
+        out = []
+        oldest = 0
+        for row, plan in zip(rows, plans, strict=True):
+            client = self.clients[row]
+            out.append(self._finish(client, tick, plan, frames, members, lookup, words))
             oldest = max(oldest, client.oldest_wait)
-            out.append(part)
         self.oldest_age_s = oldest / rate
         return out
 
-    def _chunk(self, cache: dict[tuple[int, int], _Chunk], cell: int, base: int, tick: int,
-               index: CellIndex, words: np.ndarray) -> _Chunk:
-        entry = cache.get((cell, base))
-        if entry is not None:
-            return entry
-        slots = index.members(cell)
-        cur = words[slots]
-        if base:
-            old = self.history.get(base).view("<u2").reshape(-1, 8)[slots]
-            kg = cur[:, _W_KIND_GEN]
-            delta = old[:, _W_KIND_GEN] == kg
-        else:
-            old = None
-            delta = np.zeros(len(slots), dtype=bool)
-        chunk = chunkcodec.encode_chunk(cell, slots, cur, old,
-                                        elapsed_ticks=tick - base if base else 0,
-                                        tick_rate=self.params.tick_rate,
-                                        pos_scale=self.history.pos_scale)
-        frame = pb.ServerFrame(snapshot=pb.Snapshot(chunks=[chunk])).SerializeToString()
-        entry = _Chunk(frame, slots, delta)
-        cache[(cell, base)] = entry
-        self.encodes += 1
-        return entry
-
-    def _client_tick(self, client: ClientChunks, tick: int, index: CellIndex,
-                     words: np.ndarray, kg: np.ndarray, pos: np.ndarray, alive: np.ndarray,
-                     entity: int, ack: int, cache: dict[tuple[int, int], _Chunk]
-                     ) -> ClientPart:
+    def _choose(self, client: ClientChunks, tick: int, index: CellIndex, counts: np.ndarray,
+                words: np.ndarray, pos: np.ndarray, alive: np.ndarray, entity: int,
+                ack: int) -> _Plan:
+        """Pass 1 for one client: acks, interest cells, removals, and the cells to send."""
         client.ack(ack)
         reset = client.reset_pending
         if reset:
             client.reset()
             client.reset_pending = False
+            client.reset_tick = tick
         if alive[entity]:
             client.centre = (float(pos[entity, 0]), float(pos[entity, 1]))
         cells = client.cells
         cells.update(client.centre)
         client.allowance.earn()
+        kg = words[:, _W_KIND_GEN]
 
-        # The interest set: members of the interest cells, own entity, recent hitters.
-        in_set = np.zeros(self.capacity, dtype=bool)
-        starts = index.starts
-        for c in cells.cells.tolist():
-            in_set[index.order[starts[c] : starts[c + 1]]] = True
+        # The interest set: live members of the interest cells, own entity, recent hitters.
         always = [entity] if alive[entity] else []
         horizon = tick - self.params.tick_rate
         for s, t in list(client.hitters.items()):
@@ -235,79 +239,172 @@ class InterestRoom:
             else:
                 always.append(s)
         always_arr = np.unique(np.array(always, dtype=np.int64))
-        in_set[always_arr] = True
 
-        # Removals: what the client's view holds that is not in the interest set now.
-        held = client.view_kg != 0
-        leaving = held & ~(in_set & (kg == client.view_kg))
-        if leaving.any():
-            gone = leaving & (kg != client.view_kg)
-            client.rm_tick[leaving] = tick
-            client.rm_gone[leaving] = gone[leaving]
-            client.view_kg[leaving] = 0
-            client.rm_any = True
+        # Removals: what the client's view holds that is not in the interest set now (an
+        # entity whose cell is out, that died, or whose slot holds another entity).
+        held = client.view_slots
+        if len(held):
+            cell_of = index.cell_of[held]
+            stays = in_sorted(cell_of, cells.cells) | in_sorted(held, always_arr)
+            same = kg[held] == client.view_kg
+            stays &= same
+            if not stays.all():
+                leaving = held[~stays]
+                client.rm_slots = np.concatenate([client.rm_slots, leaving])
+                client.rm_tick = np.concatenate([client.rm_tick,
+                                                 np.full(len(leaving), tick, dtype=np.int64)])
+                client.rm_gone = np.concatenate([client.rm_gone, ~same[~stays]])
+                client.view_slots = held[stays]
+                client.view_kg = client.view_kg[stays]
 
         # Cells to send: near and overdue ones always, then by priority while the byte
-        # allowance lasts.
+        # allowance lasts (sizes estimated from each cell's last encoding).
         order, n_must = cells.plan(tick)
+        cell_counts = counts[cells.cells]
+        ids = cells.cells[order]
+        est = np.where(self.last_size[ids] > 0, self.last_size[ids], 16 + 3 * cell_counts[order])
+        est[cell_counts[order] == 0] = 0
         allowance = client.allowance
-        counts = index.counts(cells.cells)
-        sent: list[int] = []
-        frames: list[bytes] = []
-        carried_parts: list[np.ndarray] = []
-        skipped_parts: list[np.ndarray] = []
-        sent_cells: list[int] = []
-        low = tick - self.ring
-        for k, i in enumerate(order.tolist()):
-            if k >= n_must and not allowance.left:
-                break
-            sent.append(i)
-            if counts[i] == 0:
-                continue
-            cell = int(cells.cells[i])
-            base = int(client.cell_sent_at[cell])
-            logged = client.log.get(base) if base > low else None
-            if logged is None or self.history.get(base) is None:
-                base = 0
-            entry = self._chunk(cache, cell, base, tick, index, words)
-            frames.append(entry.frame)
-            allowance.spend(len(entry.frame))
-            sent_cells.append(cell)
-            if base:
-                had = logged[1]
-                pos_in = np.searchsorted(had, entry.slots)
-                pos_in = np.minimum(pos_in, max(len(had) - 1, 0))
-                found = had[pos_in] == entry.slots if len(had) else np.zeros(
-                    len(entry.slots), dtype=bool)
-                skip = entry.delta & ~found
-                if skip.any():
-                    skipped_parts.append(entry.slots[skip])
-                    carried_parts.append(entry.slots[~skip])
-                    continue
-            carried_parts.append(entry.slots)
-        sent_idx = np.array(sent, dtype=np.int64)
+        if allowance.unlimited:
+            take = len(order)
+        else:
+            # Musts go whatever the cost; then cells while tokens remain before each.
+            spent = np.cumsum(est)
+            before = spent - est
+            ok = before < allowance.tokens
+            ok[:n_must] = True
+            stop = np.flatnonzero(~ok)
+            take = int(stop[0]) if len(stop) else len(order)
+            take = max(take, n_must)
+            allowance.spend(int(spent[take - 1]) if take else 0)
+        sent_idx = order[:take]
         cells.sent(tick, sent_idx)
-        waiting = tick - cells.last_sent[counts > 0]
+        waiting = tick - cells.last_sent[cell_counts > 0]
         client.oldest_wait = int(waiting.max()) if len(waiting) else 0
 
-        from_chunks = np.concatenate(carried_parts) if carried_parts else _EMPTY
-        spawns = np.concatenate(skipped_parts) if skipped_parts else _EMPTY
-        extra = always_arr[~np.isin(always_arr, from_chunks)]
-        spawns = np.union1d(spawns, extra)
-        carried = np.union1d(from_chunks, spawns)
-        client.view_kg[carried] = kg[carried]
-        if client.rm_any:
-            client.rm_tick[carried] = 0
-            pending = client.rm_tick > 0
-            left = np.flatnonzero(pending & ~client.rm_gone)
-            gone = np.flatnonzero(pending & client.rm_gone)
-            client.rm_any = bool(len(left) or len(gone))
+        send = ids[:take][cell_counts[order[:take]] > 0]
+        low = tick - self.ring
+        base = client.cell_sent_at[send]
+        usable = (base > low) & in_sorted(base, client.log_ticks())
+        base = np.where(usable, base, 0)
+        return _Plan(reset, always_arr, send, base)
+
+    def _encode(self, plans: list[_Plan], tick: int, index: CellIndex, words: np.ndarray
+                ) -> tuple[list[bytes], _Members, np.ndarray]:
+        """Pass 2: every distinct (cell, baseline) the clients need, encoded in one batch.
+        Returns the serialized fragments, members and delta masks per chunk, and the
+        sorted (cell, baseline) keys that index them."""
+        keys = [p.cells * _KEY + p.base for p in plans if len(p.cells)]
+        if not keys:
+            return [], _Members(_EMPTY, np.zeros(0, dtype=bool), np.zeros(1, np.int64)), _EMPTY
+        uniq = np.unique(np.concatenate(keys))
+        cells, bases = uniq // _KEY, uniq % _KEY
+        starts, order = index.starts, index.order
+        parts = [order[starts[c] : starts[c + 1]] for c in cells.tolist()]
+        counts = np.array([len(m) for m in parts], dtype=np.int64)
+        slots = np.concatenate(parts)
+        cur = words[slots]
+        base_rows = np.zeros_like(cur)
+        member_base = np.repeat(bases, counts)
+        for b in np.unique(bases[bases > 0]).tolist():
+            rows = member_base == b
+            old = self.history.get(b).view("<u2").reshape(-1, 8)
+            base_rows[rows] = old[slots[rows]]
+        elapsed = np.where(bases > 0, tick - bases, 0)
+        batch = chunkcodec.encode_chunks(cells, elapsed, counts, slots, cur, base_rows,
+                                         tick_rate=self.params.tick_rate,
+                                         pos_scale=self.history.pos_scale)
+        frames = [_fragment(c) for c in batch.chunks]
+        self.last_size[cells] = [len(f) for f in frames]
+        self.encodes += len(frames)
+        return frames, _Members(slots, batch.delta, batch.starts), uniq
+
+    def _finish(self, client: ClientChunks, tick: int, plan: _Plan, frames: list[bytes],
+                members: _Members, lookup: np.ndarray, words: np.ndarray) -> ClientPart:
+        """Pass 3 for one client: what it will skip (sent whole in its personal part),
+        its view model, the log of what this snapshot carried, and the personal part."""
+        kg = words[:, _W_KIND_GEN]
+        ks = np.searchsorted(lookup, plan.cells * _KEY + plan.base)
+        mine = tuple(frames[k] for k in ks.tolist())
+        # All members of this client's chunks at once, with each one's chunk baseline.
+        first, lens = members.starts[ks], members.starts[ks + 1] - members.starts[ks]
+        at = np.repeat(first - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        slots, delta = members.slots[at], members.delta[at]
+        skip = np.zeros(len(slots), dtype=bool)
+        if delta.any():
+            member_base = np.repeat(plan.base, lens)
+            for b in np.unique(member_base[delta]).tolist():
+                rows = np.flatnonzero((member_base == b) & delta)
+                skip[rows] = ~in_sorted(slots[rows], client.log[b][1])
+        from_chunks = np.sort(slots[~skip])
+        spawns = slots[skip]
+        always = plan.always
+        extra = always[~in_sorted(always, from_chunks)]
+        if len(extra):
+            spawns = np.union1d(spawns, extra)
+        elif len(spawns):
+            spawns.sort()
+        carried = np.union1d(from_chunks, spawns) if len(spawns) else from_chunks
+        # Every slot still held has the world's kind|gen now (the removals took the rest).
+        view = np.union1d(client.view_slots, carried)
+        client.view_slots, client.view_kg = view, kg[view]
+        if len(client.rm_slots):
+            back = in_sorted(client.rm_slots, carried)  # came back: no removal to repeat
+            if back.any():
+                keep = ~back
+                client.rm_slots, client.rm_tick = client.rm_slots[keep], client.rm_tick[keep]
+                client.rm_gone = client.rm_gone[keep]
+            order = np.argsort(client.rm_slots)
+            slots, gone_flag = client.rm_slots[order], client.rm_gone[order]
+            left, gone = slots[~gone_flag], slots[gone_flag]
         else:
             left = gone = _EMPTY
-        personal = chunkcodec.encode_personal(reset=reset, left=left, gone=gone,
+        personal = chunkcodec.encode_personal(reset=plan.reset, left=left, gone=gone,
                                               spawn_slots=spawns, spawn_words=words[spawns])
-        client.log[tick] = (np.array(sent_cells, dtype=np.int64), carried)
+        # The budget covers the whole message: the chunks were charged (estimated) when
+        # chosen; the personal part and the frame headers are charged now.
+        client.allowance.spend(len(personal) + _FRAME_OVERHEAD)
+        client.log[tick] = (plan.cells, carried)
+        low = tick - self.ring
         while client.log and next(iter(client.log)) <= low:
             client.log.popitem(last=False)
-        self.chunks_sent += len(frames)
-        return ClientPart(tuple(frames), personal, reset)
+        self.chunks_sent += len(mine)
+        return ClientPart(mine, personal, plan.reset)
+
+
+_FRAME_OVERHEAD = 40  # bytes: WebSocket header, the per-tick header and personal frames
+_KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
+
+
+@dataclass(slots=True)
+class _Members:
+    """The members of a tick's encoded chunks: chunk k's are ``slots[starts[k]:starts[k+1]]``
+    and ``delta`` marks the op 0/1 ones."""
+
+    slots: np.ndarray
+    delta: np.ndarray
+    starts: np.ndarray
+
+
+@dataclass(slots=True)
+class _Plan:
+    reset: bool
+    always: np.ndarray  # own entity and recent hitters (live), ascending
+    cells: np.ndarray  # non-empty cells to send
+    base: np.ndarray  # their baselines (0 = keyframe chunk)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _fragment(chunk: bytes) -> bytes:
+    """ServerFrame{snapshot{chunks: [chunk]}} serialized: field 2 (snapshot) holding field
+    8 (chunks), both length-delimited."""
+    inner = b"\x42" + _varint(len(chunk)) + chunk
+    return b"\x12" + _varint(len(inner)) + inner

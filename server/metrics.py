@@ -118,6 +118,7 @@ CONTRACT_NAMES = (
     "tickwire_handshakes_rejected_total",
     "tickwire_room_tick_duration_seconds",
     "tickwire_room_players",
+    "tickwire_interest_oldest_age_seconds",
     "tickwire_build_info",
     "tickwire_http_pending_connections",
     "tickwire_http_connections_dropped_total",
@@ -186,6 +187,7 @@ class RoomMetrics:
 
     tick_duration: Histogram
     players: Gauge
+    interest_oldest_age: Gauge
 
 
 class Metrics:
@@ -328,6 +330,13 @@ class Metrics:
             ["room"],
             registry=r,
         )
+        self.room_interest_oldest_age = Gauge(
+            "tickwire_interest_oldest_age_seconds",
+            "Interest management: how long the longest-waiting in-interest cell (holding "
+            "entities) of any client has gone unsent, seconds, at the last tick.",
+            ["room"],
+            registry=r,
+        )
         self._rooms: dict[str, RoomMetrics] = {}
         # The HTTP edge (server.connguard)
         self.http_pending = Gauge(
@@ -410,7 +419,8 @@ class Metrics:
         if found is None:
             found = self._rooms[room_id] = RoomMetrics(
                 self.room_tick_duration.labels(room=room_id),
-                self.room_players.labels(room=room_id))
+                self.room_players.labels(room=room_id),
+                self.room_interest_oldest_age.labels(room=room_id))
         return found
 
     def forget_room(self, room_id: str) -> None:
@@ -418,6 +428,7 @@ class Metrics:
         if self._rooms.pop(room_id, None) is not None:
             self.room_tick_duration.remove(room_id)
             self.room_players.remove(room_id)
+            self.room_interest_oldest_age.remove(room_id)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition of this registry: ``(body, content_type)`` for /metrics."""

@@ -735,7 +735,8 @@ class Room:
             personal = pb.ServerFrame(snapshot=pb.Snapshot(
                 last_input_seq=seq, rtt_ms=rtt, personal=part.personal)).SerializeToString()
             out.append(Delivery(seat.player_id, frames, header, personal, part.reset,
-                                part.chunks, lambda row=seat.row: interest.skipped(row)))
+                                part.chunks,
+                                lambda row=seat.row: interest.skipped(row, tick)))
         return out
 
     # -- frames -------------------------------------------------------------------------

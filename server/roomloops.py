@@ -121,6 +121,8 @@ class RoomLoops:
         per_room = m.for_room(room.room_id)
         per_room.tick_duration.observe(s.last_duration_s)
         per_room.players.set(len(room.seats))
+        if room.interest is not None:
+            per_room.interest_oldest_age.set(room.interest.oldest_age_s)
         skipped, overruns, errors = entry.exported
         if s.ticks_skipped != skipped:
             m.ticks_skipped.inc(s.ticks_skipped - skipped)

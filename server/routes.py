@@ -150,6 +150,8 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
                 "hitscan": room.shot_stats.summary(),
                 "seats": seats,
             })
+            if room.interest is not None:
+                out[-1]["interest"] = room.interest.summary()
         return out
 
     async def handle_healthz(request: web.Request) -> web.Response:

@@ -313,8 +313,17 @@ class Params:
         "units",
         50.0,
         16000.0,
-        "a cell enters a client's interest when its rectangle is this close to the player; "
-        "cells within half of it are sent every tick whatever the budget",
+        "a cell enters a client's interest when its rectangle is this close to the player",
+        live=False,
+    )
+    interest_near: float = _p(
+        150.0,
+        "interest.near",
+        "units",
+        0.0,
+        16000.0,
+        "cells this close to the player are sent every tick whatever the budget (at most "
+        "interest.radius); keep the cells it covers within the budget",
         live=False,
     )
     interest_margin: float = _p(
@@ -495,6 +504,10 @@ def _check_cross_fields(p: Params) -> None:
             f" + npc.count ({p.npc_count}) + projectile.max ({p.max_projectiles})"
             f" = {needed} slots are needed"
         )
+    if p.interest_near > p.interest_radius:
+        raise ParamsError(
+            f"interest.near = {p.interest_near} is beyond interest.radius = "
+            f"{p.interest_radius}: near cells are the always-sent part of the interest")
     if p.interest_enabled:
         cells = math.ceil(p.world_width / p.interest_cell) * math.ceil(
             p.world_height / p.interest_cell)

@@ -186,6 +186,8 @@ def test_interest_params_are_validated_with_clear_errors():
                                "interest.enabled": True, "interest.cell": 100})
     with pytest.raises(ParamsError, match=r"interest\.budget_kbps"):
         Params().with_changes({"interest.budget_kbps": -1})
+    with pytest.raises(ParamsError, match=r"interest\.near = 700"):
+        Params().with_changes({"interest.near": 700.0, "interest.radius": 600.0})
 
 
 def test_position_scale_is_the_largest_power_of_two_that_covers_the_world():

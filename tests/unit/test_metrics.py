@@ -36,6 +36,7 @@ EXPECTED = {
     "tickwire_handshakes_rejected_total": "counter",
     "tickwire_room_tick_duration_seconds": "histogram",
     "tickwire_room_players": "gauge",
+    "tickwire_interest_oldest_age_seconds": "gauge",
     "tickwire_build_info": "gauge",
     "tickwire_http_pending_connections": "gauge",
     "tickwire_http_connections_dropped_total": "counter",
