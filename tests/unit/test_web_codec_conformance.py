@@ -615,10 +615,20 @@ def build_chunk_sessions() -> list[dict]:
             for name, mutated in _chunk_mutants(rng, frames[:40]):
                 sessions.append({"name": f"mutant-{name}", "frames": mutated})
     # No budget (every interest cell every tick) and the arena's position scale.
+    # Big cells (~25 NPCs each) make bodies worth deflating.
     small = _chunk_params(**{"world.width": 3000.0, "world.height": 3000.0,
-                             "interest.budget_kbps": 0.0, "npc.count": 200})
+                             "interest.budget_kbps": 0.0, "npc.count": 480,
+                             "interest.cell": 600.0, "interest.radius": 900.0})
     frames = _record_room_session(200, 40, "lossy", small)
     sessions.append({"name": "room-no-budget-scale-16", "frames": frames, "params": small})
+    # The server sends chunks raw today; the spec allows each to be deflated (flags bit 1):
+    # the first session again with every chunk deflated.
+    sessions.append({"name": "room-every-deflated", "frames": [
+        {**f, "chunks": [bytes([c[0] | codec.FLAG_DEFLATE]) + zlib.compress(c[1:], 1)
+                         if not c[0] & codec.FLAG_DEFLATE else c for c in f["chunks"]]}
+        for f in sessions[0]["frames"]]})
+    for name, mutated in _chunk_mutants(rng, sessions[-1]["frames"][:30]):
+        sessions.append({"name": f"mutant-deflated-{name}", "frames": mutated})
     for s in sessions:
         p = s.pop("params", params)
         s["rate"] = p.tick_rate
