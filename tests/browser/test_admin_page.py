@@ -144,8 +144,8 @@ def test_token_shows_form_generated_from_schema(admin_new_page, admin_server):
     assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "1000")
     expected = math.log(shown / meta["min"]) / math.log(meta["max"] / meta["min"]) * 1000
     assert float(slider.input_value()) == pytest.approx(expected, abs=1.0)
-    assert row(page, "world.width").locator("input[type=range]").get_attribute(
-        "data-scale") == "linear"  # 100-4000: not even two decades
+    assert row(page, "player.respawn_delay_s").locator("input[type=range]").get_attribute(
+        "data-scale") == "linear"  # 0-60 s: not even two decades
     assert r.locator(".unit").inner_text() == meta["unit"] == "units/s"
     assert f"[{meta['min']:g} – {meta['max']:g}]" in r.locator(".doc").inner_text()
 
