@@ -231,14 +231,15 @@ class InterestRoom:
         kg = words[:, _W_KIND_GEN]
 
         # The interest set: live members of the interest cells, own entity, recent hitters.
-        always = [entity] if alive[entity] else []
-        horizon = tick - self.params.tick_rate
-        for s, t in list(client.hitters.items()):
-            if t <= horizon or not alive[s]:
-                del client.hitters[s]
-            else:
-                always.append(s)
-        always_arr = np.unique(np.array(always, dtype=np.int64))
+        always = {entity} if alive[entity] else set()
+        if client.hitters:
+            horizon = tick - self.params.tick_rate
+            for s, t in list(client.hitters.items()):
+                if t <= horizon or not alive[s]:
+                    del client.hitters[s]
+                else:
+                    always.add(s)
+        always_arr = np.array(sorted(always), dtype=np.int64)
 
         # Removals: what the client's view holds that is not in the interest set now (an
         # entity whose cell is out, that died, or whose slot holds another entity).
