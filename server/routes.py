@@ -27,6 +27,7 @@ from aiohttp import web
 
 from server.fleet.app import fleet_rooms
 from server.fleet.app import handle_matchmake as fleet_matchmake
+from server.fleet.guard import MatchmakeGuard, MatchmakeLimits
 
 if TYPE_CHECKING:
     from server.clock import Clock
@@ -39,6 +40,13 @@ __all__ = ["HTTP_CACHE_KEY", "EdgeSource", "JsonCache", "add_http_routes", "bear
            "process_stats"]
 
 
+class EdgeConfig(Protocol):
+    """The part of `server.config.GatewayConfig` the routes read."""
+
+    @property
+    def matchmake(self) -> MatchmakeLimits: ...
+
+
 class EdgeSource(Protocol):
     """What the HTTP routes read. `Gateway` provides it; so can a test double."""
 
@@ -49,6 +57,7 @@ class EdgeSource(Protocol):
     draining: bool
     connections: Sized
     fleet: FleetNode | None
+    config: EdgeConfig
 
     def schedule_for(self, room_id: str) -> TickSchedule | None: ...
 
@@ -174,9 +183,11 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
         response.headers["Content-Type"] = content_type
         return response
 
+    guard = MatchmakeGuard(source.config.matchmake)
+
     async def handle_matchmake(request: web.Request) -> web.Response:
         """POST /matchmake: a seat in the fleet and its seat token (server.fleet)."""
-        return await fleet_matchmake(source, request)
+        return await fleet_matchmake(source, request, guard)
 
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/rooms", handle_rooms)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -75,6 +76,15 @@ class FleetConfig:
 
 def new_node_id() -> str:
     return "n" + secrets.token_hex(4)
+
+
+def request_key(client: str, mode: str, room: str, create: bool, request_id: str) -> str:
+    """The registry's name for a client's `request_id`: scoped to the client's address and
+    to what it asked for. A retry (same client, same body) finds its reservation again;
+    another client guessing or reusing the id, or the same id with another body, does not
+    (the id alone would hand out the first requester's seat token)."""
+    scope = "\0".join((client, mode, room, "1" if create else "0", request_id))
+    return hashlib.sha256(scope.encode()).hexdigest()[:32]
 
 
 def new_room_id(mode: str) -> str:
@@ -143,11 +153,19 @@ class FleetNode:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            await self.refresh_once()
+            try:
+                await self.refresh_once()
+            except Exception as exc:  # the loop must outlive any bug
+                # An answer nobody expected (a registry holding garbage, a bug): the
+                # loop must not die with it, or the node's lease lapses and its rooms
+                # vanish from the fleet while it still answers /matchmake.
+                if self.last_error != f"unexpected: {exc!r}":
+                    log.exception("registry refresh failed unexpectedly")
+                self._failed(RegistryUnavailable(f"unexpected: {exc!r}"), logged=True)
 
-    def _failed(self, exc: RegistryUnavailable) -> None:
+    def _failed(self, exc: RegistryUnavailable, *, logged: bool = False) -> None:
         self.metrics.redis_errors.inc()
-        if self.available or self.last_error != str(exc):
+        if not logged and (self.available or self.last_error != str(exc)):
             log.warning("registry unreachable: %s", exc)
         self.available = False
         self.last_error = str(exc)
@@ -237,13 +255,16 @@ class FleetNode:
 
     # -- matchmaking -----------------------------------------------------------------------
 
-    async def matchmake(self, body: object) -> tuple[Reservation, str]:
+    async def matchmake(self, body: object, client: str = "") -> tuple[Reservation, str]:
         """Reserve a seat for a POST /matchmake body; (reservation, seat token).
-        Raises MatchError (400 bad request, 404, 409, 503)."""
+        `client`: who asks (`server.handshake.address_key` of the peer): a `request_id`
+        is that client's own, so another client sending the same id never gets its
+        reservation (nor its seat token). Raises MatchError (400 bad request, 404, 409,
+        503)."""
         started = time.perf_counter()
         result = "error"
         try:
-            req = self._parse(body)
+            req = self._parse(body, client)
             if not self.available:
                 raise MatchError(503, "registry_unavailable",
                                  f"matchmaking is unavailable: {self.last_error}")
@@ -265,7 +286,7 @@ class FleetNode:
             self.metrics.matchmake_total.labels(result=result).inc()
             self.metrics.matchmake_seconds.observe(time.perf_counter() - started)
 
-    def _parse(self, body: object) -> ReserveRequest:
+    def _parse(self, body: object, client: str = "") -> ReserveRequest:
         c = self.config
         if not isinstance(body, dict):
             raise MatchError(400, "bad_request", "the body must be a JSON object")
@@ -286,6 +307,8 @@ class FleetNode:
         unknown = set(body) - {"mode", "room", "create", "request_id"}
         if unknown:
             raise MatchError(400, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}")
+        if request_id:
+            request_id = request_key(client, mode, room, create, request_id)
         return ReserveRequest(mode=mode, nonce=SeatTokens.new_nonce(),
                               new_room_id=new_room_id(mode), now_ms=self.now_ms(),
                               token_ttl_ms=int(c.token_ttl_s * 1000), lease_ms=self.lease_ms,
