@@ -122,6 +122,10 @@ class FleetNode:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._refreshing = asyncio.Lock()
+        self._refreshes = 0  # refresh attempts so far (the room listing's freshness)
+        self._listing: tuple[int, list[RoomInfo]] | None = None
+        self._listing_lock = asyncio.Lock()
+        self.listings = 0  # registry listing calls made for /rooms (with Redis)
         self._task: asyncio.Task | None = None
 
     # -- time ------------------------------------------------------------------------------
@@ -174,7 +178,10 @@ class FleetNode:
         """One refresh: lease, rooms, assigned rooms, retirements. False on failure.
         Refreshes never overlap: a late one must not overwrite a newer state (draining)."""
         async with self._refreshing:
-            return await self._refresh()
+            try:
+                return await self._refresh()
+            finally:
+                self._refreshes += 1  # a cached room listing lives until the next one
 
     async def _refresh(self) -> bool:
         c = self.config
@@ -315,6 +322,24 @@ class FleetNode:
                               room=room, create=create, request_id=request_id)
 
     async def list_rooms(self) -> list[RoomInfo]:
+        """The fleet's public rooms. With Redis, one registry call per refresh beat at
+        most: every GET /rooms used to run the listing script (a walk over every public
+        room, blocking Redis for the whole fleet), so an unauthenticated client polling
+        /rooms in a loop slowed every node's matchmaking. Concurrent callers share the
+        one call; the answer is as fresh as the rooms' own reports (one refresh)."""
+        if self.kind == "local":  # in-process dictionaries: nothing to amplify
+            return await self._list_rooms_now()
+        async with self._listing_lock:
+            cached = self._listing
+            if cached is not None and cached[0] == self._refreshes:
+                return cached[1]
+            generation = self._refreshes
+            rooms = await self._list_rooms_now()
+            self._listing = (generation, rooms)
+            self.listings += 1
+            return rooms
+
+    async def _list_rooms_now(self) -> list[RoomInfo]:
         try:
             return await self.registry.list_rooms(self.now_ms())
         except RegistryUnavailable as exc:

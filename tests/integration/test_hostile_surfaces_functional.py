@@ -246,3 +246,35 @@ async def test_garbage_in_redis_never_kills_the_node_loop_nor_fails_rooms_functi
         with contextlib.suppress(Exception):
             await r.aclose()
     assert (await srv.metrics())["tickwire_redis_errors_total"] >= 1
+
+
+def _evalsha_calls(url: str) -> int:
+    import redis as sync_redis
+
+    stats = sync_redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_polling_rooms_costs_redis_one_listing_per_refresh_not_one_per_request_functional(
+        start_server, redis_url):
+    # A refresh beat far longer than the test: only the requests could call Redis.
+    srv = await start_server(make_params(**{"npc.count": 0}), config_overrides={
+        "fleet": FleetSettings(redis_url=redis_url, lease_s=120.0, refresh_s=60.0)})
+    node = srv.gateway.fleet
+    _, seat, _ = await post(srv.http_url + "/matchmake", {})
+    await get(srv.http_url + "/rooms")  # the listing script is loaded into Redis once
+    await node.refresh_once()
+    before = _evalsha_calls(redis_url)
+    async with aiohttp.ClientSession() as http:
+        async def poll() -> str:
+            async with http.get(srv.http_url + "/rooms") as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+        bodies = await asyncio.gather(*(poll() for _ in range(100)))
+        bodies += [await poll() for _ in range(100)]
+    assert all(seat["room"] in body for body in bodies)
+    assert _evalsha_calls(redis_url) - before == 1  # 200 polls, one listing script
+    await node.refresh_once()  # the next beat: a fresh listing
+    await get(srv.http_url + "/rooms")
+    assert _evalsha_calls(redis_url) - before == 3  # + the refresh + one listing
