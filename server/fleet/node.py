@@ -41,6 +41,7 @@ from server.handshake import Refusal, SeatClaim, SeatTokens
 log = logging.getLogger("tickwire.fleet")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,48}$")
+_ROOM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a mode (up to 32) + "-" + 16 hex digits
 
 
 class RoomHost(Protocol):
@@ -87,8 +88,11 @@ def request_key(client: str, mode: str, room: str, create: bool, request_id: str
     return hashlib.sha256(scope.encode()).hexdigest()[:32]
 
 
-def new_room_id(mode: str) -> str:
-    return f"{mode}-{secrets.token_hex(4)}"
+def new_room_id(mode: str, private: bool = False) -> str:
+    """`mode-<hex>`. A private room's id is its only lock (whoever has it may matchmake
+    into the room), so it gets 64 random bits, not 32: a public room's id is listed
+    anyway."""
+    return f"{mode}-{secrets.token_hex(8 if private else 4)}"
 
 
 @dataclass
@@ -301,10 +305,11 @@ class FleetNode:
         room = body.get("room", "") or ""
         create = body.get("create", False)
         request_id = body.get("request_id", "") or ""
-        for name, value in (("mode", mode), ("room", room), ("request_id", request_id)):
-            if not isinstance(value, str) or (value and not _NAME.match(value)):
+        for name, value, pattern, most in (("mode", mode, _NAME, 48), ("room", room, _ROOM, 64),
+                                           ("request_id", request_id, _NAME, 48)):
+            if not isinstance(value, str) or (value and not pattern.match(value)):
                 raise MatchError(400, "bad_request",
-                                 f"{name} must be 1-48 characters of A-Z a-z 0-9 _ . -")
+                                 f"{name} must be 1-{most} characters of A-Z a-z 0-9 _ . -")
         if not mode:
             raise MatchError(400, "bad_request", "mode must not be empty")
         if not isinstance(create, bool):
@@ -317,7 +322,7 @@ class FleetNode:
         if request_id:
             request_id = request_key(client, mode, room, create, request_id)
         return ReserveRequest(mode=mode, nonce=SeatTokens.new_nonce(),
-                              new_room_id=new_room_id(mode), now_ms=self.now_ms(),
+                              new_room_id=new_room_id(mode, create is True), now_ms=self.now_ms(),
                               token_ttl_ms=int(c.token_ttl_s * 1000), lease_ms=self.lease_ms,
                               room=room, create=create, request_id=request_id)
 

@@ -125,6 +125,10 @@ async def test_spectating_hides_private_rooms_and_names_unless_the_admin_token_f
                              config_overrides={"admin_token": "admin-secret-123"})
     _, private, _ = await post(srv.http_url + "/matchmake", {"create": True})
     _, public, _ = await post(srv.http_url + "/matchmake", {})
+    # The private room's id is its only lock: 64 random bits (a public one's is listed).
+    assert len(private["room"].rsplit("-", 1)[1]) == 16
+    _, friend, _ = await post(srv.http_url + "/matchmake", {"room": private["room"]})
+    assert friend["room"] == private["room"]  # the id is still a working share link
     async with Client(private["url"], "PrivateName") as a, \
             Client(public["url"], "PublicName") as b:
         await a.next_snapshot()
