@@ -22,7 +22,7 @@ from aiohttp import web
 from server.clock import Clock
 from server.fleet.guard import MAX_MATCHMAKE_BODY, MatchmakeGuard, retry_after
 from server.fleet.metrics import FleetMetrics
-from server.fleet.model import MatchError, RegistryUnavailable, RoomState
+from server.fleet.model import MatchError, RegistryUnavailable, RoomInfo, RoomState
 from server.fleet.node import FleetConfig, FleetNode, new_node_id
 from server.fleet.registry import LocalRegistry, Registry
 from server.handshake import SeatTokens, address_key
@@ -229,18 +229,26 @@ def _refused(node: FleetNode, code: str, message: str, status: int,
                              headers=headers)
 
 
-async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
-    """The fleet's public rooms; this node's rooms carry their local detail (`local`:
-    room id -> the detail dict). Without the registry: this node's public rooms."""
+async def fleet_listing(gateway: Gateway) -> list[RoomInfo]:
+    """The fleet's public rooms from the registry; [] when it cannot be reached (the
+    caller then lists this node's rooms only)."""
     node = gateway.fleet
-    out = []
+    if node is None:
+        return []
     try:
-        listed = await node.list_rooms() if node is not None else None
+        return await node.list_rooms()
     except RegistryUnavailable:
-        listed = None
-    if listed is None:
-        listed = []  # the registry is unreachable: this node's rooms only
+        return []
+
+
+def merge_rooms(gateway: Gateway, local: dict[str, dict], listed: list[RoomInfo]
+                ) -> list[dict]:
+    """The fleet's public rooms (`listed`); this node's carry their local detail (`local`:
+    room id -> the detail dict); this node's public rooms the registry has not heard of
+    yet (created since the last refresh) are listed too. Pure: no I/O."""
+    node = gateway.fleet
     me = node.config.node_id if node is not None else ""
+    out = []
     seen = set()
     for info in listed:
         entry = info.to_json()
@@ -249,8 +257,6 @@ async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
             entry = {**entry, **detail}
             seen.add(info.room)
         out.append(entry)
-    # This node's public rooms the registry has not heard of yet (created since the last
-    # refresh) are listed too.
     lobby = gateway.lobby
     for room_id, detail in local.items():
         mode, private, created_ms = lobby.meta.get(room_id, (gateway.default_mode, False, 0))
