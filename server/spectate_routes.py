@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from server.control import ServerControl
     from server.room import Room
 
-__all__ = ["MAX_SPECTATORS", "SpectateLimits", "add_spectate_routes", "build_replay_app"]
+__all__ = ["MAX_SPECTATORS", "SPECTATORS_KEY", "LiveStreams", "SpectateLimits",
+           "add_spectate_routes", "build_replay_app"]
 
 log = logging.getLogger("tickwire.spectate")
 
@@ -98,13 +99,32 @@ class SpectateLimits:
     stall_s: float = 5.0
 
 
-class _LiveStreams:
+class LiveStreams:
+    """Open spectator streams (counts, per address) and each watched room's frame."""
+
     def __init__(self, limits: SpectateLimits) -> None:
         self.limits = limits
         self.open = 0
         self.per_ip = ConnectionsPerIp(limits.per_ip)
         self.frames: dict[str, LiveFrames] = {}
         self.encoded: dict[str, tuple[int, bytes]] = {}
+        self.watching: dict[str, int] = {}  # room -> open streams
+
+    def opened(self, room_id: str, ip: str) -> None:
+        self.open += 1
+        self.per_ip.opened(ip)
+        self.watching[room_id] = self.watching.get(room_id, 0) + 1
+
+    def closed(self, room_id: str, ip: str) -> None:
+        """A stream ended; the room's cached frame goes with its last watcher (a frame of
+        a big world is hundreds of KB, and rooms come and go all day)."""
+        self.open -= 1
+        self.per_ip.closed(ip)
+        self.watching[room_id] -= 1
+        if self.watching[room_id] <= 0:
+            del self.watching[room_id]
+            self.frames.pop(room_id, None)
+            self.encoded.pop(room_id, None)
 
     def refusal(self, ip: str) -> tuple[str, str] | None:
         """(label, sentence) when one more stream from `ip` is over a cap."""
@@ -128,6 +148,9 @@ class _LiveStreams:
         return cached
 
 
+SPECTATORS_KEY = web.AppKey("spectators", LiveStreams)
+
+
 def _room_players(room: Room, with_names: bool) -> list[dict[str, Any]]:
     return [{"player_id": s.player_id, "slot": s.entity, "connected": s.connected,
              **({"name": s.name} if with_names else {})} for s in room.seats.values()]
@@ -147,7 +170,7 @@ def add_spectate_routes(app: web.Application, server: ServerControl, *,
     does not exist (its id is a share link, not a way in for watchers). Refusals are
     counted in ``tickwire_spectators_refused_total{reason}`` and logged."""
     limits = limits or SpectateLimits()
-    streams = _LiveStreams(limits)
+    streams = app[SPECTATORS_KEY] = LiveStreams(limits)
     refused = Counter("tickwire_spectators_refused",
                       "Live spectator requests refused or streams cut, by reason "
                       "(max_streams, per_ip, private, stalled).", ["reason"],
@@ -184,8 +207,7 @@ def add_spectate_routes(app: web.Application, server: ServerControl, *,
             refuse(*over, request)
             return web.json_response({"error": over[0], "message": over[1]}, status=503,
                                      headers={"Retry-After": "5"})
-        streams.open += 1
-        streams.per_ip.opened(ip)
+        streams.opened(room.room_id, ip)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
         stall_s = limits.stall_s or None
@@ -217,8 +239,7 @@ def add_spectate_routes(app: web.Application, server: ServerControl, *,
         except ConnectionResetError:
             pass  # the spectator went away
         finally:
-            streams.open -= 1
-            streams.per_ip.closed(ip)
+            streams.closed(room.room_id, ip)
         return resp
 
     app.router.add_get("/spectate/{room}", describe)

@@ -16,7 +16,7 @@ import pytest
 from client_demo.client import Client
 from server.fleet.app import FleetSettings
 from server.fleet.guard import MAX_MATCHMAKE_BODY, MatchmakeLimits
-from server.spectate_routes import SpectateLimits
+from server.spectate_routes import SPECTATORS_KEY, SpectateLimits
 from tests.integration.conftest import make_params, wait_until
 
 OTHER_HOST = "127.0.0.2"  # another source address on loopback: "another client host"
@@ -282,3 +282,24 @@ async def test_polling_rooms_costs_redis_one_listing_per_refresh_not_one_per_req
     await node.refresh_once()  # the next beat: a fresh listing
     await get(srv.http_url + "/rooms")
     assert _evalsha_calls(redis_url) - before == 3  # + the refresh + one listing
+
+
+async def test_a_rooms_cached_spectator_frame_goes_with_its_last_watcher_functional(
+        start_server):
+    # Every room ever watched kept its last frame (hundreds of KB for a big world) for the
+    # life of the process: watching each public room once made memory grow with churn.
+    srv = await start_server(make_params(**{"npc.count": 50}))
+    streams = srv.server.app[SPECTATORS_KEY]
+    for room_id in ("a", "b", "c"):
+        srv.gateway.ensure_room(room_id, "arena", False)
+    async with aiohttp.ClientSession() as http:
+        opened = [await _stream_open(srv.http_url + f"/spectate/{r}/events", http)
+                  for r in ("a", "a", "b", "c")]
+        assert sorted(streams.frames) == ["a", "b", "c"]
+        opened[0].close()  # one of a's two watchers leaves: a's frame stays
+        opened[2].close()
+        await wait_until(lambda: sorted(streams.frames) == ["a", "c"], timeout=10.0)
+        for resp in opened:
+            resp.close()
+        await wait_until(lambda: not streams.frames and not streams.encoded, timeout=10.0)
+    assert streams.open == 0
