@@ -25,7 +25,7 @@ from server.fleet.metrics import FleetMetrics
 from server.fleet.model import MatchError, RegistryUnavailable, RoomInfo, RoomState
 from server.fleet.node import FleetConfig, FleetNode, new_node_id
 from server.fleet.registry import LocalRegistry, Registry
-from server.handshake import SeatTokens, address_key
+from server.handshake import OriginPolicy, SeatTokens, address_key
 from server.lobby import Lobby
 from server.metrics import Metrics
 from sim.params import Params
@@ -70,6 +70,7 @@ class Gateway(Protocol):
     fleet: FleetNode | None
     config: GatewaySettings
     clock: Clock
+    origins: OriginPolicy
     wall_clock: Clock
 
     def ensure_room(self, room_id: str, mode: str, private: bool) -> object: ...
@@ -178,7 +179,8 @@ async def handle_matchmake(gateway: Gateway, request: web.Request,
     """POST /matchmake: reserve a seat; the answer says where to connect with which token.
 
     Refused before the registry is asked: over the caller's per-address rate (429,
-    `Retry-After`), a body over `MAX_MATCHMAKE_BODY` (413), a body that is not JSON or is
+    `Retry-After`), from a browser page of another origin (403, the /ws origin rule), a
+    body over `MAX_MATCHMAKE_BODY` (413), a body that is not JSON or is
     nested too deeply (400). Each refusal is one log line and counted in
     `tickwire_matchmake_total{result}`."""
     node = gateway.fleet
@@ -189,6 +191,14 @@ async def handle_matchmake(gateway: Gateway, request: web.Request,
     now = gateway.clock.now()
     if guard is not None and (limited := guard.check(ip, now)) is not None:
         return _refused(node, limited[0].label, limited[0].reason, 429, limited[1])
+    # Another site's page could make its visitors' browsers POST here (a text/plain body
+    # needs no CORS preflight): each visitor a source of reservations and new rooms.
+    # Browsers always send Origin on such a POST; the /ws rule applies (non-browser
+    # clients send none and pass).
+    refusal = gateway.origins.check(request.headers.get("Origin"), request.host,
+                                    request.scheme)
+    if refusal is not None:
+        return _refused(node, refusal.label, refusal.reason, refusal.status)
     if (request.content_length or 0) > MAX_MATCHMAKE_BODY:
         return _refused(node, "too_large", f"the body is {request.content_length} bytes; "
                         f"at most {MAX_MATCHMAKE_BODY} are accepted", 413)

@@ -303,3 +303,22 @@ async def test_a_rooms_cached_spectator_frame_goes_with_its_last_watcher_functio
             resp.close()
         await wait_until(lambda: not streams.frames and not streams.encoded, timeout=10.0)
     assert streams.open == 0
+
+
+async def test_another_sites_page_cannot_make_its_visitors_matchmake_functional(start_server):
+    # A page on evil.example POSTs a text/plain body (no CORS preflight) from each
+    # visitor's browser: before, every visitor reserved a seat or created a room here.
+    srv = await start_server(make_params(**{"npc.count": 0}))
+    url = srv.http_url + "/matchmake"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=b'{"create": true}', headers={
+                "Origin": "http://evil.example", "Content-Type": "text/plain"}) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"] == "origin"
+        async with http.post(url, json={}, headers={"Origin": srv.http_url}) as resp:
+            assert resp.status == 200  # the server's own page (quick play) still works
+        async with http.post(url, json={}) as resp:
+            assert resp.status == 200  # not a browser: no Origin, not affected
+    await srv.gateway.fleet.refresh_once()  # rooms the registry made now exist here
+    assert not any(private for _, private, _ in srv.gateway.lobby.meta.values())
+    assert (await srv.metrics())['tickwire_matchmake_total{result="origin"}'] == 1
