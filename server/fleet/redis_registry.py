@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -291,6 +292,27 @@ return redis.call('GET', ARGV[1] .. 'secret')
 """
 
 
+def redacted(url: str) -> str:
+    """`url` with its password (and a username's password-like part) replaced by `***`.
+    The message of an unreachable Redis reaches /healthz and every 503 of /matchmake,
+    which anyone may read; `redis://:PASSWORD@host` must not."""
+    parts = urlsplit(url)
+    query = parts.query
+    if "password" in query:  # redis-py also takes ?password=...
+        query = urlencode([(k, "***" if k == "password" else v)
+                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
+    if parts.password is None and not parts.username:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***" if parts.password is not None and parts.username \
+        else "***" if parts.password is None else ":***"
+    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, query, parts.fragment))
+
+
 def _secret(text: str) -> bytes:
     """The shared seat-token secret as stored (hex); at least 16 bytes."""
     secret = bytes.fromhex(text)
@@ -311,7 +333,8 @@ class RedisRegistry:
 
     def __init__(self, url: str, *, prefix: str = "tw:", timeout_s: float = 1.0,
                  max_connections: int = 8) -> None:
-        self.url = url
+        # Only ever shown (logs, /healthz, 503 answers to anyone): never with a password.
+        self.url = redacted(url)
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.malformed_rooms = 0  # rows of list_rooms left out (see _malformed_room)

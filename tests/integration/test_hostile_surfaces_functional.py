@@ -322,3 +322,21 @@ async def test_another_sites_page_cannot_make_its_visitors_matchmake_functional(
     await srv.gateway.fleet.refresh_once()  # rooms the registry made now exist here
     assert not any(private for _, private, _ in srv.gateway.lobby.meta.values())
     assert (await srv.metrics())['tickwire_matchmake_total{result="origin"}'] == 1
+
+
+async def test_a_redis_password_never_reaches_healthz_or_a_matchmake_answer_functional(
+        start_server, caplog):
+    # An unreachable Redis's message went verbatim to /healthz and to every 503 of
+    # /matchmake, which anyone may read: URL, password and all.
+    from server.nodeproc import free_port
+
+    url = f"redis://:hunter2-pass@127.0.0.1:{free_port()}/0"  # nothing listens there
+    srv = await start_server(make_params(**{"npc.count": 0}), config_overrides={
+        "join_secret": b"j" * 32, "fleet": FleetSettings(redis_url=url)})
+    status, health = await get(srv.http_url + "/healthz")
+    assert status == 200 and '"reachable":false' in health
+    assert "hunter2" not in health and "redis://:***@127.0.0.1" in health
+    status, answer, _ = await post(srv.http_url + "/matchmake", {})
+    assert (status, answer["error"]) == (503, "registry_unavailable")
+    assert "hunter2" not in answer["message"] and ":***@" in answer["message"]
+    assert not any("hunter2" in r.getMessage() for r in caplog.records)
