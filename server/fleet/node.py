@@ -166,10 +166,12 @@ class FleetNode:
             except Exception as exc:  # the loop must outlive any bug
                 # An answer nobody expected (a registry holding garbage, a bug): the
                 # loop must not die with it, or the node's lease lapses and its rooms
-                # vanish from the fleet while it still answers /matchmake.
-                if self.last_error != f"unexpected: {exc!r}":
-                    log.exception("registry refresh failed unexpectedly")
-                self._failed(RegistryUnavailable(f"unexpected: {exc!r}"), logged=True)
+                # vanish from the fleet while it still answers /matchmake. The message
+                # (shown on /healthz) names the type only; the log has the traceback.
+                error = f"registry refresh failed: unexpected {type(exc).__name__}"
+                if self.last_error != error:
+                    log.exception(error)
+                self._failed(RegistryUnavailable(error), logged=True)
 
     def _failed(self, exc: RegistryUnavailable, *, logged: bool = False) -> None:
         self.metrics.redis_errors.inc()
