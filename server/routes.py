@@ -170,7 +170,7 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
 
     async def handle_rooms(request: web.Request) -> web.Response:
         with_names = public_player_names or bearer_matches(request, admin_token)
-        name = "rooms+names" if with_names else "rooms"
+        name = "fleet-rooms+names" if with_names else "fleet-rooms"
         # The fleet's public rooms (from the registry, itself fetched at most once per
         # refresh beat); this node's carry the detail. The answer is cached whole on both:
         # re-parsing and re-serialising it per request cost ~1.5 ms of the game loop's

@@ -429,11 +429,9 @@ class RedisRegistry:
         return sorted(rooms, key=lambda r: (r.created_ms, r.room))
 
     async def list_nodes(self) -> list[dict[str, object]]:
-        answer = await self._run(self._list_nodes)
-        with self._decoding("list_nodes"):
-            return [{"node": str(r[0]), "url": str(r[1]), "draining": bool(r[2]),
-                     "load": int(r[3]), "rooms": int(r[4])}
-                    for r in _list(json.loads(answer))]
+        rows = _list(json.loads(await self._run(self._list_nodes)))
+        return [{"node": r[0], "url": r[1], "draining": bool(r[2]), "load": int(r[3]),
+                 "rooms": int(r[4])} for r in rows]
 
     async def deregister(self, node: str) -> None:
         await self._run(self._deregister, node)
