@@ -340,3 +340,54 @@ async def test_a_redis_password_never_reaches_healthz_or_a_matchmake_answer_func
     assert (status, answer["error"]) == (503, "registry_unavailable")
     assert "hunter2" not in answer["message"] and ":***@" in answer["message"]
     assert not any("hunter2" in r.getMessage() for r in caplog.records)
+
+
+# -- tickwire replay FILE --serve -----------------------------------------------------------
+
+
+def test_the_replay_server_closes_a_request_head_that_never_ends_functional(tmp_path):
+    # With web.run_app a connection trickling a head that never ends stayed open for good
+    # (still open after 20 s): a slowloris could hold every descriptor of the replay
+    # server. It now has the game server's listener: 408 after --request-head-timeout.
+    import subprocess
+    import time
+
+    from server.nodeproc import TICKWIRE, free_port
+    from tests.unit.test_recording import play, recorded_room
+
+    if not TICKWIRE.exists():
+        pytest.skip(f"{TICKWIRE} is missing (run make install)")
+    room, recorder = recorded_room(tmp_path)
+    room.join(7, "a", 0.0)
+    play(room, 30)
+    recorder.close()
+    (path,) = recorder.files
+    port = free_port()
+    log = (tmp_path / "replay.log").open("wb")
+    proc = subprocess.Popen([str(TICKWIRE), "replay", str(path), "--serve", "--port",
+                             str(port), "--request-head-timeout", "1"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:
+            assert proc.poll() is None, (tmp_path / "replay.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the replay server did not listen"
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), 5.0) as slow:
+            slow.settimeout(15.0)
+            slow.sendall(b"GET /replay/info HTTP/1.1\r\nHo")  # ...and never the rest
+            answer = slow.recv(200)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        with socket.create_connection(("127.0.0.1", port), 5.0) as honest:
+            honest.settimeout(10.0)
+            honest.sendall(b"GET /replay/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert honest.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+    assert "serving" in (tmp_path / "replay.log").read_text()
