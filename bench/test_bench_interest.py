@@ -69,7 +69,7 @@ def _params(width: float) -> Params:
     return Params().with_changes({
         "world.width": width, "world.height": width, "npc.count": 0,
         "interest.enabled": True, "interest.radius": 400.0, "interest.cell": 200.0,
-        "interest.margin": 50.0, "interest.budget_kbps": 8.0})
+        "interest.near": 100.0, "interest.margin": 50.0, "interest.budget_kbps": 8.0})
 
 
 def _room(entities: int) -> tuple[_World, InterestRoom, codec.SnapshotHistory]:

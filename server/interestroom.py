@@ -19,7 +19,8 @@ Per client (``ClientChunks``), what the wire spec needs the server to know
   (``sim.interest.ClientCells``, ``Allowance``);
 - for each cell, the newest *acknowledged* tick in which it was sent that cell: the
   cell's baseline (acks arrive in order, so acking T means every earlier snapshot sent was
-  applied);
+  applied), whose member list the client kept; the grid of each recent tick is kept here
+  (``indexes``) to know those members;
 - a log of what each sent snapshot carried (slots), so it knows which chunk members the
   client will skip (their slot was not carried by the baseline snapshot) and sends those
   whole in the personal part;
@@ -126,6 +127,7 @@ class InterestRoom:
         self.chunks_sent = 0
         self.oldest_age_s = 0.0  # the oldest unsent in-interest entity's wait, last tick
         self.last_size = np.zeros(self.grid.cells, dtype=np.int64)  # bytes, for estimates
+        self.indexes: dict[int, CellIndex] = {}  # the grid of each recent tick (baselines)
 
     def info(self) -> pb.InterestInfo:
         p = self.params
@@ -185,6 +187,9 @@ class InterestRoom:
         from the cells' last encodings); every distinct (cell, baseline) is encoded in one
         batch; each client's personal part is built from what it was sent."""
         index = self.grid.assign(pos, alive)
+        self.indexes[tick] = index
+        for old in [t for t in self.indexes if t <= tick - self.ring]:
+            del self.indexes[old]
         words = state.view("<u2").reshape(-1, 8)
         rate = self.params.tick_rate
         per_tick = self.params.interest_budget_kbps * 1024.0 / rate
@@ -231,14 +236,15 @@ class InterestRoom:
         kg = words[:, _W_KIND_GEN]
 
         # The interest set: live members of the interest cells, own entity, recent hitters.
-        always = [entity] if alive[entity] else []
-        horizon = tick - self.params.tick_rate
-        for s, t in list(client.hitters.items()):
-            if t <= horizon or not alive[s]:
-                del client.hitters[s]
-            else:
-                always.append(s)
-        always_arr = np.unique(np.array(always, dtype=np.int64))
+        always = {entity} if alive[entity] else set()
+        if client.hitters:
+            horizon = tick - self.params.tick_rate
+            for s, t in list(client.hitters.items()):
+                if t <= horizon or not alive[s]:
+                    del client.hitters[s]
+                else:
+                    always.add(s)
+        always_arr = np.array(sorted(always), dtype=np.int64)
 
         # Removals: what the client's view holds that is not in the interest set now (an
         # entity whose cell is out, that died, or whose slot holds another entity).
@@ -292,32 +298,60 @@ class InterestRoom:
     def _encode(self, plans: list[_Plan], tick: int, index: CellIndex, words: np.ndarray
                 ) -> tuple[list[bytes], _Members, np.ndarray]:
         """Pass 2: every distinct (cell, baseline) the clients need, encoded in one batch.
-        Returns the serialized fragments, members and delta masks per chunk, and the
-        sorted (cell, baseline) keys that index them."""
+        A delta chunk lists the cell's members at its baseline (the client has them) with
+        an op each, then the members added since. Returns the serialized fragments, the
+        chunks' rows, and the sorted (cell, baseline) keys that index them."""
         keys = [p.cells * _KEY + p.base for p in plans if len(p.cells)]
         if not keys:
-            return [], _Members(_EMPTY, np.zeros(0, dtype=bool), np.zeros(1, np.int64)), _EMPTY
+            none = np.zeros(0, dtype=bool)
+            return [], _Members(_EMPTY, none, none, np.zeros(1, np.int64)), _EMPTY
         uniq = np.unique(np.concatenate(keys))
         cells, bases = uniq // _KEY, uniq % _KEY
-        starts, order = index.starts, index.order
-        parts = [order[starts[c] : starts[c + 1]] for c in cells.tolist()]
-        counts = np.array([len(m) for m in parts], dtype=np.int64)
-        slots = np.concatenate(parts)
-        cur = words[slots]
-        base_rows = np.zeros_like(cur)
-        member_base = np.repeat(bases, counts)
+        k_n = len(cells)
+        cur_parts = [index.members(c) for c in cells.tolist()]
+        cur_n = np.array([len(m) for m in cur_parts], dtype=np.int64)
+        cur = np.concatenate(cur_parts)
+        cur_chunk = np.repeat(np.arange(k_n), cur_n)
+        cur_base = bases[cur_chunk]
+        prev_parts = []
+        for c, b in zip(cells.tolist(), bases.tolist(), strict=True):
+            prev_parts.append(self.indexes[b].members(c) if b else _EMPTY)
+        prev_n = np.array([len(m) for m in prev_parts], dtype=np.int64)
+        prev = np.concatenate(prev_parts) if prev_parts else _EMPTY
+        prev_chunk = np.repeat(np.arange(k_n), prev_n)
+        prev_in = index.cell_of[prev] == cells[prev_chunk]
+        # A member now is added when it was not in the cell at the chunk's baseline.
+        added = np.ones(len(cur), dtype=bool)
         for b in np.unique(bases[bases > 0]).tolist():
-            rows = member_base == b
+            at = np.flatnonzero(cur_base == b)
+            added[at] = self.indexes[b].cell_of[cur[at]] != cells[cur_chunk[at]]
+        add_n = np.bincount(cur_chunk[added], minlength=k_n)
+        # Rows: each chunk's previous members, then its added ones.
+        row_slots = np.concatenate([prev, cur[added]])
+        row_chunk = np.concatenate([prev_chunk, cur_chunk[added]])
+        row_added = np.concatenate([np.zeros(len(prev), dtype=bool),
+                                    np.ones(int(added.sum()), dtype=bool)])
+        order = np.lexsort((row_added, row_chunk))  # stable: slots stay ascending
+        row_slots, row_chunk = row_slots[order], row_chunk[order]
+        in_cell = np.concatenate([prev_in, np.ones(int(added.sum()), dtype=bool)])[order]
+        now = words[row_slots]
+        base_rows = np.zeros_like(now)
+        row_base = bases[row_chunk]
+        for b in np.unique(bases[bases > 0]).tolist():
+            at = np.flatnonzero(row_base == b)
             old = self.history.get(b).view("<u2").reshape(-1, 8)
-            base_rows[rows] = old[slots[rows]]
+            base_rows[at] = old[row_slots[at]]
+        kg = now[:, _W_KIND_GEN]
+        same = (row_base > 0) & (kg == base_rows[:, _W_KIND_GEN]) & (kg & 0xFF != 0)
         elapsed = np.where(bases > 0, tick - bases, 0)
-        batch = chunkcodec.encode_chunks(cells, elapsed, counts, slots, cur, base_rows,
+        batch = chunkcodec.encode_chunks(cells, elapsed, prev_n, add_n, row_slots, in_cell,
+                                         same, now, base_rows,
                                          tick_rate=self.params.tick_rate,
                                          pos_scale=self.history.pos_scale)
         frames = [_fragment(c) for c in batch.chunks]
         self.last_size[cells] = [len(f) for f in frames]
         self.encodes += len(frames)
-        return frames, _Members(slots, batch.delta, batch.starts), uniq
+        return frames, _Members(row_slots, batch.skippable, batch.stays, batch.starts), uniq
 
     def _finish(self, client: ClientChunks, tick: int, plan: _Plan, frames: list[bytes],
                 members: _Members, lookup: np.ndarray, words: np.ndarray) -> ClientPart:
@@ -329,7 +363,9 @@ class InterestRoom:
         # All members of this client's chunks at once, with each one's chunk baseline.
         first, lens = members.starts[ks], members.starts[ks + 1] - members.starts[ks]
         at = np.repeat(first - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-        slots, delta = members.slots[at], members.delta[at]
+        stays = members.stays[at]
+        slots, delta = members.slots[at][stays], members.delta[at][stays]
+        lens = np.bincount(np.repeat(np.arange(len(ks)), lens)[stays], minlength=len(ks))
         skip = np.zeros(len(slots), dtype=bool)
         if delta.any():
             member_base = np.repeat(plan.base, lens)
@@ -378,11 +414,13 @@ _KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
 
 @dataclass(slots=True)
 class _Members:
-    """The members of a tick's encoded chunks: chunk k's are ``slots[starts[k]:starts[k+1]]``
-    and ``delta`` marks the op 0/1 ones."""
+    """The rows of a tick's encoded chunks: chunk k's are ``slots[starts[k]:starts[k+1]]``;
+    ``stays`` marks the members now (not the ones that left the cell), ``delta`` the added
+    members sent as op 0/1 (skipped by a client whose baseline snapshot lacks them)."""
 
     slots: np.ndarray
     delta: np.ndarray
+    stays: np.ndarray
     starts: np.ndarray
 
 

@@ -161,6 +161,9 @@ class ClientCells:
         was = in_sorted(ids, self.cells)
         keep = (dist <= self.radius) | was
         ids, dist = ids[keep], dist[keep]
+        if len(ids) == len(self.cells) and (ids == self.cells).all():
+            self.dist = dist  # the usual tick: the same cells, a little moved
+            return
         pos = np.searchsorted(self.cells, ids)
         pos = np.minimum(pos, max(len(self.cells) - 1, 0))
         old = (self.cells[pos] == ids) if len(self.cells) else np.zeros(len(ids), dtype=bool)

@@ -193,12 +193,18 @@ def test_client_view_is_the_world_restricted_to_its_interest(
                 assert (as_of == tick).all()
 
 
+def _kept(slots, words, cells) -> dict:
+    from proto.chunks import Carried, Kept
+    return Kept(Carried(np.asarray(slots, dtype=np.int64), np.asarray(words, dtype="<u2")),
+                {c: np.asarray(m, dtype=np.int64) for c, m in cells.items()})
+
+
 @given(data=st.binary(max_size=400))
 @settings(max_examples=500, deadline=None)
 def test_chunk_and_personal_decoders_raise_only_codec_error_on_garbage(data):
     # Either outcome is fine (a valid parse must be well formed); any other exception
     # type fails the test.
-    kept = {5: codec_carried()}
+    kept = {5: _kept([1, 4, 7], np.ones((3, 8)), {0: [1, 4, 7], 3: [4]})}
     with contextlib.suppress(CodecError):
         got = decode_chunk(data, tick=9, tick_rate=RATE, kept=kept)
         assert (np.diff(got.slots) > 0).all() and len(got.words) == len(got.slots)
@@ -207,33 +213,62 @@ def test_chunk_and_personal_decoders_raise_only_codec_error_on_garbage(data):
         assert len(part.spawn_words) == len(part.spawn_slots)
 
 
-def codec_carried():
-    from proto.chunks import Carried
-    return Carried(np.array([1, 4, 7], dtype=np.int64), np.ones((3, 8), dtype="<u2"))
+def _chunk_world(rng, capacity=600):
+    """A world now and at a baseline, a cell's members at both, and a client's snapshot of
+    the baseline (every previous member carried, plus some others)."""
+    base = rng.integers(0, 65536, (capacity, 8)).astype("<u2")
+    base[:, 6] = (base[:, 6] & 0xFF00) | rng.integers(1, 4, capacity).astype("<u2")
+    prev = np.sort(rng.choice(capacity, int(rng.integers(0, 30)), replace=False))
+    others = np.setdiff1d(np.arange(capacity), prev)
+    stay = prev[rng.random(len(prev)) < 0.7]
+    added = np.sort(rng.choice(others, int(rng.integers(0, 20)), replace=False))
+    members = np.union1d(stay, added)
+    return base, prev, members
+
+
+@given(seed=st.integers(0, 2**32 - 1), elapsed=st.integers(1, 80),
+       scale=st.sampled_from([16, 8, 4, 1]))
+@settings(max_examples=200, deadline=None)
+def test_a_delta_chunk_decodes_to_the_state_it_encodes(seed, elapsed, scale):
+    rng = np.random.default_rng(seed)
+    base, prev, members = _chunk_world(rng)
+    now = codec.predict_words(base, elapsed, RATE, scale)
+    moved = rng.random(len(now)) < 0.3
+    now[moved, 0] += rng.integers(0, 300, int(moved.sum())).astype("<u2")
+    now[rng.random(len(now)) < 0.1, 6] += 256  # a new generation in that slot: a spawn
+    others = np.setdiff1d(members, prev)
+    had_others = others[rng.random(len(others)) < 0.6]  # added members the client had at b
+    carried = np.union1d(prev, had_others)
+    kept = {100: _kept(carried, base[carried], {7: prev})}
+    chunk = encode_chunk(7, prev, members, now, base, elapsed_ticks=elapsed, tick_rate=RATE,
+                         pos_scale=scale)
+    got = decode_chunk(chunk, tick=100 + elapsed, tick_rate=RATE, kept=kept, pos_scale=scale)
+    assert np.array_equal(got.members, members)
+    same = (now[members, 6] == base[members, 6])
+    skipped = ~np.isin(members, prev) & same & ~np.isin(members, had_others)
+    assert np.array_equal(got.slots, members[~skipped])
+    assert np.array_equal(got.words, now[members[~skipped]])
+    assert got.skipped == int(skipped.sum())
 
 
 @given(seed=st.integers(0, 2**32 - 1), cut=st.integers(0, 10_000), flip=st.integers(0, 255))
 @settings(max_examples=300, deadline=None)
 def test_mutated_chunks_decode_or_raise_codec_error(seed, cut, flip):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 30))
-    slots = np.sort(rng.choice(500, n, replace=False)).astype(np.int64)
-    cur = rng.integers(0, 65536, (n, 8)).astype("<u2")
-    cur[:, 6] = cur[:, 6] | 1
-    base = cur.copy()
-    base[:, 0] -= rng.integers(0, 3, n).astype("<u2")
-    chunk = encode_chunk(3, slots, cur, base, elapsed_ticks=2, tick_rate=RATE)
-    from proto.chunks import Carried
-    kept = {7: Carried(slots, base)}
+    base, prev, members = _chunk_world(rng)
+    now = base.copy()
+    now[:, 0] += rng.integers(0, 3, len(now)).astype("<u2")
+    chunk = encode_chunk(3, prev, members, now, base, elapsed_ticks=2, tick_rate=RATE)
+    kept = {7: _kept(np.union1d(prev, members), base[np.union1d(prev, members)], {3: prev})}
     mutated = bytearray(chunk)
-    if mutated:
-        mutated[cut % len(mutated)] ^= flip
+    mutated[cut % len(mutated)] ^= flip
     for payload in (bytes(mutated), chunk[: cut % (len(chunk) + 1)]):
         with contextlib.suppress(CodecError):
             got = decode_chunk(payload, tick=9, tick_rate=RATE, kept=kept)
             assert (np.diff(got.slots) > 0).all() and len(got.words) == len(got.slots)
+    slots = np.union1d(prev, members)[:8]
     personal = encode_personal(reset=False, left=slots[:2], gone=slots[2:3],
-                               spawn_slots=slots[3:], spawn_words=cur[3:])
+                               spawn_slots=slots[3:], spawn_words=now[slots[3:]])
     mutated = bytearray(personal)
     mutated[cut % len(mutated)] ^= flip
     for payload in (bytes(mutated), personal[: cut % (len(personal) + 1)]):
@@ -242,86 +277,65 @@ def test_mutated_chunks_decode_or_raise_codec_error(seed, cut, flip):
             assert len(part.spawn_words) == len(part.spawn_slots)
 
 
-@given(seed=st.integers(0, 2**32 - 1), elapsed=st.integers(1, 80),
-       scale=st.sampled_from([16, 8, 4, 1]))
-@settings(max_examples=200, deadline=None)
-def test_a_delta_chunk_decodes_to_the_state_it_encodes(seed, elapsed, scale):
-    from proto.chunks import Carried
+@given(seed=st.integers(0, 2**32 - 1), chunks=st.integers(1, 12),
+       scale=st.sampled_from([16, 8, 4]))
+@settings(max_examples=100, deadline=None)
+def test_the_batch_encoder_gives_the_bytes_of_one_chunk_at_a_time(seed, chunks, scale):
+    from proto.chunks import chunk_ops, encode_chunks
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 60))
-    slots = np.sort(rng.choice(2000, n, replace=False)).astype(np.int64)
-    base = rng.integers(0, 65536, (n, 8)).astype("<u2")
-    base[:, 6] = (base[:, 6] & 0xFF00) | rng.integers(1, 4, n).astype("<u2")
-    cur = codec.predict_words(base, elapsed, RATE, scale)
-    moved = rng.random(n) < 0.3
-    cur[moved, 0] += rng.integers(0, 300, int(moved.sum())).astype("<u2")
-    respawn = rng.random(n) < 0.1
-    cur[respawn, 6] += 256  # a new generation in that slot: a spawn
-    carried = rng.random(n) < 0.8  # the client's snapshot at the baseline had these
-    chunk = encode_chunk(1, slots, cur, base, elapsed_ticks=elapsed, tick_rate=RATE,
-                         pos_scale=scale)
-    kept = {100: Carried(slots[carried], base[carried])}
-    got = decode_chunk(chunk, tick=100 + elapsed, tick_rate=RATE, kept=kept, pos_scale=scale)
-    yielded = carried | respawn
-    assert np.array_equal(got.slots, slots[yielded])
-    assert np.array_equal(got.words, cur[yielded])
-    assert got.skipped == int(np.count_nonzero(~yielded))
+    specs = []
+    for _ in range(chunks):
+        base, prev, members = _chunk_world(rng, 300)
+        keyframe = rng.random() < 0.2
+        if keyframe:
+            prev = prev[:0]
+        if not len(prev) and not len(members):
+            members = np.array([5])
+        now = codec.predict_words(base, 3, RATE, scale)
+        now[rng.random(len(now)) < 0.3, 0] += 7
+        specs.append((int(rng.integers(0, 900)), prev, members, now,
+                      None if keyframe else base))
+    parts = [chunk_ops(p, m, n, b) for _, p, m, n, b in specs]
+    batch = encode_chunks(
+        np.array([c for c, *_ in specs]), np.array([0 if b is None else 3 for *_, b in specs]),
+        np.array([len(p) for _, p, *_ in specs]),
+        np.array([len(r) - len(p) for (r, _, _), (_, p, *_) in zip(parts, specs, strict=True)]),
+        np.concatenate([r for r, _, _ in parts]), np.concatenate([i for _, i, _ in parts]),
+        np.concatenate([s for _, _, s in parts]),
+        np.concatenate([n[r] for (r, _, _), (_, _, _, n, _) in zip(parts, specs, strict=True)]),
+        np.concatenate([(n if b is None else b)[r]
+                        for (r, _, _), (_, _, _, n, b) in zip(parts, specs, strict=True)]),
+        tick_rate=RATE, pos_scale=scale)
+    for k, (cell, prev, members, now, base) in enumerate(specs):
+        one = encode_chunk(cell, prev, members, now, base, elapsed_ticks=3 if base is not None
+                           else 0, tick_rate=RATE, pos_scale=scale)
+        assert batch.chunks[k] == one
 
 
 def test_malformed_chunks_are_refused_with_a_reason():
-    slots = np.array([2, 5], dtype=np.int64)
-    cur = np.ones((2, 8), dtype="<u2")
-    good = encode_chunk(0, slots, cur, None, elapsed_ticks=0, tick_rate=RATE)
-    assert decode_chunk(good, tick=4, tick_rate=RATE, kept={}).slots.tolist() == [2, 5]
+    now = np.ones((10, 8), dtype="<u2")
+    members = np.array([2, 5])
+    good = encode_chunk(0, members[:0], members, now, None, elapsed_ticks=0, tick_rate=RATE)
+    got = decode_chunk(good, tick=4, tick_rate=RATE, kept={})
+    assert got.slots.tolist() == [2, 5] and got.members.tolist() == [2, 5]
     with pytest.raises(CodecError, match="trailing"):
         decode_chunk(good + b"\0", tick=4, tick_rate=RATE, kept={})
     with pytest.raises(CodecError, match="flag"):
         decode_chunk(b"\x80" + good[1:], tick=4, tick_rate=RATE, kept={})
-    backwards = encode_chunk(0, slots[::-1].copy(), cur, None, elapsed_ticks=0,
-                             tick_rate=RATE)
+    backwards = bytearray(good)
+    backwards[11:15] = bytes([5, 0, 2, 0])  # the added slots (after the count), descending
     with pytest.raises(CodecError, match="ascending"):
-        decode_chunk(backwards, tick=4, tick_rate=RATE, kept={})
-    delta = encode_chunk(0, slots, cur, cur, elapsed_ticks=2, tick_rate=RATE)
+        decode_chunk(bytes(backwards), tick=4, tick_rate=RATE, kept={})
+    delta = encode_chunk(0, members, members, now, now, elapsed_ticks=2, tick_rate=RATE)
     with pytest.raises(CodecError, match="not kept"):
         decode_chunk(delta, tick=4, tick_rate=RATE, kept={})
+    with pytest.raises(CodecError, match="was not in snapshot"):
+        decode_chunk(delta, tick=4, tick_rate=RATE, kept={2: _kept(members, now[members], {})})
+    with pytest.raises(CodecError, match="had 1 members"):
+        decode_chunk(delta, tick=4, tick_rate=RATE,
+                     kept={2: _kept(members, now[members], {0: [2]})})
     with pytest.raises(CodecError, match="both left and gone"):
-        decode_personal(encode_personal(reset=False, left=slots, gone=slots[:1],
-                                        spawn_slots=slots[:0], spawn_words=cur[:0]))
+        decode_personal(encode_personal(reset=False, left=members, gone=members[:1],
+                                        spawn_slots=members[:0], spawn_words=now[:0]))
     with pytest.raises(CodecError, match="empty"):
         decode_personal(b"")
-
-
-@given(seed=st.integers(0, 2**32 - 1), chunks=st.integers(1, 25),
-       scale=st.sampled_from([16, 8, 4]))
-@settings(max_examples=150, deadline=None)
-def test_the_batch_encoder_gives_the_bytes_of_the_one_chunk_encoder(seed, chunks, scale):
-    from proto.chunks import encode_chunks
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(1, 40, chunks)
-    slots = np.concatenate([np.sort(rng.choice(5000, c, replace=False)) for c in counts])
-    m = int(counts.sum())
-    base = rng.integers(0, 65536, (m, 8)).astype("<u2")
-    base[:, 6] = (base[:, 6] & 0xFF00) | rng.integers(0, 4, m).astype("<u2")
-    elapsed = np.where(rng.random(chunks) < 0.2, 0, rng.integers(1, 70, chunks))
-    cur = base.copy()
-    bounds = np.r_[0, np.cumsum(counts)]
-    for k in range(chunks):
-        a, b = bounds[k], bounds[k + 1]
-        if elapsed[k]:
-            cur[a:b] = codec.predict_words(base[a:b], int(elapsed[k]), RATE, scale)
-    pick = rng.random(m)
-    cur[pick < 0.3, 0] += rng.integers(0, 300, int((pick < 0.3).sum())).astype("<u2")
-    cur[pick > 0.9, 4] += rng.integers(1, 3, int((pick > 0.9).sum())).astype("<u2")
-    cur[(pick > 0.5) & (pick < 0.55), 6] += 256  # a reused slot: a spawn
-    cur[:, 6] |= 1
-    cells = rng.integers(0, 1000, chunks)
-    batch = encode_chunks(cells, elapsed, counts, slots, cur, base, tick_rate=RATE,
-                          pos_scale=scale)
-    for k in range(chunks):
-        a, b = bounds[k], bounds[k + 1]
-        one = encode_chunk(int(cells[k]), slots[a:b], cur[a:b],
-                           base[a:b] if elapsed[k] else None, elapsed_ticks=int(elapsed[k]),
-                           tick_rate=RATE, pos_scale=scale, deflate=False)
-        assert batch.chunks[k] == one
-        kg_same = (cur[a:b, 6] == base[a:b, 6]) & (elapsed[k] > 0)
-        assert np.array_equal(batch.delta[a:b], kg_same)
