@@ -4,28 +4,32 @@
 // -------------------
 // In a room with interest management (Welcome.interest present) a snapshot of tick T
 // carries no payload: it carries chunks, one per grid cell sent to us, and a personal
-// part (proto/README.md, "Chunked snapshots", is the byte-level spec). A chunk lists the
-// live entities of one cell as 2-bit ops against each entity's record at the chunk's
-// baseline tick b = T - elapsed, with the spawn and residual sections of the payload codec
-// (codec.js). A member with op 0/1 is decoded from the record of its slot that OUR
-// snapshot b carried; when snapshot b did not carry that slot the member is skipped (the
-// server sends that entity whole in the personal part). The personal part says which
-// slots LEFT our interest (fade them out) and which are GONE from the world (remove at
-// once), and whether to reset.
+// part (proto/README.md, "Chunked snapshots", is the byte-level spec). A delta chunk
+// describes one cell against the SAME cell's chunk in our snapshot b = T - elapsed: we
+// kept that chunk's member list, so each previous member costs a 2-bit op (unchanged /
+// updated / a new entity in that slot / left the cell), then the members added since are
+// named by slot, each with its own op (0/1 from its record at b, 2 whole), with the spawn
+// and residual sections of the payload codec (codec.js). An added member with op 0/1 whose
+// slot OUR snapshot b did not carry is skipped (its residuals are read, it yields nothing:
+// the server sends that entity whole in the personal part), but it is still a member of
+// the cell. A keyframe chunk has no previous members and spawns every member. The
+// personal part says which slots LEFT our interest (fade them out) and which are GONE from
+// the world (remove at once), and whether to reset.
 //
 // `ChunkMirror` is the client's view: slot -> (record, as_of tick), and, for the newest
-// `keep` snapshots, the records each one carried (the baselines of later chunks). Records
-// not carried by a snapshot keep their older `as_of` (the budget sends far cells less
-// often); `wordsAt(T)` dead-reckons every record of the view to tick T, which is what the
+// `keep` snapshots, the records each one carried and its chunks' member lists (cell ->
+// members: the baselines of later chunks). Records not carried by a snapshot keep their
+// older `as_of` (the budget sends far cells less often); `wordsAt(T)` dead-reckons every record of the view to tick T, which is what the
 // rest of the client (interpolation, events, shots) consumes, as a dense snapshot.
 // Any malformed input rejects the whole snapshot with CodecError and clears the mirror,
 // which then acks 0 and waits for a snapshot with the reset flag.
 
-import { CodecError, WORDS, W_KIND_GEN, FLAG_KEYFRAME, FLAG_DEFLATE, OP_SPAWN, OP_UPDATE,
+import { CodecError, WORDS, W_KIND_GEN, FLAG_KEYFRAME, FLAG_DEFLATE, OP_SPAWN,
+         OP_UNCHANGED, OP_UPDATE,
          inflate, readSpawns, applyUpdates, predictInPlace, units } from "./codec.js";
 
 export const PERSONAL_RESET = 0x01;
-const CHUNK_HEADER_BYTES = 8; // cell:u32 elapsed:u16 count:u16
+const CHUNK_HEADER_BYTES = 8; // cell:u32 elapsed:u16 nprev:u16
 
 function reader(body) {
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
@@ -73,47 +77,93 @@ export class Carried {
 }
 
 /**
+ * What we keep of one applied snapshot: the records it carried, and each decoded chunk's
+ * members (`cells`: Map cell -> ascending Uint16Array of slots, skipped members included),
+ * which the next delta chunk of that cell is written against.
+ */
+export class Kept {
+  constructor(carried, cells) {
+    this.carried = carried;
+    this.cells = cells;
+  }
+}
+
+/** `n` 2-bit ops packed from `at` (member i in bits 2*(i%4) of byte i>>2); bits past n must be 0. */
+function readOps(body, r, n) {
+  const nBytes = (n + 3) >> 2;
+  r.need(nBytes, "chunk");
+  const ops = new Uint8Array(n);
+  for (let i = 0; i < nBytes * 4; i++) {
+    const op = (body[r.at + (i >> 2)] >> (2 * (i & 3))) & 3;
+    if (i < n) ops[i] = op;
+    else if (op) throw new CodecError("ops beyond the span are not zero");
+  }
+  r.at += nBytes;
+  return ops;
+}
+
+const OP_LEFT = 3; // a previous member that is no longer in the cell
+
+/**
  * Decode an inflated chunk body of snapshot `tick` (flags given apart). `kept`: Map tick ->
- * Carried. Returns {cell, baselineTick, slots, words, skipped}: the members we could decode
- * (ascending slots) and how many were skipped. Throws CodecError.
+ * Kept. Returns {cell, baselineTick, members, slots, words, skipped}: the cell's members now
+ * (ascending, skipped ones included), the members we could decode (ascending slots) and
+ * their records, and how many added members were skipped (our snapshot b did not carry
+ * them; the personal part sends them whole). Throws CodecError.
  */
 export function decodeChunkBody(flags, body, tick, rate, kept, posScale = units.pos) {
   const keyframe = (flags & FLAG_KEYFRAME) !== 0;
   const r = reader(body);
   r.need(CHUNK_HEADER_BYTES, "chunk");
-  const cell = r.dv.getUint32(0, true), elapsed = r.dv.getUint16(4, true), n = r.dv.getUint16(6, true);
+  const cell = r.dv.getUint32(0, true), elapsed = r.dv.getUint16(4, true);
+  const nPrev = r.dv.getUint16(6, true);
   r.at = CHUNK_HEADER_BYTES;
-  if (n === 0) throw new CodecError("chunk with no members");
   if (keyframe !== (elapsed === 0)) throw new CodecError("a chunk's elapsed is 0 exactly when it is a keyframe");
-  const slots = r.slots(n, "chunk");
-  const nOps = (n + 3) >> 2;
-  r.need(nOps, "chunk");
-  const ops = new Uint8Array(n);
-  for (let i = 0; i < nOps * 4; i++) {
-    const op = (body[r.at + (i >> 2)] >> (2 * (i & 3))) & 3;
-    if (i >= n) {
-      if (op) throw new CodecError("ops beyond the count are not zero");
-      continue;
-    }
-    if (op === 3) throw new CodecError("op 3 in a chunk");
-    if (keyframe && op !== OP_SPAWN) throw new CodecError("keyframe chunk with a non-spawn op");
-    ops[i] = op;
+  if (keyframe && nPrev) throw new CodecError("keyframe chunk with previous members");
+  const prevOps = readOps(body, r, nPrev);
+  r.need(2, "chunk");
+  const nAdd = r.dv.getUint16(r.at, true);
+  r.at += 2;
+  const added = r.slots(nAdd, "added");
+  const addOps = readOps(body, r, nAdd);
+  for (let i = 0; i < nAdd; i++) {
+    if (addOps[i] === OP_LEFT) throw new CodecError("op 3 for an added member");
+    if (keyframe && addOps[i] !== OP_SPAWN) throw new CodecError("keyframe chunk with a non-spawn op");
   }
-  r.at += nOps;
-  const out = new Uint16Array(n * WORDS);
-  const found = new Uint8Array(n).fill(1);
   let baselineTick = 0;
+  let prev = new Uint16Array(0);
+  let carried = null;
   if (!keyframe) {
     baselineTick = tick - elapsed;
-    const carried = kept.get(baselineTick);
-    if (!carried) throw new CodecError(`chunk baseline ${baselineTick} is not kept`);
+    const keptB = kept.get(baselineTick);
+    if (!keptB) throw new CodecError(`chunk baseline ${baselineTick} is not kept`);
+    prev = keptB.cells.get(cell);
+    if (!prev) throw new CodecError(`cell ${cell} was not in snapshot ${baselineTick}`);
+    if (prev.length !== nPrev) {
+      throw new CodecError(`cell ${cell} had ${prev.length} members at ${baselineTick}, not ${nPrev}`);
+    }
+    const wasMember = new Set(prev);
+    for (const s of added) if (wasMember.has(s)) throw new CodecError("an added member was already a member");
+    carried = keptB.carried;
+  }
+  // Rows: the previous members, then the added ones.
+  const n = nPrev + nAdd;
+  const rows = new Uint16Array(n), ops = new Uint8Array(n);
+  rows.set(prev);
+  rows.set(added, nPrev);
+  ops.set(prevOps);
+  ops.set(addOps, nPrev);
+  const out = new Uint16Array(n * WORDS);
+  const usable = new Uint8Array(n); // op 0/1 rows whose baseline record snapshot b carried
+  if (carried) {
     for (let i = 0; i < n; i++) {
-      if (ops[i] === OP_SPAWN) continue;
-      const j = carried.index.get(slots[i]);
+      if (ops[i] !== OP_UNCHANGED && ops[i] !== OP_UPDATE) continue;
+      const j = carried.index.get(rows[i]);
       if (j === undefined) {
-        found[i] = 0; // our snapshot b did not carry it: it comes in the personal part
-        continue;
+        if (i < nPrev) throw new CodecError("a previous member's record is not in its baseline snapshot");
+        continue; // an added member snapshot b did not carry: skipped (read, not yielded)
       }
+      usable[i] = 1;
       out.set(carried.words.subarray(j * WORDS, j * WORDS + WORDS), i * WORDS);
     }
     predictInPlace(out, elapsed, rate, posScale);
@@ -126,16 +176,22 @@ export function decodeChunkBody(flags, body, tick, rate, kept, posScale = units.
   r.at = readSpawns(body, r.dv, r.at, out, spawnRows);
   r.at = applyUpdates(body, r.dv, r.at, out, updRows);
   if (r.at !== body.length) throw new CodecError(`${body.length - r.at} trailing bytes`);
-  let m = 0;
-  for (let i = 0; i < n; i++) m += found[i];
-  const keptSlots = new Uint16Array(m), keptWords = new Uint16Array(m * WORDS);
-  for (let i = 0, k = 0; i < n; i++) {
-    if (!found[i]) continue;
-    keptSlots[k] = slots[i];
-    keptWords.set(out.subarray(i * WORDS, i * WORDS + WORDS), k * WORDS);
-    k++;
+  // Members now: previous ones whose op is not 3, plus every added one; of those, the ones
+  // we decoded (spawns and usable op 0/1 rows). Both ascending.
+  const memberRows = [], yieldRows = [];
+  for (let i = 0; i < n; i++) {
+    if (i < nPrev && ops[i] === OP_LEFT) continue;
+    memberRows.push(i);
+    if (usable[i] || ops[i] === OP_SPAWN) yieldRows.push(i);
   }
-  return { cell, baselineTick, slots: keptSlots, words: keptWords, skipped: n - m };
+  const bySlot = (a, b) => rows[a] - rows[b];
+  memberRows.sort(bySlot);
+  yieldRows.sort(bySlot);
+  const members = Uint16Array.from(memberRows, (i) => rows[i]);
+  const slots = Uint16Array.from(yieldRows, (i) => rows[i]);
+  const words = new Uint16Array(slots.length * WORDS);
+  yieldRows.forEach((i, k) => words.set(out.subarray(i * WORDS, i * WORDS + WORDS), k * WORDS));
+  return { cell, baselineTick, members, slots, words, skipped: memberRows.length - yieldRows.length };
 }
 
 /** Decode one chunk (Uint8Array) of snapshot `tick`; see decodeChunkBody. */
@@ -178,7 +234,7 @@ export class ChunkMirror {
     this.rate = rate;
     this.posScale = posScale;
     this.keep = keep;
-    this.kept = new Map(); // tick -> Carried, oldest first (insertion order)
+    this.kept = new Map(); // tick -> Kept, oldest first (insertion order)
     this.viewWords = new Uint16Array(0);
     this.inView = new Uint8Array(0);
     this.asOf = new Float64Array(0);
@@ -244,8 +300,11 @@ export class ChunkMirror {
     }
     // slot -> [words array, row] of what this snapshot carries; personal spawns win.
     const carried = new Map();
+    const cells = new Map(); // cell -> its members now: the baseline of its next chunks
     for (const { flags, body } of bodies) {
       const d = decodeChunkBody(flags, body, tick, this.rate, this.kept, this.posScale);
+      if (cells.has(d.cell)) throw new CodecError(`cell ${d.cell} twice in one snapshot`);
+      cells.set(d.cell, d.members);
       this.skipped += d.skipped;
       for (let i = 0; i < d.slots.length; i++) {
         if (carried.has(d.slots[i])) throw new CodecError("a slot is in two chunks of one snapshot");
@@ -280,7 +339,7 @@ export class ChunkMirror {
     }
     this.left = part.left;
     this.gone = part.gone;
-    this.kept.set(tick, new Carried(slots, words));
+    this.kept.set(tick, new Kept(new Carried(slots, words), cells));
     while (this.kept.size > this.keep) this.kept.delete(this.kept.keys().next().value);
     this.tick = tick;
     this.ackTick = tick;
