@@ -253,11 +253,12 @@ def test_the_mirror_tells_enters_and_leaves_apart_from_removals(tmp_path):
             pytest.fail("node is missing", pytrace=False)
         pytest.skip("node is missing")
     empty = np.zeros(0, dtype=np.int64)
-    words35 = np.array([_record(2, 1, 800, 160), _record(1, 0, 900, 0)], dtype="<u2")
-    key1 = encode_chunk(4, np.array([3, 5]), words35, None, elapsed_ticks=0, tick_rate=30,
-                        pos_scale=8)
-    words7 = np.array([_record(2, 4, 1000, -32)], dtype="<u2")
-    key2 = encode_chunk(9, np.array([7]), words7, None, elapsed_ticks=0, tick_rate=30,
+    world = np.zeros((8, 8), dtype="<u2")  # the whole world's records, slot by slot
+    world[3], world[5] = _record(2, 1, 800, 160), _record(1, 0, 900, 0)
+    world[7] = _record(2, 4, 1000, -32)
+    key1 = encode_chunk(4, empty, np.array([3, 5]), world, None, elapsed_ticks=0,
+                        tick_rate=30, pos_scale=8)
+    key2 = encode_chunk(9, empty, np.array([7]), world, None, elapsed_ticks=0, tick_rate=30,
                         pos_scale=8)
     frames = [
         {"tick": 1, "chunks": [key1.hex()],

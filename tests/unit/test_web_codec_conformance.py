@@ -440,9 +440,11 @@ def test_mutant_accepted_by_python_decodes_the_same_in_js(case, js_results):
 # (`left` and enters), acks lost or late, snapshots skipped by the delivery and acks of 0
 # (both answered by a reset with keyframe chunks). Each client's frames are applied to the
 # Python reference `proto.chunks.ChunkMirror`; chunks.js's `ChunkMirror` must end every
-# step with the same view (slot, record, as_of), the same removals, and reject exactly the
-# snapshots Python rejects (mutants: flipped bits, truncations, baselines the client never
-# had, a slot in two chunks, a lost personal part).
+# step with the same view (slot, record, as_of), the same removals, the same member list of
+# every cell (the baselines of the next delta chunks), the same count of skipped members,
+# and reject exactly the snapshots Python rejects (mutants: flipped bits, truncations,
+# baselines the client never had, a slot in two chunks, a lost personal part). Hand-made
+# sessions (`_crafted_sessions`) pin each rule of the chunk layout on its own.
 
 CHUNK_NODE_SCRIPT = """\
 import { readFileSync } from "node:fs";
@@ -465,8 +467,12 @@ for (const s of sessions) {
             error: `${err.name}: ${err.message}` };
     }
     const v = m.view();
+    const k = m.kept.get(m.tick);
+    const cells = k ? [...k.cells].sort((a, b) => a[0] - b[0])
+                                   .map(([c, mem]) => [c, Array.from(mem)]) : [];
     steps.push({ ...r, slots: v.slots, words: Array.from(v.words), asOf: v.asOf,
-                 left: Array.from(m.left), gone: Array.from(m.gone), ack: m.ackTick });
+                 left: Array.from(m.left), gone: Array.from(m.gone), ack: m.ackTick,
+                 skipped: m.skipped, cells });
   }
   out.push(steps);
 }
@@ -560,9 +566,12 @@ def _python_steps(frames: list[dict], rate: int, pos_scale: int, keep: int) -> l
         except CodecError:
             step = {"ok": False}
         slots, words, as_of = mirror.view()
+        kept = mirror.kept.get(mirror.tick)
+        cells = [[c, m.tolist()] for c, m in sorted(kept.cells.items())] if kept else []
         step.update(slots=slots.tolist(), words=words.reshape(-1).tolist(),
                     asOf=as_of.tolist(), left=np.asarray(mirror.left).tolist(),
-                    gone=np.asarray(mirror.gone).tolist(), ack=mirror.ack_tick)
+                    gone=np.asarray(mirror.gone).tolist(), ack=mirror.ack_tick,
+                    skipped=mirror.skipped, cells=cells)
         steps.append(step)
     return steps
 
@@ -601,6 +610,204 @@ def _chunk_mutants(rng: np.random.Generator, frames: list[dict]) -> list[tuple[s
     return out
 
 
+def _rec(kind: int, gen: int, x: int, y: int, vx: int, vy: int, hp: int = 50) -> list[int]:
+    return [x, y, vx & 0xFFFF, vy & 0xFFFF, hp, 0, kind | (gen << 8), 0]
+
+
+def _raw_chunk(*, keyframe: bool, cell: int, elapsed: int, prev_ops: list[int],
+               added: list[int], add_ops: list[int], spawns: np.ndarray | None = None,
+               stray_op_bits: int = 0) -> bytes:
+    """A chunk written byte by byte from the spec (no updates section, so no op 1), to
+    break one rule at a time; `stray_op_bits` ORs bits into the last prev-ops byte."""
+    def ops_bytes(ops: list[int]) -> bytearray:
+        out = bytearray((len(ops) + 3) // 4)
+        for i, op in enumerate(ops):
+            out[i // 4] |= op << (2 * (i % 4))
+        return out
+
+    prev = ops_bytes(prev_ops)
+    if stray_op_bits:
+        prev[-1] |= stray_op_bits
+    body = (cell.to_bytes(4, "little") + elapsed.to_bytes(2, "little")
+            + len(prev_ops).to_bytes(2, "little") + bytes(prev)
+            + len(added).to_bytes(2, "little")
+            + b"".join(a.to_bytes(2, "little") for a in added) + bytes(ops_bytes(add_ops)))
+    if spawns is not None:
+        body += np.ascontiguousarray(np.asarray(spawns, dtype="<u2").T).tobytes()
+    return bytes([codec.FLAG_KEYFRAME if keyframe else 0]) + body
+
+
+def _crafted_sessions(rate: int, pos_scale: int) -> list[dict]:
+    """Hand-made sessions, one rule of the chunk layout at a time, written with the
+    reference encoder (`encode_chunk`) from two-tick world tables; every rule's outcome is
+    asserted on the Python mirror here, and the JS mirror must then match it step by step.
+
+    Cells: 0 holds slots 1, 2, 3 at tick 1; 1 holds 10; slot 20 sits in cell 2, which the
+    client is not sent. Tick 2 (every cell against tick 1): 1 moves as predicted (op 0), 2
+    is hit (op 1), 3 LEAVES cell 0 (op 3) and is ADDED to cell 1 with op 1 from its record
+    at tick 1; a new entity spawns in slot 4 (added, op 2); 20 walks into cell 1 and is
+    added with op 0 from its record at tick 1, which OUR snapshot 1 did not carry: it is
+    SKIPPED (and sent whole in the personal part), yet it is a member of cell 1. Tick 3:
+    cell 0 against tick 1 (its own baseline: the chunk of tick 2 is not acked), slot 2 now
+    holds a new entity (previous member with op 2); cell 1 against tick 2 (previous members
+    3, 10, 20: the skipped one included), 20 leaves the world (op 3, personal `gone`).
+    Tick 4: cell 5 enters the interest with a keyframe chunk in a snapshot that is not a
+    reset; cell 1 against tick 3. Tick 5: cell 0 against tick 3, cell 5 against tick 4."""
+    from proto.chunks import encode_chunk, encode_personal
+
+    cap = 32
+    no_words = np.zeros((0, 8), "<u2")
+
+    def personal(reset=False, left=(), gone=(), spawn=(), world=None) -> bytes:
+        spawn = np.array(spawn, dtype=np.int64)
+        return encode_personal(reset=reset, left=np.array(left, dtype=np.int64),
+                               gone=np.array(gone, dtype=np.int64), spawn_slots=spawn,
+                               spawn_words=world[spawn] if len(spawn) else no_words)
+
+    def chunk(cell, prev, members, now, base, elapsed):
+        return encode_chunk(cell, np.array(prev, dtype=np.int64),
+                            np.array(members, dtype=np.int64), now, base,
+                            elapsed_ticks=elapsed, tick_rate=rate, pos_scale=pos_scale)
+
+    w = {t: np.zeros((cap, 8), dtype="<u2") for t in range(1, 6)}
+    w[1][1] = _rec(2, 1, 1000, 1000, 320, -160)
+    w[1][2] = _rec(2, 1, 1200, 1100, 0, 0)
+    w[1][3] = _rec(2, 2, 1300, 1200, 640, 0)
+    w[1][10] = _rec(2, 1, 3000, 1000, 0, 0)
+    w[1][20] = _rec(2, 3, 3100, 3000, 0, -320)
+
+    def moved(t_from: int, slot: int, ticks: int, **change: int) -> np.ndarray:
+        r = codec.predict_words(w[t_from][slot:slot + 1], ticks, rate, pos_scale)[0].copy()
+        for word, v in change.items():
+            r[{"hp": 4, "x": 0}[word]] = v
+        return r
+
+    for t in range(2, 6):
+        w[t][1] = moved(t - 1, 1, 1)
+        w[t][10] = w[t - 1][10]
+    w[2][2], w[2][3] = moved(1, 2, 1, hp=20), moved(1, 3, 1, hp=40)
+    w[2][4] = _rec(3, 1, 1050, 1050, 900, 900, hp=1)
+    w[2][20] = moved(1, 20, 1)
+    w[3][2] = _rec(2, 2, 1150, 1150, 0, 0)  # slot 2 reused by a new entity
+    w[3][3], w[3][4] = moved(2, 3, 1), moved(2, 4, 1)  # 20 is gone
+    w[4][2], w[4][3], w[4][4] = w[3][2], moved(3, 3, 1, hp=35), moved(3, 4, 1)
+    w[4][25] = _rec(2, 1, 5000, 5000, -64, 64)
+    w[5][2], w[5][3], w[5][4], w[5][25] = w[4][2], w[4][3], moved(4, 4, 1), moved(4, 25, 1)
+
+    frames = [
+        {"tick": 1, "chunks": [chunk(0, [], [1, 2, 3], w[1], None, 0),
+                               chunk(1, [], [10], w[1], None, 0)],
+         "personal": personal(reset=True, world=w[1])},
+        {"tick": 2, "chunks": [chunk(0, [1, 2, 3], [1, 2, 4], w[2], w[1], 1),
+                               chunk(1, [10], [3, 10, 20], w[2], w[1], 1)],
+         "personal": personal(spawn=[20], world=w[2])},
+        {"tick": 3, "chunks": [chunk(0, [1, 2, 3], [1, 2, 4], w[3], w[1], 2),
+                               chunk(1, [3, 10, 20], [3, 10], w[3], w[2], 1)],
+         "personal": personal(gone=[20], world=w[3])},
+        {"tick": 4, "chunks": [chunk(1, [3, 10], [3, 10], w[4], w[3], 1),
+                               chunk(5, [], [25], w[4], None, 0)],
+         "personal": personal(world=w[4])},
+        {"tick": 5, "chunks": [chunk(0, [1, 2, 4], [1, 2, 4], w[5], w[3], 2),
+                               chunk(5, [25], [25], w[5], w[4], 1)],
+         "personal": personal(world=w[5])},
+    ]
+    steps = _python_steps(frames, rate, pos_scale, 64)
+    assert all(st["ok"] and st["applied"] for st in steps)
+    assert [st["skipped"] for st in steps] == [0, 1, 1, 1, 1]  # slot 20 at tick 2
+    assert [st["cells"] for st in steps] == [
+        [[0, [1, 2, 3]], [1, [10]]],
+        [[0, [1, 2, 4]], [1, [3, 10, 20]]],
+        [[0, [1, 2, 4]], [1, [3, 10]]],
+        [[1, [3, 10]], [5, [25]]],
+        [[0, [1, 2, 4]], [5, [25]]]]
+    # The view: slot -> the tick of its record (cell 0 is not sent at tick 4, cell 1 not
+    # at tick 5: their members stay as of the last tick their cell came).
+    as_of = [{1: 1, 2: 1, 3: 1, 10: 1},
+             {1: 2, 2: 2, 3: 2, 4: 2, 10: 2, 20: 2},
+             {1: 3, 2: 3, 3: 3, 4: 3, 10: 3},
+             {1: 3, 2: 3, 3: 4, 4: 3, 10: 4, 25: 4},
+             {1: 5, 2: 5, 3: 4, 4: 5, 10: 4, 25: 5}]
+    for st, want in zip(steps, as_of, strict=True):
+        assert st["slots"] == sorted(want), st["slots"]
+        assert st["asOf"] == [want[sl] for sl in sorted(want)]
+        assert st["words"] == [v for sl in sorted(want) for v in w[want[sl]][sl].tolist()]
+    sessions = [{"name": "crafted-layout", "frames": frames}]
+
+    # Ops: which rule each tick exercises (read back from the encoded bytes).
+    def ops_of(c: bytes) -> tuple[list[int], list[int]]:
+        n_prev = int.from_bytes(c[7:9], "little")
+        at = 9 + (n_prev + 3) // 4
+        n_add = int.from_bytes(c[at:at + 2], "little")
+        prev = codec.unpack_ops(c[9:9 + (n_prev + 3) // 4], n_prev).tolist()
+        a = at + 2 + 2 * n_add
+        return prev, codec.unpack_ops(c[a:a + (n_add + 3) // 4], n_add).tolist()
+
+    assert ops_of(frames[1]["chunks"][0]) == ([0, 1, 3], [2])
+    assert ops_of(frames[1]["chunks"][1]) == ([0], [1, 0])
+    # Slot 1 is op 1 against tick 1: two one-tick roundings are not one two-tick rounding.
+    assert ops_of(frames[2]["chunks"][0]) == ([1, 2, 3], [2])
+    assert ops_of(frames[2]["chunks"][1]) == ([0, 0, 3], [])
+
+    # One broken rule per session: the valid prefix, the broken snapshot, the next one.
+    def bad(name: str, at: int, **change: object) -> None:
+        mutated = [*frames[:at], {**frames[at], **change}, *frames[at + 1:at + 2]]
+        sessions.append({"name": f"crafted-{name}", "frames": mutated, "reject_at": at})
+
+    spawn4 = w[2][[4]]
+    bad("keyframe-with-previous-members", 1, chunks=[_raw_chunk(
+        keyframe=True, cell=0, elapsed=0, prev_ops=[2], added=[], add_ops=[], spawns=spawn4)])
+    bad("keyframe-with-op-0", 1, chunks=[_raw_chunk(
+        keyframe=True, cell=3, elapsed=0, prev_ops=[], added=[4], add_ops=[0])])
+    bad("added-op-3", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=0, elapsed=1, prev_ops=[0, 0, 0], added=[4], add_ops=[3])])
+    # Slot 2 "left" and added back in one chunk (else a slot twice would reject it anyway).
+    bad("added-was-a-previous-member", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=0, elapsed=1, prev_ops=[0, 3, 0], added=[2], add_ops=[0])])
+    bad("added-not-ascending", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=1, elapsed=1, prev_ops=[0], added=[20, 3], add_ops=[0, 0])])
+    bad("nprev-differs-from-the-cell-at-b", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=0, elapsed=1, prev_ops=[0, 0], added=[], add_ops=[])])
+    bad("cell-not-in-snapshot-b", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=7, elapsed=1, prev_ops=[], added=[1], add_ops=[0])])
+    bad("baseline-not-kept", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=0, elapsed=5, prev_ops=[0, 0, 0], added=[], add_ops=[])])
+    bad("prev-op-bits-past-the-count", 1, chunks=[_raw_chunk(
+        keyframe=False, cell=0, elapsed=1, prev_ops=[0, 0, 3], added=[], add_ops=[],
+        stray_op_bits=0xC0)])
+    # Cell 0 twice, once with every member gone: no slot twice, only the cell.
+    bad("cell-twice", 1, chunks=[*frames[1]["chunks"], _raw_chunk(
+        keyframe=False, cell=0, elapsed=1, prev_ops=[3, 3, 3], added=[], add_ops=[])])
+    # The server broke its promise: the skipped member 20 is not in the personal part of
+    # tick 2, so tick 3's chunk of cell 1 names a previous member (20, op 0 here) whose
+    # record snapshot 2 did not carry.
+    no_spawn = {**frames[1], "personal": personal(world=w[2])}
+    sessions.append({"name": "crafted-previous-member-not-carried-at-b", "reject_at": 2,
+                     "frames": [frames[0], no_spawn, {**frames[2], "chunks": [_raw_chunk(
+                         keyframe=False, cell=1, elapsed=1, prev_ops=[0, 0, 0], added=[],
+                         add_ops=[])]}, frames[3]]})
+    # Positive controls for the byte writer: the same shapes, valid, are accepted.
+    sessions.append({"name": "crafted-raw-valid", "reject_at": None, "frames": [
+        frames[0], {**frames[1], "chunks": [
+            _raw_chunk(keyframe=False, cell=0, elapsed=1, prev_ops=[0, 0, 3], added=[4],
+                       add_ops=[2], spawns=spawn4),
+            _raw_chunk(keyframe=True, cell=3, elapsed=0, prev_ops=[], added=[7],
+                       add_ops=[2], spawns=w[2][[4]])]}]})
+    sessions.append({"name": "crafted-skipped-member-with-op-3-next", "reject_at": None,
+                     "frames": [frames[0], no_spawn, {**frames[2], "chunks": [_raw_chunk(
+                         keyframe=False, cell=1, elapsed=1, prev_ops=[0, 0, 3], added=[],
+                         add_ops=[])]}]})
+    for sess in sessions[1:]:
+        got = _python_steps(sess["frames"], rate, pos_scale, 64)
+        at = sess.pop("reject_at")
+        want_ok = [at is None or i < at for i in range(len(got))]
+        if at is not None and at + 1 < len(got):
+            want_ok[at + 1] = True  # ignored while waiting for a reset
+        assert [st["ok"] for st in got] == want_ok, sess["name"]
+        if at is not None and at + 1 < len(got):
+            assert not got[at + 1]["applied"], sess["name"]
+    return sessions
+
+
 def build_chunk_sessions() -> list[dict]:
     rng = np.random.default_rng(20261127)
     params = _chunk_params()
@@ -629,6 +836,7 @@ def build_chunk_sessions() -> list[dict]:
         for f in sessions[0]["frames"]]})
     for name, mutated in _chunk_mutants(rng, sessions[-1]["frames"][:30]):
         sessions.append({"name": f"mutant-deflated-{name}", "frames": mutated})
+    sessions += _crafted_sessions(rate, pos_scale)
     for s in sessions:
         p = s.pop("params", params)
         s["rate"] = p.tick_rate
@@ -669,7 +877,7 @@ def test_chunk_sessions_cover_the_format():
     """The recorded sessions hold what the brief asks the vectors to cover."""
     from proto.chunks import decode_personal
 
-    frames = [f for s in CHUNK_SESSIONS if not s["name"].startswith("mutant") for f in s["frames"]]
+    frames = [f for s in CHUNK_SESSIONS if s["name"].startswith("room") for f in s["frames"]]
     parts = [decode_personal(f["personal"]) for f in frames]
     assert sum(p.reset for p in parts) >= 4, "keyframes: joins, acks of 0 and skips reset"
     assert sum(len(p.left) for p in parts) > 0, "entities left the interest"
@@ -686,6 +894,22 @@ def test_chunk_sessions_cover_the_format():
 
     assert any(len({elapsed(c) for c in f["chunks"] if not c[0] & codec.FLAG_KEYFRAME}) > 1
                for f in frames), "cells of one snapshot against different baselines"
+    # The chunk layout's parts, as the real server writes them.
+    prev_ops, add_ops = [], []
+    for c in chunks:
+        body = zlib.decompress(c[1:]) if c[0] & codec.FLAG_DEFLATE else c[1:]
+        n_prev = int.from_bytes(body[6:8], "little")
+        at = 8 + (n_prev + 3) // 4
+        prev_ops += codec.unpack_ops(body[8:at], n_prev).tolist()
+        n_add = int.from_bytes(body[at:at + 2], "little")
+        a = at + 2 + 2 * n_add
+        add_ops += codec.unpack_ops(body[a:a + (n_add + 3) // 4], n_add).tolist()
+    assert {0, 1, 2, 3} <= set(prev_ops), "previous members: unchanged, updated, new, left"
+    assert {0, 1, 2} <= set(add_ops), "added members: from their record at b, and whole"
+    assert any(not f["personal"][0] & 1 and any(c[0] & codec.FLAG_KEYFRAME for c in f["chunks"])
+               for f in frames), "a keyframe chunk in a snapshot that is not a reset"
+    room = [s for s in CHUNK_SESSIONS if s["name"].startswith("room")]
+    assert sum(s["expected"][-1]["skipped"] for s in room) > 0, "added members skipped at b"
     steps = [st for s in CHUNK_SESSIONS for st in s["expected"]]
     assert any(st["ok"] and not st["applied"] for st in steps), "ignored while awaiting reset"
     assert sum(not st["ok"] for st in steps) >= 10, "mutants Python rejects"
@@ -705,5 +929,5 @@ def test_js_chunk_mirror_equals_the_python_mirror(session, js_chunk_results):
             assert js["codecError"], f"{where}: rejected, but not with CodecError: {js['error']}"
         else:
             assert js["applied"] == py["applied"], where
-        for key in ("slots", "words", "asOf", "left", "gone", "ack"):
+        for key in ("slots", "words", "asOf", "left", "gone", "ack", "skipped", "cells"):
             assert js[key] == py[key], f"{where}: {key} differs"
