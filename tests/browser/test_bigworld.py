@@ -118,6 +118,9 @@ def test_the_camera_follows_the_player_across_the_big_world(big_page):
     if half < end["me"]["x"] < WORLD - half:
         assert abs(end["camera"]["x"] - end["me"]["x"]) < 30
     assert abs(end["camera"]["y"] - cam0["y"]) < 30, "moving along x does not move the view on y"
+    # Cells entered, left and re-sent against their own baselines: chunks.js rejected none
+    # of the real server's snapshots.
+    assert end["decodeErrors"] == 0
     assert page.errors == []
 
 
@@ -180,6 +183,7 @@ def test_entities_fade_in_and_out_at_the_edge_of_interest(big_page):
     finally:
         page.keyboard.up("s")
         page.keyboard.up("w")
+    assert tw(page)["decodeErrors"] == 0
     assert page.errors == []
 
 
