@@ -1,4 +1,4 @@
-"""The HTTP JSON routes: /healthz, /rooms, /metrics, /matchmake.
+"""The HTTP JSON routes: /healthz, /rooms, /metrics, /matchmake, /modes, /admin/fleet.
 
 They read the server through `EdgeSource`, a narrow view (rooms, counts, the drain flag,
 the clock), never the gateway's internals. What they cost the game loop is bounded:
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from server.fleet.app import fleet_rooms
+from server.fleet.app import fleet_rooms, fleet_view, offered_modes
 from server.fleet.app import handle_matchmake as fleet_matchmake
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from server.lobby import Lobby
     from server.metrics import Metrics
     from server.tickloop import TickSchedule
+    from sim.params import Params
 
 __all__ = ["HTTP_CACHE_KEY", "EdgeSource", "JsonCache", "add_http_routes", "bearer_matches",
            "process_stats"]
@@ -49,6 +50,8 @@ class EdgeSource(Protocol):
     draining: bool
     connections: Sized
     fleet: FleetNode | None
+    modes: dict[str, Params]  # mode name -> its parameters (GET /modes)
+    default_mode: str
 
     def schedule_for(self, room_id: str) -> TickSchedule | None: ...
 
@@ -105,7 +108,8 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 def add_http_routes(app: web.Application, source: EdgeSource, *,
                     admin_token: str | None = None,
                     public_player_names: bool = False) -> JsonCache:
-    """Register /healthz, /rooms, /metrics and POST /matchmake; returns their cache."""
+    """Register /healthz, /rooms, /metrics, POST /matchmake, /modes and (with an admin
+    token) /admin/fleet; returns their cache."""
     cache = app[HTTP_CACHE_KEY] = JsonCache()
 
     def ticks_key() -> tuple:
@@ -178,8 +182,24 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
         """POST /matchmake: a seat in the fleet and its seat token (server.fleet)."""
         return await fleet_matchmake(source, request)
 
+    async def handle_modes(request: web.Request) -> web.Response:
+        """GET /modes: what the start screen's mode picker offers."""
+        return web.json_response(await offered_modes(source))
+
+    async def handle_admin_fleet(request: web.Request) -> web.Response:
+        """GET /admin/fleet (admin token): nodes, load, and every room, private ones too."""
+        if not bearer_matches(request, admin_token):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        local = {room["id"]: room for room in json.loads(
+            cache.get("rooms+names", ticks_key(), lambda: rooms(True)))}
+        return web.json_response(await fleet_view(source, local))
+
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/rooms", handle_rooms)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/matchmake", handle_matchmake)
+    app.router.add_get("/modes", handle_modes)
+    if admin_token:  # as the other admin routes: none without a token
+        app.router.add_get("/admin/fleet", handle_admin_fleet)
     return cache

@@ -1,4 +1,5 @@
-"""The aiohttp glue: the node's lifetime, POST /matchmake, the fleet's room list.
+"""The aiohttp glue: the node's lifetime, POST /matchmake, the fleet's room list, the
+modes on offer (GET /modes) and the admin's fleet view (GET /admin/fleet).
 
 `fleet_ctx` (a cleanup_ctx) opens the registry, agrees on the seat-token secret, registers
 the node and starts its loop; at shutdown `drain_first` (the first on_shutdown handler)
@@ -9,6 +10,7 @@ exit stops the loop and deregisters the node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -16,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -224,3 +227,75 @@ async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
             out.append({"room": room_id, "node": me, "mode": mode, "created_ms": created_ms,
                         **detail})
     return out
+
+
+async def offered_modes(gateway: Gateway) -> dict[str, object]:
+    """GET /modes: the modes a player can matchmake into, default first, each with its
+    room capacity. A fleet offers what its live, non-draining nodes offer; a single
+    server (or a node that cannot reach Redis) what it runs itself."""
+    node = gateway.fleet
+    modes: dict[str, int] = {}
+    if node is not None and node.kind == "redis":
+        with contextlib.suppress(RegistryUnavailable):
+            for info in await node.list_nodes():
+                if not info.draining:
+                    for mode, capacity in info.modes.items():
+                        modes.setdefault(mode, capacity)
+    if not modes:
+        modes = {name: params.max_players for name, params in gateway.modes.items()}
+    default = gateway.default_mode if gateway.default_mode in modes else min(modes)
+    order = [default, *sorted(m for m in modes if m != default)]
+    return {"default": default,
+            "modes": [{"mode": m, "capacity": modes[m]} for m in order]}
+
+
+def _admin_url(ws_url: str) -> str:
+    """ws(s)://host[:port][/prefix] -> http(s)://host[:port][/prefix]/admin."""
+    parts = urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        return ""
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/admin", "", ""))
+
+
+async def fleet_view(gateway: Gateway, local: dict[str, dict]) -> dict[str, object]:
+    """GET /admin/fleet: every live node (load, rooms, age of its last refresh) with all
+    its rooms, private ones included; this node's rooms carry their local detail
+    (`local`: room id -> the detail dict, with seats), so the admin can kick there.
+    Without the registry: this node alone, and the error."""
+    node = gateway.fleet
+    if node is None:
+        return {"node": "", "registry": None, "error": "server starting", "nodes": []}
+    now = node.now_ms()
+    error = ""
+    try:
+        infos = await node.list_nodes()
+    except RegistryUnavailable as exc:
+        infos, error = [], str(exc)
+    me = node.config.node_id
+    lobby = gateway.lobby
+    nodes = []
+    for info in infos:
+        entry = info.to_json(now)
+        entry["self"] = info.node == me
+        entry["admin_url"] = _admin_url(info.url)
+        nodes.append(entry)
+    mine = next((n for n in nodes if n["self"]), None)
+    if mine is None:  # not registered (yet, or Redis is gone): what this process runs
+        mine = {"node": me, "url": node.config.public_url, "draining": node.draining,
+                "load": None, "players": None, "capacity": None,
+                "max_rooms": node.config.max_rooms, "modes": dict(node.config.modes),
+                "refreshed_age_s": None, "rooms": [], "self": True,
+                "admin_url": _admin_url(node.config.public_url)}
+        nodes.insert(0, mine)
+    rooms = {r["room"]: r for r in mine["rooms"]}
+    for room_id, detail in local.items():
+        mode, private, created_ms = lobby.meta.get(room_id, (gateway.default_mode, False, 0))
+        base = rooms.get(room_id) or {"room": room_id, "mode": mode, "private": private,
+                                      "created_ms": created_ms}
+        rooms[room_id] = {**base, **detail}
+    mine["rooms"] = sorted(rooms.values(), key=lambda r: (r.get("created_ms", 0), r["room"]))
+    # This node's figures from its own rooms (fresher than its last refresh).
+    mine["players"] = sum(int(r.get("players", 0)) for r in mine["rooms"])
+    mine["capacity"] = sum(int(r.get("capacity", 0)) for r in mine["rooms"])
+    return {"node": me, "registry": node.health(), "error": error, "nodes": nodes}
