@@ -398,6 +398,22 @@ async def test_tickwire_fleet_starts_nodes_and_a_redis_and_stops_what_it_started
         assert status == 200 and answer["url"].startswith("ws://127.0.0.1:")
         async with Client(answer["url"], "fleet-player", ping_interval_s=0) as c:
             await c.next_snapshot()
+        # A browser page served by the *other* node may open the socket (each node allows
+        # every node's page origin); a foreign origin may not.
+        for port_of_page, allowed in ((None, True), (free_port(), False)):
+            _, seat = await http_json("POST", base + "/matchmake", {})
+            node_port = int(seat["url"].split(":")[2].split("/")[0])
+            other = port_of_page or (port + 1 if node_port == port else port)
+            async with aiohttp.ClientSession() as http:
+                try:
+                    ws = await http.ws_connect(seat["url"],
+                                               origin=f"http://127.0.0.1:{other}")
+                    await ws.close()
+                    upgraded = True
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 403
+                    upgraded = False
+            assert upgraded is allowed, (other, seat["url"])
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         for pid in pids:  # the redis-server and both nodes are gone
