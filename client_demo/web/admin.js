@@ -1,8 +1,11 @@
 // Tickwire admin page. The parameters form is generated from GET /admin/params' schema and
 // applied with POST /admin/params; GET /admin/events (server-sent events, read with fetch
 // so the token can go in a header) keeps the page on what actually runs: the version, each
-// change from the file or another admin, and any error in the parameters file. The room
-// list comes from GET /rooms, polled every second.
+// change from the file or another admin, and any error in the parameters file. The fleet
+// view (nodes, their load and last refresh, and every room, private ones included) comes
+// from GET /admin/fleet, polled every second; this node's rooms carry their seats, with
+// Kick and Ban (a room on another node links to that node's admin page, where its seats
+// are). A single server is a fleet of one node.
 // The token lives in sessionStorage (gone when the tab closes) and is sent as a Bearer
 // header; nothing is loaded from outside this server. Server data is only ever inserted
 // as text (player names come from clients).
@@ -387,16 +390,60 @@ async function followEvents() {
 
 // -- the room list -------------------------------------------------------------------------
 
+function ageText(s) {
+  if (s === null || s === undefined) return "not registered";
+  return s < 1 ? "just now" : `${s.toFixed(1)} s ago`;
+}
+
+function renderFleet(view) {
+  const box = $("fleet");
+  const rows = [el("tr", {}, el("th", { text: "node" }), el("th", { text: "address" }),
+                   el("th", { text: "state" }), el("th", { class: "num", text: "players" }),
+                   el("th", { class: "num", text: "rooms" }), el("th", { text: "refreshed" }))];
+  for (const n of view.nodes) {
+    const name = el("td", { text: n.node + (n.self ? " (this node)" : "") });
+    const addr = el("td", {});
+    if (!n.self && n.admin_url) {
+      addr.append(el("a", { href: n.admin_url, target: "_blank", rel: "noopener", text: n.url }));
+    } else {
+      addr.textContent = n.url || "this server";
+    }
+    const load = n.capacity ? `${n.players}/${n.capacity}` : String(n.players);
+    const stale = n.refreshed_age_s !== null && n.refreshed_age_s > 5;
+    rows.push(el("tr", { class: "node" + (n.draining ? " away" : ""), "data-node": n.node }, name, addr,
+      el("td", { class: n.draining ? "warn" : "", text: n.draining ? "draining" : "serving" }),
+      el("td", { class: "num", text: load }),
+      el("td", { class: "num", text: String(n.rooms.length) }),
+      el("td", { class: stale ? "warn" : "", text: ageText(n.refreshed_age_s) })));
+  }
+  const parts = [el("table", {}, ...rows)];
+  if (view.error) parts.unshift(el("div", { class: "health bad", role: "alert",
+                                            text: `registry unreachable: ${view.error}` }));
+  box.replaceChildren(...parts);
+}
+
+/** Every room of the fleet view, this node's first, each tagged with its node. */
+function roomsOf(view) {
+  const nodes = [...view.nodes].sort((a, b) => (b.self ? 1 : 0) - (a.self ? 1 : 0));
+  return nodes.flatMap((n) => n.rooms.map((r) => ({ ...r, node: n.node, admin_url: n.admin_url,
+                                                     self: n.self })));
+}
+
 function renderRooms(rooms) {
   const box = $("rooms");
   if (!rooms.length) { box.replaceChildren(el("p", { text: "no rooms" })); return; }
   box.replaceChildren(...rooms.map((r) => {
     const id = r.id || r.room;
+    const tags = `${r.mode ? ` · mode ${r.mode}` : ""}${r.private ? " · private" : ""}`;
     if (!r.seats) {
       // A room of another node of the fleet: its players and health live on that node.
-      return el("div", { class: "room" },
-        el("strong", { text: `${id} — ${r.players}/${r.capacity} players` }),
-        el("div", { class: "health", text: `on node ${r.node}${r.mode ? ` · mode ${r.mode}` : ""}` }));
+      const where = el("div", { class: "health", text: `on node ${r.node}${tags}` });
+      if (r.admin_url) {
+        where.append(" · ", el("a", { href: r.admin_url, target: "_blank", rel: "noopener",
+                                      text: "kick on that node's admin page" }));
+      }
+      return el("div", { class: "room", "data-room": id },
+        el("strong", { text: `${id} — ${r.players}/${r.capacity} players` }), where);
     }
     const bad = r.overruns > 0 || r.tick_duration_p99_ms > 1000 / r.tick_rate;
     const table = el("table", {},
@@ -410,10 +457,10 @@ function renderRooms(rooms) {
         el("td", { class: "acts" }, kickButton(id, s, "kick"), kickButton(id, s, "ban")));
       table.append(tr);
     }
-    return el("div", { class: "room" },
+    return el("div", { class: "room", "data-room": id },
       el("strong", { text: `${id} — ${r.players}/${r.capacity} players, tick ${r.tick}` }),
       el("div", { class: bad ? "health bad" : "health",
-                  text: `tick ${r.tick_rate} Hz · duration p99 ${r.tick_duration_p99_ms.toFixed(2)} ms · overruns ${r.overruns}` }),
+                  text: `tick ${r.tick_rate} Hz · duration p99 ${r.tick_duration_p99_ms.toFixed(2)} ms · overruns ${r.overruns}${tags}` }),
       table);
   }));
 }
@@ -470,8 +517,12 @@ async function loadBans() {
 
 async function pollRooms() {
   try {
-    const resp = await fetch("/rooms", { headers: { Authorization: `Bearer ${token()}` } });
-    if (resp.ok) renderRooms(await resp.json());
+    const resp = await fetch("/admin/fleet", { headers: { Authorization: `Bearer ${token()}` } });
+    if (resp.ok) {
+      const view = await resp.json();
+      renderFleet(view);
+      renderRooms(roomsOf(view));
+    }
     await loadBans();
   } catch {
     $("rooms").textContent = "server unreachable";
