@@ -111,6 +111,7 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
     """Register /healthz, /rooms, /metrics, POST /matchmake, /modes and (with an admin
     token) /admin/fleet; returns their cache."""
     cache = app[HTTP_CACHE_KEY] = JsonCache()
+    modes_cache: dict[str, object] = {}
 
     def ticks_key() -> tuple:
         rooms = source.lobby.rooms
@@ -184,7 +185,7 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
 
     async def handle_modes(request: web.Request) -> web.Response:
         """GET /modes: what the start screen's mode picker offers."""
-        return web.json_response(await offered_modes(source))
+        return web.json_response(await offered_modes(source, modes_cache))
 
     async def handle_admin_fleet(request: web.Request) -> web.Response:
         """GET /admin/fleet (admin token): nodes, load, and every room, private ones too."""

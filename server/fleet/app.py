@@ -229,10 +229,23 @@ async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
     return out
 
 
-async def offered_modes(gateway: Gateway) -> dict[str, object]:
+MODES_CACHE_S = 1.0  # GET /modes asks Redis at most this often (it is public)
+
+
+async def offered_modes(gateway: Gateway, cache: dict[str, object]) -> dict[str, object]:
     """GET /modes: the modes a player can matchmake into, default first, each with its
     room capacity. A fleet offers what its live, non-draining nodes offer; a single
-    server (or a node that cannot reach Redis) what it runs itself."""
+    server (or a node that cannot reach Redis) what it runs itself. `cache` (one per
+    app) keeps the answer for MODES_CACHE_S, so a flood of requests costs Redis nothing."""
+    now = time.monotonic()
+    if cache and now - float(cache["at"]) < MODES_CACHE_S:  # type: ignore[arg-type]
+        return cache["body"]  # type: ignore[return-value]
+    body = await _offered_modes(gateway)
+    cache.update(at=now, body=body)
+    return body
+
+
+async def _offered_modes(gateway: Gateway) -> dict[str, object]:
     node = gateway.fleet
     modes: dict[str, int] = {}
     if node is not None and node.kind == "redis":

@@ -20,7 +20,7 @@ def test_bench_fleet_runs_every_phase_at_a_small_scale_functional(redis_server,
     out = tmp_path / "fleet.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.fleet", "--joins", "10", "--rate", "20", "--bots", "4",
-         "--duration", "1", "--warmup", "0.5", "--entities", "10", "--out", str(out)],
+         "--duration", "2", "--warmup", "0.5", "--entities", "10", "--out", str(out)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
         text=True, timeout=240)
     said = done.stdout + done.stderr
@@ -37,4 +37,7 @@ def test_bench_fleet_runs_every_phase_at_a_small_scale_functional(redis_server,
         assert cpu["nodes"] == nodes and cpu["connected"] == 4, said
         assert len(cpu["cpu_cores_per_node"]) == nodes and cpu["cpu_cores_total"] > 0, said
         assert cpu["snapshots_per_s"] > 0 and cpu["errors"] == {}, said
+    # Rooms of bots/2: matchmaking put one room on each node of the fleet.
+    assert result["fleet_2_nodes"]["players_max_per_node"] == [2, 2], said
+    assert result["single_node"]["players_max_per_node"] == [4], said
     assert "matchmake-to-Welcome" in done.stdout and "millicores per player" in done.stdout
