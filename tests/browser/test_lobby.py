@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,3 +234,68 @@ def test_fleet_page_matchmakes_again_when_its_node_dies(open_url, fleet, tmp_pat
     assert lobby(page)["room"] != first_room
     assert page.evaluate(f"{TW}.reconnects") >= 1
     assert page.errors == []
+
+
+def test_matchmaking_unavailable_is_said_and_retried_until_redis_is_back(
+        open_url, own_redis, web_built, tmp_path: Path):
+    """A node whose Redis is down answers /matchmake 503: the page says so in player
+    language and keeps retrying on its own; once Redis is back it joins."""
+    if not TICKWIRE.exists():
+        _unavailable(f"{TICKWIRE} is missing (run make install)")
+    node = ServerProcess(port=free_port(), log_path=tmp_path / "node.log",
+                         extra_args=["--redis", own_redis.url, "--lease", "2",
+                                     "--refresh", "0.5"])
+    node.start()
+    try:
+        own_redis.stop()
+        until = time.monotonic() + 15
+        while get_json(node.base_url + "/healthz")["registry"]["reachable"]:
+            assert time.monotonic() < until, "the node never noticed"
+            time.sleep(0.1)
+        page = open_url(node.base_url + "/?name=patient")
+        page.wait_for_function(
+            "document.querySelector('#banner').innerText"
+            ".startsWith('Matchmaking is unavailable right now')")
+        assert not page.evaluate(f"{TW}.connected")
+        assert page.locator("#start").is_hidden(), "transient: no start screen, a retry"
+        own_redis.restart()  # same port, empty: the node re-registers at its next refresh
+        page.wait_for_function(CONNECTED, timeout=30_000)
+        assert page.errors == []
+    finally:
+        node.stop(signal.SIGKILL, 5.0)
+
+
+def test_the_mode_picker_offers_each_mode_and_an_unknown_mode_is_said(open_url, web_built,
+                                                                      tmp_path: Path):
+    if not TICKWIRE.exists():
+        _unavailable(f"{TICKWIRE} is missing (run make install)")
+    (tmp_path / "arena.toml").write_text("[room]\nmax_players = 8\n[npc]\ncount = 0\n")
+    (tmp_path / "duel.toml").write_text(ROOMS_OF_TWO)
+    srv = ServerProcess(port=free_port(), log_path=tmp_path / "node.log",
+                        extra_args=["--mode", f"arena={tmp_path / 'arena.toml'}",
+                                    "--mode", f"duel={tmp_path / 'duel.toml'}"])
+    srv.start()
+    try:
+        page = open_url(srv.base_url + "/")
+        page.wait_for_selector("#mode-pick:not([hidden])")
+        options = page.eval_on_selector_all("#mode-select option", "os => os.map(o => o.value)")
+        assert options == ["arena", "duel"]
+        assert page.locator("#mode-select").input_value() == "arena"  # the default
+        assert "up to 2 players" in page.locator("#mode-select").inner_text()
+        page.select_option("#mode-select", "duel")
+        page.click("#quick-play")
+        page.wait_for_function(CONNECTED)
+        assert lobby(page)["mode"] == "duel"
+        duel_room = lobby(page)["room"]
+        assert {r["room"]: r["mode"] for r in get_json(srv.base_url + "/rooms")}[duel_room] \
+            == "duel"
+        wrong = open_url(srv.base_url + "/?name=x&mode=ctf")
+        wrong.wait_for_selector("#start:not([hidden])")
+        assert wrong.locator("#start-error-title").inner_text() == \
+            "That game mode is not available"
+        wrong.click("#quick-play")
+        wrong.wait_for_function(CONNECTED)
+        assert lobby(wrong)["mode"] == "arena"
+        assert page.errors == [] and wrong.errors == []
+    finally:
+        srv.stop()
