@@ -185,7 +185,8 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
 
     async def handle_modes(request: web.Request) -> web.Response:
         """GET /modes: what the start screen's mode picker offers."""
-        return web.json_response(await offered_modes(source, modes_cache))
+        return web.json_response(await offered_modes(source, modes_cache,
+                                                         source.clock.now()))
 
     async def handle_admin_fleet(request: web.Request) -> web.Response:
         """GET /admin/fleet (admin token): nodes, load, and every room, private ones too."""

@@ -197,6 +197,7 @@ export class Lobby {
   onSeatError(err) {
     this.requestId = null;
     this.game.conn.banner.hideAfter(0);
+    this.game.conn.leaveButton.hidden = true; // nothing to leave until the next seat
     if (err.code === "unknown_mode") this.modeSelect.value = this.defaultMode || "";
     this.showStart(err);
   }

@@ -232,12 +232,13 @@ async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
 MODES_CACHE_S = 1.0  # GET /modes asks Redis at most this often (it is public)
 
 
-async def offered_modes(gateway: Gateway, cache: dict[str, object]) -> dict[str, object]:
+async def offered_modes(gateway: Gateway, cache: dict[str, object], now: float
+                        ) -> dict[str, object]:
     """GET /modes: the modes a player can matchmake into, default first, each with its
     room capacity. A fleet offers what its live, non-draining nodes offer; a single
     server (or a node that cannot reach Redis) what it runs itself. `cache` (one per
-    app) keeps the answer for MODES_CACHE_S, so a flood of requests costs Redis nothing."""
-    now = time.monotonic()
+    app) keeps the answer for MODES_CACHE_S of `now` (monotonic seconds), so a flood of
+    requests costs Redis nothing."""
     if cache and now - float(cache["at"]) < MODES_CACHE_S:  # type: ignore[arg-type]
         return cache["body"]  # type: ignore[return-value]
     body = await _offered_modes(gateway)
@@ -262,7 +263,7 @@ async def _offered_modes(gateway: Gateway) -> dict[str, object]:
             "modes": [{"mode": m, "capacity": modes[m]} for m in order]}
 
 
-def _admin_url(ws_url: str) -> str:
+def admin_url(ws_url: str) -> str:
     """ws(s)://host[:port][/prefix] -> http(s)://host[:port][/prefix]/admin."""
     parts = urlsplit(ws_url)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme)
@@ -291,7 +292,7 @@ async def fleet_view(gateway: Gateway, local: dict[str, dict]) -> dict[str, obje
     for info in infos:
         entry = info.to_json(now)
         entry["self"] = info.node == me
-        entry["admin_url"] = _admin_url(info.url)
+        entry["admin_url"] = admin_url(info.url)
         nodes.append(entry)
     mine = next((n for n in nodes if n["self"]), None)
     if mine is None:  # not registered (yet, or Redis is gone): what this process runs
@@ -299,7 +300,7 @@ async def fleet_view(gateway: Gateway, local: dict[str, dict]) -> dict[str, obje
                 "load": None, "players": None, "capacity": None,
                 "max_rooms": node.config.max_rooms, "modes": dict(node.config.modes),
                 "refreshed_age_s": None, "rooms": [], "self": True,
-                "admin_url": _admin_url(node.config.public_url)}
+                "admin_url": admin_url(node.config.public_url)}
         nodes.insert(0, mine)
     rooms = {r["room"]: r for r in mine["rooms"]}
     for room_id, detail in local.items():
