@@ -139,6 +139,19 @@ def test_create_private_room_shows_a_link_that_a_second_page_joins(open_url, sin
     assert host.errors == [] and guest.errors == [] and third.errors == []
 
 
+def test_reloading_a_private_room_comes_back_to_it(open_url, single):
+    page = open_url(single.base_url + "/")
+    page.wait_for_selector("#start:not([hidden])")
+    page.click("#create-room")
+    page.wait_for_function(CONNECTED)
+    room = lobby(page)["room"]
+    page.reload(wait_until="load")  # the Leave on pagehide empties it; it is not reaped yet
+    page.wait_for_function(CONNECTED)
+    assert lobby(page)["room"] == room and lobby(page)["private"]
+    assert page.locator("#share-link").input_value().endswith(f"?room={room}")
+    assert page.errors == []
+
+
 def test_a_link_to_a_room_that_is_gone_offers_quick_play(open_url, single):
     page = open_url(single.base_url + "/?room=arena-0000dead")
     page.wait_for_selector("#start:not([hidden])")
