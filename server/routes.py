@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from server.fleet.app import fleet_rooms, fleet_view, offered_modes
+from server.fleet.app import (
+    fleet_rooms,
+    fleet_view,
+    forward_kick,
+    offered_modes,
+    with_peer_seats,
+)
 from server.fleet.app import handle_matchmake as fleet_matchmake
 
 if TYPE_CHECKING:
@@ -195,7 +201,23 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
                                      headers={"WWW-Authenticate": "Bearer"})
         local = {room["id"]: room for room in json.loads(
             cache.get("rooms+names", ticks_key(), lambda: rooms(True)))}
-        return web.json_response(await fleet_view(source, local))
+        if request.query.get("local") == "1":  # a peer asks for this node's rooms only
+            return web.json_response(await fleet_view(source, local, local_only=True))
+        view = await fleet_view(source, local)
+        return web.json_response(await with_peer_seats(
+            view, request.headers["Authorization"]))
+
+    async def handle_admin_node_kick(request: web.Request) -> web.Response:
+        """POST /admin/nodes/{node}/rooms/{room}/kick/{player}: a kick in another node's
+        room, forwarded to that node (the admin page talks to one node only)."""
+        if not bearer_matches(request, admin_token):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        m = request.match_info
+        status, answer = await forward_kick(source, m["node"], m["room"], m["player"],
+                                            request.query_string,
+                                            request.headers["Authorization"])
+        return web.json_response(answer, status=status)
 
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/rooms", handle_rooms)
@@ -204,4 +226,6 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
     app.router.add_get("/modes", handle_modes)
     if admin_token:  # as the other admin routes: none without a token
         app.router.add_get("/admin/fleet", handle_admin_fleet)
+        app.router.add_post("/admin/nodes/{node}/rooms/{room}/kick/{player}",
+                            handle_admin_node_kick)
     return cache

@@ -511,18 +511,32 @@ async def test_admin_fleet_view_shows_nodes_load_and_private_rooms_to_kick_in_fu
         assert node_of_host["node"] == host["node"] and private["private"] is True
         assert private["mode"] == "duel" and private["capacity"] == 2
         assert sum(n["players"] for n in view["nodes"]) == 2
-        # The owner's own view carries the private room's seats (with names): kick there.
+        # The owner's own view carries the private room's seats (with names); the other
+        # node's view gets them from the owner (same admin token), so either can kick.
         _, mine = await admin_fleet(owner)
         me = next(n for n in mine["nodes"] if n["self"])
         seats = next(r for r in me["rooms"] if r["room"] == host["room"])["seats"]
         assert [s["name"] for s in seats] == ["secret-host"]
-        status, _ = await http_json(
-            "POST", f"{owner.base_url}/admin/rooms/{host['room']}/kick/{seats[0]['player_id']}")
-        assert status == 401  # (no token: the kick route is the admin's too)
+        other = b if owner is a else a
+        _, theirs = await admin_fleet(other)
+        remote = next(n for n in theirs["nodes"] if n["node"] == host["node"])
+        assert not remote["self"] and "seats_error" not in remote
+        remote_room = next(r for r in remote["rooms"] if r["room"] == host["room"])
+        assert [s["name"] for s in remote_room["seats"]] == ["secret-host"]
+        kick_path = (f"/admin/nodes/{host['node']}/rooms/{host['room']}/kick/"
+                     f"{seats[0]['player_id']}")
+        status, _ = await http_json("POST", other.base_url + kick_path)
+        assert status == 401  # the forwarding route is the admin's too
         async with aiohttp.ClientSession() as http, http.post(
-                f"{owner.base_url}/admin/rooms/{host['room']}/kick/{seats[0]['player_id']}",
+                other.base_url + "/admin/nodes/nobody/rooms/x/kick/1",
                 headers={"Authorization": "Bearer fleet-admin"}) as resp:
-            assert resp.status == 200, await resp.text()
+            assert resp.status == 404
+        async with aiohttp.ClientSession() as http, http.post(
+                other.base_url + kick_path,
+                headers={"Authorization": "Bearer fleet-admin"}) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+            assert answer["kicked"] == seats[0]["player_id"]
         await eventually(lambda: _closed(h), 10)
         assert h.kick is not None and h.kick.label == "kicked"
         # The private room is still not in anyone's public list.

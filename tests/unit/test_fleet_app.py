@@ -45,3 +45,44 @@ def test_admin_links_follow_the_public_url():
     assert admin_url("wss://play.example.com/n1") == "https://play.example.com/n1/admin"
     assert admin_url("wss://play.example.com/n1/") == "https://play.example.com/n1/admin"
     assert admin_url("") == "" and admin_url("http://x") == ""
+
+
+async def test_peer_seats_are_merged_and_a_silent_peer_is_named():
+    """`with_peer_seats` against real aiohttp servers on 127.0.0.1: one answers its rooms
+    with seats, one answers 500, and one port has nobody listening."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from server.fleet.app import with_peer_seats
+    from server.nodeproc import free_port
+
+    seen_auth = []
+
+    async def fleet(request: web.Request) -> web.Response:
+        seen_auth.append((request.headers.get("Authorization"), request.query.get("local")))
+        return web.json_response({"nodes": [{"self": True, "rooms": [
+            {"room": "r1", "players": 1, "seats": [{"player_id": 4, "name": "ann"}]}]}]})
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": "no"}, status=500)
+
+    good_app, bad_app = web.Application(), web.Application()
+    good_app.router.add_get("/admin/fleet", fleet)
+    bad_app.router.add_get("/admin/fleet", broken)
+    async with TestServer(good_app, host="127.0.0.1") as good, \
+            TestServer(bad_app, host="127.0.0.1") as bad:
+        def node(name: str, port: int) -> dict:
+            return {"node": name, "self": False, "players": 0,
+                    "admin_url": f"http://127.0.0.1:{port}/admin",
+                    "rooms": [{"room": "r1", "players": 0}]}
+
+        view = {"nodes": [{"node": "me", "self": True, "rooms": []}, node("good", good.port),
+                          node("bad", bad.port), node("gone", free_port())]}
+        out = await with_peer_seats(view, "Bearer t0ken")
+    by = {n["node"]: n for n in out["nodes"]}
+    assert by["good"]["rooms"][0]["seats"] == [{"player_id": 4, "name": "ann"}]
+    assert by["good"]["players"] == 1 and "seats_error" not in by["good"]
+    assert seen_auth == [("Bearer t0ken", "1")]
+    assert by["bad"]["seats_error"] == "that node answered 500"
+    assert by["gone"]["seats_error"].startswith("unreachable")
+    assert "seats" not in by["bad"]["rooms"][0] and "seats" not in by["gone"]["rooms"][0]
