@@ -5,6 +5,8 @@
   rules, `Room.submit`), one frame per read as at 30 Hz. Divide the round by FRAMES.
 * µs per seat for delivery: `RoomLoops.deliver` over a 200-player tick of the arena
   scenario, into transports that only count bytes. Divide by the number of seats.
+* µs per tick for exporting what one such tick counted (`Metrics.flush`: 200 snapshots
+  into the snapshot-size histogram, 7 RTT samples, the byte and snapshot counters).
 
 Figures are data, never asserts (bench/README.md).
 
@@ -26,7 +28,7 @@ from proto import tickwire_pb2 as pb
 from server.clock import ManualClock
 from server.connection import Connection
 from server.lobby import Lobby
-from server.metrics import Metrics
+from server.metrics import Metrics, parse_metrics
 from server.protocol import ConnectionProtocol, Joined
 from server.room import Room
 from server.roomloops import RoomLoops
@@ -155,3 +157,25 @@ def test_bench_deliver_per_seat(benchmark: BenchmarkFixture, arena_params: Param
     if benchmark.stats:
         benchmark.extra_info["us_per_seat"] = round(
             benchmark.stats.stats.median / players * 1e6, 3)
+
+
+def test_bench_metrics_flush_per_tick(benchmark: BenchmarkFixture) -> None:
+    metrics = Metrics()
+    counts = metrics.counts
+
+    def one_tick() -> tuple[tuple, dict]:
+        # What a 200-seat tick leaves: two snapshot sizes (two baselines), ~200/30 pongs.
+        counts.snapshot_sizes[1317] = 150
+        counts.snapshot_sizes[1402] = 50
+        counts.rtt_samples.extend([0.004, 0.006, 0.005, 0.012, 0.004, 0.007, 0.005])
+        counts.bytes_sent += 200 * 1350
+        counts.bytes_received += 200 * 40
+        counts.snapshots_sent += 200
+        return (), {}
+
+    benchmark.pedantic(metrics.flush, setup=one_tick, rounds=300, iterations=1)
+    assert not counts.snapshot_sizes and not counts.rtt_samples
+    samples = parse_metrics(metrics.render()[0].decode())
+    ticks = samples["tickwire_snapshots_sent_total"] / 200
+    assert samples["tickwire_snapshot_bytes_count"] == 200 * ticks
+    assert samples["tickwire_rtt_seconds_count"] == 7 * ticks
