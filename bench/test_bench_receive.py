@@ -1,8 +1,10 @@
 """The per-frame receive path and the per-seat delivery loop, in memory.
 
 * µs per input frame, from the masked WebSocket bytes a browser writes to the room's
-  queue: `ConnectionProtocol.receive_data` (frame parser, budget, protobuf parse, state
-  rules, `Room.submit`), one frame per read as at 30 Hz. Divide the round by FRAMES.
+  buffers: `ConnectionProtocol.receive_data` (frame parser, budget, protobuf parse, state
+  rules, `Room.submit`), one frame per read as at 30 Hz, with the commands checked once
+  per tick as the gateway's rooms do (`defer_input_checks`; the per-tick check is in
+  `room_tick`). Divide the round by FRAMES.
 * µs per seat for delivery: `RoomLoops.deliver` over a 200-player tick of the arena
   scenario, into transports that only count bytes. Divide by the number of seats.
 * µs per tick for exporting what one such tick counted (`Metrics.flush`: 200 snapshots
@@ -30,7 +32,7 @@ from server.connection import Connection
 from server.lobby import Lobby
 from server.metrics import Metrics, parse_metrics
 from server.protocol import ConnectionProtocol, Joined
-from server.room import Room
+from server.room import Room, TickResult
 from server.roomloops import RoomLoops
 from server.session import Session, SessionLimits
 from sim.params import Params
@@ -45,13 +47,14 @@ def masked(payload: bytes) -> bytes:
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-class _Seating:
+class Seating:
     def __init__(self, params: Params) -> None:
-        self.lobby = Lobby(params)
+        # As the gateway builds it: commands checked once per tick (deferred).
+        self.lobby = Lobby(params, defer_input_checks=True)
         self.draining = False
 
 
-def _input_frames(n: int) -> list[bytes]:
+def input_frames(n: int) -> list[bytes]:
     """What the arena bot sends: one command per tick, the ack, a unit direction."""
     out = []
     for seq in range(1, n + 1):
@@ -64,14 +67,14 @@ def _input_frames(n: int) -> list[bytes]:
 
 
 def test_bench_receive_input_frame(benchmark: BenchmarkFixture, arena_params: Params) -> None:
-    frames = _input_frames(FRAMES)
+    frames = input_frames(FRAMES)
     join = masked(pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION,
                                               name="bench")).SerializeToString())
     metrics = Metrics()
     limits = SessionLimits.for_tick_rate(arena_params.tick_rate)
 
     def setup() -> tuple[tuple, dict]:
-        seating = _Seating(arena_params)
+        seating = Seating(arena_params)
         conn = ConnectionProtocol(Session.open(limits, 0.0), seating, metrics.counts)
         conn.receive_data(join, 0.0)
         return (conn,), {}
@@ -87,14 +90,16 @@ def test_bench_receive_input_frame(benchmark: BenchmarkFixture, arena_params: Pa
 
     conn = benchmark.pedantic(feed, setup=setup, rounds=30, iterations=1)
     seat = conn.room.seats[conn.session.player_id]
+    assert seat.queue  # validates and queues what the frames buffered (deferred checks)
     assert seat.last_queued_seq == FRAMES and conn.close_code is None  # all accepted
+    assert not conn.room.inputs_rejected
     benchmark.extra_info["frames_per_round"] = FRAMES
     if benchmark.stats:  # None when benchmarks are disabled (the test suite's smoke run)
         benchmark.extra_info["us_per_frame"] = round(
             benchmark.stats.stats.median / FRAMES * 1e6, 3)
 
 
-class _CountingTransport:
+class CountingTransport:
     """Stands in for an asyncio transport: takes bytes, never backs up."""
 
     def __init__(self) -> None:
@@ -120,16 +125,16 @@ class _CountingTransport:
         pass
 
 
-@pytest.mark.parametrize("players", [200])
-def test_bench_deliver_per_seat(benchmark: BenchmarkFixture, arena_params: Params,
-                                players: int) -> None:
+def deliver_world(params: Params, players: int) -> tuple[RoomLoops, TickResult, Metrics]:
+    """`players` joined connections over counting transports, and the 12th tick's result
+    of their room (every seat acks two ticks back, as in the arena): what `deliver` gets."""
     clock = ManualClock(0.0)
     metrics = Metrics()
-    lobby = Lobby(arena_params.with_changes({"room.max_players": players}))
+    lobby = Lobby(params.with_changes({"room.max_players": players}), defer_input_checks=True)
     connections: dict[int, Connection] = {}
-    seating = _Seating(arena_params)
+    seating = Seating(params)
     seating.lobby = lobby
-    limits = SessionLimits.for_tick_rate(arena_params.tick_rate, ping_interval_s=1e9)
+    limits = SessionLimits.for_tick_rate(params.tick_rate, ping_interval_s=1e9)
 
     class Hooks:
         def on_joined(self, conn: Connection, event: Joined) -> None:
@@ -140,7 +145,7 @@ def test_bench_deliver_per_seat(benchmark: BenchmarkFixture, arena_params: Param
         join = pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION, name="b"))
         for _ in range(players):
             proto = ConnectionProtocol(Session.open(limits, 0.0), seating, metrics.counts)
-            conn = Connection(_CountingTransport(), proto, Hooks(), clock, 2.0)
+            conn = Connection(CountingTransport(), proto, Hooks(), clock, 2.0)
             conn.feed_data(masked(join.SerializeToString()))
         return next(iter(lobby.rooms.values())), loops
 
@@ -150,6 +155,13 @@ def test_bench_deliver_per_seat(benchmark: BenchmarkFixture, arena_params: Param
             room.submit(pid, pb.Input(ack_tick=max(0, tick - 2), cmds=[pb.InputCmd(
                 seq=tick, client_tick=tick, move_x=1.0)]))
         result = room.tick(tick / 30)
+    return loops, result, metrics
+
+
+@pytest.mark.parametrize("players", [200])
+def test_bench_deliver_per_seat(benchmark: BenchmarkFixture, arena_params: Params,
+                                players: int) -> None:
+    loops, result, metrics = deliver_world(arena_params, players)
     benchmark.pedantic(loops.deliver, args=(result, 12 / 30), rounds=200, iterations=1)
     assert len(result.deliveries) == players
     assert metrics.counts.snapshots_sent and metrics.counts.snapshots_sent % players == 0

@@ -247,7 +247,11 @@ class ConnectionProtocol:
                     session.last_frame_at = now
                     msg = parse_client_frame(payload)
                     if self.state is _JOINED and msg.WhichOneof("kind") == "input":
-                        self._submit(msg.input, now, events)  # the hot path, inlined
+                        # The hot path (`_submit` inlined): nothing rejected, no call more.
+                        rejected = self.room.submit(session.player_id, msg.input) \
+                            if self.room is not None else None
+                        if rejected:
+                            self._charge_submit(rejected, now, events)
                     else:
                         self.receive(msg, now, events)
                 elif opcode == OP_FRAGMENT:
@@ -395,6 +399,11 @@ class ConnectionProtocol:
         if room is None:
             return
         rejected = room.submit(self.session.player_id, msg)
+        if rejected:
+            self._charge_submit(rejected, now, events)
+
+    def _charge_submit(self, rejected: list[str], now: float, events: list[Event]) -> None:
+        """What `Room.submit` rejected, charged one by one until the connection closes."""
         for reason in rejected:
             events.extend(self.charge_rejections(reason, 1, now))
             if self.state is not State.JOINED:
