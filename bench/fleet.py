@@ -66,7 +66,7 @@ def start_nodes(n: int, params: Path, redis_url: str | None) -> list[ServerProce
         for _ in range(n):
             port = free_port()
             args = ["--params", str(params), "--log-level", "warning",
-                    "--max-conns-per-ip", "0"]
+                    "--max-conns-per-ip", "0", "--matchmakes-per-ip-per-s", "0"]
             if redis_url:
                 args += ["--redis", redis_url, "--public-url", f"ws://127.0.0.1:{port}"]
             nodes.append(ServerProcess(port=port, command=PYTHON_M_CLI, cwd=ROOT, env=ENV,

@@ -143,6 +143,16 @@ def add_fleet_args(p: argparse.ArgumentParser) -> None:
                    help="how often the node renews its lease (default 2)")
     g.add_argument("--token-ttl", type=float, default=15.0, metavar="S",
                    help="a seat token's life, and how long it holds a seat (default 15)")
+    g.add_argument("--matchmakes-per-ip-per-s", type=float, default=20.0, metavar="R",
+                   help="POST /matchmake requests per client address per second, after a "
+                        "burst of 256; past it 429; 0 = no limit (default 20)")
+    g.add_argument("--room-creates-per-ip-per-min", type=float, default=6.0, metavar="R",
+                   help='private rooms ("create": true) one address may create per minute, '
+                        "after a burst of 4; 0 = no limit (default 6)")
+    g.add_argument("--max-spectators", type=int, default=64, metavar="N",
+                   help="open /spectate streams on this server; 0 = no cap (default 64)")
+    g.add_argument("--spectators-per-ip", type=int, default=4, metavar="N",
+                   help="open /spectate streams per client address; 0 = no cap (default 4)")
 
 
 _MODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -174,10 +184,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from server.connguard import GuardLimits, default_max_pending, default_pending_per_ip
     from server.fleet.app import FleetSettings, FleetStartError
+    from server.fleet.guard import MatchmakeLimits
     from server.gateway import GATEWAY_KEY, GatewayConfig, build_app
     from server.logs import setup_logging
     from server.serving import ListenError, ServeOptions, serve_until_signal
     from server.session import SessionLimits
+    from server.spectate_routes import SpectateLimits
     from sim.params import ParamsError, load_params
 
     def fail(message: str) -> int:
@@ -245,6 +257,11 @@ def run_serve(args: argparse.Namespace) -> int:
                            kick_ban_s=max(0.0, args.kick_ban_s),
                            max_rooms=args.max_rooms, join_token_ttl_s=args.token_ttl,
                            modes=tuple(modes),
+                           matchmake=MatchmakeLimits(
+                               rate_per_s=max(0.0, args.matchmakes_per_ip_per_s),
+                               creates_per_min=max(0.0, args.room_creates_per_ip_per_min)),
+                           spectate=SpectateLimits(max_streams=max(0, args.max_spectators),
+                                                   per_ip=max(0, args.spectators_per_ip)),
                            fleet=FleetSettings(redis_url=args.redis or None,
                                                public_url=public_url.rstrip("/"),
                                                lease_s=args.lease, refresh_s=args.refresh))

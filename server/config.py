@@ -8,8 +8,10 @@ from pathlib import Path
 
 from server.bans import DEFAULT_KICK_BAN_S
 from server.fleet.app import FleetSettings
+from server.fleet.guard import MatchmakeLimits
 from server.recording import RecordingConfig
 from server.session import SessionLimits
+from server.spectate_routes import SpectateLimits
 from server.static import WEB_ROOT
 from sim.params import Params
 
@@ -40,3 +42,7 @@ class GatewayConfig:
     modes: tuple[tuple[str, Params], ...] = ()
     # the registry: in-process unless redis_url
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    # per-address rates of POST /matchmake (all requests; those that create a room)
+    matchmake: MatchmakeLimits = field(default_factory=MatchmakeLimits)
+    # live spectator streams: caps (server, per address) and the stall cut-off
+    spectate: SpectateLimits = field(default_factory=SpectateLimits)

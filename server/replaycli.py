@@ -5,6 +5,7 @@ imports the other's caller."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from server.recording import RecordingError
@@ -23,6 +24,9 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
                         "follow a player) at http://HOST:PORT/")
     p.add_argument("--host", default="127.0.0.1", help="with --serve (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8090, help="with --serve (default 8090)")
+    p.add_argument("--request-head-timeout", type=float, default=10.0, metavar="S",
+                   help="with --serve: close a connection that has not sent a complete "
+                        "request head this long after connecting (default 10)")
     p.set_defaults(func=_run_replay_command)
 
 
@@ -32,8 +36,9 @@ def _run_replay_command(args: argparse.Namespace) -> int:
     if len(args.files) != 1:
         print("tickwire replay: --serve takes one FILE", file=sys.stderr)
         return 2
-    from aiohttp import web
-
+    from server.connguard import GuardLimits, default_max_pending, default_pending_per_ip
+    from server.metrics import Metrics
+    from server.serving import ListenError, ServeOptions, serve_until_signal
     from server.spectate import ReplayTimeline
     from server.spectate_routes import build_replay_app
 
@@ -45,8 +50,23 @@ def _run_replay_command(args: argparse.Namespace) -> int:
     if timeline.diverged:
         print(f"tickwire replay: {args.files[0]} diverged at {timeline.diverged}; "
               f"serving the ticks before it", file=sys.stderr)
-    print(f"serving {args.files[0]} (ticks {timeline.start_tick}..{timeline.end_tick}) "
-          f"at http://{args.host}:{args.port}/", flush=True)
-    web.run_app(build_replay_app(timeline), host=args.host, port=args.port, print=None,
-                access_log=None)
+    # The game server's listener (server.serving): a request-head deadline and caps on
+    # connections still owing one, so a slowloris cannot hold every descriptor (with
+    # web.run_app a connection that never finished its head stayed open for good).
+    options = ServeOptions(host=args.host, port=args.port,
+                           guard=GuardLimits(head_timeout_s=max(0.1, args.request_head_timeout),
+                                             max_pending=default_max_pending(),
+                                             max_pending_per_ip=default_pending_per_ip(
+                                                 default_max_pending())))
+
+    def listening(listener: object) -> None:
+        print(f"serving {args.files[0]} (ticks {timeline.start_tick}..{timeline.end_tick}) "
+              f"at http://{args.host}:{args.port}/", flush=True)
+
+    try:
+        asyncio.run(serve_until_signal(build_replay_app(timeline), Metrics(), options,
+                                       on_listening=listening))
+    except ListenError as exc:
+        print(f"tickwire replay: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -45,6 +45,12 @@ class NodeSeats:
                                             "private": private})
         return room
 
+    def room_is_private(self, room_id: str) -> bool:
+        """Whether the room was created private (`"create": true`): not listed, not
+        watchable without the admin token."""
+        meta = self.lobby.meta.get(room_id)
+        return meta is not None and meta[1]
+
     def room_for_join(self, claim: SeatClaim | None, now: float) -> Room:
         """The room a Join goes to: the seat token's room, or (no token, when none is
         required) any public room of the default mode with a seat not reserved."""

@@ -20,11 +20,12 @@ from typing import Protocol
 from aiohttp import web
 
 from server.clock import Clock
+from server.fleet.guard import MAX_MATCHMAKE_BODY, MatchmakeGuard, retry_after
 from server.fleet.metrics import FleetMetrics
-from server.fleet.model import MatchError, RegistryUnavailable, RoomState
+from server.fleet.model import MatchError, RegistryUnavailable, RoomInfo, RoomState
 from server.fleet.node import FleetConfig, FleetNode, new_node_id
 from server.fleet.registry import LocalRegistry, Registry
-from server.handshake import SeatTokens
+from server.handshake import OriginPolicy, SeatTokens, address_key
 from server.lobby import Lobby
 from server.metrics import Metrics
 from sim.params import Params
@@ -68,6 +69,8 @@ class Gateway(Protocol):
     default_mode: str
     fleet: FleetNode | None
     config: GatewaySettings
+    clock: Clock
+    origins: OriginPolicy
     wall_clock: Clock
 
     def ensure_room(self, room_id: str, mode: str, private: bool) -> object: ...
@@ -171,20 +174,52 @@ def _ws_base(request: web.Request) -> str:
     return f"{scheme}://{request.host}"
 
 
-async def handle_matchmake(gateway: Gateway, request: web.Request) -> web.Response:
-    """POST /matchmake: reserve a seat; the answer says where to connect with which token."""
+async def handle_matchmake(gateway: Gateway, request: web.Request,
+                           guard: MatchmakeGuard | None = None) -> web.Response:
+    """POST /matchmake: reserve a seat; the answer says where to connect with which token.
+
+    Refused before the registry is asked: over the caller's per-address rate (429,
+    `Retry-After`), from a browser page of another origin (403, the /ws origin rule), a
+    body over `MAX_MATCHMAKE_BODY` (413), a body that is not JSON or is
+    nested too deeply (400). Each refusal is one log line and counted in
+    `tickwire_matchmake_total{result}`."""
     node = gateway.fleet
     if node is None:
         return web.json_response({"error": "starting", "message": "server starting"},
                                  status=503)
+    ip = request.remote or "unknown"
+    now = gateway.clock.now()
+    if guard is not None and (limited := guard.check(ip, now)) is not None:
+        return _refused(node, limited[0].label, limited[0].reason, 429, limited[1])
+    # Another site's page could make its visitors' browsers POST here (a text/plain body
+    # needs no CORS preflight): each visitor a source of reservations and new rooms.
+    # Browsers always send Origin on such a POST; the /ws rule applies (non-browser
+    # clients send none and pass).
+    refusal = gateway.origins.check(request.headers.get("Origin"), request.host,
+                                    request.scheme)
+    if refusal is not None:
+        return _refused(node, refusal.label, refusal.reason, refusal.status)
+    if (request.content_length or 0) > MAX_MATCHMAKE_BODY:
+        return _refused(node, "too_large", f"the body is {request.content_length} bytes; "
+                        f"at most {MAX_MATCHMAKE_BODY} are accepted", 413)
     try:
-        body = await request.json() if request.can_read_body else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        node.metrics.matchmake_total.labels(result="bad_request").inc()
-        return web.json_response({"error": "bad_request", "message": "body is not JSON"},
-                                 status=400)
+        raw = await request.read() if request.can_read_body else b""
+    except web.HTTPRequestEntityTooLarge:
+        raw = b"x" * (MAX_MATCHMAKE_BODY + 1)
+    if len(raw) > MAX_MATCHMAKE_BODY:
+        return _refused(node, "too_large",
+                        f"the body is over {MAX_MATCHMAKE_BODY} bytes", 413)
     try:
-        res, token = await node.matchmake(body)
+        body = json.loads(raw) if raw else {}
+    except RecursionError:  # the C scanner recurses per level: '[' * 100000
+        return _refused(node, "bad_request", "body is nested too deeply", 400)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, an integer too long
+        return _refused(node, "bad_request", "body is not JSON", 400)
+    if (guard is not None and isinstance(body, dict) and body.get("create") is True
+            and (limited := guard.check_create(ip, now)) is not None):
+        return _refused(node, limited[0].label, limited[0].reason, 429, limited[1])
+    try:
+        res, token = await node.matchmake(body, client=address_key(ip))
     except MatchError as exc:
         log.info("matchmake refused: %s", exc.message, extra={"code": exc.code})
         return web.json_response(exc.to_json(), status=exc.status)
@@ -195,18 +230,35 @@ async def handle_matchmake(gateway: Gateway, request: web.Request) -> web.Respon
         "expires_in_s": node.config.token_ttl_s})
 
 
-async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
-    """The fleet's public rooms; this node's rooms carry their local detail (`local`:
-    room id -> the detail dict). Without the registry: this node's public rooms."""
+def _refused(node: FleetNode, code: str, message: str, status: int,
+             retry_s: float | None = None) -> web.Response:
+    node.metrics.matchmake_total.labels(result=code).inc()
+    log.info("matchmake refused: %s", message, extra={"code": code})
+    headers = {"Retry-After": retry_after(retry_s)} if retry_s is not None else None
+    return web.json_response({"error": code, "message": message}, status=status,
+                             headers=headers)
+
+
+async def fleet_listing(gateway: Gateway) -> list[RoomInfo]:
+    """The fleet's public rooms from the registry; [] when it cannot be reached (the
+    caller then lists this node's rooms only)."""
     node = gateway.fleet
-    out = []
+    if node is None:
+        return []
     try:
-        listed = await node.list_rooms() if node is not None else None
+        return await node.list_rooms()
     except RegistryUnavailable:
-        listed = None
-    if listed is None:
-        listed = []  # the registry is unreachable: this node's rooms only
+        return []
+
+
+def merge_rooms(gateway: Gateway, local: dict[str, dict], listed: list[RoomInfo]
+                ) -> list[dict]:
+    """The fleet's public rooms (`listed`); this node's carry their local detail (`local`:
+    room id -> the detail dict); this node's public rooms the registry has not heard of
+    yet (created since the last refresh) are listed too. Pure: no I/O."""
+    node = gateway.fleet
     me = node.config.node_id if node is not None else ""
+    out = []
     seen = set()
     for info in listed:
         entry = info.to_json()
@@ -215,8 +267,6 @@ async def fleet_rooms(gateway: Gateway, local: dict[str, dict]) -> list[dict]:
             entry = {**entry, **detail}
             seen.add(info.room)
         out.append(entry)
-    # This node's public rooms the registry has not heard of yet (created since the last
-    # refresh) are listed too.
     lobby = gateway.lobby
     for room_id, detail in local.items():
         mode, private, created_ms = lobby.meta.get(room_id, (gateway.default_mode, False, 0))

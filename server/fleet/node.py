@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -40,6 +41,7 @@ from server.handshake import Refusal, SeatClaim, SeatTokens
 log = logging.getLogger("tickwire.fleet")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,48}$")
+_ROOM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a mode (up to 32) + "-" + 16 hex digits
 
 
 class RoomHost(Protocol):
@@ -77,8 +79,20 @@ def new_node_id() -> str:
     return "n" + secrets.token_hex(4)
 
 
-def new_room_id(mode: str) -> str:
-    return f"{mode}-{secrets.token_hex(4)}"
+def request_key(client: str, mode: str, room: str, create: bool, request_id: str) -> str:
+    """The registry's name for a client's `request_id`: scoped to the client's address and
+    to what it asked for. A retry (same client, same body) finds its reservation again;
+    another client guessing or reusing the id, or the same id with another body, does not
+    (the id alone would hand out the first requester's seat token)."""
+    scope = "\0".join((client, mode, room, "1" if create else "0", request_id))
+    return hashlib.sha256(scope.encode()).hexdigest()[:32]
+
+
+def new_room_id(mode: str, private: bool = False) -> str:
+    """`mode-<hex>`. A private room's id is its only lock (whoever has it may matchmake
+    into the room), so it gets 64 random bits, not 32: a public room's id is listed
+    anyway."""
+    return f"{mode}-{secrets.token_hex(8 if private else 4)}"
 
 
 @dataclass
@@ -112,6 +126,10 @@ class FleetNode:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._refreshing = asyncio.Lock()
+        self._refreshes = 0  # refresh attempts so far (the room listing's freshness)
+        self._listing: tuple[int, list[RoomInfo]] | None = None
+        self._listing_lock = asyncio.Lock()
+        self.listings = 0  # registry listing calls made for /rooms (with Redis)
         self._task: asyncio.Task | None = None
 
     # -- time ------------------------------------------------------------------------------
@@ -143,11 +161,21 @@ class FleetNode:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            await self.refresh_once()
+            try:
+                await self.refresh_once()
+            except Exception as exc:  # the loop must outlive any bug
+                # An answer nobody expected (a registry holding garbage, a bug): the
+                # loop must not die with it, or the node's lease lapses and its rooms
+                # vanish from the fleet while it still answers /matchmake. The message
+                # (shown on /healthz) names the type only; the log has the traceback.
+                error = f"registry refresh failed: unexpected {type(exc).__name__}"
+                if self.last_error != error:
+                    log.exception(error)
+                self._failed(RegistryUnavailable(error), logged=True)
 
-    def _failed(self, exc: RegistryUnavailable) -> None:
+    def _failed(self, exc: RegistryUnavailable, *, logged: bool = False) -> None:
         self.metrics.redis_errors.inc()
-        if self.available or self.last_error != str(exc):
+        if not logged and (self.available or self.last_error != str(exc)):
             log.warning("registry unreachable: %s", exc)
         self.available = False
         self.last_error = str(exc)
@@ -156,7 +184,10 @@ class FleetNode:
         """One refresh: lease, rooms, assigned rooms, retirements. False on failure.
         Refreshes never overlap: a late one must not overwrite a newer state (draining)."""
         async with self._refreshing:
-            return await self._refresh()
+            try:
+                return await self._refresh()
+            finally:
+                self._refreshes += 1  # a cached room listing lives until the next one
 
     async def _refresh(self) -> bool:
         c = self.config
@@ -237,13 +268,16 @@ class FleetNode:
 
     # -- matchmaking -----------------------------------------------------------------------
 
-    async def matchmake(self, body: object) -> tuple[Reservation, str]:
+    async def matchmake(self, body: object, client: str = "") -> tuple[Reservation, str]:
         """Reserve a seat for a POST /matchmake body; (reservation, seat token).
-        Raises MatchError (400 bad request, 404, 409, 503)."""
+        `client`: who asks (`server.handshake.address_key` of the peer): a `request_id`
+        is that client's own, so another client sending the same id never gets its
+        reservation (nor its seat token). Raises MatchError (400 bad request, 404, 409,
+        503)."""
         started = time.perf_counter()
         result = "error"
         try:
-            req = self._parse(body)
+            req = self._parse(body, client)
             if not self.available:
                 raise MatchError(503, "registry_unavailable",
                                  f"matchmaking is unavailable: {self.last_error}")
@@ -265,7 +299,7 @@ class FleetNode:
             self.metrics.matchmake_total.labels(result=result).inc()
             self.metrics.matchmake_seconds.observe(time.perf_counter() - started)
 
-    def _parse(self, body: object) -> ReserveRequest:
+    def _parse(self, body: object, client: str = "") -> ReserveRequest:
         c = self.config
         if not isinstance(body, dict):
             raise MatchError(400, "bad_request", "the body must be a JSON object")
@@ -273,10 +307,11 @@ class FleetNode:
         room = body.get("room", "") or ""
         create = body.get("create", False)
         request_id = body.get("request_id", "") or ""
-        for name, value in (("mode", mode), ("room", room), ("request_id", request_id)):
-            if not isinstance(value, str) or (value and not _NAME.match(value)):
+        for name, value, pattern, most in (("mode", mode, _NAME, 48), ("room", room, _ROOM, 64),
+                                           ("request_id", request_id, _NAME, 48)):
+            if not isinstance(value, str) or (value and not pattern.match(value)):
                 raise MatchError(400, "bad_request",
-                                 f"{name} must be 1-48 characters of A-Z a-z 0-9 _ . -")
+                                 f"{name} must be 1-{most} characters of A-Z a-z 0-9 _ . -")
         if not mode:
             raise MatchError(400, "bad_request", "mode must not be empty")
         if not isinstance(create, bool):
@@ -286,12 +321,32 @@ class FleetNode:
         unknown = set(body) - {"mode", "room", "create", "request_id"}
         if unknown:
             raise MatchError(400, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}")
+        if request_id:
+            request_id = request_key(client, mode, room, create, request_id)
         return ReserveRequest(mode=mode, nonce=SeatTokens.new_nonce(),
-                              new_room_id=new_room_id(mode), now_ms=self.now_ms(),
+                              new_room_id=new_room_id(mode, create is True), now_ms=self.now_ms(),
                               token_ttl_ms=int(c.token_ttl_s * 1000), lease_ms=self.lease_ms,
                               room=room, create=create, request_id=request_id)
 
     async def list_rooms(self) -> list[RoomInfo]:
+        """The fleet's public rooms. With Redis, one registry call per refresh beat at
+        most: every GET /rooms used to run the listing script (a walk over every public
+        room, blocking Redis for the whole fleet), so an unauthenticated client polling
+        /rooms in a loop slowed every node's matchmaking. Concurrent callers share the
+        one call; the answer is as fresh as the rooms' own reports (one refresh)."""
+        if self.kind == "local":  # in-process dictionaries: nothing to amplify
+            return await self._list_rooms_now()
+        async with self._listing_lock:
+            cached = self._listing
+            if cached is not None and cached[0] == self._refreshes:
+                return cached[1]
+            generation = self._refreshes
+            rooms = await self._list_rooms_now()
+            self._listing = (generation, rooms)
+            self.listings += 1
+            return rooms
+
+    async def _list_rooms_now(self) -> list[RoomInfo]:
         try:
             return await self.registry.list_rooms(self.now_ms())
         except RegistryUnavailable as exc:

@@ -24,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -42,6 +45,8 @@ from server.fleet.model import (
     RoomState,
     SeatRefused,
 )
+
+log = logging.getLogger("tickwire.fleet")
 
 _REFRESH = """
 local P = ARGV[1]
@@ -85,7 +90,9 @@ for _, id in ipairs(redis.call('SMEMBERS', rset)) do
   end
 end
 redis.call('PEXPIRE', rset, lease)
-local fields = {'url', a.url, 'draining', a.draining, 'load', load, 'rooms', #a.rooms,
+-- rooms assigned but not created yet count too (else `create` bursts pass max_rooms)
+local fields = {'url', a.url, 'draining', a.draining, 'load', load,
+                'rooms', #a.rooms + #assigned,
                 'max_rooms', a.max_rooms}
 for m, cap in pairs(a.modes) do
   fields[#fields + 1] = 'm:' .. m
@@ -285,6 +292,35 @@ return redis.call('GET', ARGV[1] .. 'secret')
 """
 
 
+def redacted(url: str) -> str:
+    """`url` with its password (and a username's password-like part) replaced by `***`.
+    The message of an unreachable Redis reaches /healthz and every 503 of /matchmake,
+    which anyone may read; `redis://:PASSWORD@host` must not."""
+    parts = urlsplit(url)
+    query = parts.query
+    if "password" in query:  # redis-py also takes ?password=...
+        query = urlencode([(k, "***" if k == "password" else v)
+                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
+    if parts.password is None and not parts.username:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***" if parts.password is not None and parts.username \
+        else "***" if parts.password is None else ":***"
+    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, query, parts.fragment))
+
+
+def _secret(text: str) -> bytes:
+    """The shared seat-token secret as stored (hex); at least 16 bytes."""
+    secret = bytes.fromhex(text)
+    if text and len(secret) < 16:
+        raise ValueError(f"the shared secret is {len(secret)} bytes; 16 or more expected")
+    return secret
+
+
 def _list(value: Any) -> list:
     """cjson encodes an empty table as {}: read it as an empty list."""
     return value if isinstance(value, list) else []
@@ -297,9 +333,11 @@ class RedisRegistry:
 
     def __init__(self, url: str, *, prefix: str = "tw:", timeout_s: float = 1.0,
                  max_connections: int = 8) -> None:
-        self.url = url
+        # Only ever shown (logs, /healthz, 503 answers to anyone): never with a password.
+        self.url = redacted(url)
         self.prefix = prefix
         self.timeout_s = timeout_s
+        self.malformed_rooms = 0  # rows of list_rooms left out (see _malformed_room)
         # A few connections are plenty (Redis runs one script at a time); a burst of
         # matchmakes waits for one, bounded by the same timeout, instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -337,26 +375,31 @@ class RedisRegistry:
                        "created": r.created_ms} for r in rooms],
             "counted": counted,
         }
-        raw = json.loads(await self._run(self._refresh, json.dumps(doc)))
-        reserved = raw.get("reserved") or {}
-        return RefreshResult(
-            assigned=[(a[0], a[1], bool(a[2])) for a in _list(raw.get("assigned"))],
-            reserved={k: int(v) for k, v in reserved.items()} if isinstance(reserved, dict)
-            else {},
-            secret=bytes.fromhex(raw.get("secret") or ""))
+        answer = await self._run(self._refresh, json.dumps(doc))
+        with self._decoding("refresh"):
+            raw = json.loads(answer)
+            reserved = raw.get("reserved") or {}
+            return RefreshResult(
+                assigned=[(str(a[0]), str(a[1]), bool(a[2]))
+                          for a in _list(raw.get("assigned"))],
+                reserved={k: int(v) for k, v in reserved.items()}
+                if isinstance(reserved, dict) else {},
+                secret=_secret(raw.get("secret") or ""))
 
     async def reserve(self, req: ReserveRequest, keep_ms: int) -> Reservation:
         doc = {"mode": req.mode, "room": req.room, "create": req.create,
                "rid": req.request_id, "nonce": req.nonce, "new_room": req.new_room_id,
                "now": req.now_ms, "ttl": req.token_ttl_ms, "lease": req.lease_ms,
                "keep": keep_ms}
-        out = json.loads(await self._run(self._reserve, json.dumps(doc)))
-        if "error" in out:
-            raise MatchError(int(out["status"]), out["error"], out["message"])
-        return Reservation(room=out["room"], node=out["node"], url=out["url"],
-                           mode=out["mode"], private=bool(out["private"]),
-                           nonce=out["nonce"], expires_ms=int(out["exp"]),
-                           created=bool(out["created"]))
+        answer = await self._run(self._reserve, json.dumps(doc))
+        with self._decoding("reserve"):
+            out = json.loads(answer)
+            if "error" in out:
+                raise MatchError(int(out["status"]), str(out["error"]), str(out["message"]))
+            return Reservation(room=str(out["room"]), node=str(out["node"]),
+                               url=str(out["url"]), mode=str(out["mode"]),
+                               private=bool(out["private"]), nonce=str(out["nonce"]),
+                               expires_ms=int(out["exp"]), created=bool(out["created"]))
 
     async def consume(self, room: str, nonce: str, now_ms: int, hold_ms: int,
                       keep_ms: int) -> None:
@@ -371,9 +414,18 @@ class RedisRegistry:
         return bool(await self._run(self._retire, node, room, now_ms))
 
     async def list_rooms(self, now_ms: int) -> list[RoomInfo]:
-        rows = _list(json.loads(await self._run(self._list_rooms, now_ms)))
-        rooms = [RoomInfo(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]))
-                 for r in rows]
+        answer = await self._run(self._list_rooms, now_ms)
+        with self._decoding("list_rooms"):
+            rows = _list(json.loads(answer))
+        rooms = []
+        for r in rows:
+            try:
+                rooms.append(RoomInfo(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]),
+                                      int(r[5]), int(r[6])))
+            except (TypeError, ValueError, IndexError, KeyError):
+                # One malformed room (a hash with a field missing or not a number) is
+                # left out; the rest of the fleet's rooms are still listed.
+                self._malformed_room(r)
         return sorted(rooms, key=lambda r: (r.created_ms, r.room))
 
     async def list_nodes(self) -> list[dict[str, object]]:
@@ -386,7 +438,27 @@ class RedisRegistry:
 
     async def shared_secret(self, candidate: bytes) -> bytes:
         value = await self._run(self._secret, candidate.hex())
-        return bytes.fromhex(value.decode() if isinstance(value, bytes) else value)
+        with self._decoding("secret"):
+            return _secret(value.decode() if isinstance(value, bytes) else value)
+
+    @contextlib.contextmanager
+    def _decoding(self, what: str) -> Iterator[None]:
+        """An answer that is not what our scripts return (keys written by something else,
+        a secret that is not hex) is the registry being unusable, like an unreachable
+        one: RegistryUnavailable naming it, never a stray exception in the node's loop."""
+        try:
+            yield
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            # The answer itself is never quoted: a refresh's answer carries the fleet's
+            # seat-token secret, and this message reaches /healthz.
+            raise RegistryUnavailable(f"redis at {self.url} answered garbage to {what} "
+                                      f"({type(exc).__name__})") from exc
+
+    def _malformed_room(self, row: object) -> None:
+        self.malformed_rooms += 1
+        if self.malformed_rooms == 1 or self.malformed_rooms % 1000 == 0:
+            log.warning("registry holds a malformed room, left out of the list: %s "
+                        "(%d so far)", repr(row)[:120], self.malformed_rooms)
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):

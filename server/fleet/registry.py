@@ -175,7 +175,10 @@ class LocalRegistry:
                 assigned.append((room_id, room.mode, room.private))
             else:
                 mine.discard(room_id)
-        self.nodes[node.node] = _Node(node, load, len(rooms), now_ms + lease_ms)
+        # Rooms assigned but not created yet count too: counting only the reported ones
+        # let a burst of `create` requests put more than max_rooms on a node.
+        self.nodes[node.node] = _Node(node, load, len(rooms) + len(assigned),
+                                      now_ms + lease_ms)
         return RefreshResult(assigned=assigned, reserved=reserved,
                              secret=self.secret or b"" if secret else b"")
 

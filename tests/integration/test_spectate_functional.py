@@ -19,7 +19,7 @@ from server.gateway import GATEWAY_KEY, GatewayConfig, build_app
 from server.nodeproc import TICKWIRE, free_port
 from server.session import SessionLimits
 from server.spectate import ReplayTimeline
-from server.spectate_routes import add_spectate_routes, build_replay_app
+from server.spectate_routes import build_replay_app
 from sim.world import KIND_PLAYER
 from tests.integration.conftest import make_params
 from tests.unit.test_recording import play, recorded_room
@@ -110,9 +110,10 @@ def test_replay_serve_refuses_a_bad_file(tmp_path, capsys):
 
 async def test_a_live_spectator_gets_a_frame_per_tick_and_takes_no_seat_functional():
     params = make_params(**{"npc.count": 3})
+    # Names are shown to spectators under the same rule as /rooms: here the flag.
     app = build_app(GatewayConfig(params=params,
-                                  limits=SessionLimits.for_tick_rate(params.tick_rate)))
-    add_spectate_routes(app, app[GATEWAY_KEY])
+                                  limits=SessionLimits.for_tick_rate(params.tick_rate),
+                                  public_player_names=True))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     gateway = app[GATEWAY_KEY]

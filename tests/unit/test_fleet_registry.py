@@ -248,3 +248,19 @@ async def test_a_refresh_answers_the_fleets_secret_the_first_one_asserted(regist
     second = await registry.refresh(node("b"), [], {}, T0, LEASE, KEEP, secret=b"y" * 32)
     assert first.secret == second.secret == b"x" * 32
     assert (await registry.refresh(node("c"), [], {}, T0, LEASE, KEEP)).secret == b""
+
+
+async def test_rooms_assigned_but_not_created_yet_count_towards_max_rooms(registry):
+    # A refresh that reported only the rooms the node had created let `create` bursts
+    # put more than max_rooms on it (the probe saw 13 rooms on a node of 8).
+    n = node("a", max_rooms=3)
+    await beat(registry, n)
+    made = [await registry.reserve(req(create=True), KEEP) for _ in range(3)]
+    with pytest.raises(MatchError) as full:
+        await registry.reserve(req(create=True), KEEP)
+    assert full.value.code == "fleet_full"
+    result = await beat(registry, n)  # the node has not created them yet
+    assert sorted(room for room, _, _ in result.assigned) == sorted(m.room for m in made)
+    with pytest.raises(MatchError) as still:
+        await registry.reserve(req(create=True), KEEP)
+    assert still.value.code == "fleet_full"
