@@ -17,7 +17,9 @@ Theory of operation
 3. *CPU per player.* The arena scenario with rooms of `--bots / 2` players: 2 nodes with
    `--bots` bots from `tickwire bots --matchmake` (matchmaking puts one room on each
    node), against 1 node (no Redis) with the same bots (both rooms on the one node). The
-   node processes' utime+stime over the bots' measuring window (bench.arena's sampler).
+   node processes' utime+stime over the bots' measuring window (bench.arena's sampler),
+   and the most players each node seated at once (the spread). Before it, the join
+   phase's players are gone and one registry refresh has counted their rooms empty.
 
 Results are data, not asserts: JSON (default bench/results/fleet.json) and a table.
 """
@@ -26,19 +28,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
-from bench.arena import ProcSampler
+from bench.arena import LOAD_TEST_SERVER_ARGS, ProcSampler
 from client_demo.client import Client
 from client_demo.matchmake import matchmake
 from server.nodeproc import PYTHON_M_CLI, ServerProcess, free_port
@@ -48,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "bench" / "scenarios"
 RESULTS = ROOT / "bench" / "results"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+REFRESH_S = 2.0  # the nodes' registry refresh (tickwire serve's default --refresh)
 
 
 def scenario_params(entities: int, room_size: int, directory: Path) -> Path:
@@ -66,7 +72,7 @@ def start_nodes(n: int, params: Path, redis_url: str | None) -> list[ServerProce
         for _ in range(n):
             port = free_port()
             args = ["--params", str(params), "--log-level", "warning",
-                    "--max-conns-per-ip", "0", "--matchmakes-per-ip-per-s", "0"]
+                    *LOAD_TEST_SERVER_ARGS, "--matchmakes-per-ip-per-s", "0"]
             if redis_url:
                 args += ["--redis", redis_url, "--public-url", f"ws://127.0.0.1:{port}"]
             nodes.append(ServerProcess(port=port, command=PYTHON_M_CLI, cwd=ROOT, env=ENV,
@@ -120,12 +126,51 @@ async def join_phase(nodes: list[ServerProcess], joins: int, rate: float) -> dic
                 "max": round(float(ms.max()), 2) if len(ms) else None}}
 
 
+def node_players(node: ServerProcess) -> int:
+    with urllib.request.urlopen(node.base_url + "/healthz", timeout=5) as resp:
+        return int(json.loads(resp.read())["players"])
+
+
+def wait_idle(nodes: list[ServerProcess], refresh_s: float, bound_s: float = 30.0) -> None:
+    """Until no node seats anyone, then one registry refresh more (so matchmaking sees the
+    rooms empty, and the next phase's bots fill them as a fresh fleet would)."""
+    until = time.monotonic() + bound_s
+    while any(node_players(n) for n in nodes):
+        if time.monotonic() > until:
+            raise RuntimeError(f"players still seated {bound_s:g} s after the join phase")
+        time.sleep(0.25)
+    time.sleep(refresh_s * 1.25)
+
+
+class PlayerSampler(threading.Thread):
+    """The most players each node seated at once (GET /healthz every 0.5 s): shows how
+    matchmaking spread the bots."""
+
+    def __init__(self, nodes: list[ServerProcess]) -> None:
+        super().__init__(daemon=True, name="player-sampler")
+        self.nodes = nodes
+        self.most = [0] * len(nodes)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.5):
+            for i, node in enumerate(self.nodes):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    self.most[i] = max(self.most[i], node_players(node))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5.0)
+
+
 def cpu_phase(nodes: list[ServerProcess], bots: int, duration_s: float, warmup_s: float
               ) -> dict:
     """`bots` bots through /matchmake on the first node; CPU of every node over the window."""
     samplers = [ProcSampler(n.pid) for n in nodes]
+    players = PlayerSampler(nodes)
     for s in samplers:
         s.start()
+    players.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             report_path = Path(tmp) / "bots.json"
@@ -143,10 +188,12 @@ def cpu_phase(nodes: list[ServerProcess], bots: int, duration_s: float, warmup_s
     finally:
         for s in samplers:
             s.stop()
+        players.stop()
     w0, w1 = report["window_monotonic"]
     per_node = [s.over(w0, w1)["cpu_cores"] for s in samplers]
     cores = sum(c for c in per_node if c is not None)
     return {"nodes": len(nodes), "bots": bots, "connected": report["clients_connected"],
+            "players_max_per_node": players.most,
             "cpu_cores_per_node": per_node, "cpu_cores_total": round(cores, 4),
             "cpu_cores_per_player": round(cores / max(1, report["clients_connected"]), 6),
             "snapshots_per_s": report["snapshots_per_s"], "errors": report["errors"]}
@@ -173,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
             result["redis_round_trips_per_join"] = round(sent / ok, 2)
             result["redis_commands"] = calls
             if not args.skip_cpu:
-                time.sleep(1.0)  # the join phase's sockets close; its rooms are reaped later
+                wait_idle(nodes, REFRESH_S)
                 result["fleet_2_nodes"] = cpu_phase(nodes, args.bots, args.duration,
                                                     args.warmup)
         finally:
@@ -200,7 +247,8 @@ def format_table(r: dict) -> str:
     for key in ("fleet_2_nodes", "single_node"):
         if key in r:
             c = r[key]
-            lines.append(f"{key}: {c['connected']}/{c['bots']} bots, {c['cpu_cores_total']} "
+            lines.append(f"{key}: {c['connected']}/{c['bots']} bots (most seated per node "
+                         f"{c['players_max_per_node']}), {c['cpu_cores_total']} "
                          f"cores ({c['cpu_cores_per_node']}), "
                          f"{c['cpu_cores_per_player'] * 1000:.3f} millicores per player")
     return "\n".join(lines)

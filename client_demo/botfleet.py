@@ -11,7 +11,7 @@ Keys, under `--prefix P` (default `tickwire:bots`):
 | key                          | written by | what                                             |
 |------------------------------|------------|--------------------------------------------------|
 | `P:worker:{wid}`             | worker     | heartbeat (host, pid, busy), TTL `HEARTBEAT_TTL_S`|
-| `P:orders:{wid}`             | master     | list: one JSON order (url, bot ids, stages, ...) |
+| `P:orders:{wid}`             | master     | list: one JSON order (url or matchmake, bots...) |
 | `P:run:{run}:go:{wid}`       | master     | list: "start in S seconds", once all are ready   |
 | `P:run:{run}:master`         | master     | heartbeat, TTL `HEARTBEAT_TTL_S`                 |
 | `P:run:{run}:stop`           | master     | set when the run is over                         |
@@ -41,6 +41,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import socket
@@ -57,6 +58,7 @@ from client_demo.runlimits import GRACE_S, JOIN_SLACK_S, MAX_BOTS
 HEARTBEAT_TTL_S = 5.0
 HEARTBEAT_EVERY_S = 1.0
 CHECK_S = 0.5
+_MODE = re.compile(r"^[A-Za-z0-9_.-]{1,48}$")  # as POST /matchmake accepts
 GO_TIMEOUT_S = 60.0  # a worker waits this long between its order and the start
 KEY_TTL_S = 3600  # run keys expire on their own if nobody cleans up
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -183,6 +185,10 @@ class Order:
     loss: float
     ack_only: bool
     hard_s: float  # from the start: the worker stops by then whatever happens
+    # http(s)://HOST:PORT of a node: each bot asks its POST /matchmake for a seat (so a
+    # distributed run spreads over the fleet as players do); "" = connect to `url`.
+    matchmake: str = ""
+    mode: str = ""  # the game mode to matchmake into ("" = the fleet's default)
 
     def to_json(self) -> str:
         d = dict(self.__dict__)
@@ -224,13 +230,21 @@ class Order:
         run = obj.get("run")
         if not isinstance(run, str) or not run.isalnum() or len(run) > 64:
             raise ValueError("order field 'run' is not an id")
+        matchmake = obj.get("matchmake", "")
+        if not isinstance(matchmake, str) or (matchmake and (
+                urlsplit(matchmake).scheme not in ("http", "https")
+                or not urlsplit(matchmake).hostname)):
+            raise ValueError("order field 'matchmake' is not an http:// URL")
+        mode = obj.get("mode", "")
+        if not isinstance(mode, str) or (mode and not _MODE.match(mode)):
+            raise ValueError("order field 'mode' is not a mode name")
         return cls(run=run, worker=int(num("worker", 0, 10_000)), url=url,
                    behavior=obj["behavior"], bot_ids=tuple(ids), total=total,
                    stages=tuple((float(d), int(n)) for d, n in stages),
                    seed=int(num("seed", -2**63, 2**63)),
                    latency_ms=num("latency_ms", 0, 10_000), jitter_ms=num("jitter_ms", 0, 10_000),
                    loss=num("loss", 0, 0.999999), ack_only=bool(obj.get("ack_only")),
-                   hard_s=num("hard_s", 0, 3 * 86400))
+                   hard_s=num("hard_s", 0, 3 * 86400), matchmake=matchmake, mode=mode)
 
 
 class Keys:
@@ -351,7 +365,8 @@ class RedisFleet:
                           stages=tuple((s.duration_s, s.target) for s in plan.stages),
                           seed=plan.seed, latency_ms=plan.latency_ms,
                           jitter_ms=plan.jitter_ms, loss=plan.loss, ack_only=plan.ack_only,
-                          hard_s=hard_s)
+                          hard_s=hard_s, matchmake=plan.matchmake or "",
+                          mode=plan.game_mode or "")
             key = self.keys.orders(wid)
             self.r.rpush(key, order.to_json())
             self.r.expire(key, 60)
@@ -559,7 +574,10 @@ class Worker:
         push_task = asyncio.create_task(pusher())
         where = f"{socket.gethostname()}:{os.getpid()}"
         outbox.put_nowait(("ready", order.worker, {"pid": os.getpid(), "where": where}))
-        self.say(f"run {order.run}: {len(order.bot_ids)} bots against {order.url}")
+        target = (f"matchmaking at {order.matchmake}" + (f" (mode {order.mode})" if order.mode
+                                                         else "")
+                  if order.matchmake else order.url)
+        self.say(f"run {order.run}: {len(order.bot_ids)} bots against {target}")
         try:
             go = None
             wait_until = time.monotonic() + GO_TIMEOUT_S
@@ -575,7 +593,8 @@ class Worker:
                               bot_ids=order.bot_ids, total=order.total, stages=order.stages,
                               seed=order.seed, ack_only=order.ack_only,
                               conditions=NetConditions(order.latency_ms, order.jitter_ms,
-                                                       order.loss))
+                                                       order.loss),
+                              matchmake=order.matchmake or None, mode=order.mode or None)
             swarm = Swarm(cfg, outbox.put_nowait)
             stop = {"now": False}
 

@@ -11,7 +11,9 @@ gateway implements. Changes go through ``LiveParams.change`` (``server.liveparam
 a parameters file the change is written into the file and applied by reading the file
 back, the path a saved file takes; without one it applies in memory and the answer says
 it is not persisted. ``GET /admin/events`` is a server-sent event stream of the running
-version, each change and each file error. A bad body (not JSON, too large, nested too
+version, each change and each file error. (The fleet view, ``GET /admin/fleet``, is in
+``server/routes.py``, beside ``/rooms`` whose room detail it shares, behind the same token.)
+A bad body (not JSON, too large, nested too
 deep, a key spelled twice, an empty or out-of-range value) is a 400 that names the
 problem, one log line and ``tickwire_params_updates_total{source="admin",result="rejected"}``.
 """

@@ -1,4 +1,4 @@
-"""The HTTP JSON routes: /healthz, /rooms, /metrics, /matchmake.
+"""The HTTP JSON routes: /healthz, /rooms, /metrics, /matchmake, /modes, /admin/fleet.
 
 They read the server through `EdgeSource`, a narrow view (rooms, counts, the drain flag,
 the clock), never the gateway's internals. What they cost the game loop is bounded:
@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from server.fleet.app import fleet_listing, merge_rooms
+from server.fleet.app import (
+    fleet_listing,
+    fleet_view,
+    forward_kick,
+    merge_rooms,
+    offered_modes,
+    with_peer_seats,
+)
 from server.fleet.app import handle_matchmake as fleet_matchmake
 from server.fleet.guard import MatchmakeGuard, MatchmakeLimits
 
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
     from server.lobby import Lobby
     from server.metrics import Metrics
     from server.tickloop import TickSchedule
+    from sim.params import Params
 
 __all__ = ["HTTP_CACHE_KEY", "EdgeSource", "JsonCache", "add_http_routes", "bearer_matches",
            "process_stats"]
@@ -57,6 +65,8 @@ class EdgeSource(Protocol):
     draining: bool
     connections: Sized
     fleet: FleetNode | None
+    modes: dict[str, Params]  # mode name -> its parameters (GET /modes)
+    default_mode: str
     config: EdgeConfig
 
     def schedule_for(self, room_id: str) -> TickSchedule | None: ...
@@ -114,8 +124,10 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 def add_http_routes(app: web.Application, source: EdgeSource, *,
                     admin_token: str | None = None,
                     public_player_names: bool = False) -> JsonCache:
-    """Register /healthz, /rooms, /metrics and POST /matchmake; returns their cache."""
+    """Register /healthz, /rooms, /metrics, POST /matchmake, /modes and (with an admin
+    token) /admin/fleet; returns their cache."""
     cache = app[HTTP_CACHE_KEY] = JsonCache()
+    modes_cache: dict[str, object] = {}
 
     def ticks_key() -> tuple:
         rooms = source.lobby.rooms
@@ -195,8 +207,43 @@ def add_http_routes(app: web.Application, source: EdgeSource, *,
         """POST /matchmake: a seat in the fleet and its seat token (server.fleet)."""
         return await fleet_matchmake(source, request, guard)
 
+    async def handle_modes(request: web.Request) -> web.Response:
+        """GET /modes: what the start screen's mode picker offers."""
+        return web.json_response(await offered_modes(source, modes_cache,
+                                                         source.clock.now()))
+
+    async def handle_admin_fleet(request: web.Request) -> web.Response:
+        """GET /admin/fleet (admin token): nodes, load, and every room, private ones too."""
+        if not bearer_matches(request, admin_token):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        local = {room["id"]: room for room in json.loads(
+            cache.get("rooms+names", ticks_key(), lambda: rooms(True)))}
+        if request.query.get("local") == "1":  # a peer asks for this node's rooms only
+            return web.json_response(await fleet_view(source, local, local_only=True))
+        view = await fleet_view(source, local)
+        return web.json_response(await with_peer_seats(
+            view, request.headers["Authorization"]))
+
+    async def handle_admin_node_kick(request: web.Request) -> web.Response:
+        """POST /admin/nodes/{node}/rooms/{room}/kick/{player}: a kick in another node's
+        room, forwarded to that node (the admin page talks to one node only)."""
+        if not bearer_matches(request, admin_token):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        m = request.match_info
+        status, answer = await forward_kick(source, m["node"], m["room"], m["player"],
+                                            request.query_string,
+                                            request.headers["Authorization"])
+        return web.json_response(answer, status=status)
+
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/rooms", handle_rooms)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/matchmake", handle_matchmake)
+    app.router.add_get("/modes", handle_modes)
+    if admin_token:  # as the other admin routes: none without a token
+        app.router.add_get("/admin/fleet", handle_admin_fleet)
+        app.router.add_post("/admin/nodes/{node}/rooms/{room}/kick/{player}",
+                            handle_admin_node_kick)
     return cache

@@ -35,6 +35,7 @@ CLIENT_FILES = (
     "style.css",
     "main.js",
     "net.js",
+    "lobby.js",
     "codec.js",
     "predict.js",
     "interp.js",

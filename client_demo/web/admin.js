@@ -1,8 +1,12 @@
 // Tickwire admin page. The parameters form is generated from GET /admin/params' schema and
 // applied with POST /admin/params; GET /admin/events (server-sent events, read with fetch
 // so the token can go in a header) keeps the page on what actually runs: the version, each
-// change from the file or another admin, and any error in the parameters file. The room
-// list comes from GET /rooms, polled every second.
+// change from the file or another admin, and any error in the parameters file. The fleet
+// view (nodes, their load and last refresh, and every room, private ones included) comes
+// from GET /admin/fleet, polled every second; rooms carry their seats, with Kick and Ban
+// (another node's room: its seats come from that node, and the kick is forwarded there; a
+// node that does not answer is linked to its own admin page). A single server is a fleet
+// of one node.
 // The token lives in sessionStorage (gone when the tab closes) and is sent as a Bearer
 // header; nothing is loaded from outside this server. Server data is only ever inserted
 // as text (player names come from clients).
@@ -387,16 +391,62 @@ async function followEvents() {
 
 // -- the room list -------------------------------------------------------------------------
 
+function ageText(s) {
+  if (s === null || s === undefined) return "not registered";
+  return s < 1 ? "just now" : `${s.toFixed(1)} s ago`;
+}
+
+function renderFleet(view) {
+  const box = $("fleet");
+  const rows = [el("tr", {}, el("th", { text: "node" }), el("th", { text: "address" }),
+                   el("th", { text: "state" }), el("th", { class: "num", text: "players" }),
+                   el("th", { class: "num", text: "rooms" }), el("th", { text: "refreshed" }))];
+  for (const n of view.nodes) {
+    const name = el("td", { text: n.node + (n.self ? " (this node)" : "") });
+    const addr = el("td", {});
+    if (!n.self && n.admin_url) {
+      addr.append(el("a", { href: n.admin_url, target: "_blank", rel: "noopener", text: n.url }));
+    } else {
+      addr.textContent = n.url || "this server";
+    }
+    const load = n.capacity ? `${n.players}/${n.capacity}` : String(n.players);
+    const stale = n.refreshed_age_s !== null && n.refreshed_age_s > 5;
+    rows.push(el("tr", { class: "node" + (n.draining ? " away" : ""), "data-node": n.node }, name, addr,
+      el("td", { class: n.draining || n.seats_error ? "warn" : "",
+                 title: n.seats_error ? `its seats: ${n.seats_error}` : "",
+                 text: (n.draining ? "draining" : "serving") + (n.seats_error ? " (no seats)" : "") }),
+      el("td", { class: "num", text: load }),
+      el("td", { class: "num", text: String(n.rooms.length) }),
+      el("td", { class: stale ? "warn" : "", text: ageText(n.refreshed_age_s) })));
+  }
+  const parts = [el("table", {}, ...rows)];
+  if (view.error) parts.unshift(el("div", { class: "health bad", role: "alert",
+                                            text: `registry unreachable: ${view.error}` }));
+  box.replaceChildren(...parts);
+}
+
+/** Every room of the fleet view, this node's first, each tagged with its node. */
+function roomsOf(view) {
+  const nodes = [...view.nodes].sort((a, b) => (b.self ? 1 : 0) - (a.self ? 1 : 0));
+  return nodes.flatMap((n) => n.rooms.map((r) => ({ ...r, node: n.node, admin_url: n.admin_url,
+                                                     self: n.self })));
+}
+
 function renderRooms(rooms) {
   const box = $("rooms");
   if (!rooms.length) { box.replaceChildren(el("p", { text: "no rooms" })); return; }
   box.replaceChildren(...rooms.map((r) => {
     const id = r.id || r.room;
+    const tags = `${r.mode ? ` · mode ${r.mode}` : ""}${r.private ? " · private" : ""}`;
     if (!r.seats) {
-      // A room of another node of the fleet: its players and health live on that node.
-      return el("div", { class: "room" },
-        el("strong", { text: `${id} — ${r.players}/${r.capacity} players` }),
-        el("div", { class: "health", text: `on node ${r.node}${r.mode ? ` · mode ${r.mode}` : ""}` }));
+      // A room of another node that did not answer for its seats: they live on that node.
+      const where = el("div", { class: "health", text: `on node ${r.node}${tags}` });
+      if (r.admin_url) {
+        where.append(" · ", el("a", { href: r.admin_url, target: "_blank", rel: "noopener",
+                                      text: "kick on that node's admin page" }));
+      }
+      return el("div", { class: "room", "data-room": id },
+        el("strong", { text: `${id} — ${r.players}/${r.capacity} players` }), where);
     }
     const bad = r.overruns > 0 || r.tick_duration_p99_ms > 1000 / r.tick_rate;
     const table = el("table", {},
@@ -407,36 +457,39 @@ function renderRooms(rooms) {
         el("td", { text: s.name + (s.connected ? "" : " (away)") }),
         el("td", { class: "num", text: String(s.player_id) }),
         el("td", { class: "num", text: s.rtt_ms.toFixed(1) }),
-        el("td", { class: "acts" }, kickButton(id, s, "kick"), kickButton(id, s, "ban")));
+        el("td", { class: "acts" }, kickButton(r, s, "kick"), kickButton(r, s, "ban")));
       table.append(tr);
     }
-    return el("div", { class: "room" },
+    return el("div", { class: "room", "data-room": id },
       el("strong", { text: `${id} — ${r.players}/${r.capacity} players, tick ${r.tick}` }),
       el("div", { class: bad ? "health bad" : "health",
-                  text: `tick ${r.tick_rate} Hz · duration p99 ${r.tick_duration_p99_ms.toFixed(2)} ms · overruns ${r.overruns}` }),
+                  text: `tick ${r.tick_rate} Hz · duration p99 ${r.tick_duration_p99_ms.toFixed(2)} ms · overruns ${r.overruns}${tags}${r.self ? "" : ` · on node ${r.node}`}` }),
       table);
   }));
 }
 
 const BAN_S = 3600; // the Ban button: name and address, one hour
 
-function kickButton(roomId, seat, what) {
+function kickButton(room, seat, what) {
   const b = el("button", { type: "button", class: `${what}-btn`, "data-player": String(seat.player_id),
                            title: what === "kick" ? "remove now; the name is kept out for a while (--kick-ban-s)"
                                                   : "remove now; name and address kept out for an hour",
                            text: what === "kick" ? "Kick" : "Ban" });
-  b.addEventListener("click", () => kick(roomId, seat, what, b));
+  b.addEventListener("click", () => kick(room, seat, what, b));
   return b;
 }
 
-async function kick(roomId, seat, what, button) {
+async function kick(room, seat, what, button) {
+  const roomId = room.id || room.room;
+  // Another node's room: this node forwards the kick to the node that runs it.
+  const base = room.self === false ? `/admin/nodes/${encodeURIComponent(room.node)}` : "/admin";
   const verb = what === "kick" ? "Kick" : "Ban";
   if (!confirm(`${verb} ${seat.name} (player ${seat.player_id})?`)) return;
   button.disabled = true;
   const query = what === "ban" ? `?ban_s=${BAN_S}` : "";
   let status, data;
   try {
-    ({ status, data } = await api("POST", `/admin/rooms/${encodeURIComponent(roomId)}/kick/${seat.player_id}${query}`));
+    ({ status, data } = await api("POST", `${base}/rooms/${encodeURIComponent(roomId)}/kick/${seat.player_id}${query}`));
   } catch (err) {
     if (err.message !== "unauthorized") setKickStatus(`cannot ${what}: ${err.message}`, "error");
     button.disabled = false;
@@ -470,8 +523,12 @@ async function loadBans() {
 
 async function pollRooms() {
   try {
-    const resp = await fetch("/rooms", { headers: { Authorization: `Bearer ${token()}` } });
-    if (resp.ok) renderRooms(await resp.json());
+    const resp = await fetch("/admin/fleet", { headers: { Authorization: `Bearer ${token()}` } });
+    if (resp.ok) {
+      const view = await resp.json();
+      renderFleet(view);
+      renderRooms(roomsOf(view));
+    }
     await loadBans();
   } catch {
     $("rooms").textContent = "server unreachable";

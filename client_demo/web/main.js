@@ -1,4 +1,5 @@
-// The Tickwire demo client's entry point: load the protobuf types, start the Game.
+// The Tickwire demo client's entry point: load the protobuf types, make the Game, and let
+// the Lobby (lobby.js: start screen, quick play, private rooms, join by link) start it.
 // The parts (see game.js's theory of operation): game.js (session and client tick),
 // net.js (socket, reconnect), status.js / connview.js (what a close means, what the player
 // sees about it), input.js (keyboard, mouse, touch), view.js / render.js / hud.js
@@ -7,6 +8,7 @@
 
 import { loadProto } from "./net.js";
 import { Game } from "./game.js";
+import { Lobby } from "./lobby.js";
 
 async function main() {
   let types;
@@ -21,7 +23,12 @@ async function main() {
   }
   const game = new Game(types);
   window.tickwireGame = game; // for debugging from the console
-  game.start();
+  const lobby = new Lobby(game);
+  window.tickwireLobby = lobby;
+  // Every Join gets its seat from POST /matchmake (a single server answers it too).
+  game.net.seat = () => lobby.seat();
+  game.net.onSeatError = (err) => lobby.onSeatError(err);
+  lobby.start();
 }
 
 main();

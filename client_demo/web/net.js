@@ -13,11 +13,14 @@
 // any Welcome) drops the token and retries at once with a fresh Join. `leave()` sends
 // Leave (the server frees the seat at once) and stops; `rejoin(name)` starts over.
 //
-// Join tokens: a server started with a join secret refuses `/ws` without `?token=...`.
-// The first socket goes to the plain URL; if it is refused before it opens, every later
-// connect first asks `POST /matchmake` for a fresh token (a 404 there means tokens are
-// off, and the plain URL is used again). A default server is never asked, so a normal
-// page load makes no failing request.
+// Seats: before each Join, `seat()` (lobby.js: POST /matchmake) gives the socket URL with a
+// single-use seat token, on whichever node runs the room; without a `seat` hook the plain
+// `url` is used. A Resume goes back to the same node without a token. A Resume that cannot
+// even open a socket RESUME_MISSES times in a row means the node is gone: the token is
+// dropped and the next attempt matchmakes again (as the Python client does). A seat that
+// cannot be had is either transient (503, 429, unreachable: the usual backoff, the banner
+// saying why) or final (a full or vanished room: `onSeatError`, and the page offers what
+// the player can do).
 
 import { PROTOCOL_VERSION } from "./gen/wire.js";
 import { closeVerdict } from "./status.js";
@@ -26,6 +29,7 @@ export { PROTOCOL_VERSION }; // the .proto's ProtocolVersion enum, via gen/wire.
 export const BACKOFF_MIN_S = 0.5;
 export const BACKOFF_MAX_S = 8;
 export const PING_INTERVAL_S = 1;
+export const RESUME_MISSES = 2; // Resumes that never opened before we matchmake again
 
 /** Load the message types from the JSON descriptor built by `npm run build`. */
 export async function loadProto(url = "/gen/tickwire.json") {
@@ -48,7 +52,9 @@ export function frameKind(frame) {
 export class Net {
   /**
    * @param {object} opts url, name, types (from loadProto), and handlers:
-   *   onFrame(kind, msg, bytes), onOpen(), onWelcome(welcome), onClose(info), onRetry(info)
+   *   onFrame(kind, msg, bytes), onOpen(), onWelcome(welcome), onClose(info), onRetry(info);
+   *   seat() -> Promise<url> (may be set later; throws an error with {retry, verdict}),
+   *   onSeatError(err) (a refusal retrying will not cure; Net has stopped)
    */
   constructor(opts) {
     Object.assign(this, opts);
@@ -60,11 +66,9 @@ export class Net {
     this.retryTimer = null;
     this.pingTimer = null;
     this.stopped = false;
-    this.pendingConnect = null; // a connect waiting for its /matchmake answer
-    // "unknown" until a socket is refused before it opens, then "required" (ask
-    // /matchmake before each connect) or "off" (it answered 404). Default servers are never
-    // asked, so their pages see no 404.
-    this.joinTokens = "unknown";
+    this.pendingConnect = null; // a connect waiting for its seat
+    this.nodeUrl = null; // the /ws of the node that runs our seat, without a token
+    this.resumeMisses = 0;
     this.bytesIn = 0;
     this.framesIn = 0;
   }
@@ -102,42 +106,54 @@ export class Net {
   _connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    if (this.joinTokens !== "required") {
+    if (this.resumeToken && this.nodeUrl) {
+      this._open(this.nodeUrl);
+      return;
+    }
+    if (!this.seat) {
       this._open(this.url);
       return;
     }
     const attempt = {};
     this.pendingConnect = attempt;
-    this._tokenUrl().then((url) => {
-      // stop() or a newer attempt while we were asking for a token: drop this one.
+    this.seat().then((url) => {
+      // stop() or a newer attempt while we were asking for a seat: drop this one.
       if (this.pendingConnect !== attempt || this.stopped) return;
       this.pendingConnect = null;
+      const node = new URL(url);
+      node.search = ""; // the seat token is single-use; a Resume needs none
+      this.nodeUrl = node.toString();
+      this.resumeMisses = 0;
       this._open(url);
+    }, (err) => {
+      if (this.pendingConnect !== attempt || this.stopped) return;
+      this.pendingConnect = null;
+      this._seatFailed(err);
     });
   }
 
-  /**
-   * The socket URL with a fresh join token from POST /matchmake (a server started with a
-   * join secret wants one per connection). 404 means the server has tokens off: use the
-   * plain URL from now on. Any other answer or a network error also gives the plain URL
-   * (that socket then fails or not, and the usual backoff applies).
-   */
-  async _tokenUrl() {
-    const wsUrl = new URL(this.url);
-    const httpUrl = new URL("/matchmake", wsUrl);
-    httpUrl.protocol = wsUrl.protocol === "wss:" ? "https:" : "http:";
-    try {
-      const resp = await fetch(httpUrl, { method: "POST" });
-      if (resp.status === 404) {
-        this.joinTokens = "off";
-      } else if (resp.ok) {
-        const { token } = await resp.json();
-        if (token) wsUrl.searchParams.set("token", token);
-      }
-    } catch (err) {
-      console.warn("tickwire: /matchmake unreachable", err);
+  _seatFailed(err) {
+    if (!err.retry) {
+      this.stopped = true;
+      this.resumeToken = null;
+      this.onSeatError?.(err);
+      return;
     }
-    return wsUrl.toString();
+    // The server unreachable right after it closed on us (a restart): keep saying why it
+    // went rather than "cannot reach".
+    const verdict = err.status === 0 && this.lastVerdict?.retry ? this.lastVerdict : err.verdict;
+    this.lastVerdict = verdict;
+    this._retryLater({ code: 0, reason: err.message, wasClean: false, wasWelcomed: false,
+                       kick: null, verdict, seatError: err.code || "unreachable" });
+  }
+
+  _retryLater(info) {
+    const base = Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** this.attempt);
+    const delay = Math.max(info.verdict.retryAfterS, base * (0.75 + 0.5 * Math.random()));
+    this.attempt++;
+    this.onClose?.({ ...info, retryInS: delay, attempt: this.attempt });
+    this.retryAt = performance.now() / 1000 + delay;
+    this.retryTimer = setTimeout(() => this._connect(), delay * 1000);
   }
 
   _open(url) {
@@ -174,6 +190,7 @@ export class Net {
       if (kind === "welcome") {
         this.welcomed = true;
         this.attempt = 0;
+        this.resumeMisses = 0;
         this.lastVerdict = null;
         const tok = frame.welcome.resumeToken;
         this.resumeToken = tok && tok.length ? tok : null;
@@ -199,13 +216,11 @@ export class Net {
         this.onClose?.({ ...info, retryInS: null, verdict: closeVerdict({ ...info, stopped: true }) });
         return;
       }
-      if (!opened && this.joinTokens === "unknown") {
-        // Refused before the upgrade (the browser does not say why): perhaps this server
-        // wants a join token. Ask /matchmake for one and retry at once, once.
-        this.joinTokens = "required";
-        this.onClose?.({ ...info, retryInS: 0, verdict: closeVerdict(info) });
-        this._connect();
-        return;
+      if (!opened && this.resumeToken && this.seat && ++this.resumeMisses >= RESUME_MISSES) {
+        // Our node cannot be reached: its rooms are gone with it. Matchmake again.
+        this.resumeToken = null;
+        this.nodeUrl = null;
+        info.nodeGone = true;
       }
       // A reconnect attempt that never opened says nothing new: while a server restarts,
       // the player keeps seeing why the connection went, not "connection lost".
@@ -227,12 +242,7 @@ export class Net {
         this.onClose?.({ ...info, retryInS: null });
         return;
       }
-      const base = Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** this.attempt);
-      const delay = Math.max(verdict.retryAfterS, base * (0.75 + 0.5 * Math.random()));
-      this.attempt++;
-      this.onClose?.({ ...info, retryInS: delay, attempt: this.attempt });
-      this.retryAt = performance.now() / 1000 + delay;
-      this.retryTimer = setTimeout(() => this._connect(), delay * 1000);
+      this._retryLater(info);
     };
   }
 

@@ -5,8 +5,10 @@ export const now = () => performance.now() / 1000;
 
 function pickName() {
   const q = new URLSearchParams(location.search).get("name");
+  let saved = null; // the name typed on the start screen last time (lobby.js)
+  try { saved = localStorage.getItem("tickwire.name"); } catch { /* storage blocked */ }
   const fallback = `player-${1000 + Math.floor(Math.random() * 9000)}`;
-  const name = (q ?? "").trim().slice(0, 24).trim();
+  const name = (q ?? saved ?? "").trim().slice(0, 24).trim();
   return name || fallback;
 }
 
@@ -51,5 +53,8 @@ export const tw = {
   // Written once per animation frame, for probes (bench/browser_smoothness.py); read-only:
   // {t (s), renderTick, newestTick, me: {x, y} | null, firstNpc: {slot, id, x, y, dead} | null}
   sample: null,
+  // lobby.js: {screen: "start"|"joining"|"playing", intent, room, node, mode, private,
+  // link (a private room's share link), error: {code, status, title} | null, modes, copied}
+  lobby: null,
 };
 window.tickwire = tw;

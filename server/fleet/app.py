@@ -1,4 +1,5 @@
-"""The aiohttp glue: the node's lifetime, POST /matchmake, the fleet's room list.
+"""The aiohttp glue: the node's lifetime, POST /matchmake, the fleet's room list, the
+modes on offer (GET /modes) and the admin's fleet view (GET /admin/fleet).
 
 `fleet_ctx` (a cleanup_ctx) opens the registry, agrees on the seat-token secret, registers
 the node and starts its loop; at shutdown `drain_first` (the first on_shutdown handler)
@@ -9,14 +10,17 @@ exit stops the loop and deregisters the node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import aiohttp
 from aiohttp import web
 
 from server.clock import Clock
@@ -274,3 +278,167 @@ def merge_rooms(gateway: Gateway, local: dict[str, dict], listed: list[RoomInfo]
             out.append({"room": room_id, "node": me, "mode": mode, "created_ms": created_ms,
                         **detail})
     return out
+
+
+MODES_CACHE_S = 1.0  # GET /modes asks Redis at most this often (it is public)
+
+
+async def offered_modes(gateway: Gateway, cache: dict[str, object], now: float
+                        ) -> dict[str, object]:
+    """GET /modes: the modes a player can matchmake into, default first, each with its
+    room capacity. A fleet offers what its live, non-draining nodes offer; a single
+    server (or a node that cannot reach Redis) what it runs itself. `cache` (one per
+    app) keeps the answer for MODES_CACHE_S of `now` (monotonic seconds), so a flood of
+    requests costs Redis nothing."""
+    if cache and now - float(cache["at"]) < MODES_CACHE_S:  # type: ignore[arg-type]
+        return cache["body"]  # type: ignore[return-value]
+    body = await _offered_modes(gateway)
+    cache.update(at=now, body=body)
+    return body
+
+
+async def _offered_modes(gateway: Gateway) -> dict[str, object]:
+    node = gateway.fleet
+    modes: dict[str, int] = {}
+    if node is not None and node.kind == "redis":
+        with contextlib.suppress(RegistryUnavailable):
+            for info in await node.list_nodes():
+                if not info.draining:
+                    for mode, capacity in info.modes.items():
+                        modes.setdefault(mode, capacity)
+    if not modes:
+        modes = {name: params.max_players for name, params in gateway.modes.items()}
+    default = gateway.default_mode if gateway.default_mode in modes else min(modes)
+    order = [default, *sorted(m for m in modes if m != default)]
+    return {"default": default,
+            "modes": [{"mode": m, "capacity": modes[m]} for m in order]}
+
+
+def admin_url(ws_url: str) -> str:
+    """ws(s)://host[:port][/prefix] -> http(s)://host[:port][/prefix]/admin."""
+    parts = urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        return ""
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/admin", "", ""))
+
+
+async def fleet_view(gateway: Gateway, local: dict[str, dict], *,
+                     local_only: bool = False) -> dict[str, object]:
+    """GET /admin/fleet: every live node (load, rooms, age of its last refresh) with all
+    its rooms, private ones included; this node's rooms carry their local detail
+    (`local`: room id -> the detail dict, with seats), so the admin can kick there.
+    Without the registry: this node alone, and the error. `local_only`: this node alone,
+    without asking the registry (what a peer asks for, see `with_peer_seats`)."""
+    node = gateway.fleet
+    if node is None:
+        return {"node": "", "registry": None, "error": "server starting", "nodes": []}
+    now = node.now_ms()
+    error = ""
+    infos = []
+    if not local_only:
+        try:
+            infos = await node.list_nodes()
+        except RegistryUnavailable as exc:
+            error = str(exc)
+    me = node.config.node_id
+    lobby = gateway.lobby
+    nodes = []
+    for info in infos:
+        entry = info.to_json(now)
+        entry["self"] = info.node == me
+        entry["admin_url"] = admin_url(info.url)
+        nodes.append(entry)
+    mine = next((n for n in nodes if n["self"]), None)
+    if mine is None:  # not registered (yet, or Redis is gone): what this process runs
+        mine = {"node": me, "url": node.config.public_url, "draining": node.draining,
+                "load": None, "players": None, "capacity": None,
+                "max_rooms": node.config.max_rooms, "modes": dict(node.config.modes),
+                "refreshed_age_s": None, "rooms": [], "self": True,
+                "admin_url": admin_url(node.config.public_url)}
+        nodes.insert(0, mine)
+    rooms = {r["room"]: r for r in mine["rooms"]}
+    for room_id, detail in local.items():
+        mode, private, created_ms = lobby.meta.get(room_id, (gateway.default_mode, False, 0))
+        base = rooms.get(room_id) or {"room": room_id, "mode": mode, "private": private,
+                                      "created_ms": created_ms}
+        rooms[room_id] = {**base, **detail}
+    mine["rooms"] = sorted(rooms.values(), key=lambda r: (r.get("created_ms", 0), r["room"]))
+    # This node's figures from its own rooms (fresher than its last refresh).
+    mine["players"] = sum(int(r.get("players", 0)) for r in mine["rooms"])
+    mine["capacity"] = sum(int(r.get("capacity", 0)) for r in mine["rooms"])
+    return {"node": me, "registry": node.health(), "error": error, "nodes": nodes}
+
+
+PEER_TIMEOUT_S = 1.5  # the admin's view waits this long at most for another node
+
+
+def _peer_base(admin_url: str) -> str:
+    return admin_url.removesuffix("/admin")
+
+
+async def with_peer_seats(view: dict[str, Any], authorization: str) -> dict[str, Any]:
+    """The other nodes' rooms get their seats (and tick health) from those nodes'
+    `GET /admin/fleet?local=1`, asked at their public address with the admin's own
+    token (so every node must have the same --admin-token), all at once and bounded by
+    PEER_TIMEOUT_S. A node that does not answer keeps its rooms without seats and says
+    why in `seats_error`."""
+    others = [n for n in view["nodes"] if not n.get("self") and n.get("admin_url")]
+    if not others:
+        return view
+
+    async def ask(http: aiohttp.ClientSession, n: dict[str, Any]) -> dict[str, Any] | str:
+        try:
+            async with http.get(_peer_base(n["admin_url"]) + "/admin/fleet?local=1",
+                                headers={"Authorization": authorization}) as resp:
+                if resp.status != 200:
+                    return f"that node answered {resp.status}"
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            return f"unreachable: {type(exc).__name__}"
+        nodes = answer.get("nodes") if isinstance(answer, dict) else None
+        mine = next((x for x in nodes or [] if isinstance(x, dict) and x.get("self")), None)
+        if mine is None or not isinstance(mine.get("rooms"), list):
+            return "that node's answer has no rooms"
+        return mine
+
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        answers = await asyncio.gather(*(ask(http, n) for n in others))
+    for n, answer in zip(others, answers, strict=True):
+        if isinstance(answer, str):
+            n["seats_error"] = answer
+            continue
+        detail = {r["room"]: r for r in answer["rooms"]
+                  if isinstance(r, dict) and isinstance(r.get("seats"), list)}
+        n["rooms"] = [{**r, **detail.get(r["room"], {})} for r in n["rooms"]]
+        n["players"] = sum(int(r.get("players", 0)) for r in n["rooms"])
+    return view
+
+
+async def forward_kick(gateway: Gateway, node_id: str, room: str, player: str,
+                       query: str, authorization: str) -> tuple[int, dict[str, Any]]:
+    """POST /admin/nodes/{node}/rooms/{room}/kick/{player}: the kick, done by the node
+    that runs the room (at its public address, with the admin's token)."""
+    node = gateway.fleet
+    if node is None:
+        return 503, {"error": "server starting"}
+    try:
+        infos = await node.list_nodes()
+    except RegistryUnavailable as exc:
+        return 503, {"error": f"registry unreachable: {exc}"}
+    info = next((i for i in infos if i.node == node_id), None)
+    base = _peer_base(admin_url(info.url)) if info is not None else ""
+    if not base:
+        return 404, {"error": f"no live node {node_id}"}
+    url = f"{base}/admin/rooms/{quote(room, safe='')}/kick/{quote(player, safe='')}"
+    if query:
+        url += "?" + query
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+                total=PEER_TIMEOUT_S * 2)) as http, \
+                http.post(url, headers={"Authorization": authorization}) as resp:
+            answer = await resp.json(content_type=None)
+            return resp.status, answer if isinstance(answer, dict) else {"error": "bad answer"}
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        return 502, {"error": f"node {node_id} unreachable: {type(exc).__name__}"}

@@ -64,6 +64,12 @@ def run_fleet(args: argparse.Namespace) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
     nodes: list[ServerProcess] = []
     code = 0
+    origins = []
+    if not any(a == "--allowed-origins" or a.startswith("--allowed-origins=") for a in extra):
+        # The browser's page comes from one node and its socket may go to another: every
+        # node lets every node's page origin in (an explicit --allowed-origins wins).
+        origins = ["--allowed-origins", ",".join(
+            f"http://{public_host}:{args.port + i}" for i in range(args.workers))]
     try:
         for i in range(args.workers):
             port = args.port + i
@@ -72,7 +78,8 @@ def run_fleet(args: argparse.Namespace) -> int:
                 log_path=log_dir / f"node-{port}.log" if log_dir else None,
                 extra_args=["--redis", redis_url, "--public-url",
                             f"ws://{public_host}:{port}",
-                            "--shutdown-timeout", str(args.shutdown_timeout), *extra])
+                            "--shutdown-timeout", str(args.shutdown_timeout), *origins,
+                            *extra])
             if stop.is_set():
                 return 130
             node.start()

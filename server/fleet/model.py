@@ -94,6 +94,55 @@ class RoomInfo:
                 "created_ms": self.created_ms}
 
 
+@dataclass(frozen=True, slots=True)
+class RoomView:
+    """A room as the fleet view shows it (private rooms too): `free` counts reservations
+    and holds as taken."""
+
+    room: str
+    mode: str
+    players: int
+    capacity: int
+    private: bool
+    created_ms: int
+    free: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"room": self.room, "mode": self.mode, "players": self.players,
+                "capacity": self.capacity, "private": self.private,
+                "created_ms": self.created_ms, "free": self.free}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A live node as the fleet view shows it: what it reported at its last refresh
+    (`refreshed_ms`, unix ms) and every room assigned to it, private ones included."""
+
+    node: str
+    url: str
+    draining: bool
+    load: int  # players plus live reservations and holds
+    max_rooms: int
+    modes: dict[str, int]  # mode -> room capacity
+    refreshed_ms: int
+    rooms: list[RoomView] = field(default_factory=list)
+
+    @property
+    def players(self) -> int:
+        return sum(r.players for r in self.rooms)
+
+    @property
+    def capacity(self) -> int:
+        return sum(r.capacity for r in self.rooms)
+
+    def to_json(self, now_ms: int) -> dict[str, object]:
+        return {"node": self.node, "url": self.url, "draining": self.draining,
+                "load": self.load, "players": self.players, "capacity": self.capacity,
+                "max_rooms": self.max_rooms, "modes": dict(self.modes),
+                "refreshed_age_s": round(max(0, now_ms - self.refreshed_ms) / 1000, 2),
+                "rooms": [r.to_json() for r in self.rooms]}
+
+
 class MatchError(Exception):
     """Matchmaking refused: an HTTP status, a short machine code, and a sentence."""
 

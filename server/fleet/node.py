@@ -27,6 +27,7 @@ from typing import Protocol
 from server.fleet.metrics import FleetMetrics
 from server.fleet.model import (
     MatchError,
+    NodeInfo,
     NodeState,
     RegistryUnavailable,
     Reservation,
@@ -327,6 +328,14 @@ class FleetNode:
                               new_room_id=new_room_id(mode, create is True), now_ms=self.now_ms(),
                               token_ttl_ms=int(c.token_ttl_s * 1000), lease_ms=self.lease_ms,
                               room=room, create=create, request_id=request_id)
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        """The live nodes with all their rooms (raises RegistryUnavailable)."""
+        try:
+            return await self.registry.list_nodes(self.now_ms())
+        except RegistryUnavailable as exc:
+            self._failed(exc)
+            raise
 
     async def list_rooms(self) -> list[RoomInfo]:
         """The fleet's public rooms. With Redis, one registry call per refresh beat at

@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from server.fleet.model import (
     MatchError,
+    NodeInfo,
     NodeState,
     RefreshResult,
     RegistryUnavailable,
@@ -43,6 +44,7 @@ from server.fleet.model import (
     ReserveRequest,
     RoomInfo,
     RoomState,
+    RoomView,
     SeatRefused,
 )
 
@@ -93,7 +95,7 @@ redis.call('PEXPIRE', rset, lease)
 -- rooms assigned but not created yet count too (else `create` bursts pass max_rooms)
 local fields = {'url', a.url, 'draining', a.draining, 'load', load,
                 'rooms', #a.rooms + #assigned,
-                'max_rooms', a.max_rooms}
+                'max_rooms', a.max_rooms, 'refreshed', now}
 for m, cap in pairs(a.modes) do
   fields[#fields + 1] = 'm:' .. m
   fields[#fields + 1] = cap
@@ -259,12 +261,24 @@ return cjson.encode(out)
 """
 
 _LIST_NODES = """
-local P = ARGV[1]
+local P, now = ARGV[1], ARGV[2]
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', P .. 'nodes', 0, -1)) do
-  local n = redis.call('HMGET', P .. 'node:' .. id, 'url', 'draining', 'load', 'rooms')
-  if n[1] then
-    out[#out + 1] = {id, n[1], n[2] == '1', tonumber(n[3]), tonumber(n[4])}
+  local nk = P .. 'node:' .. id
+  local h = redis.call('HGETALL', nk)
+  if #h > 0 then
+    local rooms = {}
+    for _, rid in ipairs(redis.call('SMEMBERS', nk .. ':rooms')) do
+      local rk = P .. 'room:' .. rid
+      local r = redis.call('HMGET', rk, 'node', 'mode', 'players', 'capacity', 'private',
+                           'created')
+      if r[1] == id then
+        local taken = redis.call('ZCOUNT', rk .. ':seats', '(' .. now, '+inf')
+        rooms[#rooms + 1] = {rid, r[2], tonumber(r[3]), tonumber(r[4]), r[5] == '1',
+                             tonumber(r[6]), tonumber(r[4]) - tonumber(r[3]) - taken}
+      end
+    end
+    out[#out + 1] = {id, h, rooms}
   end
 end
 return cjson.encode(out)
@@ -428,10 +442,19 @@ class RedisRegistry:
                 self._malformed_room(r)
         return sorted(rooms, key=lambda r: (r.created_ms, r.room))
 
-    async def list_nodes(self) -> list[dict[str, object]]:
-        rows = _list(json.loads(await self._run(self._list_nodes)))
-        return [{"node": r[0], "url": r[1], "draining": bool(r[2]), "load": int(r[3]),
-                 "rooms": int(r[4])} for r in rows]
+    async def list_nodes(self, now_ms: int) -> list[NodeInfo]:
+        out = []
+        for node_id, flat, rooms in _list(json.loads(await self._run(self._list_nodes,
+                                                                     now_ms))):
+            h = dict(zip(flat[::2], flat[1::2], strict=True))
+            views = sorted((RoomView(r[0], r[1], int(r[2]), int(r[3]), bool(r[4]), int(r[5]),
+                                     int(r[6])) for r in _list(rooms)),
+                           key=lambda v: v.room)
+            modes = {k[2:]: int(v) for k, v in h.items() if k.startswith("m:")}
+            out.append(NodeInfo(node_id, h.get("url", ""), h.get("draining") == "1",
+                                int(h.get("load", 0)), int(h.get("max_rooms", 0)), modes,
+                                int(h.get("refreshed", 0)), views))
+        return out
 
     async def deregister(self, node: str) -> None:
         await self._run(self._deregister, node)

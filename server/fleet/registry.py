@@ -30,12 +30,14 @@ from typing import Protocol
 
 from server.fleet.model import (
     MatchError,
+    NodeInfo,
     NodeState,
     RefreshResult,
     Reservation,
     ReserveRequest,
     RoomInfo,
     RoomState,
+    RoomView,
     SeatRefused,
 )
 
@@ -72,8 +74,9 @@ class Registry(Protocol):
         """The public rooms of live nodes."""
         ...
 
-    async def list_nodes(self) -> list[dict[str, object]]:
-        """The live nodes: id, url, draining, load, rooms."""
+    async def list_nodes(self, now_ms: int) -> list[NodeInfo]:
+        """The live nodes, each with every room assigned to it (private ones too): the
+        admin's fleet view and the modes on offer."""
         ...
 
     async def deregister(self, node: str) -> None:
@@ -93,6 +96,7 @@ class _Node:
     load: int
     rooms: int
     expires_ms: int
+    refreshed_ms: int = 0
 
 
 @dataclass
@@ -178,7 +182,7 @@ class LocalRegistry:
         # Rooms assigned but not created yet count too: counting only the reported ones
         # let a burst of `create` requests put more than max_rooms on a node.
         self.nodes[node.node] = _Node(node, load, len(rooms) + len(assigned),
-                                      now_ms + lease_ms)
+                                      now_ms + lease_ms, now_ms)
         return RefreshResult(assigned=assigned, reserved=reserved,
                              secret=self.secret or b"" if secret else b"")
 
@@ -290,9 +294,24 @@ class LocalRegistry:
                                 free, room.created_ms))
         return out
 
-    async def list_nodes(self) -> list[dict[str, object]]:
-        return [{"node": n.state.node, "url": n.state.url, "draining": n.state.draining,
-                 "load": n.load, "rooms": n.rooms} for n in self.nodes.values()]
+    async def list_nodes(self, now_ms: int) -> list[NodeInfo]:
+        out = []
+        for node_id in sorted(self.nodes, key=lambda n: (self.nodes[n].load, n)):
+            node = self._node(node_id, now_ms)
+            if node is None:
+                continue
+            views = []
+            for room_id in sorted(self.node_rooms.get(node_id, ())):
+                room = self._room(room_id, now_ms)
+                if room is None or room.node != node_id:
+                    continue
+                free = room.capacity - room.players - self._taken(room, now_ms)
+                views.append(RoomView(room_id, room.mode, room.players, room.capacity,
+                                      room.private, room.created_ms, free))
+            s = node.state
+            out.append(NodeInfo(s.node, s.url, s.draining, node.load, s.max_rooms,
+                                dict(s.modes), node.refreshed_ms, views))
+        return out
 
     async def deregister(self, node: str) -> None:
         self.nodes.pop(node, None)

@@ -514,6 +514,7 @@ def test_ws_and_unknown_paths_show_a_page_linking_to_the_game(open_page, server,
     assert "UPGRADE" not in page.content()
     page.screenshot(path=str(artifacts_dir / "ws-in-a-tab.png"))
     page.click("a[href='/']")
+    page.click("#quick-play")  # the bare page is the start screen (lobby.js)
     page.wait_for_function(CONNECTED)
 
 

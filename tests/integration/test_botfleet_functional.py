@@ -258,3 +258,58 @@ def test_redis_lost_mid_run_stops_the_bots_and_the_master_still_reports(
             master.kill()
             master.wait(timeout=5)
         workers.stop()
+
+
+def _fleet_node(tmp: Path, redis_url: str, params: Path) -> ServerProcess:
+    port = free_port()
+    return ServerProcess(port=port, log_path=tmp / f"node-{port}.log", command=PYTHON_M_CLI,
+                         env=ENV, cwd=ROOT, plain_logs=False, health_timeout_s=15.0,
+                         extra_args=["--log-level", "warning", "--redis", redis_url,
+                                     "--lease", "2", "--refresh", "0.5",
+                                     "--mode", f"duel={params}"])
+
+
+def test_master_orders_carry_matchmake_and_mode_so_the_bots_spread_over_the_fleet(
+        redis_server, prefix: str, tmp_path: Path) -> None:
+    """2 fleet nodes offering mode `duel` (rooms of 3); 2 workers; the master is given
+    --matchmake (one node) and --mode duel: 6 bots fill two rooms, one on each node."""
+    import redis as sync_redis
+
+    fleet_url = f"redis://{redis_server.host}:{redis_server.port}/14"
+    sync_redis.Redis.from_url(fleet_url).flushdb()
+    params = tmp_path / "duel.toml"
+    params.write_text("[room]\nmax_players = 3\n[npc]\ncount = 0\n")
+    nodes = [_fleet_node(tmp_path, fleet_url, params) for _ in range(2)]
+    for node in nodes:
+        node.start()
+    workers = Workers(tmp_path, redis_server.url, prefix).start(2)
+    try:
+        out = tmp_path / "fleet.json"
+        cmd = [*PYTHON_M_CLI, "bots", "--master", "--redis", redis_server.url, "--prefix",
+               prefix, "--matchmake", nodes[0].base_url, "--mode", "duel", "--workers", "2",
+               "--workers-wait", "20", "--count", "6", "--duration", "3", "--ramp", "0.5",
+               "--json", str(out)]
+        master = subprocess.Popen(cmd, cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        try:
+            # While the bots play, each node holds one full room of the mode.
+            until = time.monotonic() + 40
+            seen = [0.0, 0.0]
+            while time.monotonic() < until and seen != [3.0, 3.0] and master.poll() is None:
+                seen = [_players(node) for node in nodes]
+                time.sleep(0.2)
+            said, _ = master.communicate(timeout=60)
+        finally:
+            if master.poll() is None:
+                os.kill(master.pid, signal.SIGTERM)
+                master.wait(timeout=10)
+        assert seen == [3.0, 3.0], said + workers.text()
+        assert master.returncode == 0, said + workers.text()
+        report = json.loads(out.read_text())
+        assert report["clients_connected"] == 6 and report["errors"] == {}, said
+        assert workers.text().count(f"matchmaking at {nodes[0].base_url} (mode duel)") == 2
+    finally:
+        codes = workers.stop()
+        for node in nodes:
+            node.stop(timeout=5)
+    assert codes == [0, 0], workers.text()

@@ -398,6 +398,22 @@ async def test_tickwire_fleet_starts_nodes_and_a_redis_and_stops_what_it_started
         assert status == 200 and answer["url"].startswith("ws://127.0.0.1:")
         async with Client(answer["url"], "fleet-player", ping_interval_s=0) as c:
             await c.next_snapshot()
+        # A browser page served by the *other* node may open the socket (each node allows
+        # every node's page origin); a foreign origin may not.
+        for port_of_page, allowed in ((None, True), (free_port(), False)):
+            _, seat = await http_json("POST", base + "/matchmake", {})
+            node_port = int(seat["url"].split(":")[2].split("/")[0])
+            other = port_of_page or (port + 1 if node_port == port else port)
+            async with aiohttp.ClientSession() as http:
+                try:
+                    ws = await http.ws_connect(seat["url"],
+                                               origin=f"http://127.0.0.1:{other}")
+                    await ws.close()
+                    upgraded = True
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 403
+                    upgraded = False
+            assert upgraded is allowed, (other, seat["url"])
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         for pid in pids:  # the redis-server and both nodes are gone
@@ -441,3 +457,92 @@ async def test_a_redis_that_restarts_empty_gets_every_room_and_the_secret_back_f
         assert not any(p.closed.is_set() for p in players)
     finally:
         await asyncio.gather(*(p.close() for p in players), return_exceptions=True)
+
+
+async def admin_fleet(node: ServerProcess, token: str | None = "fleet-admin") -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, \
+            http.get(node.base_url + "/admin/fleet", headers=headers,
+                     timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_admin_fleet_view_shows_nodes_load_and_private_rooms_to_kick_in_functional(
+        fleet, redis_db, tmp_path):
+    arena = params_file(tmp_path, "arena", 4)
+    duel = params_file(tmp_path, "duel", 2)
+    a, b = await fleet(2, redis_db(), "--admin-token", "fleet-admin",
+                       "--mode", f"arena={arena}", "--mode", f"duel={duel}")
+    ids = {await node_id(a): a, await node_id(b): b}
+    # The modes on offer, default first, as the start screen's picker reads them.
+    _, offered = await http_json("GET", b.base_url + "/modes")
+    assert offered == {"default": "arena", "modes": [{"mode": "arena", "capacity": 4},
+                                                     {"mode": "duel", "capacity": 2}]}
+    assert (await admin_fleet(a, None))[0] == 401
+    assert (await admin_fleet(a, "wrong"))[0] == 401
+    host = await matchmake(a, mode="duel", create=True)
+    public = await matchmake(a)
+    owner = ids[host["node"]]
+    async with Client(host["url"], "secret-host", ping_interval_s=0) as h, \
+            Client(public["url"], "public-one", ping_interval_s=0) as p:
+        await h.next_snapshot()
+        await p.next_snapshot()
+
+        async def both_counted() -> dict | None:
+            # Both players counted by a refresh, seen from the node that does not own
+            # the private room (so its rooms come from Redis, not from its own memory).
+            other = b if owner is a else a
+            status, view = await admin_fleet(other)
+            assert status == 200, view
+            rooms = {r["room"]: r for n in view["nodes"] for r in n["rooms"]}
+            ok = (rooms.get(host["room"], {}).get("players") == 1
+                  and rooms.get(public["room"], {}).get("players") == 1)
+            return view if ok else None
+
+        view = await eventually(both_counted, 10)
+        assert {n["node"] for n in view["nodes"]} == set(ids)
+        for n in view["nodes"]:
+            assert n["url"] == ids[n["node"]].ws_url.removesuffix("/ws")
+            assert n["admin_url"] == ids[n["node"]].base_url + "/admin"
+            assert n["draining"] is False and 0 <= n["refreshed_age_s"] < LEASE_S
+            assert n["modes"] == {"arena": 4, "duel": 2}
+        by_room = {r["room"]: (n, r) for n in view["nodes"] for r in n["rooms"]}
+        node_of_host, private = by_room[host["room"]]
+        assert node_of_host["node"] == host["node"] and private["private"] is True
+        assert private["mode"] == "duel" and private["capacity"] == 2
+        assert sum(n["players"] for n in view["nodes"]) == 2
+        # The owner's own view carries the private room's seats (with names); the other
+        # node's view gets them from the owner (same admin token), so either can kick.
+        _, mine = await admin_fleet(owner)
+        me = next(n for n in mine["nodes"] if n["self"])
+        seats = next(r for r in me["rooms"] if r["room"] == host["room"])["seats"]
+        assert [s["name"] for s in seats] == ["secret-host"]
+        other = b if owner is a else a
+        _, theirs = await admin_fleet(other)
+        remote = next(n for n in theirs["nodes"] if n["node"] == host["node"])
+        assert not remote["self"] and "seats_error" not in remote
+        remote_room = next(r for r in remote["rooms"] if r["room"] == host["room"])
+        assert [s["name"] for s in remote_room["seats"]] == ["secret-host"]
+        kick_path = (f"/admin/nodes/{host['node']}/rooms/{host['room']}/kick/"
+                     f"{seats[0]['player_id']}")
+        status, _ = await http_json("POST", other.base_url + kick_path)
+        assert status == 401  # the forwarding route is the admin's too
+        async with aiohttp.ClientSession() as http, http.post(
+                other.base_url + "/admin/nodes/nobody/rooms/x/kick/1",
+                headers={"Authorization": "Bearer fleet-admin"}) as resp:
+            assert resp.status == 404
+        async with aiohttp.ClientSession() as http, http.post(
+                other.base_url + kick_path,
+                headers={"Authorization": "Bearer fleet-admin"}) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+            assert answer["kicked"] == seats[0]["player_id"]
+        await eventually(lambda: _closed(h), 10)
+        assert h.kick is not None and h.kick.label == "kicked"
+        # The private room is still not in anyone's public list.
+        for node in (a, b):
+            assert host["room"] not in {r["room"] for r in await rooms(node)}
+
+
+async def _closed(client: Client) -> bool:
+    return client.ws is None or client.ws.closed

@@ -204,7 +204,34 @@ async def test_deregister_removes_the_node_and_its_rooms(registry):
     await beat(registry, node("a"), [RoomState(r.room, "arena", 1, 4, False, T0)])
     assert [i.room for i in await registry.list_rooms(T0)] == [r.room]
     await registry.deregister("a")
-    assert await registry.list_rooms(T0) == [] and await registry.list_nodes() == []
+    assert await registry.list_rooms(T0) == [] and await registry.list_nodes(T0) == []
+
+
+async def test_the_fleet_view_lists_live_nodes_with_every_room_private_ones_too(registry):
+    await beat(registry, node("a", modes={"arena": 4, "duel": 2}))
+    await beat(registry, node("b", draining=True), now=T0 + 500)
+    public = await registry.reserve(req(), KEEP)
+    private = await registry.reserve(req("duel", create=True), KEEP)
+    await beat(registry, node("a", modes={"arena": 4, "duel": 2}),
+               [RoomState(public.room, "arena", 2, 4, False, T0),
+                RoomState(private.room, "duel", 0, 2, True, T0)], now=T0 + 1000)
+    nodes = {n.node: n for n in await registry.list_nodes(T0 + 1500)}
+    assert set(nodes) == {"a", "b"}
+    a, b = nodes["a"], nodes["b"]
+    assert (a.url, a.draining, a.modes, a.max_rooms) == ("ws://a.test:1", False,
+                                                         {"arena": 4, "duel": 2}, 8)
+    assert a.refreshed_ms == T0 + 1000 and b.refreshed_ms == T0 + 500 and b.draining
+    rooms = {r.room: r for r in a.rooms}
+    assert set(rooms) == {public.room, private.room} and b.rooms == []
+    # Players as reported; the two reservations (one each) are not free.
+    assert (rooms[public.room].players, rooms[public.room].free) == (2, 1)
+    assert rooms[private.room].private and rooms[private.room].free == 1
+    assert (a.players, a.capacity) == (2, 6)
+    view = a.to_json(T0 + 3000)
+    assert view["refreshed_age_s"] == 2.0 and len(view["rooms"]) == 2
+    if isinstance(registry, LocalRegistry):  # (Redis expires keys on its own clock)
+        # A node whose lease ran out is not in the view.
+        assert {n.node for n in await registry.list_nodes(T0 + 500 + LEASE)} == {"a"}
 
 
 async def test_the_first_nodes_secret_is_the_fleets(registry):

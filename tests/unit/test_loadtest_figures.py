@@ -285,9 +285,18 @@ def test_orders_round_trip_and_are_checked_field_by_field():
                         ({"bot_ids": [5]}, "bot_ids"), ({"total": 0}, "total"),
                         ({"stages": [[1, -1]]}, "stages"), ({"run": "../x"}, "run"),
                         ({"loss": 1.0}, "loss"), ({"hard_s": float("nan")}, "hard_s"),
-                        ({"seed": True}, "seed")]:
+                        ({"seed": True}, "seed"), ({"matchmake": "ws://h:1/"}, "matchmake"),
+                        ({"matchmake": 7}, "matchmake"), ({"mode": "a b"}, "mode"),
+                        ({"mode": ["arena"]}, "mode")]:
         with pytest.raises(ValueError, match=field):
             botfleet.Order.from_json(_order(**over))
+
+
+def test_orders_carry_matchmake_and_mode_and_default_to_a_direct_url():
+    assert botfleet.Order.from_json(_order()).matchmake == ""
+    order = botfleet.Order.from_json(_order(matchmake="http://127.0.0.1:8080", mode="duel"))
+    assert (order.matchmake, order.mode) == ("http://127.0.0.1:8080", "duel")
+    assert botfleet.Order.from_json(order.to_json()) == order
 
 
 def test_redis_urls_are_shown_without_password():
