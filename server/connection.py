@@ -65,8 +65,10 @@ class Connection:
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         try:
-            events = self.protocol.receive_data(data, self.clock.now())
-            self.flush()
+            protocol = self.protocol
+            events = protocol.receive_data(data, self.clock.now())
+            if protocol.outbox:  # most reads (inputs) write nothing back
+                self.flush()
             if events:
                 self.apply(events)
         except Exception:

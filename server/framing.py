@@ -161,6 +161,21 @@ class FrameParser:
             self._buf = self._buf[self._pos:] + data
         self._pos = 0
 
+    def whole_binary(self, data: bytes) -> bytes | None:
+        """The unmasked payload when the parser holds nothing (no partial frame, no
+        fragmented message in progress) and `data` is exactly one small, masked,
+        unfragmented binary frame: an input, which browsers send one per read. None
+        otherwise; `data` then goes through `feed` and `next_frame`. Changes nothing: the
+        caller charges the frame itself (its wire size is ``len(data)``)."""
+        if self._pos < len(self._buf) or self._message_opcode >= 0 or len(data) < 6:
+            return None
+        if data[0] != 0x82:
+            return None
+        length = data[1] - 0x80  # masked: the mask bit is set, so this is >= 0
+        if not 0 <= length < 126 or len(data) != 6 + length or length > self._small_limit:
+            return None
+        return _unmask(data[6:], data[2:6])
+
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next wire frame, or None until more bytes arrive. Raises ProtocolError."""
         buf, start = self._buf, self._pos

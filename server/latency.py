@@ -147,6 +147,10 @@ class PingTracker:
         window: RTT percentile window passed to the :class:`RttEstimator`.
 
     Counters: ``pings_sent``, ``pongs_received`` (valid ones), ``bad_pongs``.
+
+    ``due_at`` is ``next_ping_at`` as a plain float (``inf`` while a ping is outstanding),
+    so a delivery loop over hundreds of seats compares a number instead of calling
+    :meth:`poll` for every seat on every tick.
     """
 
     def __init__(self, interval_s: float = 1.0, timeout_s: float = 5.0, window: int = 64) -> None:
@@ -164,6 +168,7 @@ class PingTracker:
         self._outstanding_id: int | None = None
         self._outstanding_sent: float = 0.0
         self._last_sent: float | None = None
+        self.due_at = -math.inf  # see the class docstring; kept equal to next_ping_at
 
     @property
     def outstanding(self) -> bool:
@@ -185,14 +190,14 @@ class PingTracker:
 
     def poll(self, now: float) -> bytes | None:
         """Return the payload of a ping to send now, or None if none is due."""
-        due = self.next_ping_at
-        if due is None or now < due:
+        if now < self.due_at:  # inf while one is outstanding
             return None
         ping_id = self._next_id
         self._next_id += 1
         self._outstanding_id = ping_id
         self._outstanding_sent = now
         self._last_sent = now
+        self.due_at = math.inf
         self.pings_sent += 1
         return PING_PAYLOAD.pack(ping_id, now)
 
@@ -212,6 +217,7 @@ class PingTracker:
             self.bad_pongs += 1
             return None
         self._outstanding_id = None
+        self.due_at = self._last_sent + self.interval_s  # _last_sent is this ping's
         self.pongs_received += 1
         self.rtt.add_sample(rtt)
         return rtt

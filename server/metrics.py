@@ -21,8 +21,10 @@ counters' series and no dashboard reads them). ``process_*`` come from prometheu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -33,7 +35,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "CLOSE_CODE_LABELS",
@@ -41,6 +46,7 @@ __all__ = [
     "RTT_BUCKETS_S",
     "SNAPSHOT_BYTES_BUCKETS",
     "TICK_BUCKETS_S",
+    "BatchedHistogram",
     "Counts",
     "Metrics",
     "RoomMetrics",
@@ -181,6 +187,59 @@ class Counts:
 
 
 
+class BatchedHistogram(Collector):
+    """An unlabelled histogram whose observations are added in batches, exposed exactly
+    as a prometheus_client ``Histogram`` of the same name and buckets would be.
+
+    prometheus_client's ``Histogram.observe`` takes a lock and walks the buckets in Python
+    once per value; a tick's snapshots (one per seat, 6,000 a second at 200 players) and
+    RTT samples are counted here with one NumPy ``searchsorted`` + ``bincount`` per flush.
+    Bucket rule as Prometheus's: a value falls in the first bucket whose bound is >= it.
+    Not thread-safe: it is fed and collected on the event loop's thread.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
+                 registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.array(buckets, dtype=np.float64)  # +Inf is the extra last slot
+        self._les = [floatToGoString(b) for b in buckets] + ["+Inf"]
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        """One observation (off the hot paths; those batch through `observe_counts`)."""
+        self._counts[int(np.searchsorted(self._bounds, value, side="left"))] += 1
+        self._sum += value
+
+    def observe_counts(self, values: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Observe each of `values` `counts` times (once each when counts is None)."""
+        values = np.asarray(values, dtype=np.float64)
+        if not values.size:
+            return
+        slots = np.searchsorted(self._bounds, values, side="left")
+        if counts is None:
+            self._counts += np.bincount(slots, minlength=self._counts.size)
+            self._sum += float(values.sum())
+        else:
+            counts = np.asarray(counts, dtype=np.int64)
+            self._counts += np.bincount(slots, weights=counts, minlength=self._counts.size
+                                        ).astype(np.int64)
+            self._sum += float(values @ counts)
+
+    @property
+    def count(self) -> int:
+        """Observations so far."""
+        return int(self._counts.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative = np.cumsum(self._counts).tolist()
+        yield HistogramMetricFamily(self.name, self.documentation,
+                                    buckets=list(zip(self._les, cumulative, strict=True)),
+                                    sum_value=self._sum)
+
+
 @dataclass(frozen=True, slots=True)
 class RoomMetrics:
     """One room's labelled children, looked up once (``labels()`` takes a lock)."""
@@ -224,7 +283,7 @@ class Metrics:
         self.players = Gauge("tickwire_players", "Players currently connected.", registry=r)
         self.rooms = Gauge("tickwire_rooms", "Rooms currently open.", registry=r)
         # Snapshots and traffic
-        self.snapshot_bytes = Histogram(
+        self.snapshot_bytes = BatchedHistogram(
             "tickwire_snapshot_bytes",
             "Encoded snapshot payload size, bytes.",
             buckets=SNAPSHOT_BYTES_BUCKETS,
@@ -251,7 +310,7 @@ class Metrics:
             registry=r,
         )
         # Latency
-        self.rtt = Histogram(
+        self.rtt = BatchedHistogram(
             "tickwire_rtt_seconds",
             "Round-trip time samples from WebSocket ping/pong, seconds.",
             buckets=RTT_BUCKETS_S,
@@ -401,17 +460,15 @@ class Metrics:
                     family.labels(reason=label).inc(n)
                 pending.clear()
         if c.rtt_samples:
-            for sample in c.rtt_samples:
-                self.rtt.observe(sample)
+            self.rtt.observe_counts(np.array(c.rtt_samples))
             c.rtt_samples.clear()
         if c.snapshot_sizes:
-            # One observe per snapshot, as before, but batched: a tick's snapshots share
-            # a few sizes (one per baseline), so this is a handful of distinct values.
-            observe = self.snapshot_bytes.observe
-            for size, n in c.snapshot_sizes.items():
-                for _ in range(n):
-                    observe(size)
-            c.snapshot_sizes.clear()
+            # A tick's snapshots share a few sizes (one per baseline): one batch of a
+            # handful of (size, snapshots) pairs instead of one observe per snapshot.
+            sizes = c.snapshot_sizes
+            self.snapshot_bytes.observe_counts(np.fromiter(sizes.keys(), np.float64, len(sizes)),
+                                               np.fromiter(sizes.values(), np.int64, len(sizes)))
+            sizes.clear()
 
     def for_room(self, room_id: str) -> RoomMetrics:
         """The room's labelled children (created on first use)."""

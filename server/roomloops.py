@@ -25,6 +25,7 @@ from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY
 from server.framing import OP_BINARY, OP_PING, ws_frame, ws_header
 from server.lobby import Lobby
 from server.metrics import Metrics
+from server.protocol import State
 from server.room import Room, TickResult
 from server.tickloop import TickPlan, TickSchedule, run_ticks
 
@@ -35,6 +36,7 @@ log = logging.getLogger("tickwire.gateway")
 # After the loop fell behind (GC, VM steal, SIGSTOP), replies that clients sent during
 # the pause may still be unread: liveness closes (ping timeout, idle, stall) wait this long.
 LIVENESS_GRACE_S = 1.0
+_JOINED = State.JOINED  # Connection.open without the property call, per seat per tick
 
 
 @dataclass(slots=True)
@@ -180,42 +182,43 @@ class RoomLoops:
     def deliver(self, result: TickResult, now: float) -> None:
         """Write each seat's frames and snapshot; skip, ping, or close as policy says."""
         counts = self.metrics.counts
-        connections = self.connections
-        sent_bytes = sent = keyframes = skipped = 0
-        sizes = counts.snapshot_sizes
-        # header + shared snapshot part, built once per baseline (the per-client part has
-        # a fixed length, so the header is the same for every client that shares it)
-        prefixes: dict[int, bytes] = {}
+        get_conn = self.connections.get
+        skipped = frames_bytes = 0
+        # Per distinct shared snapshot part (one per baseline): [header + shared part,
+        # seats sent, keyframe, frame size]. The per-client part has a fixed length, so
+        # the header is the same for every client that shares it, and sizes and counts
+        # are summed per group after the loop instead of per seat.
+        groups: dict[int, list] = {}
         check_liveness = now >= self._liveness_from
         for d in result.deliveries:
-            conn = connections.get(d.player_id)
-            if conn is None or not conn.open:
+            conn = get_conn(d.player_id)
+            if conn is None or conn.protocol.state is not _JOINED:
                 continue
-            write = conn.write
-            for frame in d.frames:
-                data = ws_frame(OP_BINARY, frame)
-                write(data)
-                sent_bytes += len(data)
+            if d.frames:
+                write = conn.write
+                for frame in d.frames:
+                    data = ws_frame(OP_BINARY, frame)
+                    write(data)
+                    frames_bytes += len(data)
             session = conn.session
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
                 shared = d.snapshot_shared
                 if d.chunks is not None:  # interest management: header, shared chunks, personal
+                    # Each seat has its own set of chunks: a group of one (keyed by the
+                    # delivery, alive for the whole loop, so its id is unique).
                     body = len(shared) + sum(map(len, d.chunks)) + len(d.snapshot_personal)
                     head = ws_header(OP_BINARY, body)
                     conn.writelines((head, shared, *d.chunks, d.snapshot_personal))
-                    size = len(head) + body
+                    groups[id(d)] = [head, 1, d.keyframe, len(head) + body]
                 else:
-                    prefix = prefixes.get(id(shared))
-                    if prefix is None:
-                        prefix = ws_header(OP_BINARY, len(shared) + len(d.snapshot_personal)) \
-                            + shared
-                        prefixes[id(shared)] = prefix
-                    conn.writelines((prefix, d.snapshot_personal))
-                    size = len(prefix) + len(d.snapshot_personal)
-                sent_bytes += size
-                sent += 1
-                keyframes += d.keyframe
-                sizes[size] = sizes.get(size, 0) + 1
+                    group = groups.get(id(shared))
+                    if group is None:
+                        length = len(shared) + len(d.snapshot_personal)
+                        prefix = ws_header(OP_BINARY, length) + shared
+                        group = groups[id(shared)] = [prefix, 0, d.keyframe,
+                                                      len(prefix) + len(d.snapshot_personal)]
+                    conn.writelines((group[0], d.snapshot_personal))
+                    group[1] += 1
             else:
                 skipped += 1
                 if d.on_skip is not None:
@@ -225,21 +228,30 @@ class RoomLoops:
                                abort=True)
                     continue
             pings = session.pings
-            ping = pings.poll(now)
-            if ping is not None:
-                data = ws_frame(OP_PING, ping)
-                write(data)
-                sent_bytes += len(data)
-            elif not check_liveness:
+            if now >= pings.due_at:  # a plain float: no call for the seats not due
+                ping = pings.poll(now)
+                if ping is not None:
+                    data = ws_frame(OP_PING, ping)
+                    conn.write(data)
+                    frames_bytes += len(data)
+                    continue
+            if not check_liveness:
                 continue
-            elif pings.timed_out(now):
+            if pings.timed_out(now):
                 conn.close(CLOSE_GOING_AWAY,
                            f"no pong within {session.limits.ping_timeout_s:g} s",
                            label="ping_timeout")
             elif session.idle(now):
                 conn.close(CLOSE_POLICY, f"no input for {session.limits.idle_timeout_s:g} s",
                            label="idle")
-        counts.bytes_sent += sent_bytes
+        sent = keyframes = 0
+        sizes = counts.snapshot_sizes
+        for _, n, keyframe, size in groups.values():
+            sizes[size] = sizes.get(size, 0) + n
+            frames_bytes += size * n
+            sent += n
+            keyframes += n if keyframe else 0
+        counts.bytes_sent += frames_bytes
         counts.snapshots_sent += sent
         counts.keyframes_sent += keyframes
         counts.snapshots_skipped += skipped

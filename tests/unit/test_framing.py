@@ -168,3 +168,42 @@ def test_well_formed_frames_survive_any_split(frames: list[tuple[bytes, int]], s
     for i in range(0, len(data), step):
         got += frames_of(parser, data[i:i + step])
     assert got == [(op, p) for p, op in frames]
+
+
+@settings(max_examples=300)
+@given(payload=st.binary(max_size=200), opcode=st.sampled_from([0x1, 0x2, 0x9]),
+       fin=st.booleans(), masked=st.booleans(), extra=st.binary(max_size=3),
+       cut=st.integers(0, 3), small_limit=st.sampled_from([16, 4096]))
+def test_whole_binary_is_exactly_one_small_binary_frame_and_changes_nothing(
+        payload: bytes, opcode: int, fin: bool, masked: bool, extra: bytes, cut: int,
+        small_limit: int) -> None:
+    """`whole_binary(data)` returns a payload only where feeding `data` to a fresh parser
+    yields that one binary frame and nothing after it; it never changes the parser."""
+    data = client_frame(payload, opcode, fin=fin, masked=masked) + extra
+    data = data[:len(data) - cut] if cut < len(data) else data
+    limits = FrameLimits(max_message_bytes=small_limit, max_fragment_bytes=small_limit)
+    quick = FrameParser(limits).whole_binary(data)
+    reference = FrameParser(limits)
+    reference.feed(data)
+    try:
+        frames = [reference.next_frame(), reference.next_frame()]
+    except ProtocolError:
+        frames = None
+    if quick is not None:
+        assert frames == [(OP_BINARY, payload), None] and reference.buffered == 0
+    else:
+        assert not (opcode == OP_BINARY and fin and masked and not extra and not cut
+                    and len(payload) < 126 and len(payload) <= small_limit)
+
+
+def test_whole_binary_defers_to_the_parser_while_it_holds_bytes() -> None:
+    frame = client_frame(b"\x12\x00")
+    parser = FrameParser()
+    assert parser.whole_binary(frame) == b"\x12\x00"
+    parser.feed(frame[:3])  # a partial frame is buffered: the next read continues it
+    assert parser.next_frame() is None
+    assert parser.whole_binary(frame) is None
+    parser = FrameParser()
+    parser.feed(client_frame(b"\x12", fin=False))  # a fragmented message in progress
+    parser.next_frame()
+    assert parser.whole_binary(frame) is None

@@ -182,3 +182,26 @@ def test_any_pong_bytes_never_raise_or_corrupt_the_estimator(
     assert rtt is not None
     assert rtt == pytest.approx(0.05, abs=1e-6)
     assert tracker.rtt.srtt_s == rtt
+
+
+@given(steps=st.lists(st.tuples(st.sampled_from(["poll", "pong", "forged"]),
+                                st.floats(0.0, 3.0)), max_size=30))
+def test_due_at_always_equals_next_ping_at(steps: list[tuple[str, float]]) -> None:
+    """The plain `due_at` the delivery loop compares is `next_ping_at` (inf while a ping
+    is outstanding), whatever sequence of polls and pongs, genuine or forged, happened."""
+    tracker = PingTracker(interval_s=1.0, timeout_s=5.0)
+    now, payload = 0.0, None
+    assert tracker.due_at == tracker.next_ping_at == -float("inf")
+    for action, dt in steps:
+        now += dt
+        if action == "poll":
+            due = tracker.due_at
+            sent = tracker.poll(now)
+            assert (sent is not None) == (now >= due)  # sends exactly when due
+            payload = sent or payload
+        elif action == "pong" and payload is not None:
+            tracker.on_pong(payload, now)
+        else:
+            tracker.on_pong(b"forged!!", now)
+        expected = tracker.next_ping_at
+        assert tracker.due_at == (float("inf") if expected is None else expected)

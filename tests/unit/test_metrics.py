@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
-from prometheus_client import REGISTRY
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 
-from server.metrics import CONTRACT_NAMES, Metrics, parse_metrics
+from server.metrics import (
+    CONTRACT_NAMES,
+    RTT_BUCKETS_S,
+    SNAPSHOT_BYTES_BUCKETS,
+    BatchedHistogram,
+    Metrics,
+    parse_metrics,
+)
 from server.version import VERSION
 
 EXPECTED = {
@@ -169,3 +180,45 @@ def test_room_series_are_labelled_and_removed_when_the_room_is_forgotten() -> No
     samples = parse_metrics(m.render()[0].decode())
     assert not [k for k in samples if 'room="r1"' in k]
     assert samples['tickwire_room_players{room="r2"}'] == 1
+
+
+def _exposed(registry: CollectorRegistry) -> dict[str, float]:
+    return parse_metrics(generate_latest(registry).decode())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(SNAPSHOT_BYTES_BUCKETS),  # exactly on a bound
+                          st.integers(0, 2**19).map(float)), max_size=40),
+       st.integers(1, 5))
+def test_batched_histogram_is_exposed_exactly_as_a_prometheus_histogram(
+        values: list[float], times: int) -> None:
+    """The same observations, one by one into prometheus_client's Histogram and in
+    batches (distinct values with counts, then a plain array) into BatchedHistogram."""
+    ref_registry, batched_registry = CollectorRegistry(), CollectorRegistry()
+    ref = Histogram("h_bytes", "doc", buckets=SNAPSHOT_BYTES_BUCKETS, registry=ref_registry)
+    batched = BatchedHistogram("h_bytes", "doc", SNAPSHOT_BYTES_BUCKETS, batched_registry)
+    for v in values:
+        for _ in range(times):
+            ref.observe(v)
+        ref.observe(v)
+    distinct, counts = np.unique(np.array(values, dtype=np.float64), return_counts=True)
+    batched.observe_counts(distinct, counts * times)
+    batched.observe_counts(np.array(values))
+    assert batched.count == (times + 1) * len(values)
+    assert _exposed(batched_registry) == pytest.approx(_exposed(ref_registry))
+    assert _types(generate_latest(batched_registry)) == {"h_bytes": "histogram"}
+
+
+def test_batched_histogram_single_observe_and_empty_batches() -> None:
+    registry = CollectorRegistry()
+    h = BatchedHistogram("rtt_seconds", "doc", RTT_BUCKETS_S, registry)
+    h.observe_counts(np.array([]))
+    h.observe(0.1)  # on a bound: counted in le="0.1"
+    h.observe(3.0)  # above the last bound: +Inf only
+    samples = _exposed(registry)
+    assert samples['rtt_seconds_bucket{le="0.075"}'] == 0
+    assert samples['rtt_seconds_bucket{le="0.1"}'] == 1
+    assert samples['rtt_seconds_bucket{le="2.0"}'] == 1
+    assert samples['rtt_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["rtt_seconds_count"] == 2
+    assert samples["rtt_seconds_sum"] == pytest.approx(3.1)
