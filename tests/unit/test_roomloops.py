@@ -47,10 +47,10 @@ class Transport:
 
 
 class World:
-    def __init__(self, players: int = 2, **limits: float) -> None:
+    def __init__(self, players: int = 2, changes: dict | None = None, **limits: float) -> None:
         self.clock = ManualClock(10.0)
         self.metrics = Metrics()
-        self.lobby = Lobby(load_params().with_changes({"npc.count": 0}))
+        self.lobby = Lobby(load_params().with_changes({"npc.count": 0, **(changes or {})}))
         self.draining = False
         self.connections: dict[int, Connection] = {}
         self.loops = RoomLoops(self.lobby, self.clock, self.metrics, self.connections)
@@ -86,6 +86,25 @@ def test_every_seat_gets_its_frames_and_a_snapshot_and_the_counts_are_plain_ints
         counts = w.metrics.counts
         assert counts.snapshots_sent == 2 and counts.bytes_sent > 0
         assert counts.keyframes_sent == 2  # nobody acked yet
+    run(body)
+
+
+def test_chunked_snapshots_are_counted_seat_by_seat():
+    """With interest management each seat gets its own chunks (no shared group): every
+    byte written is counted, and each seat's snapshot once."""
+    def body():
+        w = World(players=2, changes={"interest.enabled": True, "npc.count": 40})
+        for conn in w.conns:
+            conn.transport.chunks.clear()
+        counts = w.metrics.counts
+        bytes_before, sizes_before = counts.bytes_sent, sum(counts.snapshot_sizes.values())
+        result = w.room.tick(w.clock.now())
+        assert [d.chunks is not None for d in result.deliveries] == [True, True]
+        w.loops.deliver(result, w.clock.now())
+        written = sum(len(c) for conn in w.conns for c in conn.transport.chunks)
+        assert counts.bytes_sent - bytes_before == written > 0
+        assert counts.snapshots_sent == 2 and counts.keyframes_sent == 2
+        assert sum(counts.snapshot_sizes.values()) - sizes_before == 2
     run(body)
 
 
