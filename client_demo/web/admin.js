@@ -435,6 +435,17 @@ function roomsOf(view) {
 function renderRooms(rooms) {
   const box = $("rooms");
   if (!rooms.length) { box.replaceChildren(el("p", { text: "no rooms" })); return; }
+  // The list is rebuilt every second (RTTs and ticks move), but a Kick/Ban button must not
+  // be swapped for a new one under the operator's pointer between press and release (the
+  // click would land on neither), nor lose its disabled state while its request runs: the
+  // same seat keeps its buttons across rebuilds.
+  const kept = new Map([...box.querySelectorAll("button[data-key]")].map((b) => [b.dataset.key, b]));
+  const button = (r, s, what) => {
+    const key = `${r.node}|${r.id || r.room}|${s.player_id}|${what}`;
+    const b = kept.get(key) || kickButton(r, s, what);
+    b.dataset.key = key;
+    return b;
+  };
   box.replaceChildren(...rooms.map((r) => {
     const id = r.id || r.room;
     const tags = `${r.mode ? ` · mode ${r.mode}` : ""}${r.private ? " · private" : ""}`;
@@ -457,7 +468,7 @@ function renderRooms(rooms) {
         el("td", { text: s.name + (s.connected ? "" : " (away)") }),
         el("td", { class: "num", text: String(s.player_id) }),
         el("td", { class: "num", text: s.rtt_ms.toFixed(1) }),
-        el("td", { class: "acts" }, kickButton(r, s, "kick"), kickButton(r, s, "ban")));
+        el("td", { class: "acts" }, button(r, s, "kick"), button(r, s, "ban")));
       table.append(tr);
     }
     return el("div", { class: "room", "data-room": id },

@@ -51,6 +51,13 @@ def test_single_server_admin_sees_its_node_and_kicks_in_a_private_room(
     card = admin.locator(f'#rooms .room[data-room="{room}"]')
     assert "private" in card.inner_text() and "hidden-one" in card.inner_text()
     admin.screenshot(path=str(artifacts_dir / "admin-fleet-single.png"), full_page=True)
+    # The list is rebuilt every second; the seat's Kick button stays the same element, so a
+    # press and its release land on one button.
+    sel = f'#rooms .room[data-room="{room}"]'
+    admin.evaluate(f"""() => {{ const c = document.querySelector('{sel}');
+        c.dataset.old = '1'; c.querySelector('.kick-btn').dataset.mark = 'kept'; }}""")
+    admin.wait_for_function(f"() => !document.querySelector('{sel}').dataset.old")  # rebuilt
+    assert admin.evaluate(f"document.querySelector('{sel} .kick-btn').dataset.mark") == "kept"
     admin.on("dialog", lambda d: d.accept())
     card.locator(".kick-btn").click()
     game.wait_for_selector("#dialog:not([hidden])", timeout=10_000)
