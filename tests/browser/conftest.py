@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,30 @@ def web_built() -> None:
                          + result.stderr[-2000:])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, web_built: None) -> Iterator[ServerProcess]:
+@contextmanager
+def running_server(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str,
+                   params: str | None = None) -> Iterator[ServerProcess]:
+    """A real `tickwire serve` on a free port of 127.0.0.1 for a module's tests, stopped
+    after; `params` is a TOML text passed as --params, `args` more command-line flags."""
     if not TICKWIRE.exists():
         _unavailable(f"{TICKWIRE} is missing (run make install)")
-    log_path = tmp_path_factory.mktemp("server") / "tickwire.log"
-    srv = ServerProcess(port=free_port(), log_path=log_path)
+    tmp = tmp_path_factory.mktemp(name)
+    extra = list(args)
+    if params is not None:
+        (tmp / "params.toml").write_text(params)
+        extra += ["--params", str(tmp / "params.toml")]
+    srv = ServerProcess(port=free_port(), log_path=tmp / "tickwire.log", extra_args=extra)
     srv.start()
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, web_built: None) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory, "server") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +144,8 @@ ADMIN_TOKEN = "browser-test-admin-token"
 def admin_server(tmp_path_factory: pytest.TempPathFactory,
                  web_built: None) -> Iterator[ServerProcess]:
     """Like `server`, but started with `--admin-token ADMIN_TOKEN` (so /admin exists)."""
-    if not TICKWIRE.exists():
-        _unavailable(f"{TICKWIRE} is missing (run make install)")
-    log_path = tmp_path_factory.mktemp("admin-server") / "tickwire.log"
-    srv = ServerProcess(port=free_port(), log_path=log_path,
-                        extra_args=["--admin-token", ADMIN_TOKEN])
-    srv.start()
-    try:
+    with running_server(tmp_path_factory, "admin-server", "--admin-token", ADMIN_TOKEN) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

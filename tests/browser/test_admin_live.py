@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from server.nodeproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import ServerProcess
 
-from .conftest import ADMIN_TOKEN, _unavailable
+from .conftest import ADMIN_TOKEN, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -47,17 +47,9 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def file_server(tmp_path_factory, web_built, params_file) -> Iterator[ServerProcess]:
-    if not TICKWIRE.exists():
-        _unavailable(f"{TICKWIRE} is missing (run make install)")
-    srv = ServerProcess(port=free_port(),
-                        log_path=tmp_path_factory.mktemp("file-server") / "tickwire.log",
-                        extra_args=["--params", str(params_file),
-                                    "--admin-token", ADMIN_TOKEN])
-    srv.start()
-    try:
+    with running_server(tmp_path_factory, "file-server", "--params", str(params_file),
+                        "--admin-token", ADMIN_TOKEN) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

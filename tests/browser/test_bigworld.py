@@ -10,13 +10,14 @@ state) and, for the minimap, from its canvas pixels.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from server.nodeproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import ServerProcess
+
+from .conftest import running_server
 
 pytestmark = pytest.mark.browser
 
@@ -45,20 +46,8 @@ budget_kbps = 8
 
 @pytest.fixture(scope="module")
 def bigworld(tmp_path_factory: pytest.TempPathFactory, web_built: None) -> Iterator[ServerProcess]:
-    if not TICKWIRE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{TICKWIRE} is missing (run make install)", pytrace=False)
-        pytest.skip(f"{TICKWIRE} is missing (run make install)")
-    tmp = tmp_path_factory.mktemp("bigworld")
-    params = tmp / "bigworld.toml"
-    params.write_text(PARAMS)
-    srv = ServerProcess(port=free_port(), log_path=tmp / "tickwire.log",
-                        extra_args=["--params", str(params)])
-    srv.start()
-    try:
+    with running_server(tmp_path_factory, "bigworld", params=PARAMS) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

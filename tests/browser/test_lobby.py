@@ -17,7 +17,7 @@ import pytest
 
 from server.nodeproc import TICKWIRE, ServerProcess, free_port
 
-from .conftest import _unavailable
+from .conftest import _unavailable, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -42,17 +42,8 @@ def roster_names(page) -> set[str]:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory, web_built: None) -> Iterator[ServerProcess]:
     """A plain `tickwire serve` (no Redis), rooms of two so a third player finds one full."""
-    if not TICKWIRE.exists():
-        _unavailable(f"{TICKWIRE} is missing (run make install)")
-    tmp = tmp_path_factory.mktemp("lobby")
-    (tmp / "params.toml").write_text(ROOMS_OF_TWO)
-    srv = ServerProcess(port=free_port(), log_path=tmp / "tickwire.log",
-                        extra_args=["--params", str(tmp / "params.toml")])
-    srv.start()
-    try:
+    with running_server(tmp_path_factory, "lobby", params=ROOMS_OF_TWO) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

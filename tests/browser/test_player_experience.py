@@ -25,9 +25,9 @@ import pytest
 
 from client_demo.client import Client
 from proto import tickwire_pb2 as pb
-from server.nodeproc import TICKWIRE, ServerProcess, free_port
+from server.nodeproc import ServerProcess
 
-from .conftest import ADMIN_TOKEN, _unavailable
+from .conftest import ADMIN_TOKEN, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -55,18 +55,9 @@ respawn_delay_s = 4.0
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory, web_built: None) -> Iterator[ServerProcess]:
-    if not TICKWIRE.exists():
-        _unavailable(f"{TICKWIRE} is missing (run make install)")
-    tmp = tmp_path_factory.mktemp("arena")
-    (tmp / "params.toml").write_text(ARENA_TOML)
-    srv = ServerProcess(port=free_port(), log_path=tmp / "tickwire.log",
-                        extra_args=["--params", str(tmp / "params.toml"),
-                                    "--admin-token", ADMIN_TOKEN])
-    srv.start()
-    try:
+    with running_server(tmp_path_factory, "arena", "--admin-token", ADMIN_TOKEN,
+                        params=ARENA_TOML) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
