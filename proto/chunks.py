@@ -30,9 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from proto.codec import (
-    FLAG_DEFLATE,
     FLAG_KEYFRAME,
-    MAX_BODY_BYTES,
     OP_SPAWN,
     OP_UNCHANGED,
     OP_UPDATE,
@@ -43,12 +41,12 @@ from proto.codec import (
     CodecError,
     Reader,
     apply_updates,
+    flags_and_body,
     predict_words,
     unpack_ops,
 )
 
 _CHUNK_HEADER = np.dtype([("cell", "<u4"), ("elapsed", "<u2"), ("count", "<u2")])
-_KNOWN_FLAGS = FLAG_KEYFRAME | FLAG_DEFLATE
 PERSONAL_RESET = 0x01
 _U16 = np.dtype("<u2")
 _EMPTY_SLOTS = np.zeros(0, dtype=np.int64)
@@ -139,19 +137,6 @@ class DecodedChunk:
     skipped: int  # added members whose slot the baseline snapshot did not carry
 
 
-def _inflate(chunk: bytes) -> tuple[int, memoryview]:
-    if len(chunk) < 1:
-        raise CodecError("empty chunk")
-    flags = chunk[0]
-    if flags & ~_KNOWN_FLAGS:
-        raise CodecError(f"unknown flag bits 0x{flags:02x}")
-    body = memoryview(chunk)[1:]
-    if flags & FLAG_DEFLATE:
-        inflater = zlib.decompressobj()
-        body = memoryview(inflater.decompress(body, MAX_BODY_BYTES))
-        if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
-            raise CodecError("deflated body is truncated, oversized or has trailing bytes")
-    return flags, body
 
 
 def decode_chunk(chunk: bytes, *, tick: int, tick_rate: int, kept: dict[int, Kept],
@@ -169,7 +154,7 @@ def decode_chunk(chunk: bytes, *, tick: int, tick_rate: int, kept: dict[int, Kep
 
 def _decode_chunk(chunk: bytes, tick: int, tick_rate: int, kept: dict[int, Kept],
                   pos_scale: int) -> DecodedChunk:
-    flags, body = _inflate(chunk)
+    flags, body = flags_and_body(chunk, "chunk")
     keyframe = bool(flags & FLAG_KEYFRAME)
     reader = Reader(body)
     header = reader.take(1, _CHUNK_HEADER)[0]

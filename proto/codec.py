@@ -338,18 +338,26 @@ def decode(payload: bytes, baseline: np.ndarray | None, *,
         raise CodecError(f"malformed payload: {exc}") from exc
 
 
-def _decode(payload: bytes, baseline: np.ndarray | None, pos_scale: int) -> np.ndarray:
-    if len(payload) < 1:
-        raise CodecError("empty payload")
-    flags = payload[0]
+def flags_and_body(data: bytes, what: str = "payload") -> tuple[int, memoryview]:
+    """The flags byte and the body (inflated when flagged) of a payload or a chunk; a
+    body may inflate to MAX_BODY_BYTES at most. Raises CodecError (zlib's own errors are
+    the caller's to wrap)."""
+    if len(data) < 1:
+        raise CodecError(f"empty {what}")
+    flags = data[0]
     if flags & ~_KNOWN_FLAGS:
         raise CodecError(f"unknown flag bits 0x{flags:02x}")
-    body = memoryview(payload)[1:]
+    body = memoryview(data)[1:]
     if flags & FLAG_DEFLATE:
         inflater = zlib.decompressobj()
         body = memoryview(inflater.decompress(body, MAX_BODY_BYTES))
         if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
             raise CodecError("deflated body is truncated, oversized or has trailing bytes")
+    return flags, body
+
+
+def _decode(payload: bytes, baseline: np.ndarray | None, pos_scale: int) -> np.ndarray:
+    flags, body = flags_and_body(payload)
     keyframe = bool(flags & FLAG_KEYFRAME)
 
     reader = Reader(body)
