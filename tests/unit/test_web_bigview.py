@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.webnode import run_script
+
 WEB = Path(__file__).resolve().parents[2] / "client_demo" / "web"
 
 SCRIPT = r"""
@@ -117,18 +119,8 @@ process.stdout.write(JSON.stringify(out));
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    node = shutil.which("node")
-    if not node or not (WEB / "gen" / "wire.js").is_file():
-        reason = "node is missing" if not node else "gen/wire.js missing (run make install)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    path = tmp_path_factory.mktemp("bigview") / "bigview.mjs"
-    path.write_text(SCRIPT)
-    done = subprocess.run([node, str(path), WEB.as_uri()], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return run_script(tmp_path_factory.mktemp("bigview") / "bigview.mjs", SCRIPT, WEB.as_uri(),
+                      timeout=60)
 
 
 def test_the_arena_camera_is_todays_centred_on_x_following_on_y(result):

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from proto import codec
 from sim.params import Params
 from sim.step import Inputs, step
 from sim.world import World
+from tests.unit.webnode import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "client_demo" / "web"
@@ -90,19 +88,9 @@ def simulate(ticks: int = 900) -> tuple[dict, list[dict]]:
 
 
 def run_node(tmp_path: Path, case: dict) -> list[dict]:
-    node = shutil.which("node")
-    if not node or not (WEB / "gen" / "wire.js").is_file():
-        reason = "node is missing" if not node else "gen/wire.js missing (run make install)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    (tmp_path / "events.mjs").write_text(NODE_SCRIPT)
     (tmp_path / "case.json").write_text(json.dumps(case))
-    result = subprocess.run([node, str(tmp_path / "events.mjs"), (WEB / "events.js").as_uri(),
-                             str(tmp_path / "case.json")], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return run_script(tmp_path / "events.mjs", NODE_SCRIPT, (WEB / "events.js").as_uri(),
+                      str(tmp_path / "case.json"))
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +36,7 @@ from proto import codec
 from sim.params import Params
 from sim.step import Inputs, move_players, step
 from sim.world import World
+from tests.unit.webnode import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "client_demo" / "web"
@@ -262,21 +260,10 @@ def interp_case(rng: np.random.Generator, *, jitter_s: float, loss: float) -> di
 
 
 def run_node(tmp_path: Path, cases: dict) -> dict:
-    node = shutil.which("node")
-    if not node or not (WEB / "gen" / "wire.js").is_file():
-        reason = "node is missing" if not node else "gen/wire.js missing (run make install)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    script = tmp_path / "golden.mjs"
-    script.write_text(NODE_SCRIPT)
     data = tmp_path / "cases.json"
     data.write_text(json.dumps(cases))
-    result = subprocess.run(
-        [node, str(script), (WEB / "predict.js").as_uri(), (WEB / "interp.js").as_uri(),
-         str(data)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return run_script(tmp_path / "golden.mjs", NODE_SCRIPT, (WEB / "predict.js").as_uri(),
+                      (WEB / "interp.js").as_uri(), str(data))
 
 
 @pytest.fixture(scope="module")

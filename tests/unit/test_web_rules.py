@@ -9,13 +9,10 @@ Skipped when ``node`` (or gen/wire.js) is missing, except under CI=true.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+from tests.unit.webnode import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "client_demo" / "web"
@@ -36,19 +33,9 @@ process.stdout.write(JSON.stringify(out));
 
 
 def run(tmp_path: Path, calls: list[tuple[str, str, list]]) -> list:
-    node = shutil.which("node")
-    if not node or not (WEB / "gen" / "wire.js").is_file():
-        reason = "node is missing" if not node else "gen/wire.js missing (run make install)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    (tmp_path / "rules.mjs").write_text(NODE_SCRIPT)
     (tmp_path / "calls.json").write_text(json.dumps(calls))
-    result = subprocess.run([node, str(tmp_path / "rules.mjs"), WEB.as_uri(),
-                             str(tmp_path / "calls.json")], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return run_script(tmp_path / "rules.mjs", NODE_SCRIPT, WEB.as_uri(),
+                      str(tmp_path / "calls.json"), timeout=60)
 
 
 def kick(label: str, retry: bool, code: int = 1008, reason: str = "", after: int = 0) -> dict:
