@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import faulthandler
 import json
 import math
 import os
@@ -58,6 +59,7 @@ from client_demo.runlimits import GRACE_S, JOIN_SLACK_S, MAX_BOTS
 HEARTBEAT_TTL_S = 5.0
 HEARTBEAT_EVERY_S = 1.0
 CHECK_S = 0.5
+STOP_GRACE_S = 3.0  # after SIGTERM/SIGINT, the longest a worker waits on Redis
 _MODE = re.compile(r"^[A-Za-z0-9_.-]{1,48}$")  # as POST /matchmake accepts
 GO_TIMEOUT_S = 60.0  # a worker waits this long between its order and the start
 KEY_TTL_S = 3600  # run keys expire on their own if nobody cleans up
@@ -472,6 +474,9 @@ def run_worker_command(args: argparse.Namespace) -> int:
         print("tickwire bots: error: --worker needs --redis URL", file=sys.stderr)
         return 2
     from client_demo.bots import new_event_loop_factory
+    # `kill -USR1 PID` prints every thread's stack: what a worker that does not stop on
+    # SIGTERM is doing (the test suite asks before it resorts to SIGKILL).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     worker = Worker(args.redis, args.prefix)
     try:
         with asyncio.Runner(loop_factory=new_event_loop_factory()) as runner:
@@ -508,8 +513,27 @@ class Worker:
             raise RedisUnreachable(f"cannot reach Redis at {redacted(self.redis_url)}: "
                                    f"{exc}") from None
         loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        deadline: list[asyncio.TimerHandle] = []
+
+        def on_signal() -> None:
+            if self.exiting.is_set():
+                return
+            self.say("stopping")
+            self.exiting.set()
+            if not self.busy:  # a run stops its bots and sends its last samples first
+                arm()
+
+        def arm() -> None:
+            # The loop below sees the flag between two Redis calls; a call that does not
+            # come back (a connection left mid-reply, redis-py's retries) must not keep the
+            # worker from stopping: cancel whatever it awaits after a grace period.
+            if not deadline:
+                deadline.append(loop.call_later(STOP_GRACE_S, main.cancel))
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.exiting.set)
+            loop.add_signal_handler(sig, on_signal)
         beat = asyncio.create_task(self._heartbeat(r))
         self.say("waiting for orders")
         try:
@@ -535,8 +559,18 @@ class Worker:
                     self.say(f"run {order.run} ended by a Redis error: {exc}")
                 finally:
                     self.busy = False
+                    if self.exiting.is_set():
+                        arm()
                     await self._beat(r)
+        except asyncio.CancelledError:
+            if not self.exiting.is_set():
+                raise
+            self.say(f"a Redis call did not return within {STOP_GRACE_S:g} s of the stop; "
+                     "cancelled")
+            main.uncancel()
         finally:
+            for handle in deadline:  # the clean-up below has its own bounds
+                handle.cancel()
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             with contextlib.suppress(Exception):

@@ -82,6 +82,8 @@ class Workers:
                 try:
                     proc.wait(timeout=30)  # a worker exits in ~1 s; a loaded box is slow
                 except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGUSR1)  # its stacks, into its log
+                    time.sleep(1.0)
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=5)
             codes.append(proc.returncode)
