@@ -153,8 +153,13 @@ def test_the_hud_shows_entities_in_view_below_the_world_count(big_page):
     state = tw(page)
     assert state["worldEntities"] >= 4000
     assert 0 < state["entityCount"] < state["worldEntities"] / 4
-    page.wait_for_function("document.querySelector('#hud').innerText.includes(' / ')",
-                           timeout=5_000)
+    # The row reads "– / N" until the first snapshot's view has been drawn: wait for two
+    # numbers (a bounded wait, not a sleep).
+    page.wait_for_function("""() => {
+        const row = [...document.querySelectorAll('#hud .row')]
+          .find((r) => r.firstChild.textContent === 'entities');
+        return row !== undefined && /^\\d+ \\/ \\d+$/.test(row.lastChild.textContent);
+    }""", timeout=5_000)
     text = hud_entities(page)
     in_view, in_world = (int(v) for v in text.split(" / "))
     assert in_view < in_world
