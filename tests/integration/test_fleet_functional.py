@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import signal
+import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -376,9 +377,23 @@ async def test_a_node_given_sigterm_gets_no_new_seat_while_it_drains_functional(
         await asyncio.gather(*(p.close() for p in players), return_exceptions=True)
 
 
+def _two_free_ports() -> int:
+    """A port P with P + 1 free too (`tickwire fleet --workers 2` listens on both; CI once
+    found P + 1 taken)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports on 127.0.0.1")
+
+
 async def test_tickwire_fleet_starts_nodes_and_a_redis_and_stops_what_it_started_functional(
         tmp_path):
-    port = free_port()
+    port = _two_free_ports()
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("tickwire")), "fleet", "--workers", "2",
         "--port", str(port), "--log-dir", str(tmp_path), "--", "--lease", "2",
