@@ -76,27 +76,24 @@ class MatchmakeGuard:
     def check(self, ip: str, now: float) -> tuple[Refusal, float] | None:
         """Charge one request from `ip` at `now` (seconds); (refusal, retry after s) when
         over the rate."""
-        if self._all is None:
-            return None
-        key = address_key(ip)
-        wait = self._all.take(key, now)
-        if wait:
-            return (Refusal(429, "rate_limited",
-                            f"too many matchmaking requests from {key} "
-                            f"(limit {self.limits.rate_per_s:g}/s)"), wait)
-        return None
+        return _charge(self._all, ip, now, "rate_limited",
+                       "too many matchmaking requests from {key} "
+                       f"(limit {self.limits.rate_per_s:g}/s)")
 
     def check_create(self, ip: str, now: float) -> tuple[Refusal, float] | None:
         """Charge one room creation (`"create": true`) from `ip` at `now`."""
-        if self._creates is None:
-            return None
-        key = address_key(ip)
-        wait = self._creates.take(key, now)
-        if wait:
-            return (Refusal(429, "create_rate_limited",
-                            f"too many new rooms from {key} "
-                            f"(limit {self.limits.creates_per_min:g} per minute)"), wait)
+        return _charge(self._creates, ip, now, "create_rate_limited",
+                       "too many new rooms from {key} "
+                       f"(limit {self.limits.creates_per_min:g} per minute)")
+
+
+def _charge(buckets: _Buckets | None, ip: str, now: float, label: str,
+            reason: str) -> tuple[Refusal, float] | None:
+    if buckets is None:
         return None
+    key = address_key(ip)
+    wait = buckets.take(key, now)
+    return (Refusal(429, label, reason.format(key=key)), wait) if wait else None
 
 
 def retry_after(wait_s: float) -> str:
