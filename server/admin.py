@@ -146,7 +146,7 @@ def add_admin_routes(app: web.Application, server: ServerControl, token: str | N
             return rejected(f"body is too large; at most {MAX_BODY_BYTES} bytes are accepted",
                             status=413)
         try:
-            result = live.change(parse_changes(body))
+            result = await live.change(parse_changes(body))
         except BodyTooLarge as exc:
             return rejected(str(exc), status=413)
         except ParamsError as exc:
