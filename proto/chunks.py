@@ -241,6 +241,45 @@ def encode_personal(*, reset: bool, left: np.ndarray, gone: np.ndarray,
     return b"".join(parts)
 
 
+def encode_personals(reset: np.ndarray, left: tuple[np.ndarray, np.ndarray],
+                     gone: tuple[np.ndarray, np.ndarray], spawn: tuple[np.ndarray, np.ndarray],
+                     spawn_words: np.ndarray) -> list[bytes]:
+    """The personal parts of M clients in one vectorised pass, each the bytes
+    ``encode_personal`` gives. `reset` (M,) bool; `left`, `gone` and `spawn` are
+    (owner, slot) pairs of flat arrays, owner in [0, M) and the slots ascending within
+    each owner; `spawn_words` (n, 8) the records of the spawn entries."""
+    m = len(reset)
+    lists = []
+    for owner, slots in (left, gone, spawn):
+        order = np.argsort(owner, kind="stable")
+        owner = owner[order]
+        n = np.bincount(owner, minlength=m)
+        rank = np.arange(len(owner)) - (np.cumsum(n) - n)[owner]
+        lists.append((owner, slots[order], n, rank, order))
+    n_spawn = lists[2][2]
+    size = 7 + 2 * (lists[0][2] + lists[1][2] + n_spawn) + 16 * n_spawn
+    off = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    buf[off] = np.where(reset, PERSONAL_RESET, 0)
+
+    def put16(pos: np.ndarray, values: np.ndarray) -> None:
+        v = np.asarray(values).astype("<u2")
+        buf[pos] = v & 0xFF
+        buf[pos + 1] = v >> 8
+
+    at = off + 1
+    for owner, slots, n, rank, _ in lists:
+        put16(at, n)
+        put16(at[owner] + 2 + 2 * rank, slots)
+        at = at + 2 + 2 * n
+    owner, _, n, rank, order = lists[2]
+    if len(owner):
+        pos = (at[owner] + 2 * rank)[:, None] + 2 * n[owner][:, None] * np.arange(8)
+        put16(pos, spawn_words[order])
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in zip(off.tolist(), (off + size).tolist(), strict=True)]
+
+
 def decode_personal(data: bytes) -> Personal:
     """Parse a personal part; raises CodecError (and nothing else) when malformed."""
     try:
@@ -395,6 +434,7 @@ class EncodedBatch:
     starts: np.ndarray
     stays: np.ndarray
     skippable: np.ndarray
+    sizes: np.ndarray  # len(chunks[k]) (the framed length when `framed`)
 
 
 def _pack_2bit(buf: np.ndarray, at: np.ndarray, rank: np.ndarray, ops: np.ndarray) -> None:
@@ -410,7 +450,7 @@ def _pack_2bit(buf: np.ndarray, at: np.ndarray, rank: np.ndarray, ops: np.ndarra
 def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
                   n_add: np.ndarray, rows: np.ndarray, in_cell: np.ndarray, same: np.ndarray,
                   now: np.ndarray, base: np.ndarray, *, tick_rate: int,
-                  pos_scale: int = POS_SCALE) -> EncodedBatch:
+                  pos_scale: int = POS_SCALE, framed: bool = False) -> EncodedBatch:
     """Encode K chunks in one vectorised pass (proto/README.md, *Chunk*).
 
     Chunk k is cell ``cells[k]`` against a baseline ``elapsed[k]`` ticks old (0 = a
@@ -428,7 +468,8 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     starts = np.zeros(k_n + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     if k_n == 0:
-        return EncodedBatch([], starts, np.zeros(0, bool), np.zeros(0, bool))
+        return EncodedBatch([], starts, np.zeros(0, bool), np.zeros(0, bool),
+                            np.zeros(0, dtype=np.int64))
     chunk_of = np.repeat(np.arange(k_n), counts)
     idx = np.arange(r_n) - starts[chunk_of]
     is_prev = idx < n_prev[chunk_of]
@@ -471,8 +512,22 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     add_ops_len = (n_add + 3) // 4
     upd_len = np.where(n_upd > 0, n_upd + 8 + res_bytes, 0)
     size = 9 + prev_ops_len + 2 + 2 * n_add + add_ops_len + 16 * n_spawn + upd_len
-    off = np.cumsum(size) - size
-    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    if framed:
+        # ServerFrame field 2 (snapshot) holding Snapshot field 8 (chunks): tag, length,
+        # tag, length, then the chunk.
+        inner = 1 + _varint_len(size) + size
+        head = 1 + _varint_len(inner) + 1 + _varint_len(size)
+    else:
+        head = np.zeros(k_n, dtype=np.int64)
+    total = head + size
+    start = np.cumsum(total) - total
+    off = start + head
+    buf = np.zeros(int(total.sum()), dtype=np.uint8)
+    if framed:
+        buf[start] = 0x12
+        after = _put_varints(buf, start + 1, inner)
+        buf[after] = 0x42
+        _put_varints(buf, after + 1, size)
     buf[off] = np.where(np.asarray(elapsed) == 0, FLAG_KEYFRAME, 0)
     header = np.zeros(k_n, dtype=_CHUNK_HEADER)
     header["cell"], header["elapsed"], header["count"] = cells, elapsed, n_prev
@@ -523,6 +578,21 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
 
     raw = buf.tobytes()
     ends = (off + size).tolist()
-    chunks = [raw[a:b] for a, b in zip(off.tolist(), ends, strict=True)]
+    chunks = [raw[a:b] for a, b in zip(start.tolist(), ends, strict=True)]
     skippable = added & delta
-    return EncodedBatch(chunks, starts, ops != _OP_LEFT, skippable)
+    return EncodedBatch(chunks, starts, ops != _OP_LEFT, skippable, total)
+
+
+def _varint_len(n: np.ndarray) -> np.ndarray:
+    """Bytes of the protobuf varint of each (non-negative, below 2**28) value."""
+    return 1 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21)
+
+
+def _put_varints(buf: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Write the protobuf varint of each value at `pos`; returns the positions after."""
+    lens = _varint_len(values)
+    for j in range(int(lens.max()) if len(lens) else 0):
+        at = lens > j
+        more = np.where(lens[at] > j + 1, 0x80, 0)
+        buf[pos[at] + j] = ((values[at] >> (7 * j)) & 0x7F) | more
+    return pos + lens

@@ -1,4 +1,5 @@
-"""A room's chunked snapshots: per-client interest bookkeeping and shared chunk encodings.
+"""A room's chunked snapshots: interest bookkeeping for every client at once, and shared
+chunk encodings.
 
 Theory of operation
 -------------------
@@ -7,16 +8,16 @@ of encoding the whole world. Sans-I/O like the room: arrays and ticks in, bytes 
 
 Per tick, shared by everyone: the world's live slots are assigned to grid cells in one
 NumPy pass (``sim.interest.Grid.assign``), and each chunk ``(cell, baseline)`` a client
-needs is encoded once (``proto.chunks.encode_chunk``) and serialized once as a
+needs is encoded once, in one batch (``proto.chunks.encode_chunks``), already framed as a
 ``ServerFrame{snapshot{chunks: [chunk]}}`` fragment that every client sent that chunk
 reuses by identity (the delivery writes the fragments with ``writelines``, no copy). So
 the encoding cost grows with occupied cells x distinct baselines, not clients x entities.
 
-Per client (``ClientChunks``), what the wire spec needs the server to know
-(proto/README.md, *Chunked snapshots*):
+Per client, what the wire spec needs the server to know (proto/README.md, *Chunked
+snapshots*):
 
 - its interest cells with hysteresis and their send schedule under the byte budget
-  (``sim.interest.ClientCells``, ``Allowance``);
+  (``sim.interest.RoomCells``) and its byte allowance (`tokens`);
 - for each cell, the newest *acknowledged* tick in which it was sent that cell: the
   cell's baseline (acks arrive in order, so acking T means every earlier snapshot sent was
   applied), whose member list the client kept; the grid of each recent tick is kept here
@@ -27,14 +28,25 @@ Per client (``ClientChunks``), what the wire spec needs the server to know
 - its view model (kind|gen per slot the client holds) and the removals not yet
   acknowledged (``left`` / ``gone``), repeated until an ack covers them.
 
+All of it is kept for the whole room as arrays, so a tick costs a fixed number of NumPy
+calls over all clients together, not a Python pass per client (issue 16: 200 clients in a
+33 ms tick). Scalars are arrays indexed by seat row; per-(client, cell) state is dense
+(``row * stride + cell``, see ``RoomCells``); sets of slots per client (the view, the
+removals, what a snapshot carried, recent hitters) are sorted int64 keys
+``row * capacity + slot`` over all clients; the log holds, per recent tick, every client's
+sent cells and carried keys, and ``logged[row, tick % ring] == tick`` says row's snapshot
+of that tick is in it (not skipped, not before a reset). An ack from a to b applies the
+logged ticks in (a, b]: a loop over those few ticks, vectorised over clients. Only the
+final hand-over (each client's tuple of fragments and its personal bytes) walks the
+clients.
+
 A reset (join, resume, ack 0, or a snapshot the delivery had to skip, so the client's view
-is no longer what we think) clears all of it; the next snapshot carries the reset flag and
-only keyframe chunks.
+is no longer what we think) clears a client's baselines, log, view and removals; the next
+snapshot carries the reset flag and only keyframe chunks.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +54,12 @@ import numpy as np
 from proto import chunks as chunkcodec
 from proto import tickwire_pb2 as pb
 from proto.codec import SnapshotHistory
-from sim.interest import Allowance, CellIndex, ClientCells, Grid, in_sorted
+from sim.interest import CellIndex, Grid, RoomCells, in_sorted, sorted_unique
 from sim.params import Params
 
 _W_KIND_GEN = 6
 _EMPTY = np.zeros(0, dtype=np.int64)
+_NO_ACK = -1
 
 
 @dataclass(slots=True)
@@ -58,58 +71,19 @@ class ClientPart:
     reset: bool
 
 
-class ClientChunks:
-    """One client's interest bookkeeping (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class InterestCells:
+    cells: np.ndarray  # ascending cell ids
+    last_sent: np.ndarray  # tick each was last sent (0 = not since it entered)
 
-    def __init__(self, grid: Grid, params: Params, capacity: int) -> None:
-        self.cells = ClientCells(grid, params.interest_radius, params.interest_margin,
-                                 params.tick_rate, params.interest_near)
-        self.allowance = Allowance(0.0)
-        self.capacity = capacity
-        self.ncells = grid.cells
-        self.centre = (0.0, 0.0)
-        self.hitters: dict[int, int] = {}  # slot -> the last tick it hit this client
-        self.oldest_wait = 0  # ticks the longest-waiting interest cell has waited
-        self.reset()
 
-    def reset(self) -> None:
-        self.reset_pending = True
-        self.reset_tick = 0  # the tick of the snapshot that carried the reset flag
-        self.acked = 0
-        self.cell_sent_at = np.zeros(self.ncells, dtype=np.int64)
-        self.log: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        # The view model: the slots the client holds (ascending) and their kind|gen.
-        self.view_slots = _EMPTY
-        self.view_kg = np.zeros(0, dtype=np.uint16)
-        # Removals sent and not yet acknowledged: slot, the tick first sent, gone or left.
-        self.rm_slots = _EMPTY
-        self.rm_tick = _EMPTY
-        self.rm_gone = np.zeros(0, dtype=bool)
+@dataclass(frozen=True, slots=True)
+class ClientView:
+    """A read-only copy of one client's state (``InterestRoom.clients``; tests, tools)."""
 
-    def log_ticks(self) -> np.ndarray:
-        return np.fromiter(self.log, dtype=np.int64, count=len(self.log))
-
-    def ack(self, ack: int) -> None:
-        """The client's newest ack (Seat.acked_tick). 0 after a nonzero ack is a reset."""
-        if ack == 0:
-            if self.acked:
-                self.reset()
-            return
-        if ack <= self.acked:
-            return
-        newly = []  # the logged ticks in (acked, ack], newest first
-        for t in reversed(self.log):
-            if t <= self.acked:
-                break
-            if t <= ack:
-                newly.append(t)
-        for t in reversed(newly):  # oldest first, so a newer send wins
-            self.cell_sent_at[self.log[t][0]] = t
-        if len(self.rm_slots):
-            keep = self.rm_tick > ack
-            self.rm_slots, self.rm_tick = self.rm_slots[keep], self.rm_tick[keep]
-            self.rm_gone = self.rm_gone[keep]
-        self.acked = ack
+    cells: InterestCells
+    view_slots: np.ndarray  # the slots the server thinks the client holds, ascending
+    acked: int
 
 
 class InterestRoom:
@@ -122,12 +96,126 @@ class InterestRoom:
         self.capacity = capacity
         self.history = history
         self.ring = history.size
-        self.clients: dict[int, ClientChunks] = {}  # by seat row
+        self.cells = RoomCells(self.grid, params.interest_radius, params.interest_margin,
+                               params.tick_rate, params.interest_near)
+        self.stride = self.cells.stride
         self.encodes = 0  # chunks encoded (the rest of the chunks sent were shared)
         self.chunks_sent = 0
         self.oldest_age_s = 0.0  # the oldest unsent in-interest entity's wait, last tick
-        self.last_size = np.zeros(self.grid.cells, dtype=np.int64)  # bytes, for estimates
+        # Bytes of each cell's last encoding, for estimates (the last entry: no cell).
+        self.last_size = np.zeros(self.grid.cells + 1, dtype=np.int64)
         self.indexes: dict[int, CellIndex] = {}  # the grid of each recent tick (baselines)
+        # Per seat row.
+        self.joined = np.zeros(0, dtype=bool)
+        self.reset_pending = np.zeros(0, dtype=bool)
+        self.reset_tick = np.zeros(0, dtype=np.int64)  # the snapshot that carried the reset
+        self.acked = np.zeros(0, dtype=np.int64)
+        self.centre = np.zeros((0, 2))
+        self.tokens = np.zeros(0)  # byte allowance
+        self.logged = np.zeros((0, self.ring), dtype=np.int64)
+        self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
+        # Sets over all clients, as keys row * capacity + slot.
+        self.view_keys = _EMPTY
+        self.view_kg = np.zeros(0, dtype=np.uint16)
+        self.rm_keys = _EMPTY  # removals sent and not yet acknowledged...
+        self.rm_tick = _EMPTY  # ...the tick first sent...
+        self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
+        self.hit_keys = _EMPTY  # row * capacity + the slot that hit it...
+        self.hit_tick = _EMPTY  # ...and the last tick it did
+        # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys).
+        self.log: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- seats ------------------------------------------------------------------------------
+
+    def _grow(self, row: int) -> None:
+        n_old = len(self.joined)
+        if row < n_old:
+            return
+        n = max(row + 1, 2 * n_old, 8)
+        more = n - n_old
+
+        def pad(arr: np.ndarray, fill: object = 0) -> np.ndarray:
+            extra = np.full((more, *arr.shape[1:]), fill, dtype=arr.dtype)
+            return np.concatenate([arr, extra])
+
+        self.joined = pad(self.joined)
+        self.reset_pending = pad(self.reset_pending)
+        self.reset_tick = pad(self.reset_tick)
+        self.acked = pad(self.acked)
+        self.centre = pad(self.centre)
+        self.tokens = pad(self.tokens)
+        self.logged = pad(self.logged, _NO_ACK)
+        self.cell_sent_at = np.concatenate(
+            [self.cell_sent_at, np.zeros(more * self.stride, dtype=np.int64)])
+        self.cells.grow(n)
+
+    def _drop_keys(self, rows: np.ndarray) -> None:
+        """Forget the view, removals and hitters of `rows`."""
+        cap = self.capacity
+        keep = ~np.isin(self.view_keys // cap, rows)
+        self.view_keys, self.view_kg = self.view_keys[keep], self.view_kg[keep]
+        keep = ~np.isin(self.rm_keys // cap, rows)
+        self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
+        self.rm_gone = self.rm_gone[keep]
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self.reset_pending[rows] = True
+        self.reset_tick[rows] = 0
+        self.acked[rows] = 0
+        self.cell_sent_at.reshape(-1, self.stride)[rows] = 0
+        self.logged[rows] = _NO_ACK
+        self._drop_keys(rows)
+
+    def join(self, row: int) -> None:
+        self._grow(row)
+        self.joined[row] = True
+        self.cells.clear(row)
+        self.centre[row] = 0.0
+        self.tokens[row] = 0.0
+        self._forget_hitters(row)
+        self._reset_rows(np.array([row]))
+
+    def reset(self, row: int) -> None:
+        if row < len(self.joined) and self.joined[row]:
+            self._reset_rows(np.array([row]))
+
+    def leave(self, row: int) -> None:
+        if row < len(self.joined) and self.joined[row]:
+            self.joined[row] = False
+            self.cells.clear(row)
+            self._forget_hitters(row)
+            self._reset_rows(np.array([row]))
+
+    def _forget_hitters(self, row: int) -> None:
+        keep = self.hit_keys // self.capacity != row
+        self.hit_keys, self.hit_tick = self.hit_keys[keep], self.hit_tick[keep]
+
+    def skipped(self, row: int, tick: int) -> None:
+        """The delivery did not send this client's snapshot of `tick`. Forgetting what
+        it carried is enough: no chunk will name it as a baseline, the removals it held
+        are still pending (they repeat until an ack covers a snapshot that carried them,
+        and the next snapshot carries them), and the view model may only hold entities
+        the client lacks, which costs at most a removal it ignores. A skipped reset is
+        sent again."""
+        if row >= len(self.joined) or not self.joined[row]:
+            return
+        if self.logged[row, tick % self.ring] == tick:
+            self.logged[row, tick % self.ring] = _NO_ACK
+        if tick == self.reset_tick[row]:
+            self._reset_rows(np.array([row]))
+
+    @property
+    def clients(self) -> dict[int, ClientView]:
+        """Each joined row's state, copied (for tests and tools; not used per tick)."""
+        out = {}
+        for row in np.flatnonzero(self.joined).tolist():
+            cells, last_sent = self.cells.cells_of(row)
+            mine = self.view_keys // self.capacity == row
+            out[row] = ClientView(InterestCells(cells, last_sent),
+                                  self.view_keys[mine] % self.capacity, int(self.acked[row]))
+        return out
+
+    # -- reporting --------------------------------------------------------------------------
 
     def info(self) -> pb.InterestInfo:
         p = self.params
@@ -144,34 +232,11 @@ class InterestRoom:
                 "oldest_age_s": round(self.oldest_age_s, 3),
                 "chunks_encoded": self.encodes, "chunks_sent": self.chunks_sent}
 
-    def join(self, row: int) -> None:
-        self.clients[row] = ClientChunks(self.grid, self.params, self.capacity)
-
-    def reset(self, row: int) -> None:
-        client = self.clients.get(row)
-        if client is not None:
-            client.reset()
-
-    def leave(self, row: int) -> None:
-        self.clients.pop(row, None)
-
-    def skipped(self, row: int, tick: int) -> None:
-        """The delivery did not send this client's snapshot of `tick`. Forgetting what
-        it carried is enough: no chunk will name it as a baseline, the removals it held
-        are still pending (they repeat until an ack covers a snapshot that carried them,
-        and the next snapshot carries them), and the view model may only hold entities
-        the client lacks, which costs at most a removal it ignores. A skipped reset is
-        sent again."""
-        client = self.clients.get(row)
-        if client is None:
-            return
-        client.log.pop(tick, None)
-        if tick == client.reset_tick:
-            client.reset()
-
     def set_params(self, params: Params) -> None:
         """Live changes: only the budget is live."""
         self.params = params
+
+    # -- the tick ---------------------------------------------------------------------------
 
     def deliveries(self, tick: int, state: np.ndarray, pos: np.ndarray, alive: np.ndarray,
                    rows: list[int], entities: list[int], acks: list[int],
@@ -183,161 +248,198 @@ class InterestRoom:
         the connected seats' rows, entity slots and newest acks; `hits` this tick's
         (shooter, target) slots.
 
-        Three passes: each client chooses its cells and their baselines (sizes estimated
-        from the cells' last encodings); every distinct (cell, baseline) is encoded in one
-        batch; each client's personal part is built from what it was sent."""
+        Three passes, each over all clients at once: choose every client's cells and
+        their baselines (sizes estimated from the cells' last encodings); encode every
+        distinct (cell, baseline) in one batch; build every personal part from what each
+        client was sent."""
         index = self.grid.assign(pos, alive)
         self.indexes[tick] = index
         for old in [t for t in self.indexes if t <= tick - self.ring]:
             del self.indexes[old]
+        for old in [t for t in self.log if t <= tick - self.ring]:
+            del self.log[old]
+        rows_a = np.asarray(rows, dtype=np.int64)
+        if len(rows_a) == 0:
+            self.oldest_age_s = 0.0
+            return []
         words = state.view("<u2").reshape(-1, 8)
-        rate = self.params.tick_rate
-        per_tick = self.params.interest_budget_kbps * 1024.0 / rate
-        shooter, target = hits
-        if len(target):
-            by_entity = {e: r for r, e in zip(rows, entities, strict=True)}
-            for s, t in zip(shooter.tolist(), target.tolist(), strict=True):
-                row = by_entity.get(t)
-                if row is not None and s >= 0 and row in self.clients:
-                    self.clients[row].hitters[s] = tick
-        counts = index.counts(np.arange(self.grid.cells))
-        plans = []
-        for row, entity, ack in zip(rows, entities, acks, strict=True):
-            client = self.clients[row]
-            client.allowance.per_tick = per_tick
-            client.allowance.cap = 2.0 * per_tick
-            plans.append(self._choose(client, tick, index, counts, words, pos, alive, entity,
-                                      ack))
-        frames, members, lookup = self._encode(plans, tick, index, words)
-        out = []
-        oldest = 0
-        for row, plan in zip(rows, plans, strict=True):
-            client = self.clients[row]
-            out.append(self._finish(client, tick, plan, frames, members, lookup, words))
-            oldest = max(oldest, client.oldest_wait)
-        self.oldest_age_s = oldest / rate
-        return out
+        ent = np.asarray(entities, dtype=np.int64)
+        chosen = self._choose(tick, index, words, pos, alive, rows_a, ent,
+                              np.asarray(acks, dtype=np.int64), hits)
+        frames, members, lookup = self._encode(chosen, tick, index, words)
+        return self._finish(tick, chosen, frames, members, lookup, words)
 
-    def _choose(self, client: ClientChunks, tick: int, index: CellIndex, counts: np.ndarray,
-                words: np.ndarray, pos: np.ndarray, alive: np.ndarray, entity: int,
-                ack: int) -> _Plan:
-        """Pass 1 for one client: acks, interest cells, removals, and the cells to send."""
-        client.ack(ack)
-        reset = client.reset_pending
-        if reset:
-            client.reset()
-            client.reset_pending = False
-            client.reset_tick = tick
-        if alive[entity]:
-            client.centre = (float(pos[entity, 0]), float(pos[entity, 1]))
-        cells = client.cells
-        cells.update(client.centre)
-        client.allowance.earn()
+    def _hits(self, tick: int, hits: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
+              ent: np.ndarray) -> None:
+        """Remember who hit a connected player this tick (it stays in view a second)."""
+        shooter = np.asarray(hits[0], dtype=np.int64)
+        target = np.asarray(hits[1], dtype=np.int64)
+        if not len(target):
+            return
+        by_entity = np.argsort(ent, kind="stable")
+        at = np.minimum(np.searchsorted(ent[by_entity], target), len(ent) - 1)
+        found = (ent[by_entity][at] == target) & (shooter >= 0)
+        if not found.any():
+            return
+        keys = np.concatenate([self.hit_keys,
+                               rows[by_entity[at[found]]] * self.capacity + shooter[found]])
+        ticks = np.concatenate([self.hit_tick, np.full(int(found.sum()), tick)])
+        order = np.lexsort((ticks, keys))
+        keys, ticks = keys[order], ticks[order]
+        last = np.r_[keys[1:] != keys[:-1], True]  # a key's newest hit
+        self.hit_keys, self.hit_tick = keys[last], ticks[last]
+
+    def _acks(self, rows: np.ndarray, acks: np.ndarray) -> None:
+        """The clients' newest acks (Seat.acked_tick); 0 after a nonzero ack is a reset.
+        An ack advancing a row from a to b makes each cell it was sent in a logged tick
+        of (a, b] have that tick as its baseline (a newer send wins)."""
+        acked = self.acked[rows]
+        zero = (acks == 0) & (acked > 0)
+        if zero.any():
+            self._reset_rows(rows[zero])
+        adv = acks > acked
+        if not adv.any():
+            return
+        r, a_from, a_to = rows[adv], acked[adv], acks[adv]
+        since = np.full(len(self.joined), np.iinfo(np.int64).max)
+        upto = np.full(len(self.joined), _NO_ACK, dtype=np.int64)
+        since[r], upto[r] = a_from, a_to
+        lo, hi = int(a_from.min()), int(a_to.max())
+        for t in sorted(t for t in self.log if lo < t <= hi):  # oldest first
+            cell_keys = self.log[t][0]
+            er = cell_keys // self.stride
+            ok = (since[er] < t) & (t <= upto[er]) & (self.logged[er, t % self.ring] == t)
+            self.cell_sent_at[cell_keys[ok]] = t
+        if len(self.rm_keys):
+            keep = self.rm_tick > upto[self.rm_keys // self.capacity]
+            self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
+            self.rm_gone = self.rm_gone[keep]
+        self.acked[r] = a_to
+
+    def _choose(self, tick: int, index: CellIndex, words: np.ndarray, pos: np.ndarray,
+                alive: np.ndarray, rows: np.ndarray, ent: np.ndarray, acks: np.ndarray,
+                hits: tuple[np.ndarray, np.ndarray]) -> _Chosen:
+        """Pass 1 for every client: acks, interest cells, removals, the cells to send."""
+        cap, rate = self.capacity, self.params.tick_rate
+        self._hits(tick, hits, rows, ent)
+        self._acks(rows, acks)
+        reset = self.reset_pending[rows]
+        if reset.any():
+            self._reset_rows(rows[reset])
+            self.reset_pending[rows] = False
+            self.reset_tick[rows[reset]] = tick
+        live = alive[ent]
+        self.centre[rows[live]] = pos[ent[live]]
+        keys, keep, dist = self.cells.update(rows, self.centre[rows])
         kg = words[:, _W_KIND_GEN]
 
         # The interest set: live members of the interest cells, own entity, recent hitters.
-        always = {entity} if alive[entity] else set()
-        if client.hitters:
-            horizon = tick - self.params.tick_rate
-            for s, t in list(client.hitters.items()):
-                if t <= horizon or not alive[s]:
-                    del client.hitters[s]
-                else:
-                    always.add(s)
-        always_arr = np.array(sorted(always), dtype=np.int64)
+        delivered = np.zeros(len(self.joined), dtype=bool)
+        delivered[rows] = True
+        if len(self.hit_keys):
+            h_row, h_slot = self.hit_keys // cap, self.hit_keys % cap
+            drop = delivered[h_row] & ((self.hit_tick <= tick - rate) | ~alive[h_slot])
+            self.hit_keys, self.hit_tick = self.hit_keys[~drop], self.hit_tick[~drop]
+            hitters = self.hit_keys[delivered[self.hit_keys // cap]]
+        else:
+            hitters = _EMPTY
+        always = sorted_unique(np.concatenate([rows[live] * cap + ent[live], hitters]))
 
-        # Removals: what the client's view holds that is not in the interest set now (an
-        # entity whose cell is out, that died, or whose slot holds another entity).
-        held = client.view_slots
+        # Removals: what a view holds that is not in the interest set now (an entity whose
+        # cell is out, that died, or whose slot holds another entity).
+        held = self.view_keys
         if len(held):
-            cell_of = index.cell_of[held]
-            stays = in_sorted(cell_of, cells.cells) | in_sorted(held, always_arr)
-            same = kg[held] == client.view_kg
+            h_row, h_slot = held // cap, held % cap
+            cell = index.cell_of[h_slot]
+            cell = np.where(cell < 0, self.grid.cells, cell)
+            stays = self.cells.in_interest[h_row * self.stride + cell]
+            stays |= in_sorted(held, always)
+            same = kg[h_slot] == self.view_kg
             stays &= same
-            if not stays.all():
-                leaving = held[~stays]
-                client.rm_slots = np.concatenate([client.rm_slots, leaving])
-                client.rm_tick = np.concatenate([client.rm_tick,
-                                                 np.full(len(leaving), tick, dtype=np.int64)])
-                client.rm_gone = np.concatenate([client.rm_gone, ~same[~stays]])
-                client.view_slots = held[stays]
-                client.view_kg = client.view_kg[stays]
+            leaving = delivered[h_row] & ~stays
+            if leaving.any():
+                self.rm_keys = np.concatenate([self.rm_keys, held[leaving]])
+                self.rm_tick = np.concatenate(
+                    [self.rm_tick, np.full(int(leaving.sum()), tick, dtype=np.int64)])
+                self.rm_gone = np.concatenate([self.rm_gone, ~same[leaving]])
+                self.view_keys, self.view_kg = held[~leaving], self.view_kg[~leaving]
 
         # Cells to send: near and overdue ones always, then by priority while the byte
         # allowance lasts (sizes estimated from each cell's last encoding).
-        order, n_must = cells.plan(tick)
-        cell_counts = counts[cells.cells]
-        ids = cells.cells[order]
-        est = np.where(self.last_size[ids] > 0, self.last_size[ids], 16 + 3 * cell_counts[order])
-        est[cell_counts[order] == 0] = 0
-        allowance = client.allowance
-        if allowance.unlimited:
-            take = len(order)
-        else:
-            # Musts go whatever the cost; then cells while tokens remain before each.
-            spent = np.cumsum(est)
-            before = spent - est
-            ok = before < allowance.tokens
-            ok[:n_must] = True
-            stop = np.flatnonzero(~ok)
-            take = int(stop[0]) if len(stop) else len(order)
-            take = max(take, n_must)
-            allowance.spend(int(spent[take - 1]) if take else 0)
-        sent_idx = order[:take]
-        cells.sent(tick, sent_idx)
-        waiting = tick - cells.last_sent[cell_counts > 0]
-        client.oldest_wait = int(waiting.max()) if len(waiting) else 0
+        counts = np.zeros(self.grid.cells + 1, dtype=np.int64)
+        counts[:-1] = np.diff(index.starts)
+        ids = keys - (rows * self.stride)[:, None]
+        n = counts[ids]
+        size = self.last_size[ids]
+        est = np.where(n == 0, 0, np.where(size > 0, size, 16 + 3 * n))
+        per_tick = self.params.interest_budget_kbps * 1024.0 / rate
+        tokens = None
+        if per_tick > 0:
+            tokens = np.minimum(2.0 * per_tick, self.tokens[rows] + per_tick)
+        plan, cost = self.cells.schedule(tick, keys, keep, dist, est, tokens, n > 0)
+        if tokens is not None:
+            self.tokens[rows] = tokens - cost
+        self.oldest_age_s = plan.oldest_wait / rate
 
-        send = ids[:take][cell_counts[order[:take]] > 0]
-        low = tick - self.ring
-        base = client.cell_sent_at[send]
-        usable = (base > low) & in_sorted(base, client.log_ticks())
+        go = plan.sent & (counts[plan.cell] > 0)
+        client, cells = plan.client[go], plan.cell[go]
+        row = rows[client]
+        base = self.cell_sent_at[row * self.stride + cells]
+        usable = (base > tick - self.ring) & (self.logged[row, base % self.ring] == base)
         base = np.where(usable, base, 0)
-        return _Plan(reset, always_arr, send, base)
+        return _Chosen(rows, delivered, reset, always, client, cells, base,
+                       tokens is not None)
 
-    def _encode(self, plans: list[_Plan], tick: int, index: CellIndex, words: np.ndarray
+    def _encode(self, chosen: _Chosen, tick: int, index: CellIndex, words: np.ndarray
                 ) -> tuple[list[bytes], _Members, np.ndarray]:
         """Pass 2: every distinct (cell, baseline) the clients need, encoded in one batch.
         A delta chunk lists the cell's members at its baseline (the client has them) with
         an op each, then the members added since. Returns the serialized fragments, the
         chunks' rows, and the sorted (cell, baseline) keys that index them."""
-        keys = [p.cells * _KEY + p.base for p in plans if len(p.cells)]
-        if not keys:
+        if not len(chosen.cells):
             none = np.zeros(0, dtype=bool)
             return [], _Members(_EMPTY, none, none, np.zeros(1, np.int64)), _EMPTY
-        uniq = np.unique(np.concatenate(keys))
+        uniq = sorted_unique(chosen.cells * _KEY + chosen.base)
         cells, bases = uniq // _KEY, uniq % _KEY
         k_n = len(cells)
-        cur_parts = [index.members(c) for c in cells.tolist()]
-        cur_n = np.array([len(m) for m in cur_parts], dtype=np.int64)
-        cur = np.concatenate(cur_parts)
+        cur_n = index.starts[cells + 1] - index.starts[cells]
+        cur = index.order[_gather(index.starts[cells], cur_n)]
         cur_chunk = np.repeat(np.arange(k_n), cur_n)
         cur_base = bases[cur_chunk]
-        prev_parts = []
-        for c, b in zip(cells.tolist(), bases.tolist(), strict=True):
-            prev_parts.append(self.indexes[b].members(c) if b else _EMPTY)
-        prev_n = np.array([len(m) for m in prev_parts], dtype=np.int64)
-        prev = np.concatenate(prev_parts) if prev_parts else _EMPTY
+        distinct = sorted_unique(bases[bases > 0]).tolist()
+        prev_n = np.zeros(k_n, dtype=np.int64)
+        picks = []
+        for b in distinct:
+            at = np.flatnonzero(bases == b)
+            then = self.indexes[b]
+            prev_n[at] = then.starts[cells[at] + 1] - then.starts[cells[at]]
+            picks.append((at, then))
+        prev = np.zeros(int(prev_n.sum()), dtype=np.int64)
+        prev_first = np.cumsum(prev_n) - prev_n
+        for at, then in picks:
+            prev[_gather(prev_first[at], prev_n[at])] = \
+                then.order[_gather(then.starts[cells[at]], prev_n[at])]
         prev_chunk = np.repeat(np.arange(k_n), prev_n)
         prev_in = index.cell_of[prev] == cells[prev_chunk]
         # A member now is added when it was not in the cell at the chunk's baseline.
         added = np.ones(len(cur), dtype=bool)
-        for b in np.unique(bases[bases > 0]).tolist():
+        for b in distinct:
             at = np.flatnonzero(cur_base == b)
             added[at] = self.indexes[b].cell_of[cur[at]] != cells[cur_chunk[at]]
         add_n = np.bincount(cur_chunk[added], minlength=k_n)
         # Rows: each chunk's previous members, then its added ones.
+        n_added = int(added.sum())
         row_slots = np.concatenate([prev, cur[added]])
         row_chunk = np.concatenate([prev_chunk, cur_chunk[added]])
         row_added = np.concatenate([np.zeros(len(prev), dtype=bool),
-                                    np.ones(int(added.sum()), dtype=bool)])
+                                    np.ones(n_added, dtype=bool)])
         order = np.lexsort((row_added, row_chunk))  # stable: slots stay ascending
         row_slots, row_chunk = row_slots[order], row_chunk[order]
-        in_cell = np.concatenate([prev_in, np.ones(int(added.sum()), dtype=bool)])[order]
+        in_cell = np.concatenate([prev_in, np.ones(n_added, dtype=bool)])[order]
         now = words[row_slots]
         base_rows = np.zeros_like(now)
         row_base = bases[row_chunk]
-        for b in np.unique(bases[bases > 0]).tolist():
+        for b in distinct:
             at = np.flatnonzero(row_base == b)
             old = self.history.get(b).view("<u2").reshape(-1, 8)
             base_rows[at] = old[row_slots[at]]
@@ -347,69 +449,95 @@ class InterestRoom:
         batch = chunkcodec.encode_chunks(cells, elapsed, prev_n, add_n, row_slots, in_cell,
                                          same, now, base_rows,
                                          tick_rate=self.params.tick_rate,
-                                         pos_scale=self.history.pos_scale)
-        frames = [_fragment(c) for c in batch.chunks]
-        self.last_size[cells] = [len(f) for f in frames]
-        self.encodes += len(frames)
-        return frames, _Members(row_slots, batch.skippable, batch.stays, batch.starts), uniq
+                                         pos_scale=self.history.pos_scale, framed=True)
+        self.last_size[cells] = batch.sizes
+        self.encodes += k_n
+        return (batch.chunks, _Members(row_slots, batch.skippable, batch.stays, batch.starts),
+                uniq)
 
-    def _finish(self, client: ClientChunks, tick: int, plan: _Plan, frames: list[bytes],
-                members: _Members, lookup: np.ndarray, words: np.ndarray) -> ClientPart:
-        """Pass 3 for one client: what it will skip (sent whole in its personal part),
+    def _finish(self, tick: int, chosen: _Chosen, frames: list[bytes], members: _Members,
+                lookup: np.ndarray, words: np.ndarray) -> list[ClientPart]:
+        """Pass 3 for every client: what it will skip (sent whole in its personal part),
         its view model, the log of what this snapshot carried, and the personal part."""
+        cap, rows = self.capacity, chosen.rows
+        m = len(rows)
         kg = words[:, _W_KIND_GEN]
-        ks = np.searchsorted(lookup, plan.cells * _KEY + plan.base)
-        mine = tuple(frames[k] for k in ks.tolist())
-        # All members of this client's chunks at once, with each one's chunk baseline.
-        first, lens = members.starts[ks], members.starts[ks + 1] - members.starts[ks]
-        at = np.repeat(first - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        ks = np.searchsorted(lookup, chosen.cells * _KEY + chosen.base)
+        # All members of all clients' chunks at once, with each one's client and baseline.
+        first = members.starts[ks]
+        lens = members.starts[ks + 1] - first
+        at = _gather(first, lens)
         stays = members.stays[at]
         slots, delta = members.slots[at][stays], members.delta[at][stays]
-        lens = np.bincount(np.repeat(np.arange(len(ks)), lens)[stays], minlength=len(ks))
+        owner = rows[np.repeat(chosen.client, lens)[stays]]
+        keys = owner * cap + slots
         skip = np.zeros(len(slots), dtype=bool)
         if delta.any():
-            member_base = np.repeat(plan.base, lens)
-            for b in np.unique(member_base[delta]).tolist():
-                rows = np.flatnonzero((member_base == b) & delta)
-                skip[rows] = ~in_sorted(slots[rows], client.log[b][1])
-        from_chunks = np.sort(slots[~skip])
-        spawns = slots[skip]
-        always = plan.always
-        extra = always[~in_sorted(always, from_chunks)]
-        if len(extra):
-            spawns = np.union1d(spawns, extra)
-        elif len(spawns):
-            spawns.sort()
-        carried = np.union1d(from_chunks, spawns) if len(spawns) else from_chunks
+            member_base = np.repeat(chosen.base, lens)[stays]
+            for b in sorted_unique(chosen.base[chosen.base > 0]).tolist():
+                sel = np.flatnonzero((member_base == b) & delta)
+                if not len(sel):
+                    continue
+                skip[sel] = ~in_sorted(keys[sel], self.log[b][1])
+        from_chunks = np.sort(keys[~skip])
+        always = chosen.always
+        spawns = sorted_unique(np.concatenate([keys[skip],
+                                               always[~in_sorted(always, from_chunks)]]))
+        carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
         # Every slot still held has the world's kind|gen now (the removals took the rest).
-        view = np.union1d(client.view_slots, carried)
-        client.view_slots, client.view_kg = view, kg[view]
-        if len(client.rm_slots):
-            back = in_sorted(client.rm_slots, carried)  # came back: no removal to repeat
+        old_keys, old_kg = self.view_keys, self.view_kg
+        view = sorted_unique(np.concatenate([old_keys, carried]))
+        view_kg = kg[view % cap]
+        others = ~chosen.delivered[old_keys // cap]  # seats not delivered keep their model
+        if others.any():
+            view_kg[np.searchsorted(view, old_keys[others])] = old_kg[others]
+        self.view_keys, self.view_kg = view, view_kg
+        if len(self.rm_keys):
+            back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
             if back.any():
-                keep = ~back
-                client.rm_slots, client.rm_tick = client.rm_slots[keep], client.rm_tick[keep]
-                client.rm_gone = client.rm_gone[keep]
-            order = np.argsort(client.rm_slots)
-            slots, gone_flag = client.rm_slots[order], client.rm_gone[order]
-            left, gone = slots[~gone_flag], slots[gone_flag]
-        else:
-            left = gone = _EMPTY
-        personal = chunkcodec.encode_personal(reset=plan.reset, left=left, gone=gone,
-                                              spawn_slots=spawns, spawn_words=words[spawns])
-        # The budget covers the whole message: the chunks were charged (estimated) when
-        # chosen; the personal part and the frame headers are charged now.
-        client.allowance.spend(len(personal) + _FRAME_OVERHEAD)
-        client.log[tick] = (plan.cells, carried)
-        low = tick - self.ring
-        while client.log and next(iter(client.log)) <= low:
-            client.log.popitem(last=False)
-        self.chunks_sent += len(mine)
-        return ClientPart(mine, personal, plan.reset)
+                self.rm_keys, self.rm_tick = self.rm_keys[~back], self.rm_tick[~back]
+                self.rm_gone = self.rm_gone[~back]
+        client_of = np.full(len(self.joined), -1, dtype=np.int64)
+        client_of[rows] = np.arange(m)
+        rm_order = np.argsort(self.rm_keys)
+        rm_keys, rm_gone = self.rm_keys[rm_order], self.rm_gone[rm_order]
+        rm_client = client_of[rm_keys // cap]
+        mine = rm_client >= 0
+        left = mine & ~rm_gone
+        gone = mine & rm_gone
+        spawn_slots = spawns % cap
+        personals = chunkcodec.encode_personals(
+            chosen.reset, (rm_client[left], rm_keys[left] % cap),
+            (rm_client[gone], rm_keys[gone] % cap),
+            (client_of[spawns // cap], spawn_slots), words[spawn_slots])
+        if chosen.budget:
+            # The budget covers the whole message: the chunks were charged (estimated)
+            # when chosen; the personal part and the frame headers are charged now.
+            self.tokens[rows] -= np.fromiter(map(len, personals), dtype=np.int64,
+                                             count=m) + _FRAME_OVERHEAD
+        self.log[tick] = (rows[chosen.client] * self.stride + chosen.cells, carried)
+        self.logged[rows, tick % self.ring] = tick
+        self.chunks_sent += len(ks)
+        # The hand-over: each client's fragments (shared bytes objects) and personal part.
+        mine_frames = [frames[k] for k in ks.tolist()]
+        ends = np.cumsum(np.bincount(chosen.client, minlength=m)).tolist()
+        out = []
+        start = 0
+        for i, (end, reset) in enumerate(zip(ends, chosen.reset.tolist(), strict=True)):
+            out.append(ClientPart(tuple(mine_frames[start:end]), personals[i], reset))
+            start = end
+        return out
 
 
 _FRAME_OVERHEAD = 40  # bytes: WebSocket header, the per-tick header and personal frames
 _KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
+
+
+def _gather(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Flat indices of the slices ``[starts[i], starts[i] + lens[i])``, one after another."""
+    ends = np.cumsum(lens)
+    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if len(ends)
+                                                                else 0)
 
 
 @dataclass(slots=True)
@@ -425,24 +553,16 @@ class _Members:
 
 
 @dataclass(slots=True)
-class _Plan:
-    reset: bool
-    always: np.ndarray  # own entity and recent hitters (live), ascending
-    cells: np.ndarray  # non-empty cells to send
-    base: np.ndarray  # their baselines (0 = keyframe chunk)
+class _Chosen:
+    """Pass 1's result: the delivered rows (M), their reset flags and always-included keys
+    (own entity and recent live hitters), and the chunks to send as flat arrays grouped
+    by client in send order: `client` (index into rows), `cells`, `base` (0 = keyframe)."""
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _fragment(chunk: bytes) -> bytes:
-    """ServerFrame{snapshot{chunks: [chunk]}} serialized: field 2 (snapshot) holding field
-    8 (chunks), both length-delimited."""
-    inner = b"\x42" + _varint(len(chunk)) + chunk
-    return b"\x12" + _varint(len(inner)) + inner
+    rows: np.ndarray
+    delivered: np.ndarray  # by seat row
+    reset: np.ndarray
+    always: np.ndarray
+    client: np.ndarray
+    cells: np.ndarray
+    base: np.ndarray
+    budget: bool

@@ -27,7 +27,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Allowance", "CellIndex", "ClientCells", "Grid", "in_sorted"]
+__all__ = ["Allowance", "CellIndex", "ClientCells", "Grid", "RoomCells", "Schedule", "in_sorted",
+           "sorted_unique"]
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by a sort and a neighbour compare (NumPy 2's np.unique hashes
+    first, several times slower on the int64 keys of a tick). A concatenation of sorted
+    runs sorts in about linear time (timsort finds the runs)."""
+    out = np.sort(values, kind="stable")
+    if len(out) < 2:
+        return out
+    keep = np.empty(len(out), dtype=bool)
+    keep[0] = True
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
 
 
 def in_sorted(values: np.ndarray, sorted_arr: np.ndarray) -> np.ndarray:
@@ -188,3 +202,159 @@ class ClientCells:
         self.priority += self.radius / (self.radius / 2 + self.dist + 1e-9)
         self.priority[sent_idx] = 0.0
         self.last_sent[sent_idx] = tick
+
+
+@dataclass(slots=True)
+class Schedule:
+    """`RoomCells.schedule`'s result for M clients: every client's interest cells in the
+    order offered (musts first), as flat arrays grouped by client (`client` ascending)."""
+
+    client: np.ndarray  # index into the M clients
+    cell: np.ndarray  # cell id
+    sent: np.ndarray  # chosen this tick
+    oldest_wait: int  # ticks the longest-waiting non-empty interest cell has waited
+
+
+class RoomCells:
+    """Every client's interest cells and send schedule at once: ``ClientCells`` for a
+    whole room, as dense per-(seat row, cell) arrays, with no per-client Python loop.
+
+    Row r's state lives at flat index ``r * stride + cell`` of `in_interest`,
+    `priority` and `last_sent` (``stride = cells + 1``: the last column is a sentinel for
+    "no cell", always out of interest). The cells a client can have lie in a fixed
+    ``window x window`` block around it (everything within ``radius + margin``), so one
+    update computes all clients' candidates, distances and hysteresis as (M, window²)
+    arrays. Same rules and the same order of float operations as ``ClientCells``, so the
+    two agree exactly (a law in tests/unit/test_interest_vector.py)."""
+
+    def __init__(self, grid: Grid, radius: float, margin: float, tick_rate: int,
+                 near: float | None = None, rows: int = 0) -> None:
+        self.grid = grid
+        self.radius = radius
+        self.near = radius / 2 if near is None else near
+        self.margin = margin
+        self.max_wait = tick_rate
+        self.stride = grid.cells + 1
+        self.window = math.floor(2 * (radius + margin) / grid.cell) + 2
+        self.rows = 0
+        self.in_interest = np.zeros(0, dtype=bool)
+        self.priority = np.zeros(0)
+        self.last_sent = np.zeros(0, dtype=np.int64)
+        # Each row's window at its last update (flat keys, the sentinel where no cell):
+        # every interest cell of the row lies in it, so a move never scans the whole grid.
+        self.prev_keys = np.zeros((0, self.window**2), dtype=np.int64)
+        self.grow(rows)
+
+    def grow(self, rows: int) -> None:
+        """Room for seat rows below `rows`."""
+        if rows <= self.rows:
+            return
+        n = max(rows, 2 * self.rows)
+        extra = (n - self.rows) * self.stride
+        self.in_interest = np.concatenate([self.in_interest, np.zeros(extra, dtype=bool)])
+        self.priority = np.concatenate([self.priority, np.zeros(extra)])
+        self.last_sent = np.concatenate([self.last_sent, np.zeros(extra, dtype=np.int64)])
+        fresh = np.arange(self.rows, n)[:, None] * self.stride + self.grid.cells
+        self.prev_keys = np.concatenate(
+            [self.prev_keys, np.broadcast_to(fresh, (n - self.rows, self.window**2))])
+        self.rows = n
+
+    def clear(self, row: int) -> None:
+        """Row `row` has no interest cells (a new or departed client)."""
+        at = slice(row * self.stride, (row + 1) * self.stride)
+        self.in_interest[at] = False
+        self.priority[at] = 0.0
+        self.last_sent[at] = 0
+        self.prev_keys[row] = row * self.stride + self.grid.cells
+
+    def cells_of(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cell ids ascending, their last-sent ticks) of row `row`'s interest."""
+        at = slice(row * self.stride, (row + 1) * self.stride - 1)
+        cells = np.flatnonzero(self.in_interest[at])
+        return cells, self.last_sent[at][cells]
+
+    def update(self, rows: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+        """Recompute the interest cells of seat `rows` around `centres` (M, 2): a cell
+        enters within `radius`, and one already in stays while within `radius + margin`.
+        Returns (keys (M, K) flat keys of each window, `in` mask (M, K), dist (M, K))."""
+        g, c, w = self.grid, self.grid.cell, self.window
+        reach = self.radius + self.margin
+        x, y = centres[:, 0], centres[:, 1]
+        step = np.arange(w)
+        cx = np.maximum(np.floor((x - reach) / c), 0).astype(np.int64)[:, None] + step
+        cy = np.maximum(np.floor((y - reach) / c), 0).astype(np.int64)[:, None] + step
+        x1 = np.minimum(np.floor((x + reach) / c), g.columns - 1)[:, None]
+        y1 = np.minimum(np.floor((y + reach) / c), g.rows - 1)[:, None]
+        # Distance from a point to a rectangle: per axis, how far outside the interval.
+        dx = np.maximum(np.maximum(cx * c - x[:, None], x[:, None] - (cx + 1) * c), 0.0)
+        dy = np.maximum(np.maximum(cy * c - y[:, None], y[:, None] - (cy + 1) * c), 0.0)
+        m = len(rows)
+        dist = np.hypot(dy[:, :, None], dx[:, None, :]).reshape(m, w * w)
+        valid = ((cy <= y1)[:, :, None] & (cx <= x1)[:, None, :]).reshape(m, w * w)
+        valid &= dist <= reach
+        ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
+        keys = np.where(valid, ids, g.cells) + (rows * self.stride)[:, None]
+        inside = self.in_interest
+        keep = valid & ((dist <= self.radius) | inside[keys])
+        old = self.prev_keys[rows]
+        inside[old] = False
+        inside[keys[keep]] = True
+        # A cell that left forgets its schedule: it comes back as new.
+        gone = old[~inside[old]]
+        self.priority[gone] = 0.0
+        self.last_sent[gone] = 0
+        self.prev_keys[rows] = keys
+        return keys, keep, dist
+
+    def schedule(self, tick: int, keys: np.ndarray, keep: np.ndarray, dist: np.ndarray,
+                 est: np.ndarray, tokens: np.ndarray | None,
+                 nonempty: np.ndarray) -> tuple[Schedule, np.ndarray]:
+        """Plan and record this tick's sends for the clients of `update`: near and
+        overdue cells first (ascending), then the rest by priority, while each client's
+        byte allowance `tokens` (None: unlimited) lasts before each; `est` (M, K) is each
+        cell's estimated size, `nonempty` (M, K) whether it has members. Returns the
+        schedule and what each client spent (estimated)."""
+        m = len(keys)
+        ci, kk = np.nonzero(keep)
+        flat = keys[ci, kk]
+        d = dist[ci, kk]
+        last = self.last_sent[flat]
+        prio = self.priority[flat]
+        must = (d <= self.near) | (tick - last >= self.max_wait)
+        order = np.lexsort((np.where(must, 0.0, -prio), ~must, ci))
+        ci_o, must_o = ci[order], must[order]
+        e = est[ci, kk][order]
+        counts = np.bincount(ci, minlength=m)
+        first = np.cumsum(counts) - counts
+        rank = np.arange(len(ci)) - first[ci_o]
+        spent = np.cumsum(e)
+        spent -= (spent - e)[first[ci_o]] if len(e) else 0
+        if tokens is None:
+            take = counts
+            cost = np.zeros(m, dtype=np.int64)
+        else:
+            # Musts go whatever the cost; then cells while tokens remain before each.
+            stop = ~((spent - e < tokens[ci_o]) | must_o)
+            take = counts.copy()
+            # A client's first stop (entries are grouped by client, in offer order).
+            stops = np.flatnonzero(stop)
+            firsts = stops[np.r_[True, ci_o[stops[1:]] != ci_o[stops[:-1]]]] if len(stops) \
+                else stops
+            take[ci_o[firsts]] = rank[firsts]
+            cost = np.zeros(m, dtype=np.int64)
+            has = take > 0
+            cost[has] = spent[first[has] + take[has] - 1]
+        sent_o = rank < take[ci_o]
+        sent = np.empty_like(sent_o)
+        sent[order] = sent_o
+        # Nearer cells earn faster (about 2 at the player, 2/3 at the radius).
+        prio = prio + self.radius / (self.radius / 2 + d + 1e-9)
+        prio[sent] = 0.0
+        last = np.where(sent, tick, last)
+        self.priority[flat] = prio
+        self.last_sent[flat] = last
+        full = nonempty[ci, kk]
+        oldest = int((tick - last[full]).max()) if full.any() else 0
+        cells = flat[order] - (keys[:, 0] // self.stride * self.stride)[ci_o]
+        return Schedule(ci_o, cells, sent_o, oldest), cost
