@@ -33,9 +33,10 @@ calls over all clients together, not a Python pass per client (issue 16: 200 cli
 33 ms tick). Scalars are arrays indexed by seat row; per-(client, cell) state is dense
 (``row * stride + cell``, see ``RoomCells``); sets of slots per client (the view, the
 removals, what a snapshot carried, recent hitters) are sorted int64 keys
-``row * capacity + slot`` over all clients; the log holds, per recent tick, every client's
-sent cells and carried keys, and ``logged[row, tick % ring] == tick`` says row's snapshot
-of that tick is in it (not skipped, not before a reset). An ack from a to b applies the
+``row << shift | slot`` over all clients (``shift`` bits hold any slot); the log holds,
+per recent tick, every client's sent cells and carried keys, and
+``logged[row, tick % ring] == tick`` says row's snapshot of that tick is in it (not
+skipped, not before a reset). An ack from a to b applies the
 logged ticks in (a, b]: a loop over those few ticks, vectorised over clients. Only the
 final hand-over (each client's tuple of fragments and its personal bytes) walks the
 clients.
@@ -94,6 +95,10 @@ class InterestRoom:
         self.grid = Grid.for_world(params.world_width, params.world_height,
                                    params.interest_cell)
         self.capacity = capacity
+        # Keys of (seat row, slot): row << shift | slot, so that splitting them is a shift
+        # and a mask, not an int64 division (5x dearer over the ~25k keys of a tick).
+        self.shift = max(1, (capacity - 1).bit_length())
+        self.mask = (1 << self.shift) - 1
         self.history = history
         self.ring = history.size
         self.cells = RoomCells(self.grid, params.interest_radius, params.interest_margin,
@@ -114,13 +119,13 @@ class InterestRoom:
         self.tokens = np.zeros(0)  # byte allowance
         self.logged = np.zeros((0, self.ring), dtype=np.int64)
         self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
-        # Sets over all clients, as keys row * capacity + slot.
+        # Sets over all clients, as keys row << shift | slot.
         self.view_keys = _EMPTY
         self.view_kg = np.zeros(0, dtype=np.uint16)
         self.rm_keys = _EMPTY  # removals sent and not yet acknowledged...
         self.rm_tick = _EMPTY  # ...the tick first sent...
         self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
-        self.hit_keys = _EMPTY  # row * capacity + the slot that hit it...
+        self.hit_keys = _EMPTY  # row << shift | the slot that hit it...
         self.hit_tick = _EMPTY  # ...and the last tick it did
         # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys).
         self.log: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -151,10 +156,9 @@ class InterestRoom:
 
     def _drop_keys(self, rows: np.ndarray) -> None:
         """Forget the view, removals and hitters of `rows`."""
-        cap = self.capacity
-        keep = ~np.isin(self.view_keys // cap, rows)
+        keep = ~np.isin(self.view_keys >> self.shift, rows)
         self.view_keys, self.view_kg = self.view_keys[keep], self.view_kg[keep]
-        keep = ~np.isin(self.rm_keys // cap, rows)
+        keep = ~np.isin(self.rm_keys >> self.shift, rows)
         self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
         self.rm_gone = self.rm_gone[keep]
 
@@ -187,7 +191,7 @@ class InterestRoom:
             self._reset_rows(np.array([row]))
 
     def _forget_hitters(self, row: int) -> None:
-        keep = self.hit_keys // self.capacity != row
+        keep = self.hit_keys >> self.shift != row
         self.hit_keys, self.hit_tick = self.hit_keys[keep], self.hit_tick[keep]
 
     def skipped(self, row: int, tick: int) -> None:
@@ -210,9 +214,9 @@ class InterestRoom:
         out = {}
         for row in np.flatnonzero(self.joined).tolist():
             cells, last_sent = self.cells.cells_of(row)
-            mine = self.view_keys // self.capacity == row
+            mine = self.view_keys >> self.shift == row
             out[row] = ClientView(InterestCells(cells, last_sent),
-                                  self.view_keys[mine] % self.capacity, int(self.acked[row]))
+                                  self.view_keys[mine] & self.mask, int(self.acked[row]))
         return out
 
     # -- reporting --------------------------------------------------------------------------
@@ -282,7 +286,7 @@ class InterestRoom:
         if not found.any():
             return
         keys = np.concatenate([self.hit_keys,
-                               rows[by_entity[at[found]]] * self.capacity + shooter[found]])
+                               rows[by_entity[at[found]]] << self.shift | shooter[found]])
         ticks = np.concatenate([self.hit_tick, np.full(int(found.sum()), tick)])
         order = np.lexsort((ticks, keys))
         keys, ticks = keys[order], ticks[order]
@@ -311,7 +315,7 @@ class InterestRoom:
             ok = (since[er] < t) & (t <= upto[er]) & (self.logged[er, t % self.ring] == t)
             self.cell_sent_at[cell_keys[ok]] = t
         if len(self.rm_keys):
-            keep = self.rm_tick > upto[self.rm_keys // self.capacity]
+            keep = self.rm_tick > upto[self.rm_keys >> self.shift]
             self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
             self.rm_gone = self.rm_gone[keep]
         self.acked[r] = a_to
@@ -320,7 +324,7 @@ class InterestRoom:
                 alive: np.ndarray, rows: np.ndarray, ent: np.ndarray, acks: np.ndarray,
                 hits: tuple[np.ndarray, np.ndarray]) -> _Chosen:
         """Pass 1 for every client: acks, interest cells, removals, the cells to send."""
-        cap, rate = self.capacity, self.params.tick_rate
+        shift, mask, rate = self.shift, self.mask, self.params.tick_rate
         self._hits(tick, hits, rows, ent)
         self._acks(rows, acks)
         reset = self.reset_pending[rows]
@@ -337,23 +341,27 @@ class InterestRoom:
         delivered = np.zeros(len(self.joined), dtype=bool)
         delivered[rows] = True
         if len(self.hit_keys):
-            h_row, h_slot = self.hit_keys // cap, self.hit_keys % cap
+            h_row, h_slot = self.hit_keys >> shift, self.hit_keys & mask
             drop = delivered[h_row] & ((self.hit_tick <= tick - rate) | ~alive[h_slot])
             self.hit_keys, self.hit_tick = self.hit_keys[~drop], self.hit_tick[~drop]
-            hitters = self.hit_keys[delivered[self.hit_keys // cap]]
+            hitters = self.hit_keys[delivered[self.hit_keys >> shift]]
         else:
             hitters = _EMPTY
-        always = sorted_unique(np.concatenate([rows[live] * cap + ent[live], hitters]))
+        always = sorted_unique(np.concatenate([rows[live] << shift | ent[live], hitters]))
+        own = np.full(len(self.joined), -1, dtype=np.int64)
+        own[rows[live]] = ent[live]
 
         # Removals: what a view holds that is not in the interest set now (an entity whose
         # cell is out, that died, or whose slot holds another entity).
         held = self.view_keys
         if len(held):
-            h_row, h_slot = held // cap, held % cap
+            h_row, h_slot = held >> shift, held & mask
             cell = index.cell_of[h_slot]
             cell = np.where(cell < 0, self.grid.cells, cell)
             stays = self.cells.in_interest[h_row * self.stride + cell]
-            stays |= in_sorted(held, always)
+            stays |= h_slot == own[h_row]
+            if len(hitters):
+                stays |= in_sorted(held, hitters)
             same = kg[h_slot] == self.view_kg
             stays &= same
             leaving = delivered[h_row] & ~stays
@@ -395,54 +403,57 @@ class InterestRoom:
         """Pass 2: every distinct (cell, baseline) the clients need, encoded in one batch.
         A delta chunk lists the cell's members at its baseline (the client has them) with
         an op each, then the members added since. Returns the serialized fragments, the
-        chunks' rows, and the sorted (cell, baseline) keys that index them."""
+        chunks' rows, and the sorted (baseline, cell) keys that index them."""
         if not len(chosen.cells):
             none = np.zeros(0, dtype=bool)
             return [], _Members(_EMPTY, none, none, np.zeros(1, np.int64)), _EMPTY
-        uniq = sorted_unique(chosen.cells * _KEY + chosen.base)
-        cells, bases = uniq // _KEY, uniq % _KEY
+        # Chunks in (baseline, cell) order, so every array below is grouped by baseline
+        # and the per-baseline work is on contiguous slices.
+        uniq = sorted_unique(chosen.base * _KEY + chosen.cells)
+        bases, cells = uniq // _KEY, uniq % _KEY
         k_n = len(cells)
         cur_n = index.starts[cells + 1] - index.starts[cells]
         cur = index.order[_gather(index.starts[cells], cur_n)]
         cur_chunk = np.repeat(np.arange(k_n), cur_n)
-        cur_base = bases[cur_chunk]
-        distinct = sorted_unique(bases[bases > 0]).tolist()
+        # Baseline groups: chunks [k0, k1) and their current members [m0, m1).
+        edges = np.flatnonzero(np.r_[True, bases[1:] != bases[:-1], True])
+        cur_ends = np.cumsum(cur_n)
         prev_n = np.zeros(k_n, dtype=np.int64)
-        picks = []
-        for b in distinct:
-            at = np.flatnonzero(bases == b)
+        added = np.ones(len(cur), dtype=bool)
+        prev_parts = []
+        history_rows = []
+        for k0, k1 in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+            b = int(bases[k0])
+            if b == 0:
+                continue  # keyframe chunks: no previous members, every member added
             then = self.indexes[b]
-            prev_n[at] = then.starts[cells[at] + 1] - then.starts[cells[at]]
-            picks.append((at, then))
-        prev = np.zeros(int(prev_n.sum()), dtype=np.int64)
-        prev_first = np.cumsum(prev_n) - prev_n
-        for at, then in picks:
-            prev[_gather(prev_first[at], prev_n[at])] = \
-                then.order[_gather(then.starts[cells[at]], prev_n[at])]
+            at = cells[k0:k1]
+            prev_n[k0:k1] = n = then.starts[at + 1] - then.starts[at]
+            prev_parts.append(then.order[_gather(then.starts[at], n)])
+            # A member now is added when it was not in the cell at the chunk's baseline.
+            m0, m1 = int(cur_ends[k0] - cur_n[k0]), int(cur_ends[k1 - 1])
+            added[m0:m1] = then.cell_of[cur[m0:m1]] != cells[cur_chunk[m0:m1]]
+            history_rows.append((b, k0, k1))
+        prev = np.concatenate(prev_parts) if prev_parts else _EMPTY
         prev_chunk = np.repeat(np.arange(k_n), prev_n)
         prev_in = index.cell_of[prev] == cells[prev_chunk]
-        # A member now is added when it was not in the cell at the chunk's baseline.
-        added = np.ones(len(cur), dtype=bool)
-        for b in distinct:
-            at = np.flatnonzero(cur_base == b)
-            added[at] = self.indexes[b].cell_of[cur[at]] != cells[cur_chunk[at]]
         add_n = np.bincount(cur_chunk[added], minlength=k_n)
-        # Rows: each chunk's previous members, then its added ones.
-        n_added = int(added.sum())
-        row_slots = np.concatenate([prev, cur[added]])
-        row_chunk = np.concatenate([prev_chunk, cur_chunk[added]])
-        row_added = np.concatenate([np.zeros(len(prev), dtype=bool),
-                                    np.ones(n_added, dtype=bool)])
-        order = np.lexsort((row_added, row_chunk))  # stable: slots stay ascending
-        row_slots, row_chunk = row_slots[order], row_chunk[order]
-        in_cell = np.concatenate([prev_in, np.ones(n_added, dtype=bool)])[order]
+        # Rows: each chunk's previous members, then its added ones (each part ascending).
+        counts = prev_n + add_n
+        row_start = np.cumsum(counts) - counts
+        r_n = int(counts.sum())
+        row_slots = np.empty(r_n, dtype=np.int64)
+        in_cell = np.ones(r_n, dtype=bool)
+        at = _gather(row_start, prev_n)
+        row_slots[at] = prev
+        in_cell[at] = prev_in
+        row_slots[_gather(row_start + prev_n, add_n)] = cur[added]
         now = words[row_slots]
         base_rows = np.zeros_like(now)
-        row_base = bases[row_chunk]
-        for b in distinct:
-            at = np.flatnonzero(row_base == b)
-            old = self.history.get(b).view("<u2").reshape(-1, 8)
-            base_rows[at] = old[row_slots[at]]
+        for b, k0, k1 in history_rows:
+            r0, r1 = int(row_start[k0]), int(row_start[k1 - 1] + counts[k1 - 1])
+            base_rows[r0:r1] = self.history.get(b).view("<u2").reshape(-1, 8)[row_slots[r0:r1]]
+        row_base = np.repeat(bases, counts)
         kg = now[:, _W_KIND_GEN]
         same = (row_base > 0) & (kg == base_rows[:, _W_KIND_GEN]) & (kg & 0xFF != 0)
         elapsed = np.where(bases > 0, tick - bases, 0)
@@ -459,10 +470,10 @@ class InterestRoom:
                 lookup: np.ndarray, words: np.ndarray) -> list[ClientPart]:
         """Pass 3 for every client: what it will skip (sent whole in its personal part),
         its view model, the log of what this snapshot carried, and the personal part."""
-        cap, rows = self.capacity, chosen.rows
+        shift, mask, rows = self.shift, self.mask, chosen.rows
         m = len(rows)
         kg = words[:, _W_KIND_GEN]
-        ks = np.searchsorted(lookup, chosen.cells * _KEY + chosen.base)
+        ks = np.searchsorted(lookup, chosen.base * _KEY + chosen.cells)
         # All members of all clients' chunks at once, with each one's client and baseline.
         first = members.starts[ks]
         lens = members.starts[ks + 1] - first
@@ -470,28 +481,30 @@ class InterestRoom:
         stays = members.stays[at]
         slots, delta = members.slots[at][stays], members.delta[at][stays]
         owner = rows[np.repeat(chosen.client, lens)[stays]]
-        keys = owner * cap + slots
+        keys = owner << shift | slots
         skip = np.zeros(len(slots), dtype=bool)
-        if delta.any():
-            member_base = np.repeat(chosen.base, lens)[stays]
-            for b in sorted_unique(chosen.base[chosen.base > 0]).tolist():
-                sel = np.flatnonzero((member_base == b) & delta)
-                if not len(sel):
-                    continue
-                skip[sel] = ~in_sorted(keys[sel], self.log[b][1])
+        d_at = np.flatnonzero(delta)
+        if len(d_at):
+            # Few members are added op 0/1 ones: group them by baseline, one lookup each.
+            d_base = np.repeat(chosen.base, lens)[stays][d_at]
+            by_base = np.argsort(d_base, kind="stable")
+            d_at, d_base = d_at[by_base], d_base[by_base]
+            edges = np.flatnonzero(np.r_[True, d_base[1:] != d_base[:-1], True]).tolist()
+            for a, b in zip(edges[:-1], edges[1:], strict=True):
+                sel = d_at[a:b]
+                skip[sel] = ~in_sorted(keys[sel], self.log[int(d_base[a])][1])
         from_chunks = np.sort(keys[~skip])
         always = chosen.always
         spawns = sorted_unique(np.concatenate([keys[skip],
                                                always[~in_sorted(always, from_chunks)]]))
         carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
-        # Every slot still held has the world's kind|gen now (the removals took the rest).
-        old_keys, old_kg = self.view_keys, self.view_kg
-        view = sorted_unique(np.concatenate([old_keys, carried]))
-        view_kg = kg[view % cap]
-        others = ~chosen.delivered[old_keys // cap]  # seats not delivered keep their model
-        if others.any():
-            view_kg[np.searchsorted(view, old_keys[others])] = old_kg[others]
-        self.view_keys, self.view_kg = view, view_kg
+        # The view gains what it lacked of `carried`; every slot it still held has the
+        # world's kind|gen now already (the removals took the others).
+        new = carried[~in_sorted(carried, self.view_keys)]
+        if len(new):
+            at = np.searchsorted(self.view_keys, new)
+            self.view_keys = np.insert(self.view_keys, at, new)
+            self.view_kg = np.insert(self.view_kg, at, kg[new & mask])
         if len(self.rm_keys):
             back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
             if back.any():
@@ -501,15 +514,15 @@ class InterestRoom:
         client_of[rows] = np.arange(m)
         rm_order = np.argsort(self.rm_keys)
         rm_keys, rm_gone = self.rm_keys[rm_order], self.rm_gone[rm_order]
-        rm_client = client_of[rm_keys // cap]
+        rm_client = client_of[rm_keys >> shift]
         mine = rm_client >= 0
         left = mine & ~rm_gone
         gone = mine & rm_gone
-        spawn_slots = spawns % cap
+        spawn_slots = spawns & mask
         personals = chunkcodec.encode_personals(
-            chosen.reset, (rm_client[left], rm_keys[left] % cap),
-            (rm_client[gone], rm_keys[gone] % cap),
-            (client_of[spawns // cap], spawn_slots), words[spawn_slots])
+            chosen.reset, (rm_client[left], rm_keys[left] & mask),
+            (rm_client[gone], rm_keys[gone] & mask),
+            (client_of[spawns >> shift], spawn_slots), words[spawn_slots])
         if chosen.budget:
             # The budget covers the whole message: the chunks were charged (estimated)
             # when chosen; the personal part and the frame headers are charged now.
@@ -530,7 +543,7 @@ class InterestRoom:
 
 
 _FRAME_OVERHEAD = 40  # bytes: WebSocket header, the per-tick header and personal frames
-_KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
+_KEY = 1 << 32  # (baseline tick, cell) packed in one int64: tick * _KEY + cell
 
 
 def _gather(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:

@@ -99,7 +99,10 @@ class Grid:
         cell_of = np.where(live, cy * self.columns + cx, -1)
         live_slots = np.flatnonzero(live)
         live_cells = cell_of[live_slots]
-        order = live_slots[np.argsort(live_cells, kind="stable")]
+        # A stable sort keeps slots ascending inside a cell; on 16-bit keys NumPy's stable
+        # sort is a radix sort, ~15x faster than on int64 at 10k slots.
+        keys = live_cells.astype(np.uint16) if self.cells <= 1 << 16 else live_cells
+        order = live_slots[np.argsort(keys, kind="stable")]
         starts = np.zeros(self.cells + 1, dtype=np.int64)
         np.cumsum(np.bincount(live_cells, minlength=self.cells), out=starts[1:])
         return CellIndex(cell_of, order, starts)
@@ -315,21 +318,24 @@ class RoomCells:
         byte allowance `tokens` (None: unlimited) lasts before each; `est` (M, K) is each
         cell's estimated size, `nonempty` (M, K) whether it has members. Returns the
         schedule and what each client spent (estimated)."""
-        m = len(keys)
-        ci, kk = np.nonzero(keep)
-        flat = keys[ci, kk]
-        d = dist[ci, kk]
-        last = self.last_sent[flat]
-        prio = self.priority[flat]
-        must = (d <= self.near) | (tick - last >= self.max_wait)
-        order = np.lexsort((np.where(must, 0.0, -prio), ~must, ci))
-        ci_o, must_o = ci[order], must[order]
-        e = est[ci, kk][order]
-        counts = np.bincount(ci, minlength=m)
+        m, k = keys.shape
+        last = self.last_sent[keys]
+        prio = self.priority[keys]
+        must = (dist <= self.near) | (tick - last >= self.max_wait)
+        # The offer order, one stable sort per client row: musts (-inf) in cell order,
+        # then the rest by priority, highest first; cells not in interest (+inf) last.
+        rank_key = np.where(keep, np.where(must, -np.inf, -prio), np.inf)
+        by_row = np.argsort(rank_key, axis=1, kind="stable")
+        kept = np.take_along_axis(keep, by_row, axis=1)
+        at = (by_row + (np.arange(m) * k)[:, None])[kept]  # flat (M*K) indices, in order
+        ci_o = at // k
+        counts = kept.sum(axis=1)
         first = np.cumsum(counts) - counts
-        rank = np.arange(len(ci)) - first[ci_o]
+        rank = np.arange(len(at)) - first[ci_o]
+        e = est.ravel()[at]
         spent = np.cumsum(e)
         spent -= (spent - e)[first[ci_o]] if len(e) else 0
+        must_o = must.ravel()[at]
         if tokens is None:
             take = counts
             cost = np.zeros(m, dtype=np.int64)
@@ -346,15 +352,14 @@ class RoomCells:
             has = take > 0
             cost[has] = spent[first[has] + take[has] - 1]
         sent_o = rank < take[ci_o]
-        sent = np.empty_like(sent_o)
-        sent[order] = sent_o
         # Nearer cells earn faster (about 2 at the player, 2/3 at the radius).
-        prio = prio + self.radius / (self.radius / 2 + d + 1e-9)
-        prio[sent] = 0.0
-        last = np.where(sent, tick, last)
-        self.priority[flat] = prio
-        self.last_sent[flat] = last
-        full = nonempty[ci, kk]
-        oldest = int((tick - last[full]).max()) if full.any() else 0
-        cells = flat[order] - (keys[:, 0] // self.stride * self.stride)[ci_o]
+        flat = keys.ravel()[at]
+        prio_o = prio.ravel()[at] + self.radius / (self.radius / 2 + dist.ravel()[at] + 1e-9)
+        prio_o[sent_o] = 0.0
+        last_o = np.where(sent_o, tick, last.ravel()[at])
+        self.priority[flat] = prio_o
+        self.last_sent[flat] = last_o
+        full = nonempty.ravel()[at]
+        oldest = int((tick - last_o[full]).max()) if full.any() else 0
+        cells = flat - (keys[:, 0] // self.stride * self.stride)[ci_o]
         return Schedule(ci_o, cells, sent_o, oldest), cost
