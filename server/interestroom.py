@@ -354,22 +354,28 @@ class InterestRoom:
         # cell is out, that died, or whose slot holds another entity).
         held = self.view_keys
         if len(held):
+            # The usual entry stays: its cell is of interest and its slot holds the same
+            # entity. Only the others (few) are checked further.
             h_row, h_slot = held >> shift, held & mask
             cell = index.cell_of[h_slot]
-            cell = np.where(cell < 0, self.grid.cells, cell)
+            cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
             stays = self.cells.in_interest[h_row * self.stride + cell]
-            stays |= h_slot == own[h_row]
+            stays &= kg[h_slot] == self.view_kg
+            odd = np.flatnonzero(~stays)
+            o_row, o_slot = h_row[odd], h_slot[odd]
+            same = kg[o_slot] == self.view_kg[odd]
+            kept = (o_slot == own[o_row]) & same
             if len(hitters):
-                stays |= in_sorted(held, hitters)
-            same = kg[h_slot] == self.view_kg
-            stays &= same
-            leaving = delivered[h_row] & ~stays
-            if leaving.any():
+                kept |= in_sorted(held[odd], hitters) & same
+            leaving = odd[delivered[o_row] & ~kept]
+            if len(leaving):
+                gone = ~same[delivered[o_row] & ~kept]
                 self.rm_keys = np.concatenate([self.rm_keys, held[leaving]])
                 self.rm_tick = np.concatenate(
-                    [self.rm_tick, np.full(int(leaving.sum()), tick, dtype=np.int64)])
-                self.rm_gone = np.concatenate([self.rm_gone, ~same[leaving]])
-                self.view_keys, self.view_kg = held[~leaving], self.view_kg[~leaving]
+                    [self.rm_tick, np.full(len(leaving), tick, dtype=np.int64)])
+                self.rm_gone = np.concatenate([self.rm_gone, gone])
+                self.view_keys = np.delete(held, leaving)
+                self.view_kg = np.delete(self.view_kg, leaving)
 
         # Cells to send: near and overdue ones always, then by priority while the byte
         # allowance lasts (sizes estimated from each cell's last encoding).
