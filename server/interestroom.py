@@ -127,7 +127,8 @@ class InterestRoom:
         self.rm_tick = _EMPTY  # ...the tick first sent...
         self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
         self.hit_keys = _EMPTY  # row << shift | the slot that hit it...
-        self.hit_tick = _EMPTY  # ...and the last tick it did
+        self.hit_tick = _EMPTY  # ...the last tick it did...
+        self.hit_kg = np.zeros(0, dtype=np.uint16)  # ...and its kind|gen then
         # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys).
         self.log: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -192,8 +193,11 @@ class InterestRoom:
             self._reset_rows(np.array([row]))
 
     def _forget_hitters(self, row: int) -> None:
-        keep = self.hit_keys >> self.shift != row
+        self._keep_hitters(self.hit_keys >> self.shift != row)
+
+    def _keep_hitters(self, keep: np.ndarray) -> None:
         self.hit_keys, self.hit_tick = self.hit_keys[keep], self.hit_tick[keep]
+        self.hit_kg = self.hit_kg[keep]
 
     def skipped(self, row: int, tick: int) -> None:
         """The delivery did not send this client's snapshot of `tick`. Forgetting what
@@ -273,7 +277,7 @@ class InterestRoom:
         return self._finish(tick, chosen, frames, members, lookup, words)
 
     def _hits(self, tick: int, hits: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
-              ent: np.ndarray) -> None:
+              ent: np.ndarray, kg: np.ndarray) -> None:
         """Remember who hit a connected player this tick (it stays in view a second)."""
         shooter = np.asarray(hits[0], dtype=np.int64)
         target = np.asarray(hits[1], dtype=np.int64)
@@ -287,10 +291,11 @@ class InterestRoom:
         keys = np.concatenate([self.hit_keys,
                                rows[by_entity[at[found]]] << self.shift | shooter[found]])
         ticks = np.concatenate([self.hit_tick, np.full(int(found.sum()), tick)])
+        kgs = np.concatenate([self.hit_kg, kg[shooter[found]]])
         order = np.lexsort((ticks, keys))
-        keys, ticks = keys[order], ticks[order]
+        keys, ticks, kgs = keys[order], ticks[order], kgs[order]
         last = np.r_[keys[1:] != keys[:-1], True]  # a key's newest hit
-        self.hit_keys, self.hit_tick = keys[last], ticks[last]
+        self.hit_keys, self.hit_tick, self.hit_kg = keys[last], ticks[last], kgs[last]
 
     def _acks(self, rows: np.ndarray, acks: np.ndarray) -> None:
         """The clients' newest acks (Seat.acked_tick); 0 after a nonzero ack is a reset.
@@ -324,7 +329,8 @@ class InterestRoom:
                 hits: tuple[np.ndarray, np.ndarray]) -> _Chosen:
         """Pass 1 for every client: acks, interest cells, removals, the cells to send."""
         shift, mask, rate = self.shift, self.mask, self.params.tick_rate
-        self._hits(tick, hits, rows, ent)
+        kg = words[:, _W_KIND_GEN]
+        self._hits(tick, hits, rows, ent, kg)
         self._acks(rows, acks)
         reset = self.reset_pending[rows]
         if reset.any():
@@ -334,15 +340,18 @@ class InterestRoom:
         live = alive[ent]
         self.centre[rows[live]] = pos[ent[live]]
         keys, keep, dist = self.cells.update(rows, self.centre[rows])
-        kg = words[:, _W_KIND_GEN]
 
         # The interest set: live members of the interest cells, own entity, recent hitters.
         delivered = np.zeros(len(self.joined), dtype=bool)
         delivered[rows] = True
         if len(self.hit_keys):
             h_row, h_slot = self.hit_keys >> shift, self.hit_keys & mask
-            drop = delivered[h_row] & ((self.hit_tick <= tick - rate) | ~alive[h_slot])
-            self.hit_keys, self.hit_tick = self.hit_keys[~drop], self.hit_tick[~drop]
+            # A hitter that died or whose slot holds another entity now is forgotten, for
+            # every seat (also one not connected this tick: its slot may be reused before
+            # that seat's next snapshot); an old hit, when the seat's snapshot is built.
+            drop = ~alive[h_slot] | (kg[h_slot] != self.hit_kg)
+            drop |= delivered[h_row] & (self.hit_tick <= tick - rate)
+            self._keep_hitters(~drop)
             hitters = self.hit_keys[delivered[self.hit_keys >> shift]]
         else:
             hitters = _EMPTY
