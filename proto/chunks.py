@@ -521,8 +521,8 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     if framed:
         # ServerFrame field 2 (snapshot) holding Snapshot field 8 (chunks): tag, length,
         # tag, length, then the chunk.
-        inner = 1 + _varint_len(size) + size
-        head = 1 + _varint_len(inner) + 1 + _varint_len(size)
+        inner = 1 + varint_size(size) + size
+        head = 1 + varint_size(inner) + 1 + varint_size(size)
     else:
         head = np.zeros(k_n, dtype=np.int64)
     total = head + size
@@ -531,9 +531,9 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     buf = np.zeros(int(total.sum()), dtype=np.uint8)
     if framed:
         buf[start] = 0x12
-        after = _put_varints(buf, start + 1, inner)
+        after = put_varints(buf, start + 1, inner)
         buf[after] = 0x42
-        _put_varints(buf, after + 1, size)
+        put_varints(buf, after + 1, size)
     buf[off] = np.where(np.asarray(elapsed) == 0, FLAG_KEYFRAME, 0)
     header = np.zeros(k_n, dtype=_CHUNK_HEADER)
     header["cell"], header["elapsed"], header["count"] = cells, elapsed, n_prev
@@ -592,14 +592,14 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     return EncodedBatch(chunks, starts, ops != _OP_LEFT, skippable, total)
 
 
-def _varint_len(n: np.ndarray) -> np.ndarray:
+def varint_size(n: np.ndarray) -> np.ndarray:
     """Bytes of the protobuf varint of each (non-negative, below 2**28) value."""
     return 1 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21)
 
 
-def _put_varints(buf: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+def put_varints(buf: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Write the protobuf varint of each value at `pos`; returns the positions after."""
-    lens = _varint_len(values)
+    lens = varint_size(values)
     for j in range(int(lens.max()) if len(lens) else 0):
         at = lens > j
         more = np.where(lens[at] > j + 1, 0x80, 0)

@@ -549,6 +549,33 @@ class InterestRoom:
         return out
 
 
+def personal_frames(seqs: np.ndarray, rtts: np.ndarray, personals: list[bytes]) -> list[bytes]:
+    """Every seat's ``ServerFrame{snapshot{last_input_seq, rtt_ms, personal}}`` in one pass,
+    the bytes protobuf gives (fields in number order, zero scalars left out): `seqs` the
+    last applied input seqs (fixed32), `rtts` float32 RTTs (ms), `personals` the parts."""
+    m = len(personals)
+    seq = np.asarray(seqs).astype("<u4")
+    rtt = np.asarray(rtts, dtype="<f4")
+    plen = np.fromiter(map(len, personals), dtype=np.int64, count=m)
+    has_seq, has_rtt = seq != 0, rtt != 0
+    inner = 5 * has_seq + 5 * has_rtt + 1 + chunkcodec.varint_size(plen) + plen
+    size = 1 + chunkcodec.varint_size(inner) + inner
+    start = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    buf[start] = 0x12  # ServerFrame.snapshot
+    at = chunkcodec.put_varints(buf, start + 1, inner)
+    for on, tag, values in ((has_seq, 0x1D, seq), (has_rtt, 0x25, rtt)):
+        # Snapshot.last_input_seq (3, fixed32), Snapshot.rtt_ms (4, float)
+        buf[at[on]] = tag
+        buf[(at[on] + 1)[:, None] + np.arange(4)] = values[on].view(np.uint8).reshape(-1, 4)
+        at = at + 5 * on
+    buf[at] = 0x4A  # Snapshot.personal (9, bytes)
+    at = chunkcodec.put_varints(buf, at + 1, plen)
+    buf[_gather(at, plen)] = np.frombuffer(b"".join(personals), dtype=np.uint8)
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in zip(start.tolist(), (start + size).tolist(), strict=True)]
+
+
 _FRAME_OVERHEAD = 40  # bytes: WebSocket header, the per-tick header and personal frames
 _KEY = 1 << 32  # (baseline tick, cell) packed in one int64: tick * _KEY + cell
 

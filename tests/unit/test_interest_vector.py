@@ -308,3 +308,20 @@ def test_every_client_of_a_busy_room_sees_the_world_restricted_to_its_interest(
             if budget == 0:
                 assert np.array_equal(slots, expected)
                 assert (as_of == tick).all()
+
+
+@given(seed=st.integers(0, 2**32 - 1), seats=st.integers(0, 12))
+@settings(max_examples=100, deadline=None)
+def test_personal_frames_are_the_protobuf_bytes_of_each_seats_snapshot(seed, seats):
+    from server.interestroom import personal_frames
+    rng = np.random.default_rng(seed)
+    seqs = np.where(rng.random(seats) < 0.3, 0, rng.integers(0, 2**32, seats))
+    rtts = np.where(rng.random(seats) < 0.3, 0.0,
+                    rng.uniform(0, 5000, seats)).astype(np.float32)
+    # Personal parts from a few bytes to past the one- and two-byte varint lengths.
+    personals = [rng.integers(0, 256, int(rng.choice([7, 100, 200, 20000]))).astype(
+        np.uint8).tobytes() for _ in range(seats)]
+    want = [pb.ServerFrame(snapshot=pb.Snapshot(last_input_seq=int(s), rtt_ms=float(r),
+                                                personal=p)).SerializeToString()
+            for s, r, p in zip(seqs, rtts, personals, strict=True)]
+    assert personal_frames(seqs.astype(np.int64), rtts, personals) == want
