@@ -32,14 +32,14 @@ All of it is kept for the whole room as arrays, so a tick costs a fixed number o
 calls over all clients together, not a Python pass per client (issue 16: 200 clients in a
 33 ms tick). Scalars are arrays indexed by seat row; per-(client, cell) state is dense
 (``row * stride + cell``, see ``RoomCells``); sets of slots per client (the view, the
-removals, what a snapshot carried, recent hitters) are sorted int64 keys
-``row << shift | slot`` over all clients (``shift`` bits hold any slot); the log holds,
-per recent tick, every client's sent cells and carried keys, and
-``logged[row, tick % ring] == tick`` says row's snapshot of that tick is in it (not
-skipped, not before a reset). An ack from a to b applies the
-logged ticks in (a, b]: a loop over those few ticks, vectorised over clients. Only the
-final hand-over (each client's tuple of fragments and its personal bytes) walks the
-clients.
+removals, what a snapshot carried, recent hitters) are int64 keys ``row << shift | slot``
+over all clients (``shift`` bits hold any slot), sorted, except the views: those are in
+no order, with a bitmap of the same keys for membership. The log holds, per recent tick,
+every client's sent cells and carried keys, and ``logged[row, tick % ring] == tick`` says
+row's snapshot of that tick is in it (not skipped, not before a reset). An ack from a to b
+applies the logged ticks in (a, b]: a loop over those few ticks, vectorised over clients.
+Only the final hand-over (each client's tuple of fragments and its personal bytes) walks
+the clients.
 
 A reset (join, resume, ack 0, or a snapshot the delivery had to skip, so the client's view
 is no longer what we think) clears a client's baselines, log, view and removals; the next
@@ -121,8 +121,11 @@ class InterestRoom:
         self.logged = np.zeros((0, self.ring), dtype=np.int64)
         self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
         # Sets over all clients, as keys row << shift | slot.
+        # The views: (key, kind|gen) of every slot each client holds, in no order, and the
+        # same keys as a bitmap (row << shift | slot -> held) for membership in one gather.
         self.view_keys = _EMPTY
         self.view_kg = np.zeros(0, dtype=np.uint16)
+        self.view_bits = np.zeros(0, dtype=bool)
         self.rm_keys = _EMPTY  # removals sent and not yet acknowledged...
         self.rm_tick = _EMPTY  # ...the tick first sent...
         self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
@@ -154,11 +157,14 @@ class InterestRoom:
         self.logged = pad(self.logged, _NO_ACK)
         self.cell_sent_at = np.concatenate(
             [self.cell_sent_at, np.zeros(more * self.stride, dtype=np.int64)])
+        self.view_bits = np.concatenate(
+            [self.view_bits, np.zeros(more << self.shift, dtype=bool)])
         self.cells.grow(n)
 
     def _drop_keys(self, rows: np.ndarray) -> None:
         """Forget the view, removals and hitters of `rows`."""
         keep = ~np.isin(self.view_keys >> self.shift, rows)
+        self.view_bits[self.view_keys[~keep]] = False
         self.view_keys, self.view_kg = self.view_keys[keep], self.view_kg[keep]
         keep = ~np.isin(self.rm_keys >> self.shift, rows)
         self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
@@ -221,7 +227,8 @@ class InterestRoom:
             cells, last_sent = self.cells.cells_of(row)
             mine = self.view_keys >> self.shift == row
             out[row] = ClientView(InterestCells(cells, last_sent),
-                                  self.view_keys[mine] & self.mask, int(self.acked[row]))
+                                  np.sort(self.view_keys[mine] & self.mask),
+                                  int(self.acked[row]))
         return out
 
     # -- reporting --------------------------------------------------------------------------
@@ -383,6 +390,7 @@ class InterestRoom:
                 self.rm_tick = np.concatenate(
                     [self.rm_tick, np.full(len(leaving), tick, dtype=np.int64)])
                 self.rm_gone = np.concatenate([self.rm_gone, gone])
+                self.view_bits[held[leaving]] = False
                 self.view_keys = np.delete(held, leaving)
                 self.view_kg = np.delete(self.view_kg, leaving)
 
@@ -507,11 +515,11 @@ class InterestRoom:
         carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
         # The view gains what it lacked of `carried`; every slot it still held has the
         # world's kind|gen now already (the removals took the others).
-        new = carried[~in_sorted(carried, self.view_keys)]
+        new = carried[~self.view_bits[carried]]
         if len(new):
-            at = np.searchsorted(self.view_keys, new)
-            self.view_keys = np.insert(self.view_keys, at, new)
-            self.view_kg = np.insert(self.view_kg, at, kg[new & mask])
+            self.view_bits[new] = True
+            self.view_keys = np.concatenate([self.view_keys, new])
+            self.view_kg = np.concatenate([self.view_kg, kg[new & mask]])
         if len(self.rm_keys):
             back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
             if back.any():
