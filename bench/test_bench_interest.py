@@ -107,7 +107,8 @@ def test_interest_pass(benchmark: BenchmarkFixture, entities: int) -> None:
         centres = world.pos[:CLIENTS].astype(np.float64)
         keys, keep, dist = room.cells.update(rows, centres)
         est = np.full(keys.shape, 40, dtype=np.int64)
-        room.cells.schedule(world.tick, keys, keep, dist, est, np.full(CLIENTS, 273.0), keep)
+        room.cells.schedule(world.tick, rows, keys, keep, dist, est, np.full(CLIENTS, 273.0),
+                            keep)
         kept.append(float(keep.sum(axis=1).mean()))
 
     benchmark(one)

@@ -224,7 +224,7 @@ class InterestRoom:
         """Each joined row's state, copied (for tests and tools; not used per tick)."""
         out = {}
         for row in np.flatnonzero(self.joined).tolist():
-            cells, last_sent = self.cells.cells_of(row)
+            cells, last_sent, _ = self.cells.cells_of(row)
             mine = self.view_keys >> self.shift == row
             out[row] = ClientView(InterestCells(cells, last_sent),
                                   np.sort(self.view_keys[mine] & self.mask),
@@ -406,7 +406,7 @@ class InterestRoom:
         tokens = None
         if per_tick > 0:
             tokens = np.minimum(2.0 * per_tick, self.tokens[rows] + per_tick)
-        plan, cost = self.cells.schedule(tick, keys, keep, dist, est, tokens, n > 0)
+        plan, cost = self.cells.schedule(tick, rows, keys, keep, dist, est, tokens, n > 0)
         if tokens is not None:
             self.tokens[rows] = tokens - cost
         self.oldest_age_s = plan.oldest_wait / rate

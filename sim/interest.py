@@ -220,15 +220,20 @@ class Schedule:
 
 class RoomCells:
     """Every client's interest cells and send schedule at once: ``ClientCells`` for a
-    whole room, as dense per-(seat row, cell) arrays, with no per-client Python loop.
+    whole room, with no per-client Python loop.
 
-    Row r's state lives at flat index ``r * stride + cell`` of `in_interest`,
-    `priority` and `last_sent` (``stride = cells + 1``: the last column is a sentinel for
-    "no cell", always out of interest). The cells a client can have lie in a fixed
-    ``window x window`` block around it (everything within ``radius + margin``), so one
-    update computes all clients' candidates, distances and hysteresis as (M, window²)
-    arrays. Same rules and the same order of float operations as ``ClientCells``, so the
-    two agree exactly (a law in tests/unit/test_interest_vector.py)."""
+    The cells a client can have lie in a fixed ``window x window`` block of cells around
+    it (everything within ``radius + margin``), so one update computes all clients'
+    candidates, distances and hysteresis as (M, window²) arrays. A row's schedule state
+    (in interest, priority, last sent) is kept aligned with its window, (rows, window²)
+    arrays read and written a row at a time; when a client's window moves (it crossed a
+    cell edge: a few clients a tick) its state is shifted along. `in_interest` holds the
+    same membership by absolute cell (``row * stride + cell``, ``stride = cells + 1``: the
+    last column is a sentinel for "no cell", never of interest) for lookups by cell. Same
+    rules and the same order of float operations as ``ClientCells``, so the two agree
+    exactly (a law in tests/unit/test_interest_vector.py)."""
+
+    _NOWHERE = -(1 << 40)  # the window origin of a row with no cells yet
 
     def __init__(self, grid: Grid, radius: float, margin: float, tick_rate: int,
                  near: float | None = None, rows: int = 0) -> None:
@@ -239,13 +244,13 @@ class RoomCells:
         self.max_wait = tick_rate
         self.stride = grid.cells + 1
         self.window = math.floor(2 * (radius + margin) / grid.cell) + 2
+        k = self.window**2
         self.rows = 0
         self.in_interest = np.zeros(0, dtype=bool)
-        self.priority = np.zeros(0)
-        self.last_sent = np.zeros(0, dtype=np.int64)
-        # Each row's window at its last update (flat keys, the sentinel where no cell):
-        # every interest cell of the row lies in it, so a move never scans the whole grid.
-        self.prev_keys = np.zeros((0, self.window**2), dtype=np.int64)
+        self.origin = np.zeros((0, 2), dtype=np.int64)  # (column, row) of window cell 0
+        self.win_in = np.zeros((0, k), dtype=bool)
+        self.win_priority = np.zeros((0, k))
+        self.win_last = np.zeros((0, k), dtype=np.int64)
         self.grow(rows)
 
     def grow(self, rows: int) -> None:
@@ -253,28 +258,39 @@ class RoomCells:
         if rows <= self.rows:
             return
         n = max(rows, 2 * self.rows)
-        extra = (n - self.rows) * self.stride
-        self.in_interest = np.concatenate([self.in_interest, np.zeros(extra, dtype=bool)])
-        self.priority = np.concatenate([self.priority, np.zeros(extra)])
-        self.last_sent = np.concatenate([self.last_sent, np.zeros(extra, dtype=np.int64)])
-        fresh = np.arange(self.rows, n)[:, None] * self.stride + self.grid.cells
-        self.prev_keys = np.concatenate(
-            [self.prev_keys, np.broadcast_to(fresh, (n - self.rows, self.window**2))])
+        more = n - self.rows
+        k = self.window**2
+        self.in_interest = np.concatenate([self.in_interest,
+                                           np.zeros(more * self.stride, dtype=bool)])
+        self.origin = np.concatenate([self.origin, np.full((more, 2), self._NOWHERE)])
+        self.win_in = np.concatenate([self.win_in, np.zeros((more, k), dtype=bool)])
+        self.win_priority = np.concatenate([self.win_priority, np.zeros((more, k))])
+        self.win_last = np.concatenate([self.win_last, np.zeros((more, k), dtype=np.int64)])
         self.rows = n
 
     def clear(self, row: int) -> None:
         """Row `row` has no interest cells (a new or departed client)."""
-        at = slice(row * self.stride, (row + 1) * self.stride)
-        self.in_interest[at] = False
-        self.priority[at] = 0.0
-        self.last_sent[at] = 0
-        self.prev_keys[row] = row * self.stride + self.grid.cells
+        self.in_interest[row * self.stride : (row + 1) * self.stride] = False
+        self.origin[row] = self._NOWHERE
+        self.win_in[row] = False
+        self.win_priority[row] = 0.0
+        self.win_last[row] = 0
 
-    def cells_of(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """(cell ids ascending, their last-sent ticks) of row `row`'s interest."""
-        at = slice(row * self.stride, (row + 1) * self.stride - 1)
-        cells = np.flatnonzero(self.in_interest[at])
-        return cells, self.last_sent[at][cells]
+    def _cell_ids(self, origin: np.ndarray) -> np.ndarray:
+        """(M, window²) cell ids of windows at `origin` (M, 2), -1 outside the grid."""
+        g, step = self.grid, np.arange(self.window)
+        cx = origin[:, :1] + step
+        cy = origin[:, 1:] + step
+        inside = ((cy >= 0) & (cy < g.rows))[:, :, None] & ((cx >= 0) & (cx < g.columns))[
+            :, None, :]
+        ids = cy[:, :, None] * g.columns + cx[:, None, :]
+        return np.where(inside, ids, -1).reshape(len(origin), -1)
+
+    def cells_of(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cell ids ascending, their last-sent ticks, their priorities) of row `row`."""
+        at = np.flatnonzero(self.win_in[row])
+        ids = self._cell_ids(self.origin[row : row + 1])[0]
+        return ids[at], self.win_last[row, at], self.win_priority[row, at]
 
     def update(self, rows: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                        np.ndarray]:
@@ -285,8 +301,10 @@ class RoomCells:
         reach = self.radius + self.margin
         x, y = centres[:, 0], centres[:, 1]
         step = np.arange(w)
-        cx = np.maximum(np.floor((x - reach) / c), 0).astype(np.int64)[:, None] + step
-        cy = np.maximum(np.floor((y - reach) / c), 0).astype(np.int64)[:, None] + step
+        x0 = np.maximum(np.floor((x - reach) / c), 0).astype(np.int64)
+        y0 = np.maximum(np.floor((y - reach) / c), 0).astype(np.int64)
+        cx = x0[:, None] + step
+        cy = y0[:, None] + step
         x1 = np.minimum(np.floor((x + reach) / c), g.columns - 1)[:, None]
         y1 = np.minimum(np.floor((y + reach) / c), g.rows - 1)[:, None]
         # Distance from a point to a rectangle: per axis, how far outside the interval.
@@ -297,21 +315,47 @@ class RoomCells:
         valid = ((cy <= y1)[:, :, None] & (cx <= x1)[:, None, :]).reshape(m, w * w)
         valid &= dist <= reach
         ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
-        keys = np.where(valid, ids, g.cells) + (rows * self.stride)[:, None]
+        base = (rows * self.stride)[:, None]
+        keys = np.where(valid, ids, g.cells) + base
+
+        origin = np.stack([x0, y0], axis=1)
+        was = self.win_in[rows]
+        moved = np.flatnonzero((origin != self.origin[rows]).any(axis=1))
         inside = self.in_interest
-        keep = valid & ((dist <= self.radius) | inside[keys])
-        old = self.prev_keys[rows]
-        inside[old] = False
-        inside[keys[keep]] = True
-        # A cell that left forgets its schedule: it comes back as new.
-        gone = old[~inside[old]]
-        self.priority[gone] = 0.0
-        self.last_sent[gone] = 0
-        self.prev_keys[rows] = keys
+        if len(moved):
+            # The window moved: its cells leave `in_interest` by id; the state of the
+            # cells still in the window shifts with it (the others were out of reach).
+            old_ids = self._cell_ids(self.origin[rows[moved]])
+            inside[(base[moved] + old_ids)[was[moved]]] = False
+            shift = origin[moved] - self.origin[rows[moved]]  # old index = new + shift
+            oi = step[None, :, None] + shift[:, 1, None, None]
+            oj = step[None, None, :] + shift[:, 0, None, None]
+            ok = ((oi >= 0) & (oi < w) & (oj >= 0) & (oj < w)).reshape(len(moved), -1)
+            src = (np.clip(oi, 0, w - 1) * w + np.clip(oj, 0, w - 1)).reshape(len(moved), -1)
+            moved_rows = rows[moved]
+            was[moved] = np.take_along_axis(was[moved], src, axis=1) & ok
+            for arr in (self.win_priority, self.win_last):
+                arr[moved_rows] = np.where(ok, np.take_along_axis(arr[moved_rows], src, axis=1),
+                                           0)
+            self.origin[moved_rows] = origin[moved]
+        keep = valid & ((dist <= self.radius) | was)
+        # `in_interest` by id: entries that changed (cells of moved windows all re-enter).
+        changed = keep != was
+        changed[moved] = keep[moved]
+        inside[keys[changed & keep]] = True
+        lost = changed & ~keep
+        if lost.any():
+            inside[(base + ids)[lost]] = False
+        # A cell out of interest has no schedule: one that left comes back as new.
+        priority, last = self.win_priority[rows], self.win_last[rows]
+        priority[~keep] = 0.0
+        last[~keep] = 0
+        self.win_priority[rows], self.win_last[rows] = priority, last
+        self.win_in[rows] = keep
         return keys, keep, dist
 
-    def schedule(self, tick: int, keys: np.ndarray, keep: np.ndarray, dist: np.ndarray,
-                 est: np.ndarray, tokens: np.ndarray | None,
+    def schedule(self, tick: int, rows: np.ndarray, keys: np.ndarray, keep: np.ndarray,
+                 dist: np.ndarray, est: np.ndarray, tokens: np.ndarray | None,
                  nonempty: np.ndarray) -> tuple[Schedule, np.ndarray]:
         """Plan and record this tick's sends for the clients of `update`: near and
         overdue cells first (ascending), then the rest by priority, while each client's
@@ -319,8 +363,8 @@ class RoomCells:
         cell's estimated size, `nonempty` (M, K) whether it has members. Returns the
         schedule and what each client spent (estimated)."""
         m, k = keys.shape
-        last = self.last_sent[keys]
-        prio = self.priority[keys]
+        last = self.win_last[rows]
+        prio = self.win_priority[rows]
         must = (dist <= self.near) | (tick - last >= self.max_wait)
         # The offer order, one stable sort per client row: musts (-inf) in cell order,
         # then the rest by priority, highest first; cells not in interest (+inf) last.
@@ -352,14 +396,16 @@ class RoomCells:
             has = take > 0
             cost[has] = spent[first[has] + take[has] - 1]
         sent_o = rank < take[ci_o]
-        # Nearer cells earn faster (about 2 at the player, 2/3 at the radius).
-        flat = keys.ravel()[at]
-        prio_o = prio.ravel()[at] + self.radius / (self.radius / 2 + dist.ravel()[at] + 1e-9)
-        prio_o[sent_o] = 0.0
-        last_o = np.where(sent_o, tick, last.ravel()[at])
-        self.priority[flat] = prio_o
-        self.last_sent[flat] = last_o
-        full = nonempty.ravel()[at]
-        oldest = int((tick - last_o[full]).max()) if full.any() else 0
-        cells = flat - (keys[:, 0] // self.stride * self.stride)[ci_o]
+        # Nearer cells earn faster (about 2 at the player, 2/3 at the radius); a cell sent
+        # starts again from 0.
+        prio = np.where(keep, prio + self.radius / (self.radius / 2 + dist + 1e-9), 0.0)
+        sent = np.zeros(m * k, dtype=bool)
+        sent[at] = sent_o
+        sent = sent.reshape(m, k)
+        prio[sent] = 0.0
+        last[sent] = tick
+        self.win_priority[rows], self.win_last[rows] = prio, last
+        full = nonempty & keep
+        oldest = int((tick - last[full]).max()) if full.any() else 0
+        cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
         return Schedule(ci_o, cells, sent_o, oldest), cost

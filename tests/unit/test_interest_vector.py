@@ -93,7 +93,7 @@ def test_room_cells_schedule_every_client_exactly_like_one_client_cells_each(
             for r in rows.tolist():
                 refs[r][1].earn()
             tokens = np.array([refs[r][1].tokens for r in rows.tolist()])
-        plan, cost = room.schedule(tick, keys, keep, dist, est, tokens, est > 0)
+        plan, cost = room.schedule(tick, rows, keys, keep, dist, est, tokens, est > 0)
         for i, r in enumerate(rows.tolist()):
             cells, allowance = refs[r]
             before = None if allowance is None else allowance.tokens
@@ -104,12 +104,12 @@ def test_room_cells_schedule_every_client_exactly_like_one_client_cells_each(
             assert plan.sent[mine].tolist() == want_sent, (tick, r)
             if allowance is not None:
                 assert before - cost[i] == allowance.tokens
-            got_cells, got_last = room.cells_of(r)
+            got_cells, got_last, got_priority = room.cells_of(r)
             assert np.array_equal(got_cells, cells.cells)
             assert np.array_equal(got_last, cells.last_sent)
-            at = np.searchsorted(got_cells, cells.cells)
-            assert np.array_equal(room.priority[r * room.stride + got_cells[at]],
-                                  cells.priority)
+            assert np.array_equal(got_priority, cells.priority)
+            inside = room.in_interest[r * room.stride : (r + 1) * room.stride]
+            assert np.array_equal(np.flatnonzero(inside), cells.cells)
 
 
 # -- batch encoders == one-at-a-time encoders ------------------------------------------------
