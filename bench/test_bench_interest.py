@@ -7,8 +7,9 @@ ticks back (~67 ms of RTT at 30 Hz):
 - ``test_interest_pass``: the grid assignment of every entity plus every client's interest
   cells (hysteresis) and send schedule under a byte allowance (``RoomCells``, all clients
   at once) — the per-tick bookkeeping before any encoding.
-- ``test_chunked_tick``: one tick of ``InterestRoom.deliveries`` — grid, every client's
-  cells/removals/plan, the batch encode of every distinct (cell, baseline) chunk, and each
+- ``test_chunked_tick``: one world step (moving and quantising the E entities) and one
+  ``InterestRoom.deliveries`` — grid, every client's acks/cells/removals/schedule (whole-room
+  array passes), the batch encode of every distinct (cell, baseline) chunk, and every
   client's personal part; ``extra_info`` has the chunks encoded and sent per tick and the
   bytes per client per tick (with the 8 KiB/s budget of bigworld).
 - ``test_whole_world_tick`` (contrast, no interest management): the one whole-world delta
