@@ -35,7 +35,7 @@ from sim.params import Params
 RATE = 30
 CLIENTS = 200
 SIZES = {10_000: 8000.0, 50_000: 16000.0}
-WARMUP = 8
+WARMUP = 70  # ticks: past the 64-tick history ring, so rounds measure the steady state
 LAG = 2
 
 
