@@ -111,12 +111,32 @@ def test_near_cells_go_every_tick_and_no_cell_waits_more_than_a_second():
     assert np.mean([len(sent_at[c]) for c in far]) < 30
 
 
+def test_far_cells_that_entered_together_come_due_spread_over_the_second():
+    # Over budget, far cells go only when overdue. All entered at tick 1, and were first
+    # sent together on tick 30; a plain "a second since sent" would send every one of
+    # them again on ticks 60, 90, 120 (the tick spikes of issue 16). On slots the sends
+    # after the first come due on several ticks.
+    grid = Grid.for_world(4000, 4000, 100)
+    cells = ClientCells(grid, radius=400.0, margin=0.0, tick_rate=30)
+    cells.update((2050.0, 2050.0))
+    allowance = Allowance(per_tick=100.0)
+    sent_at = _run_schedule(cells, allowance, {int(c): 60 for c in cells.cells}, 150)
+    far = [c for c, d in zip(cells.cells.tolist(), cells.dist.tolist(), strict=True)
+           if d > 200.0]
+    per_tick = np.bincount([t for c in far for t in sent_at[c][1:]], minlength=151)
+    assert per_tick.max() <= len(far) // 2, per_tick.max()
+    assert np.count_nonzero(per_tick[61:91]) >= 4  # a second in steady state: 4+ slots
+    for c in far:  # and each still waits at most a second
+        assert np.diff([0, *sent_at[c], 151]).max() <= 30, c
+
+
 def test_with_room_in_the_budget_nearer_far_cells_go_more_often():
     grid = Grid.for_world(4000, 4000, 100)
     cells = ClientCells(grid, radius=500.0, margin=0.0, tick_rate=30)
     cells.update((2050.0, 2050.0))
     sizes = {int(c): 40 for c in cells.cells}
-    sent_at = _run_schedule(cells, Allowance(per_tick=1200.0), sizes, 150)
+    # The 28 near cells take 1120 bytes a tick; 280 more leave room for ~7 far cells.
+    sent_at = _run_schedule(cells, Allowance(per_tick=1400.0), sizes, 150)
     dist = dict(zip(cells.cells.tolist(), cells.dist.tolist(), strict=True))
     mid = [len(v) for c, v in sent_at.items() if 250 < dist[c] <= 350]
     edge = [len(v) for c, v in sent_at.items() if dist[c] > 450]
