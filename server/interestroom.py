@@ -373,13 +373,9 @@ class InterestRoom:
             # The usual entry stays: its cell is of interest and its slot holds the same
             # entity. Only the others (few) are checked further.
             h_row, h_slot = held >> shift, held & mask
-            # Per slot first (capacity, not the ~60k held keys): its cell, or the sentinel
-            # (never of interest) when not live.
-            cell = index.cell_of.astype(np.int64)
-            cell[cell < 0] = self.grid.cells
-            flat = h_row * self.stride
-            flat += cell[h_slot]  # in place, int64: no mixed-type temporaries
-            stays = self.cells.in_interest[flat]
+            cell = index.cell_of[h_slot]
+            cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
+            stays = self.cells.in_interest[h_row * self.stride + cell]
             stays &= kg[h_slot] == self.view_kg
             odd = np.flatnonzero(~stays)
             o_row, o_slot = h_row[odd], h_slot[odd]
