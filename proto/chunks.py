@@ -371,13 +371,14 @@ class ChunkMirror:
             self.waiting_reset = False
         slots_parts, word_parts = [], []
         cells: dict[int, np.ndarray] = {}
+        skipped = 0  # counted once the snapshot is applied (a rejected one adds nothing)
         for chunk in chunks:
             d = decode_chunk(chunk, tick=tick, tick_rate=self.tick_rate, kept=self.kept,
                              pos_scale=self.pos_scale)
             if d.cell in cells:
                 raise CodecError(f"cell {d.cell} twice in one snapshot")
             cells[d.cell] = d.members
-            self.skipped += d.skipped
+            skipped += d.skipped
             slots_parts.append(d.slots)
             word_parts.append(d.words)
         slots = np.concatenate(slots_parts) if slots_parts else _EMPTY_SLOTS
@@ -400,6 +401,7 @@ class ChunkMirror:
             self.in_view[slots] = True
             self.as_of[slots] = tick
         self.left, self.gone = part.left, part.gone
+        self.skipped += skipped
         self.kept[tick] = Kept(Carried(slots, words), cells)
         while len(self.kept) > self.keep:
             self.kept.popitem(last=False)

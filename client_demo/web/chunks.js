@@ -301,11 +301,12 @@ export class ChunkMirror {
     // slot -> [words array, row] of what this snapshot carries; personal spawns win.
     const carried = new Map();
     const cells = new Map(); // cell -> its members now: the baseline of its next chunks
+    let skipped = 0; // counted once the snapshot is applied (a rejected one adds nothing)
     for (const { flags, body } of bodies) {
       const d = decodeChunkBody(flags, body, tick, this.rate, this.kept, this.posScale);
       if (cells.has(d.cell)) throw new CodecError(`cell ${d.cell} twice in one snapshot`);
       cells.set(d.cell, d.members);
-      this.skipped += d.skipped;
+      skipped += d.skipped;
       for (let i = 0; i < d.slots.length; i++) {
         if (carried.has(d.slots[i])) throw new CodecError("a slot is in two chunks of one snapshot");
         carried.set(d.slots[i], [d.words, i]);
@@ -339,6 +340,7 @@ export class ChunkMirror {
     }
     this.left = part.left;
     this.gone = part.gone;
+    this.skipped += skipped;
     this.kept.set(tick, new Kept(new Carried(slots, words), cells));
     while (this.kept.size > this.keep) this.kept.delete(this.kept.keys().next().value);
     this.tick = tick;
