@@ -66,6 +66,7 @@ _SHOT_COLUMNS = [0, 5, 6, 7, 3]  # ring columns of a shot: seq, view a, view b, 
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
 _VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT, KNOWN_BUTTONS])  # |mx|, |my|, |aim|, buttons
+_ALL_OK = np.ones(1, dtype=np.bool_)  # "every view claim is fine" (there is none)
 # "no unknown bit" is "buttons <= KNOWN_BUTTONS" only while the known bits are the low ones
 assert KNOWN_BUTTONS & (KNOWN_BUTTONS + 1) == 0
 
@@ -199,7 +200,7 @@ class SeatInputs:
         cmds = np.array(self.buffer, dtype=np.float64).reshape(-1, _FIELDS)
         self.buffer.clear()
         rows = cmds[:, 0].astype(np.int64)
-        if np.bincount(rows).max() > 1:  # some seat sent more than one: group by seat
+        if len(rows) > 1 and np.bincount(rows).max() > 1:  # a seat sent several: group
             order = np.argsort(rows, kind="stable")  # arrival order kept within a seat
             cmds, rows = cmds[order], rows[order]
             first = np.empty(len(rows), dtype=np.bool_)  # the first command of each seat
@@ -231,15 +232,18 @@ class SeatInputs:
         # and |NaN| <= x, |inf| <= x are both False, so one comparison finds every bad
         # value (the reasons are worked out only when there is one).
         values = np.abs(cmds[:, 2:6])
-        views = _views_ok(cmds)
+        # No view claims at all (all zeros: no hitscan shot) is the usual tick.
+        views = _views_ok(cmds) if cmds[:, 6:9].any() else _ALL_OK
         newest_now = np.array(self.newest_seq, dtype=np.int64)
         start = newest_now[rows]
-        if (first.all() and (values.max(axis=0) <= _VALUE_LIMITS).all() and views.all()
+        if (first.all() and (values <= _VALUE_LIMITS).all() and views.all()
                 and not (seq - start > MAX_SEQ_JUMP).any()):
             # The steady state: one fine command per seat, each new (see above).
             newest_now[rows] = seq
             self.newest_seq = newest_now.tolist()
             return np.ones(len(rows), dtype=np.bool_), []
+        if views is _ALL_OK:
+            views = np.ones(len(rows), dtype=np.bool_)
         fine = (values <= _VALUE_LIMITS).all(axis=1) & views
         if first.all():  # one command per seat (the steady state): no running maximum
             before = start
@@ -384,7 +388,7 @@ class SeatInputs:
         self.length = length - surplus - n
         self.budget = budget - n
 
-        m_rows = np.flatnonzero(n)
+        m_rows = n.nonzero()[0]
         m_head, m_n = head[m_rows], n[m_rows]
         taken = self._ring[m_rows, (m_head + m_n - 1) % width]  # each row's last command
         self.last_applied[m_rows] = taken[:, 0]
@@ -404,8 +408,9 @@ class SeatInputs:
             named[sel] |= fired
             fire[sel] |= fired
             early.append((s_rows, cmd[:, 1:3].astype(np.float32), cmd[:, 3].astype(np.float32)))
-        last_names = fire & ~named
-        shot[last_names] = taken[last_names][:, _SHOT_COLUMNS]
+        if fire.any():
+            last_names = fire & ~named
+            shot[last_names] = taken[last_names][:, _SHOT_COLUMNS]
         return Taken(rows=m_rows, move=taken[:, 1:3].astype(np.float32),
                      aim=taken[:, 3].astype(np.float32), fire=fire, early=early, shot=shot)
 

@@ -171,26 +171,32 @@ def step(world: World, inputs: Inputs) -> StepEvents:
     dt = F32(1.0 / p.tick_rate)
     events = StepEvents(tick=t)
 
-    np.bitwise_and(world.flags, _NOT_FIRED, out=world.flags)
-    kind = world.kind  # KIND_EMPTY exactly in free slots, so `alive` need not be consulted
-    dead = (world.flags & FLAG_DEAD) != 0
+    # Free slots hold zeros (kind empty, no flags; KIND_EMPTY exactly in free slots, so
+    # `alive` need not be read), and every phase below looks only at the slots up to the
+    # highest occupied one: a room's capacity is mostly empty.
+    occupied = world.kind.nonzero()[0]
+    span = int(occupied[-1]) + 1 if len(occupied) else 0
+    kind = world.kind[:span]
+    flags = world.flags[:span]
+    np.bitwise_and(flags, _NOT_FIRED, out=flags)
+    dead = (flags & FLAG_DEAD) != 0
 
-    due = np.flatnonzero(dead & (world.respawn_tick <= t))
+    due = (dead & (world.respawn_tick[:span] <= t)).nonzero()[0]
     if due.size:
         _respawn(world, due)
         dead[due] = False
         events.respawned = due
 
-    players = np.flatnonzero((kind == KIND_PLAYER) & ~dead)
+    players = ((kind == KIND_PLAYER) & ~dead).nonzero()[0]
     moving = players[inputs.active[players]]
     if moving.size:
         move_players(world, moving, inputs, dt)
 
-    npcs = np.flatnonzero((kind == KIND_NPC) & ~dead)
+    npcs = ((kind == KIND_NPC) & ~dead).nonzero()[0]
     if npcs.size:
         _move_npcs(world, npcs, t, dt)
 
-    _move_projectiles(world, t, dt)
+    flying = _move_projectiles(world, kind, t, dt)
 
     hitscan = p.weapon_kind == "hitscan"
     if players.size and p.shooting_enabled:
@@ -199,9 +205,10 @@ def step(world: World, inputs: Inputs) -> StepEvents:
         else:
             events.shots = _fire(world, players, inputs, t, events)
 
-    proj, tgt = find_hits(world)
-    if proj.size:
-        _apply_hits(world, proj, tgt, t, events)
+    if flying or events.fired_projectile.size:  # else find_hits finds nothing
+        proj, tgt = find_hits(world)
+        if proj.size:
+            _apply_hits(world, proj, tgt, t, events)
     if events.hitscan is not None:
         _apply_hitscan(world, events.hitscan, t, events)
 
@@ -305,17 +312,21 @@ def _move_npcs(world: World, slots: np.ndarray, t: int, dt: np.float32) -> None:
     pa = world.pos.take(slots, axis=0) + vel * dt  # both axes at once, same float32 ops
     low = pa < F32(0.0)
     high = pa > size
-    _put_rows(world.pos, slots, np.where(low, -pa, np.where(high, twice - pa, pa)))
-    if low.any() or high.any():
-        np.negative(vel, out=vel, where=low | high)
+    bounced = low | high
+    if bounced.any():  # most ticks nobody reaches a wall
+        pa = np.where(low, -pa, np.where(high, twice - pa, pa))
+        np.negative(vel, out=vel, where=bounced)
         _put_rows(world.vel, slots, vel)
+    _put_rows(world.pos, slots, pa)
 
 
-def _move_projectiles(world: World, t: int, dt: np.float32) -> None:
+def _move_projectiles(world: World, kind: np.ndarray, t: int, dt: np.float32) -> int:
+    """Expire, move and free the projectiles (`kind`: the world's kinds, or a prefix
+    holding every live slot). Returns how many are still flying."""
     p = world.params
-    proj = np.flatnonzero(world.kind == KIND_PROJECTILE)
+    proj = (kind == KIND_PROJECTILE).nonzero()[0]
     if proj.size == 0:
-        return
+        return 0
     expired = world.expire_tick[proj] <= t
     flying = proj[~expired]
     pos = world.pos.take(flying, axis=0)
@@ -327,6 +338,7 @@ def _move_projectiles(world: World, t: int, dt: np.float32) -> None:
     gone = np.concatenate([proj[expired], flying[left]])
     if gone.size:
         world._free(gone)
+    return int(flying.size - np.count_nonzero(left))
 
 
 def _put_rows(dst: np.ndarray, slots: np.ndarray, rows: np.ndarray) -> None:
