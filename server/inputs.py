@@ -212,7 +212,7 @@ class SeatInputs:
         rejections: list[tuple[int, str, int]] = []
         if self.defer_checks:
             accepted, rejections = self._validate(rows, seq, cmds, first)
-            if not accepted.all():
+            if accepted is not None:  # None: every command accepted
                 rows, seq, cmds = rows[accepted], seq[accepted], cmds[accepted]
                 first = np.empty(len(rows), dtype=np.bool_)
                 if len(rows):
@@ -222,9 +222,9 @@ class SeatInputs:
         return rejections
 
     def _validate(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
-                  first: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, int]]]:
-        """The accepted mask of commands grouped by row, and the rejections by row.
-        Updates `newest_seq` for every row seen.
+                  first: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, str, int]]]:
+        """The accepted mask of commands grouped by row (None when all are), and the
+        rejections by row. Updates `newest_seq` for every row seen.
 
         Every buffered command is above its row's newest seq as of the last flush (the
         buffer skipped the rest), so a row with one command has no redundant copy."""
@@ -241,7 +241,7 @@ class SeatInputs:
             # The steady state: one fine command per seat, each new (see above).
             newest_now[rows] = seq
             self.newest_seq = newest_now.tolist()
-            return np.ones(len(rows), dtype=np.bool_), []
+            return None, []
         if views is _ALL_OK:
             views = np.ones(len(rows), dtype=np.bool_)
         fine = (values <= _VALUE_LIMITS).all(axis=1) & views
@@ -266,7 +266,7 @@ class SeatInputs:
             else:
                 np.maximum.at(newest_now, rows, np.where(new, seq, 0))
             self.newest_seq = newest_now.tolist()
-            return accepted, []
+            return (None if accepted.all() else accepted), []
 
         reason = np.zeros(len(seq), dtype=np.int64)
         reason[~views] = _BAD_VIEW
@@ -289,7 +289,7 @@ class SeatInputs:
             label = REASONS[pair % len(REASONS)]
             self.rejected[label] += count
             rejections.append((pair // len(REASONS), label, count))
-        return accepted, rejections
+        return (None if accepted.all() else accepted), rejections
 
     @staticmethod
     def _replay(idx: np.ndarray, rows: np.ndarray, seq: np.ndarray, start: np.ndarray,
@@ -322,6 +322,11 @@ class SeatInputs:
             self._widen(limit)
         width = self.width
         if first.all():
+            had = self.length[rows]
+            if (had < limit).all():  # one command per row, each with room: nothing drops
+                self._ring[rows, (self._head[rows] + had) % width] = cmds[:, 1:]
+                self.length[rows] = had + 1
+                return
             uniq, counts = rows, 1
         else:
             starts = np.flatnonzero(first)
