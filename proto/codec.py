@@ -262,7 +262,8 @@ def encode(
         base_live = pred_kg & 0xFF != 0
         same = cur_live & base_live & (cur_kg == pred_kg)
         # Rows that differ from the prediction at all: compare 16-byte records as 2 int64s.
-        differs = (cur.view(np.int64) != pred.view(np.int64)).any(axis=1)
+        cur64, pred64 = cur.view(np.int64), pred.view(np.int64)
+        differs = (cur64[:, 0] != pred64[:, 0]) | (cur64[:, 1] != pred64[:, 1])
         # The same entity: update if it differs, else unchanged; otherwise spawn where
         # live now, remove where only the baseline's slot was live.
         ops = np.where(same, differs.view(np.uint8),
@@ -295,14 +296,14 @@ def updates_section(cur: np.ndarray, pred: np.ndarray) -> list[bytes]:
     # uint16 subtraction wraps mod 2**16, so every residual fits an int16.
     residual = (cur - pred).view("<i2")
     present = residual != 0
-    # 8 words per row, so each row's mask is one byte, bit i for word i.
-    masks = np.packbits(present, axis=1, bitorder="little")
+    # 8 words per row, so packing the flattened mask gives one byte per row, bit i for
+    # word i (flattened: NumPy packs a 1-D array much faster than along an axis).
+    masks = np.packbits(present.reshape(-1), bitorder="little")
     # The words sent at all, and those with a residual outside int8 (x + 128 outside
     # 0..255, wrapping included), as bit sets: a word is 2 bytes wide if any row needs it.
-    sent = int(np.bitwise_or.reduce(masks, axis=None))
+    sent = int(np.bitwise_or.reduce(masks))
     outside = (residual + 128).view(np.uint16) > 255
-    wide = int(np.bitwise_or.reduce(np.packbits(outside, axis=1, bitorder="little"),
-                                    axis=None))
+    wide = int(np.bitwise_or.reduce(np.packbits(outside.reshape(-1), bitorder="little")))
     widths = bytes(0 if not sent >> i & 1 else 2 if wide >> i & 1 else 1
                    for i in range(len(WORDS)))
     # Every sent residual, word by word (the transposed mask walks the words in order).
