@@ -678,7 +678,7 @@ class Room:
         acks = np.array([s.acked_tick for s in self._connected], dtype=np.int64)
         baselines = self._baselines.pick(tick, rows, acks)
         # One shared frame per distinct baseline (a handful), then a lookup per seat.
-        if baselines.min() == baselines.max():  # the usual tick: one baseline for all
+        if len(ids) == 1 or baselines.min() == baselines.max():  # the usual: one baseline
             distinct, which = baselines[:1], [0] * len(ids)
         else:
             distinct, inverse = np.unique(baselines, return_inverse=True)
