@@ -275,21 +275,32 @@ def move_players(world: World, slots: np.ndarray, inputs: Inputs, dt: np.float32
     dd = d * d
     dist = np.sqrt(dd[:, 0] + dd[:, 1])
     reach = dist <= accel_dt
-    k = accel_dt / np.where(reach, one, dist)
-    s = np.where(reach[:, None], target, v + d * k[:, None])
-    idle = v * fric
-    ii = idle * idle
-    stopped = np.sqrt(ii[:, 0] + ii[:, 1]) < STOP_SPEED
-    v = np.where(steering[:, None], s, np.where(stopped[:, None], zero, idle))
+    # The branches below skip what every player would discard (a where() whose mask is
+    # all true gives its first operand): with a high accel every steering player reaches
+    # its target, and players mostly steer.
+    if reach.all():
+        s = target
+    else:
+        k = accel_dt / np.where(reach, one, dist)
+        s = np.where(reach[:, None], target, v + d * k[:, None])
+    if steering.all():
+        v = s
+    else:
+        idle = v * fric
+        ii = idle * idle
+        stopped = np.sqrt(ii[:, 0] + ii[:, 1]) < STOP_SPEED
+        v = np.where(steering[:, None], s, np.where(stopped[:, None], zero, idle))
 
     # The target itself is never clamped: |move| <= 1 makes it max_speed up to rounding,
     # and leaving it untouched keeps "velocity = direction * max_speed" exact.
-    vv = v * v
-    speed = np.sqrt(vv[:, 0] + vv[:, 1])
-    over = (speed > max_speed) & ~(steering & reach)
-    if over.any():
-        k = max_speed / np.where(over, speed, one)
-        v = np.where(over[:, None], v * k[:, None], v)
+    reached = steering & reach
+    if not reached.all():
+        vv = v * v
+        speed = np.sqrt(vv[:, 0] + vv[:, 1])
+        over = (speed > max_speed) & ~reached
+        if over.any():
+            k = max_speed / np.where(over, speed, one)
+            v = np.where(over[:, None], v * k[:, None], v)
 
     radius = F32(p.player_radius)
     hi = np.array([p.world_width, p.world_height], dtype=np.float32) - radius
