@@ -128,7 +128,7 @@ def quantize(
     # Written straight into the record's u16 words and bytes, and only up to the highest
     # live slot (the rest stays zero): a room quantises its whole capacity every tick,
     # mostly empty, and at arena sizes each NumPy call costs more than its arithmetic.
-    # tests/unit/test_codec.py checks this against the field-by-field definition, bit for bit.
+    # tests/unit/test_codec_reference.py checks it against the field-by-field definition.
     n = len(kind)
     live = np.asarray(alive, dtype=bool)
     out = np.zeros(n, dtype=STATE_DTYPE)
