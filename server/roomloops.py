@@ -201,6 +201,13 @@ class RoomLoops:
                     write(data)
                     frames_bytes += len(data)
             session = conn.session
+            pings = session.pings
+            ping = None
+            if now >= pings.due_at:  # a plain float: no call for the seats not due
+                payload = pings.poll(now)
+                if payload is not None:
+                    # Written with the snapshot: one syscall per seat per tick, ping included.
+                    ping = ws_frame(OP_PING, payload)
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
                 shared = d.snapshot_shared
                 if d.chunks is not None:  # interest management: header, shared chunks, personal
@@ -208,7 +215,10 @@ class RoomLoops:
                     # delivery, alive for the whole loop, so its id is unique).
                     body = len(shared) + sum(map(len, d.chunks)) + len(d.snapshot_personal)
                     head = ws_header(OP_BINARY, body)
-                    conn.writelines((head, shared, *d.chunks, d.snapshot_personal))
+                    if ping is None:
+                        conn.writelines((head, shared, *d.chunks, d.snapshot_personal))
+                    else:
+                        conn.writelines((head, shared, *d.chunks, d.snapshot_personal, ping))
                     groups[id(d)] = [head, 1, d.keyframe, len(head) + body]
                 else:
                     group = groups.get(id(shared))
@@ -217,7 +227,10 @@ class RoomLoops:
                         prefix = ws_header(OP_BINARY, length) + shared
                         group = groups[id(shared)] = [prefix, 0, d.keyframe,
                                                       len(prefix) + len(d.snapshot_personal)]
-                    conn.writelines((group[0], d.snapshot_personal))
+                    if ping is None:
+                        conn.writelines((group[0], d.snapshot_personal))
+                    else:
+                        conn.writelines((group[0], d.snapshot_personal, ping))
                     group[1] += 1
             else:
                 skipped += 1
@@ -227,21 +240,19 @@ class RoomLoops:
                     conn.close(CLOSE_POLICY, "send buffer stalled", label="stalled_reader",
                                abort=True)
                     continue
-            pings = session.pings
-            if now >= pings.due_at:  # a plain float: no call for the seats not due
-                ping = pings.poll(now)
                 if ping is not None:
-                    data = ws_frame(OP_PING, ping)
-                    conn.write(data)
-                    frames_bytes += len(data)
-                    continue
+                    conn.write(ping)
+            if ping is not None:
+                frames_bytes += len(ping)
+                continue
             if not check_liveness:
                 continue
-            if pings.timed_out(now):
+            # PingTracker.timed_out and Session.idle as float compares (per seat per tick).
+            if now > pings.timeout_at:
                 conn.close(CLOSE_GOING_AWAY,
                            f"no pong within {session.limits.ping_timeout_s:g} s",
                            label="ping_timeout")
-            elif session.idle(now):
+            elif now - session.last_frame_at > session.limits.idle_timeout_s:
                 conn.close(CLOSE_POLICY, f"no input for {session.limits.idle_timeout_s:g} s",
                            label="idle")
         sent = keyframes = 0
