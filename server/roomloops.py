@@ -4,7 +4,8 @@
 clock); each tick runs `Room.tick(now)`, hands the result to `deliver`, charges the
 room's per-tick input rejections to their connections, and exports the schedule's tick
 counters (the schedule owns them: duration, overruns, skipped ticks, tick errors) and
-the plain-int `Counts` to Prometheus, once per tick.
+the plain-int `Counts` to Prometheus, every `metrics.FLUSH_EVERY_S` (/metrics flushes
+before it renders, so a scrape sees every count).
 
 Delivery never awaits a client: frames are written with `transport.write` (buffers,
 never blocks). The send buffer size decides whether a client gets this tick's snapshot
@@ -46,6 +47,7 @@ class _Loop:
     schedule: TickSchedule
     exported: tuple[int, int, int] = (0, 0, 0)  # skipped, overruns, errors already exported
     room_drops: tuple[int, int] = (0, 0)  # queue overflow, trimmed already exported
+    players: int = -1  # the room's players gauge as last set
 
 
 class RoomLoops:
@@ -111,18 +113,21 @@ class RoomLoops:
 
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:
-            self.metrics.tick_jitter.observe(plan.jitter_s)
+            self.metrics.counts.tick_jitters.append(plan.jitter_s)
         if plan.skipped:
             self._liveness_from = self.clock.now() + LIVENESS_GRACE_S
 
     def _export(self, entry: _Loop, room: Room) -> None:
-        """After each tick: the schedule's counters and the plain-int counts, exported."""
+        """After each tick: the schedule's counters exported, and the plain-int counts
+        every FLUSH_EVERY_S."""
         s = entry.schedule
         m = self.metrics
-        m.tick_duration.observe(s.last_duration_s)
+        m.counts.tick_durations.append(s.last_duration_s)
         per_room = m.for_room(room.room_id)
         per_room.tick_duration.observe(s.last_duration_s)
-        per_room.players.set(len(room.seats))
+        if len(room.seats) != entry.players:
+            entry.players = len(room.seats)
+            per_room.players.set(entry.players)
         if room.interest is not None:
             per_room.interest_oldest_age.set(room.interest.oldest_age_s)
         skipped, overruns, errors = entry.exported
@@ -133,7 +138,7 @@ class RoomLoops:
         if s.tick_errors != errors:
             m.tick_errors.inc(s.tick_errors - errors)
         entry.exported = (s.ticks_skipped, s.overruns, s.tick_errors)
-        m.flush()
+        m.flush_if_due(self.clock.now())
 
     def charge_input_rejections(self, result: TickResult, now: float) -> None:
         """Inputs the room rejected at its tick, (player id, reason, count): counted, and
