@@ -121,7 +121,10 @@ def add_bots_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                       help="hand the bots to --workers remote workers and report")
     role.add_argument("--worker", action="store_true",
                       help="wait for a master's orders and run its bots (until SIGTERM)")
-    dist.add_argument("--redis", metavar="URL", help="redis://HOST:PORT/DB both sides use")
+    dist.add_argument("--redis", metavar="URL", default=os.environ.get("TICKWIRE_REDIS_URL"),
+                      help="redis://HOST:PORT/DB both sides use (default: "
+                           "$TICKWIRE_REDIS_URL; a password is better given there than on "
+                           "the command line, which every local user can read)")
     dist.add_argument("--workers", type=int, default=1, metavar="K",
                       help="master: how many workers to wait for (default 1)")
     dist.add_argument("--workers-wait", type=float, default=30.0, metavar="S",

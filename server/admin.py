@@ -27,6 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from server.bans import MAX_BAN_S
 from server.liveparams import live_params_for
@@ -43,6 +44,9 @@ KICK_REASON = "kicked by admin"
 _SCHEMA_FIELDS = ("type", "min", "max", "choices", "unit", "doc", "live", "default")
 MAX_BODY_BYTES = 64 * 1024  # every parameter at once is about 1.5 KiB of JSON
 EVENT_KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing the stream
+# A page that stops reading (a laptop asleep, a stuck proxy) blocks the stream's write once
+# the socket buffers are full; past this the stream is cut, so it holds no task forever.
+EVENT_STALL_S = 10.0
 
 
 class BodyTooLarge(ParamsError):
@@ -87,16 +91,21 @@ def parse_changes(body: bytes) -> dict[str, object]:
     return normalize_changes(changes)
 
 
-def add_admin_routes(app: web.Application, server: ServerControl, token: str | None
-                     ) -> None:
+def add_admin_routes(app: web.Application, server: ServerControl, token: str | None,
+                     *, stall_s: float = EVENT_STALL_S) -> None:
     """Register ``/admin`` (page), ``/admin/params`` (GET, POST), ``/admin/events`` (GET,
-    server-sent events), ``/admin/rooms/{room}/kick/{player}`` (POST, ``?ban_s=N``) and
-    ``/admin/bans`` (GET). ``token`` None or empty: register no route."""
+    server-sent events; a stream whose write blocks for `stall_s` is cut, counted in
+    ``tickwire_admin_streams_cut_total`` and logged), ``/admin/rooms/{room}/kick/{player}``
+    (POST, ``?ban_s=N``) and ``/admin/bans`` (GET). ``token`` None or empty: register no
+    route."""
     # Made even without a token: the file watcher shares it.
     live = live_params_for(app, server)
     if not token:
         return
     expected = token.encode()
+    cut = Counter("tickwire_admin_streams_cut",
+                  "Admin event streams cut because the page stopped reading.",
+                  registry=server.metrics.registry)
 
     async def close_feed(app: web.Application) -> None:
         live.feed.close()  # open event streams end, so shutdown does not wait on them
@@ -137,7 +146,7 @@ def add_admin_routes(app: web.Application, server: ServerControl, token: str | N
             return rejected(f"body is too large; at most {MAX_BODY_BYTES} bytes are accepted",
                             status=413)
         try:
-            result = live.change(parse_changes(body))
+            result = await live.change(parse_changes(body))
         except BodyTooLarge as exc:
             return rejected(str(exc), status=413)
         except ParamsError as exc:
@@ -160,20 +169,32 @@ def add_admin_routes(app: web.Application, server: ServerControl, token: str | N
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
+        async def send(data: bytes) -> None:
+            try:
+                async with asyncio.timeout(stall_s):
+                    await resp.write(data)
+            except TimeoutError:
+                cut.inc()
+                log.warning("admin event stream not read for %g s, cut", stall_s,
+                            extra={"peer": request.remote})
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError from None
+
         try:
             await resp.prepare(request)
-            await resp.write(_sse("state", {"event": "state", "state": live.state()}))
+            await send(_sse("state", {"event": "state", "state": live.state()}))
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), EVENT_KEEPALIVE_S)
                 except TimeoutError:
-                    await resp.write(b": keepalive\n\n")
+                    await send(b": keepalive\n\n")
                     continue
                 if event is None:  # the server stops, or this reader fell behind
                     break
-                await resp.write(_sse(event["event"], event))
+                await send(_sse(event["event"], event))
         except ConnectionResetError:
-            pass  # the page went away
+            pass  # the page went away, or stopped reading and was cut
         finally:
             live.feed.unsubscribe(queue)
         return resp

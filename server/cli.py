@@ -16,6 +16,11 @@ from server.version import VERSION
 
 log = logging.getLogger("tickwire")
 
+#: The environment variable `serve --redis` and `bots --redis` default to: unlike a
+#: command line (/proc/PID/cmdline, `ps`), a process's environment is readable only by its
+#: own user, so a Redis password stays out of other users' sight.
+REDIS_URL_ENV = "TICKWIRE_REDIS_URL"
+
 
 def _positive_float(text: str) -> float:
     try:
@@ -129,9 +134,11 @@ def add_fleet_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", action="append", default=[], metavar="NAME=PARAMS.toml",
                    help="a game mode and its parameters (repeatable; the first is the "
                         "default mode; default: one mode 'arena' with --params)")
-    g.add_argument("--redis", metavar="URL",
+    g.add_argument("--redis", metavar="URL", default=os.environ.get(REDIS_URL_ENV) or None,
                    help="join a fleet through this Redis, e.g. redis://127.0.0.1:6379/0 "
-                        "(default: no fleet, matchmaking inside this process)")
+                        f"(default: ${REDIS_URL_ENV} if set, else no fleet: matchmaking "
+                        "inside this process). A URL with a password is better given in "
+                        f"${REDIS_URL_ENV}: a command line is readable by every local user")
     g.add_argument("--public-url", metavar="ws://HOST:PORT", default="",
                    help="where clients reach this node (behind a proxy: the proxy's URL "
                         "for this node; default with --redis: ws://HOST:PORT of the bind)")

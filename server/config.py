@@ -35,6 +35,7 @@ class GatewayConfig:
     connects_per_ip_per_s: float = 20.0  # new sockets per address per second; 0 = no limit
     connect_burst_per_ip: float = 256.0  # a whole load-test swarm may arrive at once
     admin_token: str | None = None  # None: the /admin routes are off (404)
+    admin_stall_s: float = 10.0  # an admin event stream not read this long is cut
     params_path: Path | None = None  # set: this TOML file is watched and applied live
     recording: RecordingConfig | None = None  # set: every room is recorded for replay
     kick_ban_s: float = DEFAULT_KICK_BAN_S  # an admin's kick keeps the name out this long

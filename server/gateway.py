@@ -321,7 +321,7 @@ def build_app(config: GatewayConfig, clock: Clock | None = None,
     add_http_routes(app, gateway, admin_token=config.admin_token,
                     public_player_names=config.public_player_names)
     add_static_routes(app, config.web_root)
-    add_admin_routes(app, gateway, config.admin_token)
+    add_admin_routes(app, gateway, config.admin_token, stall_s=config.admin_stall_s)
     add_spectate_routes(app, gateway, limits=config.spectate,  # watch a live room, no seat
                         is_private=gateway.room_is_private, admin_token=config.admin_token,
                         public_player_names=config.public_player_names)

@@ -117,6 +117,7 @@ class LiveParams:
         self.file_error: str | None = None
         self.pending_restart: dict[str, object] = {}
         self.last_event: dict[str, Any] | None = None
+        self._changing = asyncio.Lock()  # one admin change at a time (see `change`)
 
     # -- what the page shows ---------------------------------------------------------------
 
@@ -141,8 +142,8 @@ class LiveParams:
     def poll(self) -> None:
         """One watcher check (the polling task calls this): apply a saved change, report a
         broken file, or do nothing when the file did not change."""
-        if self.watcher is None:
-            return
+        if self.watcher is None or self._changing.locked():
+            return  # an admin change is writing the file, and reads it back itself
         self._take(self.watcher.check(self._stat(self.watcher.path)), source="file")
 
     def _take(self, result: Params | ParamsError | None, source: str) -> None:
@@ -175,11 +176,15 @@ class LiveParams:
 
     # -- the admin path --------------------------------------------------------------------
 
-    def change(self, changes: Mapping[str, object]) -> dict[str, Any]:
+    async def change(self, changes: Mapping[str, object]) -> dict[str, Any]:
         """Apply an admin change (dotted keys, field names or tables). Returns what the
         page needs: ``version`` now running, ``persisted``, ``changed``. Raises
         ``ParamsError`` (naming the key) and changes nothing when a value is invalid, a
-        key is restart-only, or the file cannot hold the change."""
+        key is restart-only, or the file cannot hold the change.
+
+        Changes are applied one at a time (two admins saving at once must not both edit
+        the file they read before the other wrote), and the file's write and fsync run in
+        a thread: a slow disk must not hold up every room's tick."""
         dotted = normalize_changes(changes)
         keys = schema()
         restart = [k for k in dotted if not keys[k]["live"]]
@@ -188,17 +193,18 @@ class LiveParams:
                 f"{', '.join(restart)} only apply when the server starts; "
                 + ("change them in the parameters file and restart" if self.path else
                    "start the server with --params FILE to change them"))
-        before = self.gateway.params.to_dotted()
-        if self.path is None:
-            new = self.gateway.params.with_changes(dotted)
-            version, _ = self.gateway.apply_params(new, source="admin")
-        else:
-            self._write_file(dotted)
-            if self.file_error is not None:
-                # The file was written and re-read, yet it was refused: say so.
-                raise ParamsError(self.file_error)
-            version = self.gateway.params_version
-        after = self.gateway.params.to_dotted()
+        async with self._changing:
+            before = self.gateway.params.to_dotted()
+            if self.path is None:
+                new = self.gateway.params.with_changes(dotted)
+                version, _ = self.gateway.apply_params(new, source="admin")
+            else:
+                await self._write_file(dotted)
+                if self.file_error is not None:
+                    # The file was written and re-read, yet it was refused: say so.
+                    raise ParamsError(self.file_error)
+                version = self.gateway.params_version
+            after = self.gateway.params.to_dotted()
         changed = {k: v for k, v in after.items() if before[k] != v}
         if self.path is None:
             self.gateway.metrics.params_updates.labels(source="admin", result="applied").inc()
@@ -207,7 +213,7 @@ class LiveParams:
                 "file": str(self.path) if self.path else None, "changed": changed,
                 "state": self.state()}
 
-    def _write_file(self, dotted: dict[str, object]) -> None:
+    async def _write_file(self, dotted: dict[str, object]) -> None:
         assert self.path is not None and self.watcher is not None
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -224,7 +230,7 @@ class LiveParams:
             raise ParamsError(f"{self.path}: the change could not be written faithfully")
         merge_live_params(self.gateway.params, target)  # cross-field rules vs. running
         try:
-            write_atomic(self.path, new_text)
+            await asyncio.to_thread(write_atomic, self.path, new_text)
         except OSError as exc:
             raise ParamsError(f"{self.path}: cannot write the parameters file: "
                               f"{exc.strerror or exc}") from exc

@@ -9,11 +9,14 @@ Nothing else is touched.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+
+from server.cli import REDIS_URL_ENV
 
 
 def add_fleet_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +29,10 @@ def add_fleet_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address the nodes bind")
     p.add_argument("--public-host", default=None, metavar="HOST",
                    help="host in each node's public URL (default: --host)")
-    p.add_argument("--redis", metavar="URL", help="an existing Redis (default: start one)")
+    p.add_argument("--redis", metavar="URL", default=os.environ.get(REDIS_URL_ENV) or None,
+                   help=f"an existing Redis (default: ${REDIS_URL_ENV} if set, else start "
+                        "one); the nodes get it in their environment, not on their "
+                        "command line")
     p.add_argument("--log-dir", default=None, metavar="DIR",
                    help="write each node's log to DIR/node-PORT.log (default: discard)")
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S",
@@ -76,7 +82,10 @@ def run_fleet(args: argparse.Namespace) -> int:
             node = ServerProcess(
                 port=port, host=args.host, plain_logs=log_dir is not None,
                 log_path=log_dir / f"node-{port}.log" if log_dir else None,
-                extra_args=["--redis", redis_url, "--public-url",
+                # In the environment, not argv: a password in argv is readable by every
+                # local user (ps); an environment only by this user.
+                env={**os.environ, REDIS_URL_ENV: redis_url},
+                extra_args=["--public-url",
                             f"ws://{public_host}:{port}",
                             "--shutdown-timeout", str(args.shutdown_timeout), *origins,
                             *extra])

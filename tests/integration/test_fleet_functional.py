@@ -408,6 +408,9 @@ async def test_tickwire_fleet_starts_nodes_and_a_redis_and_stops_what_it_started
                                      f"(logs in {tmp_path})")
             if "(pid " in line:
                 pids.append(int(line.rsplit("(pid ", 1)[1].split(")")[0]))
+        for pid in pids[1:]:  # the nodes get the Redis URL in their environment, not argv
+            assert b"redis://" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert b"TICKWIRE_REDIS_URL=redis://" in Path(f"/proc/{pid}/environ").read_bytes()
         base = f"http://127.0.0.1:{port + 1}"
         status, answer = await http_json("POST", base + "/matchmake", {})
         assert status == 200 and answer["url"].startswith("ws://127.0.0.1:")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -252,3 +253,36 @@ def test_admin_change_survives_a_restart_of_tickwire_serve_functional(tmp_path):
         assert after["values"]["player.max_speed"] == 260.0
         assert after["version"] == 1  # a new process counts from 1
     assert "max_speed = 260.0   # units/s, the one we keep tuning" in f.read_text()
+
+
+async def test_an_admin_event_stream_that_stops_reading_is_cut_functional(start_server):
+    """A page that stops reading (asleep, a stuck proxy) fills the socket buffers and blocks
+    the stream's write; the stall bound cuts it (counted, logged), and streams still open."""
+    running = await start_server(make_params(**{"npc.count": 0}), config_overrides={
+        "admin_token": TOKEN, "admin_stall_s": 0.5})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    name = "tickwire_admin_streams_cut_total"
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", running.port))
+        await loop.sock_sendall(sock, b"GET /admin/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+        # ...and never reads. Large events (64 KiB each) fill the socket buffers quickly.
+        live = running.server.app[LIVE_PARAMS_KEY]
+        for _ in range(400):
+            if (await running.metrics()).get(name, 0) == 1:
+                break
+            live.feed.publish({"event": "applied", "padding": "x" * 65536})
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the stalled admin stream was not cut after 400 events")
+    finally:
+        sock.close()
+    async with aiohttp.ClientSession() as http, \
+            http.get(running.http_url + "/admin/events", headers=AUTH) as resp:
+        assert resp.status == 200
+        line = await asyncio.wait_for(resp.content.readline(), 5.0)
+        assert line.startswith(b"event: state")
+

@@ -57,3 +57,14 @@ def test_fleet_without_redis_server_names_the_package_to_install(tmp_path):
     assert done.returncode == 2
     assert "redis-server" in done.stderr and "apt-get install" in done.stderr
     assert done.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["bots", "--master"], ["fleet", "--workers", "2"]])
+def test_redis_url_defaults_to_the_environment_and_a_flag_wins(monkeypatch, argv):
+    from server.cli import REDIS_URL_ENV, build_parser
+    monkeypatch.setenv(REDIS_URL_ENV, "redis://:pw@10.0.0.5:6379/2")
+    assert build_parser().parse_args(argv).redis == "redis://:pw@10.0.0.5:6379/2"
+    flag = build_parser().parse_args([*argv, "--redis", "redis://127.0.0.1:7000/0"])
+    assert flag.redis == "redis://127.0.0.1:7000/0"
+    monkeypatch.delenv(REDIS_URL_ENV)
+    assert build_parser().parse_args(argv).redis is None
