@@ -143,9 +143,9 @@ class Connection:
                 self.close_timeout_s, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
-        # The peer did not finish the closing handshake in time. Our Close is out: end TCP with a
-        # FIN so the peer sees a clean close; a peer that left our bytes unread gets a RST,
-        # since a graceful close would wait on it.
+        # The peer did not finish the closing handshake in time. Our Close is out: end
+        # TCP with a FIN so the peer sees a clean close; a peer that left our bytes unread
+        # gets a RST, since a graceful close would wait on it.
         self._close_timer = None
         if self.transport.get_write_buffer_size() > 0:
             self.transport.abort()

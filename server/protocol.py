@@ -43,7 +43,7 @@ any            `connection_lost()`             CLOSED         -
 Every wire frame (data, fragment, continuation, control) is charged to the inbound
 budget before anything else is done with it; over budget it is dropped and counted, and
 too many drops close the connection (1008 flood). Counts go to plain integers in
-`Counts`, flushed to Prometheus once per tick.
+`Counts`, flushed to Prometheus every 0.25 s and before each /metrics render.
 
 Policy closes (1008, 1001) send a `Kick` first carrying the label and whether
 reconnecting can help; `KICKS` is the one table that says which.
