@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from client_demo.promtext import fetch_rooms
 from server.nodeproc import PYTHON_M_CLI, ServerProcess, free_port
 from sim.params import ParamsError, load_params
 
@@ -81,6 +82,48 @@ def read_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+class RoomsPoller(threading.Thread):
+    """Reads the server's /rooms every `every_s` (each read bounded by `timeout_s`) with
+    its monotonic time. The bots read /rooms and /metrics at the window's ends with a 2 s
+    bound; a saturated server (bigworld at 200 clients before issue 16's vectorisation)
+    missed it, and the row said ``rooms: None``. These reads fill the room figures then."""
+
+    def __init__(self, url: str, every_s: float = 1.0, timeout_s: float = 10.0) -> None:
+        super().__init__(daemon=True, name="rooms-poller")
+        self.url = url
+        self.every_s = every_s
+        self.timeout_s = timeout_s
+        self.samples: list[tuple[float, list[dict]]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            rooms = fetch_rooms(self.url, timeout=self.timeout_s)
+            if rooms is not None:
+                self.samples.append((time.monotonic(), rooms))
+            self._halt.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=self.timeout_s + 2.0)
+
+    def over(self, t0: float, t1: float) -> dict | None:
+        """rooms, clients_per_room and tick_rate_per_room from the first and last reads
+        inside [t0, t1] (None without two reads there)."""
+        inside = [(t, rooms) for t, rooms in self.samples if t0 <= t <= t1]
+        if len(inside) < 2:
+            return None
+        (ta, first), (tb, last) = inside[0], inside[-1]
+        tick_then = {r.get("id"): r.get("tick") for r in first}
+        rates = []
+        for r in last:
+            then, now = tick_then.get(r.get("id")), r.get("tick")
+            ok = isinstance(then, int | float) and isinstance(now, int | float) and tb > ta
+            rates.append(round((now - then) / (tb - ta), 2) if ok else None)
+        return {"rooms": len(last), "clients_per_room": [r.get("players") for r in last],
+                "tick_rate_per_room": rates}
 
 
 class ProcSampler(threading.Thread):
@@ -185,6 +228,8 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
     server = start_server(params, port, profile, server_args)
     sampler = ProcSampler(server.pid)
     sampler.start()
+    poller = RoomsPoller(f"http://127.0.0.1:{port}/rooms")
+    poller.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             report_path = Path(tmp) / "bots.json"
@@ -203,21 +248,29 @@ def run_arena(entities: int, clients: int, duration_s: float = 20.0, warmup_s: f
             bots = json.loads(report_path.read_text())
     finally:
         sampler.stop()
+        poller.stop()
         stop_server(server)
     w0, w1 = bots["window_monotonic"]
     proc_figures = sampler.over(w0, w1)
     kib = bots["bytes_in_per_s"] / 1024.0
     tcp = bots["tcp_bytes_in_per_s"]
     srv = bots["server"] or {}
+    room_figures = {k: srv.get(k) for k in ("rooms", "clients_per_room", "tick_rate_per_room")}
+    rooms_from = "bots"
+    if room_figures["rooms"] is None or room_figures["clients_per_room"] is None:
+        polled = poller.over(w0, w1)
+        if polled is not None:
+            room_figures, rooms_from = polled, "arena /rooms poll"
     result = {
         "scenario": scenario,
         "entities": entities,
         "clients": clients,
         "clients_connected": bots["clients_connected"],
         "clients_failed": bots["clients_failed"],
-        "rooms": srv.get("rooms"),
-        "clients_per_room": srv.get("clients_per_room"),
-        "tick_rate_per_room": srv.get("tick_rate_per_room"),
+        "rooms": room_figures["rooms"],
+        "clients_per_room": room_figures["clients_per_room"],
+        "tick_rate_per_room": room_figures["tick_rate_per_room"],
+        "rooms_from": rooms_from,
         "window_s": bots["duration_s"],
         "server_cpu_cores": proc_figures["cpu_cores"],
         "server_rss_mb": proc_figures["rss_mb"],

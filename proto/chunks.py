@@ -241,6 +241,45 @@ def encode_personal(*, reset: bool, left: np.ndarray, gone: np.ndarray,
     return b"".join(parts)
 
 
+def encode_personals(reset: np.ndarray, left: tuple[np.ndarray, np.ndarray],
+                     gone: tuple[np.ndarray, np.ndarray], spawn: tuple[np.ndarray, np.ndarray],
+                     spawn_words: np.ndarray) -> list[bytes]:
+    """The personal parts of M clients in one vectorised pass, each the bytes
+    ``encode_personal`` gives. `reset` (M,) bool; `left`, `gone` and `spawn` are
+    (owner, slot) pairs of flat arrays, owner in [0, M) and the slots ascending within
+    each owner; `spawn_words` (n, 8) the records of the spawn entries."""
+    m = len(reset)
+    lists = []
+    for owner, slots in (left, gone, spawn):
+        order = np.argsort(owner, kind="stable")
+        owner = owner[order]
+        n = np.bincount(owner, minlength=m)
+        rank = np.arange(len(owner)) - (np.cumsum(n) - n)[owner]
+        lists.append((owner, slots[order], n, rank, order))
+    n_spawn = lists[2][2]
+    size = 7 + 2 * (lists[0][2] + lists[1][2] + n_spawn) + 16 * n_spawn
+    off = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    buf[off] = np.where(reset, PERSONAL_RESET, 0)
+
+    def put16(pos: np.ndarray, values: np.ndarray) -> None:
+        v = np.asarray(values).astype("<u2")
+        buf[pos] = v & 0xFF
+        buf[pos + 1] = v >> 8
+
+    at = off + 1
+    for owner, slots, n, rank, _ in lists:
+        put16(at, n)
+        put16(at[owner] + 2 + 2 * rank, slots)
+        at = at + 2 + 2 * n
+    owner, _, n, rank, order = lists[2]
+    if len(owner):
+        pos = (at[owner] + 2 * rank)[:, None] + 2 * n[owner][:, None] * np.arange(8)
+        put16(pos, spawn_words[order])
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in zip(off.tolist(), (off + size).tolist(), strict=True)]
+
+
 def decode_personal(data: bytes) -> Personal:
     """Parse a personal part; raises CodecError (and nothing else) when malformed."""
     try:
@@ -395,22 +434,21 @@ class EncodedBatch:
     starts: np.ndarray
     stays: np.ndarray
     skippable: np.ndarray
+    sizes: np.ndarray  # len(chunks[k]) (the framed length when `framed`)
 
 
 def _pack_2bit(buf: np.ndarray, at: np.ndarray, rank: np.ndarray, ops: np.ndarray) -> None:
-    """Write 2-bit `ops` at byte offsets `at` + rank // 4 (rows in order)."""
+    """Write 2-bit `ops` at byte offsets `at` + rank // 4 (the bytes are zero before)."""
     if len(ops) == 0:
         return
-    byte_pos = at + rank // 4
-    bits = (ops << (2 * (rank % 4))).astype(np.uint8)
-    firsts = np.flatnonzero(np.r_[True, byte_pos[1:] != byte_pos[:-1]])
-    buf[byte_pos[firsts]] = np.add.reduceat(bits, firsts)  # disjoint bits: sum == or
+    # Four ops share a byte in disjoint bits: or-ing them in place is their sum.
+    np.bitwise_or.at(buf, at + (rank >> 2), (ops << ((rank & 3) << 1)).astype(np.uint8))
 
 
 def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
                   n_add: np.ndarray, rows: np.ndarray, in_cell: np.ndarray, same: np.ndarray,
                   now: np.ndarray, base: np.ndarray, *, tick_rate: int,
-                  pos_scale: int = POS_SCALE) -> EncodedBatch:
+                  pos_scale: int = POS_SCALE, framed: bool = False) -> EncodedBatch:
     """Encode K chunks in one vectorised pass (proto/README.md, *Chunk*).
 
     Chunk k is cell ``cells[k]`` against a baseline ``elapsed[k]`` ticks old (0 = a
@@ -428,7 +466,8 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     starts = np.zeros(k_n + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     if k_n == 0:
-        return EncodedBatch([], starts, np.zeros(0, bool), np.zeros(0, bool))
+        return EncodedBatch([], starts, np.zeros(0, bool), np.zeros(0, bool),
+                            np.zeros(0, dtype=np.int64))
     chunk_of = np.repeat(np.arange(k_n), counts)
     idx = np.arange(r_n) - starts[chunk_of]
     is_prev = idx < n_prev[chunk_of]
@@ -444,7 +483,10 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     np.clip(moved, 0.0, 65535.0, out=moved)
     pred[:, 0:2] = moved
     delta = same & (e > 0) & in_cell
-    differs = (now != pred).any(axis=1)
+    # A row's 8 words as two uint64s: two compares instead of eight and an any().
+    now64 = np.ascontiguousarray(now).view(np.uint64)
+    pred64 = pred.view(np.uint64)
+    differs = (now64[:, 0] != pred64[:, 0]) | (now64[:, 1] != pred64[:, 1])
     ops = np.where(delta, np.where(differs, OP_UPDATE, OP_UNCHANGED), OP_SPAWN)
     ops = np.where(in_cell, ops, _OP_LEFT).astype(np.uint8)
     spawn, upd = ops == OP_SPAWN, ops == OP_UPDATE
@@ -460,19 +502,36 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     with_upd = np.flatnonzero(n_upd)
     if len(with_upd):
         first = (np.cumsum(n_upd) - n_upd)[with_upd]
-        has = np.add.reduceat(present.astype(np.int64), first, axis=0)
-        wide = (present & ((res < -128) | (res > 127))).astype(np.int64)
-        any_wide = np.add.reduceat(wide, first, axis=0) > 0
+        # One reduction for both: the count of present values (low 16 bits) and of wide
+        # ones (high bits) per (chunk, word).
+        code = present.astype(np.int32)
+        code[(res < -128) | (res > 127)] += 1 << 16
+        sums = np.add.reduceat(code, first, axis=0)
+        has = sums & 0xFFFF
         per_word[with_upd] = has
-        width[with_upd] = np.where(has > 0, np.where(any_wide, 2, 1), 0)
+        width[with_upd] = np.where(has > 0, np.where(sums >> 16 > 0, 2, 1), 0)
     res_bytes = (per_word * width).sum(axis=1)
 
     prev_ops_len = (n_prev + 3) // 4
     add_ops_len = (n_add + 3) // 4
     upd_len = np.where(n_upd > 0, n_upd + 8 + res_bytes, 0)
     size = 9 + prev_ops_len + 2 + 2 * n_add + add_ops_len + 16 * n_spawn + upd_len
-    off = np.cumsum(size) - size
-    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    if framed:
+        # ServerFrame field 2 (snapshot) holding Snapshot field 8 (chunks): tag, length,
+        # tag, length, then the chunk.
+        inner = 1 + varint_size(size) + size
+        head = 1 + varint_size(inner) + 1 + varint_size(size)
+    else:
+        head = np.zeros(k_n, dtype=np.int64)
+    total = head + size
+    start = np.cumsum(total) - total
+    off = start + head
+    buf = np.zeros(int(total.sum()), dtype=np.uint8)
+    if framed:
+        buf[start] = 0x12
+        after = put_varints(buf, start + 1, inner)
+        buf[after] = 0x42
+        put_varints(buf, after + 1, size)
     buf[off] = np.where(np.asarray(elapsed) == 0, FLAG_KEYFRAME, 0)
     header = np.zeros(k_n, dtype=_CHUNK_HEADER)
     header["cell"], header["elapsed"], header["count"] = cells, elapsed, n_prev
@@ -510,7 +569,10 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
         # Residuals: chunk by chunk, word by word, row by row.
         e_u, e_w = np.nonzero(present)
         e_chunk = uchunk[e_u]
-        order = np.lexsort((e_u, e_w, e_chunk))
+        # Stable by (chunk, word): the rows stay ascending (np.nonzero gives them so).
+        group = e_chunk * 8 + e_w
+        order = np.argsort(group.astype(np.uint16) if k_n <= 1 << 13 else group,
+                           kind="stable")
         e_u, e_w, e_chunk = e_u[order], e_w[order], e_chunk[order]
         e_width = width[e_chunk, e_w]
         before = np.cumsum(e_width) - e_width
@@ -523,6 +585,21 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
 
     raw = buf.tobytes()
     ends = (off + size).tolist()
-    chunks = [raw[a:b] for a, b in zip(off.tolist(), ends, strict=True)]
+    chunks = [raw[a:b] for a, b in zip(start.tolist(), ends, strict=True)]
     skippable = added & delta
-    return EncodedBatch(chunks, starts, ops != _OP_LEFT, skippable)
+    return EncodedBatch(chunks, starts, ops != _OP_LEFT, skippable, total)
+
+
+def varint_size(n: np.ndarray) -> np.ndarray:
+    """Bytes of the protobuf varint of each (non-negative, below 2**28) value."""
+    return 1 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21)
+
+
+def put_varints(buf: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Write the protobuf varint of each value at `pos`; returns the positions after."""
+    lens = varint_size(values)
+    for j in range(int(lens.max()) if len(lens) else 0):
+        at = lens > j
+        more = np.where(lens[at] > j + 1, 0x80, 0)
+        buf[pos[at] + j] = ((values[at] >> (7 * j)) & 0x7F) | more
+    return pos + lens

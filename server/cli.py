@@ -11,15 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from server.fleet import REDIS_URL_ENV
 from server.logs import LEVELS
 from server.version import VERSION
 
 log = logging.getLogger("tickwire")
-
-#: The environment variable `serve --redis` and `bots --redis` default to: unlike a
-#: command line (/proc/PID/cmdline, `ps`), a process's environment is readable only by its
-#: own user, so a Redis password stays out of other users' sight.
-REDIS_URL_ENV = "TICKWIRE_REDIS_URL"
 
 
 def _positive_float(text: str) -> float:

@@ -1,4 +1,5 @@
-"""A room's chunked snapshots: per-client interest bookkeeping and shared chunk encodings.
+"""A room's chunked snapshots: interest bookkeeping for every client at once, and shared
+chunk encodings.
 
 Theory of operation
 -------------------
@@ -7,34 +8,47 @@ of encoding the whole world. Sans-I/O like the room: arrays and ticks in, bytes 
 
 Per tick, shared by everyone: the world's live slots are assigned to grid cells in one
 NumPy pass (``sim.interest.Grid.assign``), and each chunk ``(cell, baseline)`` a client
-needs is encoded once (``proto.chunks.encode_chunk``) and serialized once as a
+needs is encoded once, in one batch (``proto.chunks.encode_chunks``), already framed as a
 ``ServerFrame{snapshot{chunks: [chunk]}}`` fragment that every client sent that chunk
 reuses by identity (the delivery writes the fragments with ``writelines``, no copy). So
 the encoding cost grows with occupied cells x distinct baselines, not clients x entities.
 
-Per client (``ClientChunks``), what the wire spec needs the server to know
-(proto/README.md, *Chunked snapshots*):
+Per client, what the wire spec needs the server to know (proto/README.md, *Chunked
+snapshots*):
 
 - its interest cells with hysteresis and their send schedule under the byte budget
-  (``sim.interest.ClientCells``, ``Allowance``);
+  (``sim.interest.RoomCells``) and its byte allowance (`tokens`);
 - for each cell, the newest *acknowledged* tick in which it was sent that cell: the
   cell's baseline (acks arrive in order, so acking T means every earlier snapshot sent was
   applied), whose member list the client kept; the grid of each recent tick is kept here
-  (``indexes``) to know those members;
+  (``_GridRing``) to know those members;
 - a log of what each sent snapshot carried (slots), so it knows which chunk members the
   client will skip (their slot was not carried by the baseline snapshot) and sends those
   whole in the personal part;
 - its view model (kind|gen per slot the client holds) and the removals not yet
   acknowledged (``left`` / ``gone``), repeated until an ack covers them.
 
+All of it is kept for the whole room as arrays, so a tick costs a fixed number of NumPy
+calls over all clients together, not a Python pass per client (issue 16: 200 clients in a
+33 ms tick). Scalars are arrays indexed by seat row; per-(client, cell) state is dense
+(``row * stride + cell``, see ``RoomCells``); sets of slots per client (the view, the
+removals, what a snapshot carried, recent hitters) are int64 keys ``row << shift | slot``
+over all clients (``shift`` bits hold any slot), sorted, except the views: those are in
+no order, with a bitmap of the same keys for membership. The log holds, per recent tick,
+every client's sent cells and carried keys, and ``logged[row, tick % ring] == tick`` says
+row's snapshot of that tick is in it (not skipped, not before a reset). An ack from a to b
+applies the logged ticks in (a, b]: a loop over those few ticks, vectorised over clients.
+Only the final hand-over (each client's tuple of fragments and its personal bytes) walks
+the clients.
+
 A reset (join, resume, ack 0, or a snapshot the delivery had to skip, so the client's view
-is no longer what we think) clears all of it; the next snapshot carries the reset flag and
-only keyframe chunks.
+is no longer what we think) clears a client's baselines, log, view and removals; the next
+snapshot carries the reset flag and only keyframe chunks.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +56,12 @@ import numpy as np
 from proto import chunks as chunkcodec
 from proto import tickwire_pb2 as pb
 from proto.codec import SnapshotHistory
-from sim.interest import Allowance, CellIndex, ClientCells, Grid, in_sorted
+from sim.interest import CellIndex, Grid, RoomCells, in_sorted, sorted_unique
 from sim.params import Params
 
 _W_KIND_GEN = 6
 _EMPTY = np.zeros(0, dtype=np.int64)
+_NO_ACK = -1
 
 
 @dataclass(slots=True)
@@ -58,58 +73,19 @@ class ClientPart:
     reset: bool
 
 
-class ClientChunks:
-    """One client's interest bookkeeping (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class InterestCells:
+    cells: np.ndarray  # ascending cell ids
+    last_sent: np.ndarray  # tick each was last sent (0 = not since it entered)
 
-    def __init__(self, grid: Grid, params: Params, capacity: int) -> None:
-        self.cells = ClientCells(grid, params.interest_radius, params.interest_margin,
-                                 params.tick_rate, params.interest_near)
-        self.allowance = Allowance(0.0)
-        self.capacity = capacity
-        self.ncells = grid.cells
-        self.centre = (0.0, 0.0)
-        self.hitters: dict[int, int] = {}  # slot -> the last tick it hit this client
-        self.oldest_wait = 0  # ticks the longest-waiting interest cell has waited
-        self.reset()
 
-    def reset(self) -> None:
-        self.reset_pending = True
-        self.reset_tick = 0  # the tick of the snapshot that carried the reset flag
-        self.acked = 0
-        self.cell_sent_at = np.zeros(self.ncells, dtype=np.int64)
-        self.log: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        # The view model: the slots the client holds (ascending) and their kind|gen.
-        self.view_slots = _EMPTY
-        self.view_kg = np.zeros(0, dtype=np.uint16)
-        # Removals sent and not yet acknowledged: slot, the tick first sent, gone or left.
-        self.rm_slots = _EMPTY
-        self.rm_tick = _EMPTY
-        self.rm_gone = np.zeros(0, dtype=bool)
+@dataclass(frozen=True, slots=True)
+class ClientView:
+    """A read-only copy of one client's state (``InterestRoom.clients``; tests, tools)."""
 
-    def log_ticks(self) -> np.ndarray:
-        return np.fromiter(self.log, dtype=np.int64, count=len(self.log))
-
-    def ack(self, ack: int) -> None:
-        """The client's newest ack (Seat.acked_tick). 0 after a nonzero ack is a reset."""
-        if ack == 0:
-            if self.acked:
-                self.reset()
-            return
-        if ack <= self.acked:
-            return
-        newly = []  # the logged ticks in (acked, ack], newest first
-        for t in reversed(self.log):
-            if t <= self.acked:
-                break
-            if t <= ack:
-                newly.append(t)
-        for t in reversed(newly):  # oldest first, so a newer send wins
-            self.cell_sent_at[self.log[t][0]] = t
-        if len(self.rm_slots):
-            keep = self.rm_tick > ack
-            self.rm_slots, self.rm_tick = self.rm_slots[keep], self.rm_tick[keep]
-            self.rm_gone = self.rm_gone[keep]
-        self.acked = ack
+    cells: InterestCells
+    view_slots: np.ndarray  # the slots the server thinks the client holds, ascending
+    acked: int
 
 
 class InterestRoom:
@@ -120,14 +96,142 @@ class InterestRoom:
         self.grid = Grid.for_world(params.world_width, params.world_height,
                                    params.interest_cell)
         self.capacity = capacity
+        # Keys of (seat row, slot): row << shift | slot, so that splitting them is a shift
+        # and a mask, not an int64 division (5x dearer over the ~25k keys of a tick).
+        self.shift = max(1, (capacity - 1).bit_length())
+        self.mask = (1 << self.shift) - 1
         self.history = history
         self.ring = history.size
-        self.clients: dict[int, ClientChunks] = {}  # by seat row
+        self.cells = RoomCells(self.grid, params.interest_radius, params.interest_margin,
+                               params.tick_rate, params.interest_near)
+        self.stride = self.cells.stride
         self.encodes = 0  # chunks encoded (the rest of the chunks sent were shared)
         self.chunks_sent = 0
         self.oldest_age_s = 0.0  # the oldest unsent in-interest entity's wait, last tick
-        self.last_size = np.zeros(self.grid.cells, dtype=np.int64)  # bytes, for estimates
-        self.indexes: dict[int, CellIndex] = {}  # the grid of each recent tick (baselines)
+        # Bytes of each cell's last encoding, for estimates (the last entry: no cell).
+        self.last_size = np.zeros(self.grid.cells + 1, dtype=np.int64)
+        self.grids = _GridRing(self.ring, capacity, self.grid.cells)  # recent ticks' grids
+        # Per seat row.
+        self.joined = np.zeros(0, dtype=bool)
+        self.reset_pending = np.zeros(0, dtype=bool)
+        self.reset_tick = np.zeros(0, dtype=np.int64)  # the snapshot that carried the reset
+        self.acked = np.zeros(0, dtype=np.int64)
+        self.centre = np.zeros((0, 2))
+        self.tokens = np.zeros(0)  # byte allowance
+        self.logged = np.zeros((0, self.ring), dtype=np.int64)
+        self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
+        # Sets over all clients, as keys row << shift | slot.
+        # The views: (key, kind|gen) of every slot each client holds, in no order, and the
+        # same keys as a bitmap (row << shift | slot -> held) for membership in one gather.
+        self.view_keys = _EMPTY
+        self.view_kg = np.zeros(0, dtype=np.uint16)
+        self.view_bits = np.zeros(0, dtype=bool)
+        self.rm_keys = _EMPTY  # removals sent and not yet acknowledged...
+        self.rm_tick = _EMPTY  # ...the tick first sent...
+        self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
+        self.hit_keys = _EMPTY  # row << shift | the slot that hit it...
+        self.hit_tick = _EMPTY  # ...the last tick it did...
+        self.hit_kg = np.zeros(0, dtype=np.uint16)  # ...and its kind|gen then
+        # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys).
+        self.log: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- seats ------------------------------------------------------------------------------
+
+    def _grow(self, row: int) -> None:
+        n_old = len(self.joined)
+        if row < n_old:
+            return
+        n = max(row + 1, 2 * n_old, 8)
+        more = n - n_old
+
+        def pad(arr: np.ndarray, fill: object = 0) -> np.ndarray:
+            extra = np.full((more, *arr.shape[1:]), fill, dtype=arr.dtype)
+            return np.concatenate([arr, extra])
+
+        self.joined = pad(self.joined)
+        self.reset_pending = pad(self.reset_pending)
+        self.reset_tick = pad(self.reset_tick)
+        self.acked = pad(self.acked)
+        self.centre = pad(self.centre)
+        self.tokens = pad(self.tokens)
+        self.logged = pad(self.logged, _NO_ACK)
+        self.cell_sent_at = np.concatenate(
+            [self.cell_sent_at, np.zeros(more * self.stride, dtype=np.int64)])
+        self.view_bits = np.concatenate(
+            [self.view_bits, np.zeros(more << self.shift, dtype=bool)])
+        self.cells.grow(n)
+
+    def _drop_keys(self, rows: np.ndarray) -> None:
+        """Forget the view, removals and hitters of `rows`."""
+        keep = ~np.isin(self.view_keys >> self.shift, rows)
+        self.view_bits[self.view_keys[~keep]] = False
+        self.view_keys, self.view_kg = self.view_keys[keep], self.view_kg[keep]
+        keep = ~np.isin(self.rm_keys >> self.shift, rows)
+        self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
+        self.rm_gone = self.rm_gone[keep]
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self.reset_pending[rows] = True
+        self.reset_tick[rows] = 0
+        self.acked[rows] = 0
+        self.cell_sent_at.reshape(-1, self.stride)[rows] = 0
+        self.logged[rows] = _NO_ACK
+        self._drop_keys(rows)
+
+    def join(self, row: int) -> None:
+        self._grow(row)
+        self.joined[row] = True
+        self.cells.clear(row)
+        self.centre[row] = 0.0
+        self.tokens[row] = 0.0
+        self._forget_hitters(row)
+        self._reset_rows(np.array([row]))
+
+    def reset(self, row: int) -> None:
+        if row < len(self.joined) and self.joined[row]:
+            self._reset_rows(np.array([row]))
+
+    def leave(self, row: int) -> None:
+        if row < len(self.joined) and self.joined[row]:
+            self.joined[row] = False
+            self.cells.clear(row)
+            self._forget_hitters(row)
+            self._reset_rows(np.array([row]))
+
+    def _forget_hitters(self, row: int) -> None:
+        self._keep_hitters(self.hit_keys >> self.shift != row)
+
+    def _keep_hitters(self, keep: np.ndarray) -> None:
+        self.hit_keys, self.hit_tick = self.hit_keys[keep], self.hit_tick[keep]
+        self.hit_kg = self.hit_kg[keep]
+
+    def skipped(self, row: int, tick: int) -> None:
+        """The delivery did not send this client's snapshot of `tick`. Forgetting what
+        it carried is enough: no chunk will name it as a baseline, the removals it held
+        are still pending (they repeat until an ack covers a snapshot that carried them,
+        and the next snapshot carries them), and the view model may only hold entities
+        the client lacks, which costs at most a removal it ignores. A skipped reset is
+        sent again."""
+        if row >= len(self.joined) or not self.joined[row]:
+            return
+        if self.logged[row, tick % self.ring] == tick:
+            self.logged[row, tick % self.ring] = _NO_ACK
+        if tick == self.reset_tick[row]:
+            self._reset_rows(np.array([row]))
+
+    @property
+    def clients(self) -> dict[int, ClientView]:
+        """Each joined row's state, copied (for tests and tools; not used per tick)."""
+        out = {}
+        for row in np.flatnonzero(self.joined).tolist():
+            cells, last_sent, _ = self.cells.cells_of(row)
+            mine = self.view_keys >> self.shift == row
+            out[row] = ClientView(InterestCells(cells, last_sent),
+                                  np.sort(self.view_keys[mine] & self.mask),
+                                  int(self.acked[row]))
+        return out
+
+    # -- reporting --------------------------------------------------------------------------
 
     def info(self) -> pb.InterestInfo:
         p = self.params
@@ -144,34 +248,11 @@ class InterestRoom:
                 "oldest_age_s": round(self.oldest_age_s, 3),
                 "chunks_encoded": self.encodes, "chunks_sent": self.chunks_sent}
 
-    def join(self, row: int) -> None:
-        self.clients[row] = ClientChunks(self.grid, self.params, self.capacity)
-
-    def reset(self, row: int) -> None:
-        client = self.clients.get(row)
-        if client is not None:
-            client.reset()
-
-    def leave(self, row: int) -> None:
-        self.clients.pop(row, None)
-
-    def skipped(self, row: int, tick: int) -> None:
-        """The delivery did not send this client's snapshot of `tick`. Forgetting what
-        it carried is enough: no chunk will name it as a baseline, the removals it held
-        are still pending (they repeat until an ack covers a snapshot that carried them,
-        and the next snapshot carries them), and the view model may only hold entities
-        the client lacks, which costs at most a removal it ignores. A skipped reset is
-        sent again."""
-        client = self.clients.get(row)
-        if client is None:
-            return
-        client.log.pop(tick, None)
-        if tick == client.reset_tick:
-            client.reset()
-
     def set_params(self, params: Params) -> None:
         """Live changes: only the budget is live."""
         self.params = params
+
+    # -- the tick ---------------------------------------------------------------------------
 
     def deliveries(self, tick: int, state: np.ndarray, pos: np.ndarray, alive: np.ndarray,
                    rows: list[int], entities: list[int], acks: list[int],
@@ -183,233 +264,360 @@ class InterestRoom:
         the connected seats' rows, entity slots and newest acks; `hits` this tick's
         (shooter, target) slots.
 
-        Three passes: each client chooses its cells and their baselines (sizes estimated
-        from the cells' last encodings); every distinct (cell, baseline) is encoded in one
-        batch; each client's personal part is built from what it was sent."""
+        Three passes, each over all clients at once: choose every client's cells and
+        their baselines (sizes estimated from the cells' last encodings); encode every
+        distinct (cell, baseline) in one batch; build every personal part from what each
+        client was sent."""
         index = self.grid.assign(pos, alive)
-        self.indexes[tick] = index
-        for old in [t for t in self.indexes if t <= tick - self.ring]:
-            del self.indexes[old]
         words = state.view("<u2").reshape(-1, 8)
-        rate = self.params.tick_rate
-        per_tick = self.params.interest_budget_kbps * 1024.0 / rate
-        shooter, target = hits
-        if len(target):
-            by_entity = {e: r for r, e in zip(rows, entities, strict=True)}
-            for s, t in zip(shooter.tolist(), target.tolist(), strict=True):
-                row = by_entity.get(t)
-                if row is not None and s >= 0 and row in self.clients:
-                    self.clients[row].hitters[s] = tick
-        counts = index.counts(np.arange(self.grid.cells))
-        plans = []
-        for row, entity, ack in zip(rows, entities, acks, strict=True):
-            client = self.clients[row]
-            client.allowance.per_tick = per_tick
-            client.allowance.cap = 2.0 * per_tick
-            plans.append(self._choose(client, tick, index, counts, words, pos, alive, entity,
-                                      ack))
-        frames, members, lookup = self._encode(plans, tick, index, words)
-        out = []
-        oldest = 0
-        for row, plan in zip(rows, plans, strict=True):
-            client = self.clients[row]
-            out.append(self._finish(client, tick, plan, frames, members, lookup, words))
-            oldest = max(oldest, client.oldest_wait)
-        self.oldest_age_s = oldest / rate
-        return out
+        self.grids.put(tick, index, words)
+        for old in [t for t in self.log if t <= tick - self.ring]:
+            del self.log[old]
+        rows_a = np.asarray(rows, dtype=np.int64)
+        if len(rows_a) == 0:
+            self.oldest_age_s = 0.0
+            return []
+        ent = np.asarray(entities, dtype=np.int64)
+        chosen = self._choose(tick, index, words, pos, alive, rows_a, ent,
+                              np.asarray(acks, dtype=np.int64), hits)
+        frames, members, lookup = self._encode(chosen, tick, index, words)
+        return self._finish(tick, chosen, frames, members, lookup, words)
 
-    def _choose(self, client: ClientChunks, tick: int, index: CellIndex, counts: np.ndarray,
-                words: np.ndarray, pos: np.ndarray, alive: np.ndarray, entity: int,
-                ack: int) -> _Plan:
-        """Pass 1 for one client: acks, interest cells, removals, and the cells to send."""
-        client.ack(ack)
-        reset = client.reset_pending
-        if reset:
-            client.reset()
-            client.reset_pending = False
-            client.reset_tick = tick
-        if alive[entity]:
-            client.centre = (float(pos[entity, 0]), float(pos[entity, 1]))
-        cells = client.cells
-        cells.update(client.centre)
-        client.allowance.earn()
+    def _hits(self, tick: int, hits: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
+              ent: np.ndarray, kg: np.ndarray) -> None:
+        """Remember who hit a connected player this tick (it stays in view a second)."""
+        shooter = np.asarray(hits[0], dtype=np.int64)
+        target = np.asarray(hits[1], dtype=np.int64)
+        if not len(target):
+            return
+        by_entity = np.argsort(ent, kind="stable")
+        at = np.minimum(np.searchsorted(ent[by_entity], target), len(ent) - 1)
+        found = (ent[by_entity][at] == target) & (shooter >= 0)
+        if not found.any():
+            return
+        keys = np.concatenate([self.hit_keys,
+                               rows[by_entity[at[found]]] << self.shift | shooter[found]])
+        ticks = np.concatenate([self.hit_tick, np.full(int(found.sum()), tick)])
+        kgs = np.concatenate([self.hit_kg, kg[shooter[found]]])
+        order = np.lexsort((ticks, keys))
+        keys, ticks, kgs = keys[order], ticks[order], kgs[order]
+        last = np.r_[keys[1:] != keys[:-1], True]  # a key's newest hit
+        self.hit_keys, self.hit_tick, self.hit_kg = keys[last], ticks[last], kgs[last]
+
+    def _acks(self, rows: np.ndarray, acks: np.ndarray) -> None:
+        """The clients' newest acks (Seat.acked_tick); 0 after a nonzero ack is a reset.
+        An ack advancing a row from a to b makes each cell it was sent in a logged tick
+        of (a, b] have that tick as its baseline (a newer send wins)."""
+        acked = self.acked[rows]
+        zero = (acks == 0) & (acked > 0)
+        if zero.any():
+            self._reset_rows(rows[zero])
+        adv = acks > acked
+        if not adv.any():
+            return
+        r, a_from, a_to = rows[adv], acked[adv], acks[adv]
+        since = np.full(len(self.joined), np.iinfo(np.int64).max)
+        upto = np.full(len(self.joined), _NO_ACK, dtype=np.int64)
+        since[r], upto[r] = a_from, a_to
+        lo, hi = int(a_from.min()), int(a_to.max())
+        for t in sorted(t for t in self.log if lo < t <= hi):  # oldest first
+            cell_keys = self.log[t][0]
+            er = cell_keys // self.stride
+            ok = (since[er] < t) & (t <= upto[er]) & (self.logged[er, t % self.ring] == t)
+            self.cell_sent_at[cell_keys[ok]] = t
+        if len(self.rm_keys):
+            keep = self.rm_tick > upto[self.rm_keys >> self.shift]
+            self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
+            self.rm_gone = self.rm_gone[keep]
+        self.acked[r] = a_to
+
+    def _choose(self, tick: int, index: CellIndex, words: np.ndarray, pos: np.ndarray,
+                alive: np.ndarray, rows: np.ndarray, ent: np.ndarray, acks: np.ndarray,
+                hits: tuple[np.ndarray, np.ndarray]) -> _Chosen:
+        """Pass 1 for every client: acks, interest cells, removals, the cells to send."""
+        shift, mask, rate = self.shift, self.mask, self.params.tick_rate
         kg = words[:, _W_KIND_GEN]
+        self._hits(tick, hits, rows, ent, kg)
+        self._acks(rows, acks)
+        reset = self.reset_pending[rows]
+        if reset.any():
+            self._reset_rows(rows[reset])
+            self.reset_pending[rows] = False
+            self.reset_tick[rows[reset]] = tick
+        live = alive[ent]
+        self.centre[rows[live]] = pos[ent[live]]
+        keys, keep, dist = self.cells.update(rows, self.centre[rows])
 
         # The interest set: live members of the interest cells, own entity, recent hitters.
-        always = {entity} if alive[entity] else set()
-        if client.hitters:
-            horizon = tick - self.params.tick_rate
-            for s, t in list(client.hitters.items()):
-                if t <= horizon or not alive[s]:
-                    del client.hitters[s]
-                else:
-                    always.add(s)
-        always_arr = np.array(sorted(always), dtype=np.int64)
+        delivered = np.zeros(len(self.joined), dtype=bool)
+        delivered[rows] = True
+        if len(self.hit_keys):
+            h_row, h_slot = self.hit_keys >> shift, self.hit_keys & mask
+            # A hitter that died or whose slot holds another entity now is forgotten, for
+            # every seat (also one not connected this tick: its slot may be reused before
+            # that seat's next snapshot); an old hit, when the seat's snapshot is built.
+            drop = ~alive[h_slot] | (kg[h_slot] != self.hit_kg)
+            drop |= delivered[h_row] & (self.hit_tick <= tick - rate)
+            self._keep_hitters(~drop)
+            hitters = self.hit_keys[delivered[self.hit_keys >> shift]]
+        else:
+            hitters = _EMPTY
+        always = sorted_unique(np.concatenate([rows[live] << shift | ent[live], hitters]))
+        own = np.full(len(self.joined), -1, dtype=np.int64)
+        own[rows[live]] = ent[live]
 
-        # Removals: what the client's view holds that is not in the interest set now (an
-        # entity whose cell is out, that died, or whose slot holds another entity).
-        held = client.view_slots
+        # Removals: what a view holds that is not in the interest set now (an entity whose
+        # cell is out, that died, or whose slot holds another entity).
+        held = self.view_keys
         if len(held):
-            cell_of = index.cell_of[held]
-            stays = in_sorted(cell_of, cells.cells) | in_sorted(held, always_arr)
-            same = kg[held] == client.view_kg
-            stays &= same
-            if not stays.all():
-                leaving = held[~stays]
-                client.rm_slots = np.concatenate([client.rm_slots, leaving])
-                client.rm_tick = np.concatenate([client.rm_tick,
-                                                 np.full(len(leaving), tick, dtype=np.int64)])
-                client.rm_gone = np.concatenate([client.rm_gone, ~same[~stays]])
-                client.view_slots = held[stays]
-                client.view_kg = client.view_kg[stays]
+            # The usual entry stays: its cell is of interest and its slot holds the same
+            # entity. Only the others (few) are checked further.
+            h_row, h_slot = held >> shift, held & mask
+            cell = index.cell_of[h_slot]
+            cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
+            stays = self.cells.in_interest[h_row * self.stride + cell]
+            stays &= kg[h_slot] == self.view_kg
+            odd = np.flatnonzero(~stays)
+            o_row, o_slot = h_row[odd], h_slot[odd]
+            same = kg[o_slot] == self.view_kg[odd]
+            kept = (o_slot == own[o_row]) & same
+            if len(hitters):
+                kept |= in_sorted(held[odd], hitters) & same
+            leaving = odd[delivered[o_row] & ~kept]
+            if len(leaving):
+                gone = ~same[delivered[o_row] & ~kept]
+                self.rm_keys = np.concatenate([self.rm_keys, held[leaving]])
+                self.rm_tick = np.concatenate(
+                    [self.rm_tick, np.full(len(leaving), tick, dtype=np.int64)])
+                self.rm_gone = np.concatenate([self.rm_gone, gone])
+                self.view_bits[held[leaving]] = False
+                self.view_keys = np.delete(held, leaving)
+                self.view_kg = np.delete(self.view_kg, leaving)
 
         # Cells to send: near and overdue ones always, then by priority while the byte
         # allowance lasts (sizes estimated from each cell's last encoding).
-        order, n_must = cells.plan(tick)
-        cell_counts = counts[cells.cells]
-        ids = cells.cells[order]
-        est = np.where(self.last_size[ids] > 0, self.last_size[ids], 16 + 3 * cell_counts[order])
-        est[cell_counts[order] == 0] = 0
-        allowance = client.allowance
-        if allowance.unlimited:
-            take = len(order)
-        else:
-            # Musts go whatever the cost; then cells while tokens remain before each.
-            spent = np.cumsum(est)
-            before = spent - est
-            ok = before < allowance.tokens
-            ok[:n_must] = True
-            stop = np.flatnonzero(~ok)
-            take = int(stop[0]) if len(stop) else len(order)
-            take = max(take, n_must)
-            allowance.spend(int(spent[take - 1]) if take else 0)
-        sent_idx = order[:take]
-        cells.sent(tick, sent_idx)
-        waiting = tick - cells.last_sent[cell_counts > 0]
-        client.oldest_wait = int(waiting.max()) if len(waiting) else 0
+        counts = np.zeros(self.grid.cells + 1, dtype=np.int64)
+        counts[:-1] = np.diff(index.starts)
+        ids = keys - (rows * self.stride)[:, None]
+        n = counts[ids]
+        size = self.last_size[ids]
+        est = np.where(n == 0, 0, np.where(size > 0, size, 16 + 3 * n))
+        per_tick = self.params.interest_budget_kbps * 1024.0 / rate
+        tokens = None
+        if per_tick > 0:
+            tokens = np.minimum(2.0 * per_tick, self.tokens[rows] + per_tick)
+        plan, cost = self.cells.schedule(tick, rows, keys, keep, dist, est, tokens, n > 0)
+        if tokens is not None:
+            self.tokens[rows] = tokens - cost
+        self.oldest_age_s = plan.oldest_wait / rate
 
-        send = ids[:take][cell_counts[order[:take]] > 0]
-        low = tick - self.ring
-        base = client.cell_sent_at[send]
-        usable = (base > low) & in_sorted(base, client.log_ticks())
+        go = plan.sent & (counts[plan.cell] > 0)
+        client, cells = plan.client[go], plan.cell[go]
+        row = rows[client]
+        base = self.cell_sent_at[row * self.stride + cells]
+        usable = (base > tick - self.ring) & (self.logged[row, base % self.ring] == base)
         base = np.where(usable, base, 0)
-        return _Plan(reset, always_arr, send, base)
+        return _Chosen(rows, delivered, reset, always, client, cells, base,
+                       tokens is not None)
 
-    def _encode(self, plans: list[_Plan], tick: int, index: CellIndex, words: np.ndarray
+    def _encode(self, chosen: _Chosen, tick: int, index: CellIndex, words: np.ndarray
                 ) -> tuple[list[bytes], _Members, np.ndarray]:
         """Pass 2: every distinct (cell, baseline) the clients need, encoded in one batch.
         A delta chunk lists the cell's members at its baseline (the client has them) with
         an op each, then the members added since. Returns the serialized fragments, the
-        chunks' rows, and the sorted (cell, baseline) keys that index them."""
-        keys = [p.cells * _KEY + p.base for p in plans if len(p.cells)]
-        if not keys:
+        chunks' rows, and the sorted (baseline, cell) keys that index them."""
+        if not len(chosen.cells):
             none = np.zeros(0, dtype=bool)
             return [], _Members(_EMPTY, none, none, np.zeros(1, np.int64)), _EMPTY
-        uniq = np.unique(np.concatenate(keys))
-        cells, bases = uniq // _KEY, uniq % _KEY
+        # Chunks in (baseline, cell) order, so every array below is grouped by baseline
+        # and the per-baseline work is on contiguous slices.
+        uniq = sorted_unique(chosen.base * _KEY + chosen.cells)
+        bases, cells = uniq // _KEY, uniq % _KEY
         k_n = len(cells)
-        cur_parts = [index.members(c) for c in cells.tolist()]
-        cur_n = np.array([len(m) for m in cur_parts], dtype=np.int64)
-        cur = np.concatenate(cur_parts)
+        cur_n = index.starts[cells + 1] - index.starts[cells]
+        cur = index.order[_gather(index.starts[cells], cur_n)]
         cur_chunk = np.repeat(np.arange(k_n), cur_n)
-        cur_base = bases[cur_chunk]
-        prev_parts = []
-        for c, b in zip(cells.tolist(), bases.tolist(), strict=True):
-            prev_parts.append(self.indexes[b].members(c) if b else _EMPTY)
-        prev_n = np.array([len(m) for m in prev_parts], dtype=np.int64)
-        prev = np.concatenate(prev_parts) if prev_parts else _EMPTY
+        # The cells' members at their baselines (none for keyframe chunks), and which
+        # members now were not in the cell then (added), from the ring of recent grids.
+        delta = bases > 0
+        grids = self.grids
+        then = (bases % self.ring)[delta]
+        prev_n = np.zeros(k_n, dtype=np.int64)
+        prev_n[delta] = (grids.starts[then, cells[delta] + 1]
+                         - grids.starts[then, cells[delta]])
+        prev = grids.order.ravel()[_gather(then * grids.capacity
+                                           + grids.starts[then, cells[delta]],
+                                           prev_n[delta])]
+        added = np.ones(len(cur), dtype=bool)
+        at = np.flatnonzero(delta[cur_chunk])
+        added[at] = grids.cell_of[bases[cur_chunk[at]] % self.ring, cur[at]] \
+            != cells[cur_chunk[at]]
         prev_chunk = np.repeat(np.arange(k_n), prev_n)
         prev_in = index.cell_of[prev] == cells[prev_chunk]
-        # A member now is added when it was not in the cell at the chunk's baseline.
-        added = np.ones(len(cur), dtype=bool)
-        for b in np.unique(bases[bases > 0]).tolist():
-            at = np.flatnonzero(cur_base == b)
-            added[at] = self.indexes[b].cell_of[cur[at]] != cells[cur_chunk[at]]
         add_n = np.bincount(cur_chunk[added], minlength=k_n)
-        # Rows: each chunk's previous members, then its added ones.
-        row_slots = np.concatenate([prev, cur[added]])
-        row_chunk = np.concatenate([prev_chunk, cur_chunk[added]])
-        row_added = np.concatenate([np.zeros(len(prev), dtype=bool),
-                                    np.ones(int(added.sum()), dtype=bool)])
-        order = np.lexsort((row_added, row_chunk))  # stable: slots stay ascending
-        row_slots, row_chunk = row_slots[order], row_chunk[order]
-        in_cell = np.concatenate([prev_in, np.ones(int(added.sum()), dtype=bool)])[order]
+        # Rows: each chunk's previous members, then its added ones (each part ascending).
+        counts = prev_n + add_n
+        row_start = np.cumsum(counts) - counts
+        r_n = int(counts.sum())
+        row_slots = np.empty(r_n, dtype=np.int64)
+        in_cell = np.ones(r_n, dtype=bool)
+        at = _gather(row_start, prev_n)
+        row_slots[at] = prev
+        in_cell[at] = prev_in
+        row_slots[_gather(row_start + prev_n, add_n)] = cur[added]
         now = words[row_slots]
-        base_rows = np.zeros_like(now)
-        row_base = bases[row_chunk]
-        for b in np.unique(bases[bases > 0]).tolist():
-            at = np.flatnonzero(row_base == b)
-            old = self.history.get(b).view("<u2").reshape(-1, 8)
-            base_rows[at] = old[row_slots[at]]
+        row_base = np.repeat(bases, counts)
+        base_rows = grids.words[row_base % self.ring, row_slots]
+        base_rows[row_base == 0] = 0
         kg = now[:, _W_KIND_GEN]
         same = (row_base > 0) & (kg == base_rows[:, _W_KIND_GEN]) & (kg & 0xFF != 0)
         elapsed = np.where(bases > 0, tick - bases, 0)
         batch = chunkcodec.encode_chunks(cells, elapsed, prev_n, add_n, row_slots, in_cell,
                                          same, now, base_rows,
                                          tick_rate=self.params.tick_rate,
-                                         pos_scale=self.history.pos_scale)
-        frames = [_fragment(c) for c in batch.chunks]
-        self.last_size[cells] = [len(f) for f in frames]
-        self.encodes += len(frames)
-        return frames, _Members(row_slots, batch.skippable, batch.stays, batch.starts), uniq
+                                         pos_scale=self.history.pos_scale, framed=True)
+        self.last_size[cells] = batch.sizes
+        self.encodes += k_n
+        return (batch.chunks, _Members(row_slots, batch.skippable, batch.stays, batch.starts),
+                uniq)
 
-    def _finish(self, client: ClientChunks, tick: int, plan: _Plan, frames: list[bytes],
-                members: _Members, lookup: np.ndarray, words: np.ndarray) -> ClientPart:
-        """Pass 3 for one client: what it will skip (sent whole in its personal part),
+    def _finish(self, tick: int, chosen: _Chosen, frames: list[bytes], members: _Members,
+                lookup: np.ndarray, words: np.ndarray) -> list[ClientPart]:
+        """Pass 3 for every client: what it will skip (sent whole in its personal part),
         its view model, the log of what this snapshot carried, and the personal part."""
+        shift, mask, rows = self.shift, self.mask, chosen.rows
+        m = len(rows)
         kg = words[:, _W_KIND_GEN]
-        ks = np.searchsorted(lookup, plan.cells * _KEY + plan.base)
-        mine = tuple(frames[k] for k in ks.tolist())
-        # All members of this client's chunks at once, with each one's chunk baseline.
-        first, lens = members.starts[ks], members.starts[ks + 1] - members.starts[ks]
-        at = np.repeat(first - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        ks = np.searchsorted(lookup, chosen.base * _KEY + chosen.cells)
+        # All members of all clients' chunks at once, with each one's client and baseline.
+        first = members.starts[ks]
+        lens = members.starts[ks + 1] - first
+        at = _gather(first, lens)
         stays = members.stays[at]
         slots, delta = members.slots[at][stays], members.delta[at][stays]
-        lens = np.bincount(np.repeat(np.arange(len(ks)), lens)[stays], minlength=len(ks))
+        owner = rows[np.repeat(chosen.client, lens)[stays]]
+        keys = owner << shift | slots
         skip = np.zeros(len(slots), dtype=bool)
-        if delta.any():
-            member_base = np.repeat(plan.base, lens)
-            for b in np.unique(member_base[delta]).tolist():
-                rows = np.flatnonzero((member_base == b) & delta)
-                skip[rows] = ~in_sorted(slots[rows], client.log[b][1])
-        from_chunks = np.sort(slots[~skip])
-        spawns = slots[skip]
-        always = plan.always
-        extra = always[~in_sorted(always, from_chunks)]
-        if len(extra):
-            spawns = np.union1d(spawns, extra)
-        elif len(spawns):
-            spawns.sort()
-        carried = np.union1d(from_chunks, spawns) if len(spawns) else from_chunks
-        # Every slot still held has the world's kind|gen now (the removals took the rest).
-        view = np.union1d(client.view_slots, carried)
-        client.view_slots, client.view_kg = view, kg[view]
-        if len(client.rm_slots):
-            back = in_sorted(client.rm_slots, carried)  # came back: no removal to repeat
+        d_at = np.flatnonzero(delta)
+        if len(d_at):
+            # Few members are added op 0/1 ones: group them by baseline, one lookup each.
+            d_base = np.repeat(chosen.base, lens)[stays][d_at]
+            by_base = np.argsort(d_base, kind="stable")
+            d_at, d_base = d_at[by_base], d_base[by_base]
+            edges = np.flatnonzero(np.r_[True, d_base[1:] != d_base[:-1], True]).tolist()
+            for a, b in itertools.pairwise(edges):
+                sel = d_at[a:b]
+                skip[sel] = ~in_sorted(keys[sel], self.log[int(d_base[a])][1])
+        from_chunks = np.sort(keys[~skip])
+        always = chosen.always
+        spawns = sorted_unique(np.concatenate([keys[skip],
+                                               always[~in_sorted(always, from_chunks)]]))
+        carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
+        # The view gains what it lacked of `carried`; every slot it still held has the
+        # world's kind|gen now already (the removals took the others).
+        new = carried[~self.view_bits[carried]]
+        if len(new):
+            self.view_bits[new] = True
+            self.view_keys = np.concatenate([self.view_keys, new])
+            self.view_kg = np.concatenate([self.view_kg, kg[new & mask]])
+        if len(self.rm_keys):
+            back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
             if back.any():
-                keep = ~back
-                client.rm_slots, client.rm_tick = client.rm_slots[keep], client.rm_tick[keep]
-                client.rm_gone = client.rm_gone[keep]
-            order = np.argsort(client.rm_slots)
-            slots, gone_flag = client.rm_slots[order], client.rm_gone[order]
-            left, gone = slots[~gone_flag], slots[gone_flag]
-        else:
-            left = gone = _EMPTY
-        personal = chunkcodec.encode_personal(reset=plan.reset, left=left, gone=gone,
-                                              spawn_slots=spawns, spawn_words=words[spawns])
-        # The budget covers the whole message: the chunks were charged (estimated) when
-        # chosen; the personal part and the frame headers are charged now.
-        client.allowance.spend(len(personal) + _FRAME_OVERHEAD)
-        client.log[tick] = (plan.cells, carried)
-        low = tick - self.ring
-        while client.log and next(iter(client.log)) <= low:
-            client.log.popitem(last=False)
-        self.chunks_sent += len(mine)
-        return ClientPart(mine, personal, plan.reset)
+                self.rm_keys, self.rm_tick = self.rm_keys[~back], self.rm_tick[~back]
+                self.rm_gone = self.rm_gone[~back]
+        client_of = np.full(len(self.joined), -1, dtype=np.int64)
+        client_of[rows] = np.arange(m)
+        rm_order = np.argsort(self.rm_keys)
+        rm_keys, rm_gone = self.rm_keys[rm_order], self.rm_gone[rm_order]
+        rm_client = client_of[rm_keys >> shift]
+        mine = rm_client >= 0
+        left = mine & ~rm_gone
+        gone = mine & rm_gone
+        spawn_slots = spawns & mask
+        personals = chunkcodec.encode_personals(
+            chosen.reset, (rm_client[left], rm_keys[left] & mask),
+            (rm_client[gone], rm_keys[gone] & mask),
+            (client_of[spawns >> shift], spawn_slots), words[spawn_slots])
+        if chosen.budget:
+            # The budget covers the whole message: the chunks were charged (estimated)
+            # when chosen; the personal part and the frame headers are charged now.
+            self.tokens[rows] -= np.fromiter(map(len, personals), dtype=np.int64,
+                                             count=m) + _FRAME_OVERHEAD
+        self.log[tick] = (rows[chosen.client] * self.stride + chosen.cells, carried)
+        self.logged[rows, tick % self.ring] = tick
+        self.chunks_sent += len(ks)
+        # The hand-over: each client's fragments (shared bytes objects) and personal part.
+        mine_frames = [frames[k] for k in ks.tolist()]
+        ends = np.cumsum(np.bincount(chosen.client, minlength=m)).tolist()
+        out = []
+        start = 0
+        for i, (end, reset) in enumerate(zip(ends, chosen.reset.tolist(), strict=True)):
+            out.append(ClientPart(tuple(mine_frames[start:end]), personals[i], reset))
+            start = end
+        return out
+
+
+def personal_frames(seqs: np.ndarray, rtts: np.ndarray, personals: list[bytes]) -> list[bytes]:
+    """Every seat's ``ServerFrame{snapshot{last_input_seq, rtt_ms, personal}}`` in one pass,
+    the bytes protobuf gives (fields in number order, zero scalars left out): `seqs` the
+    last applied input seqs (fixed32), `rtts` float32 RTTs (ms), `personals` the parts."""
+    m = len(personals)
+    seq = np.asarray(seqs).astype("<u4")
+    rtt = np.asarray(rtts, dtype="<f4")
+    plen = np.fromiter(map(len, personals), dtype=np.int64, count=m)
+    has_seq, has_rtt = seq != 0, rtt != 0
+    inner = 5 * has_seq + 5 * has_rtt + 1 + chunkcodec.varint_size(plen) + plen
+    size = 1 + chunkcodec.varint_size(inner) + inner
+    start = np.cumsum(size) - size
+    buf = np.zeros(int(size.sum()), dtype=np.uint8)
+    buf[start] = 0x12  # ServerFrame.snapshot
+    at = chunkcodec.put_varints(buf, start + 1, inner)
+    for on, tag, values in ((has_seq, 0x1D, seq), (has_rtt, 0x25, rtt)):
+        # Snapshot.last_input_seq (3, fixed32), Snapshot.rtt_ms (4, float)
+        buf[at[on]] = tag
+        buf[(at[on] + 1)[:, None] + np.arange(4)] = values[on].view(np.uint8).reshape(-1, 4)
+        at = at + 5 * on
+    buf[at] = 0x4A  # Snapshot.personal (9, bytes)
+    at = chunkcodec.put_varints(buf, at + 1, plen)
+    buf[_gather(at, plen)] = np.frombuffer(b"".join(personals), dtype=np.uint8)
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in zip(start.tolist(), (start + size).tolist(), strict=True)]
 
 
 _FRAME_OVERHEAD = 40  # bytes: WebSocket header, the per-tick header and personal frames
-_KEY = 1 << 32  # (cell, baseline tick) packed in one int64: cell * _KEY + tick
+_KEY = 1 << 32  # (baseline tick, cell) packed in one int64: tick * _KEY + cell
+
+
+class _GridRing:
+    """The grid and the records of each of the last `size` ticks (``CellIndex`` arrays
+    and the (capacity, 8) words), as rows of (size, ...) arrays indexed by tick % size, so
+    chunks of many baselines look their members and records up in one gather each. The
+    records duplicate the history's states (16 bytes x capacity x size: 10 MiB for the
+    10k-entity bigworld): one copy per tick instead of a loop over baselines."""
+
+    def __init__(self, size: int, capacity: int, cells: int) -> None:
+        self.size = size
+        self.capacity = capacity
+        self.cell_of = np.full((size, capacity), -1, dtype=np.int32)
+        self.order = np.zeros((size, capacity), dtype=np.int32)
+        self.starts = np.zeros((size, cells + 1), dtype=np.int64)
+        self.words = np.zeros((size, capacity, 8), dtype="<u2")
+
+    def put(self, tick: int, index: CellIndex, words: np.ndarray) -> None:
+        at = tick % self.size
+        self.words[at, : len(words)] = words
+        n = len(index.cell_of)
+        self.cell_of[at, :n] = index.cell_of
+        self.cell_of[at, n:] = -1
+        self.order[at, : len(index.order)] = index.order
+        self.starts[at] = index.starts
+
+
+def _gather(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Flat indices of the slices ``[starts[i], starts[i] + lens[i])``, one after another."""
+    ends = np.cumsum(lens)
+    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if len(ends)
+                                                                else 0)
 
 
 @dataclass(slots=True)
@@ -425,24 +633,16 @@ class _Members:
 
 
 @dataclass(slots=True)
-class _Plan:
-    reset: bool
-    always: np.ndarray  # own entity and recent hitters (live), ascending
-    cells: np.ndarray  # non-empty cells to send
-    base: np.ndarray  # their baselines (0 = keyframe chunk)
+class _Chosen:
+    """Pass 1's result: the delivered rows (M), their reset flags and always-included keys
+    (own entity and recent live hitters), and the chunks to send as flat arrays grouped
+    by client in send order: `client` (index into rows), `cells`, `base` (0 = keyframe)."""
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _fragment(chunk: bytes) -> bytes:
-    """ServerFrame{snapshot{chunks: [chunk]}} serialized: field 2 (snapshot) holding field
-    8 (chunks), both length-delimited."""
-    inner = b"\x42" + _varint(len(chunk)) + chunk
-    return b"\x12" + _varint(len(inner)) + inner
+    rows: np.ndarray
+    delivered: np.ndarray  # by seat row
+    reset: np.ndarray
+    always: np.ndarray
+    client: np.ndarray
+    cells: np.ndarray
+    base: np.ndarray
+    budget: bool

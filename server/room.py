@@ -74,7 +74,7 @@ from server.inputs import (
     MAX_SEQ_JUMP,
     SeatInputs,
 )
-from server.interestroom import InterestRoom
+from server.interestroom import InterestRoom, personal_frames
 from server.shotstats import ShotStats
 from sim.params import Params, ParamsError, restart_keys_changed
 from sim.step import Inputs, StepEvents, pre_move, step
@@ -724,16 +724,15 @@ class Room:
         header = pb.ServerFrame(snapshot=pb.Snapshot(
             tick=tick, params_version=self.params_version, server_time=now,
             world_entities=int(np.count_nonzero(w.alive)))).SerializeToString()
-        seqs = self._inputs.last_applied[self._connected_rows].tolist()
-        rtts = self._rtt_ms[self._connected_rows].tolist()
+        personals = personal_frames(self._inputs.last_applied[self._connected_rows],
+                                    self._rtt_ms[self._connected_rows],
+                                    [part.personal for part in parts])
         pending = self._pending
         out = []
-        for seat, part, seq, rtt in zip(seats, parts, seqs, rtts, strict=True):
+        for seat, part, personal in zip(seats, parts, personals, strict=True):
             frames = pending.pop(seat.player_id, []) if pending else []
             if roster is not None:
                 frames.append(roster)
-            personal = pb.ServerFrame(snapshot=pb.Snapshot(
-                last_input_seq=seq, rtt_ms=rtt, personal=part.personal)).SerializeToString()
             out.append(Delivery(seat.player_id, frames, header, personal, part.reset,
                                 part.chunks,
                                 lambda row=seat.row: interest.skipped(row, tick)))

@@ -8,3 +8,8 @@
 
 See docs/SCALING.md for the keys, the join flow and the failure cases.
 """
+
+#: The environment variable `serve`, `fleet` and `bots` take the Redis URL from when
+#: `--redis` is absent: unlike a command line (/proc/PID/cmdline, `ps`), a process's
+#: environment is readable only by its own user, so a Redis password stays out of sight.
+REDIS_URL_ENV = "TICKWIRE_REDIS_URL"

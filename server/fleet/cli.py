@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from server.cli import REDIS_URL_ENV
+from server.fleet import REDIS_URL_ENV
 
 
 def add_fleet_parser(sub: argparse._SubParsersAction) -> None:

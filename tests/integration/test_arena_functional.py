@@ -45,3 +45,15 @@ def test_arena_help_says_the_caps_are_lifted(capsys) -> None:
     text = capsys.readouterr().out
     assert "--max-conns-per-ip 0" in text and "--connects-per-ip-per-s 0" in text
     assert "--allow-partial" in text
+
+
+def test_an_interest_scenario_row_has_its_rooms_and_the_arena_polls_them_itself() -> None:
+    # bigworld (interest management) at a tiny scale: the row names its room like the
+    # arena's, and the arena's own /rooms reads cover the window (the fallback for a
+    # server too busy to answer the bots' bounded reads).
+    scenario = arena.SCENARIOS / "bigworld.toml"
+    result = arena.run_arena(0, 3, duration_s=1.5, warmup_s=0.0, params_path=scenario)
+    assert result["scenario"] == "bigworld" and result["clients_connected"] == 3
+    assert result["rooms"] == 1 and result["clients_per_room"] == [3]
+    assert result["tick_rate_per_room"][0] > 0
+    assert "| 10000 | 3 | tickwire | 3 | 1 (3) |" in arena.format_rows([result])

@@ -61,7 +61,8 @@ def test_fleet_without_redis_server_names_the_package_to_install(tmp_path):
 
 @pytest.mark.parametrize("argv", [["serve"], ["bots", "--master"], ["fleet", "--workers", "2"]])
 def test_redis_url_defaults_to_the_environment_and_a_flag_wins(monkeypatch, argv):
-    from server.cli import REDIS_URL_ENV, build_parser
+    from server.cli import build_parser
+    from server.fleet import REDIS_URL_ENV
     monkeypatch.setenv(REDIS_URL_ENV, "redis://:pw@10.0.0.5:6379/2")
     assert build_parser().parse_args(argv).redis == "redis://:pw@10.0.0.5:6379/2"
     flag = build_parser().parse_args([*argv, "--redis", "redis://127.0.0.1:7000/0"])
