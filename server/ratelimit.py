@@ -138,12 +138,7 @@ class InboundBudget:
         """`refill(now)` then `spend(wire_bytes)`: a read that is exactly one frame (the
         receive path's short path), in one call."""
         self.refill(now)
-        cost_b = wire_bytes * 1000
-        if self.frames >= 1000 and self.bytes_ >= cost_b:
-            self.frames -= 1000
-            self.bytes_ -= cost_b
-            return True
-        return False
+        return self.spend(wire_bytes)
 
     def spend(self, wire_bytes: int) -> bool:
         """Charge one frame of ``wire_bytes``; False (nothing charged) when over budget."""
