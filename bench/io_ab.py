@@ -12,6 +12,13 @@ hits both alike; each figure is the median over rounds of each run's 20th percen
   that only count bytes, per seat;
 - ``flush_us_per_tick``: ``Metrics.flush`` of what such a tick counted (200 snapshot
   sizes, 7 RTT samples, the counters);
+- ``socket_recv_us``: the whole receive path from raw socket bytes: CPU time of the
+  event loop's thread per input frame, for 100 real loopback TCP clients of a real
+  gateway (``build_app`` on uvloop, the HTTP upgrade, a Join each) that each send one
+  masked input frame per 1/30 s from another thread: epoll, the read syscall, aiohttp's
+  protocol, ``Connection.feed_data`` through ``Room.submit``. The room's tick loop is
+  stopped once everyone has joined, so nothing is sent back and the figure is the
+  receive side alone;
 - ``loop_us_per_tick``: CPU time of ``tickloop.run_ticks`` itself per tick (sleeping until
   each deadline, waking, recording), with an empty tick at 128 Hz on uvloop and the real
   clock for 0.5 s a run.
@@ -31,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.room_ab import export
 
@@ -119,6 +127,114 @@ def _flush_us() -> float:
     return _low(samples) * 1e6
 
 
+SOCKET_CLIENTS = 100
+SOCKET_ROUNDS = 45  # 1.5 s of inputs at 30 Hz per run
+
+
+def _socket_clients(port: int, frames: list[bytes], join: bytes, go: Any) -> None:
+    """The clients of ``socket_recv_us``, in their own process (no GIL shared with the
+    server's loop): connect, upgrade and join, then on ``go`` one frame of each round per
+    client every 1/30 s."""
+    import base64
+    import socket
+
+    socks = []
+    for i in range(SOCKET_CLIENTS):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(i.to_bytes(16, "big")).decode()
+        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                     .encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise RuntimeError("the server closed during the upgrade")
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"upgrade refused: {head[:80]!r}")
+        sock.sendall(join)
+        socks.append(sock)
+    if not go.wait(30.0):
+        return
+    start = time.monotonic()
+    for r, frame in enumerate(frames):
+        for sock in socks:
+            sock.sendall(frame)
+        time.sleep(max(0.0, start + (r + 1) / 30 - time.monotonic()))
+    time.sleep(1.0)  # the server reads the last frames before the sockets close
+    for sock in socks:
+        sock.close()
+
+
+def _socket_recv_us() -> float:
+    import asyncio
+    import multiprocessing
+
+    import uvloop
+    from aiohttp import web
+
+    from bench.conftest import ARENA
+    from bench.test_bench_receive import input_frames, masked
+    from proto import PROTOCOL_VERSION
+    from proto import tickwire_pb2 as pb
+    from server.config import GatewayConfig
+    from server.gateway import GATEWAY_KEY, build_app
+    from server.session import SessionLimits
+    from sim.params import load_params
+
+    params = load_params(ARENA)
+    frames = input_frames(SOCKET_ROUNDS)
+    join = masked(pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION,
+                                              name="ab")).SerializeToString())
+    spawn = multiprocessing.get_context("spawn")
+
+    async def one_run() -> float:
+        app = build_app(GatewayConfig(params=params,
+                                      limits=SessionLimits.for_tick_rate(params.tick_rate)))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        gateway = app[GATEWAY_KEY]
+        go = spawn.Event()
+        clients = spawn.Process(target=_socket_clients,
+                                args=(runner.addresses[0][1], frames, join, go))
+        clients.start()
+        try:
+            for _ in range(3000):  # bounded: 30 s
+                if len(gateway.connections) == SOCKET_CLIENTS:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise RuntimeError(f"{len(gateway.connections)} of {SOCKET_CLIENTS} joined")
+            await gateway.loops.stop()  # no ticks from here: nothing is sent back
+            counts = gateway.metrics.counts
+            want = counts.bytes_received + SOCKET_CLIENTS * sum(map(len, frames))
+            cpu0 = time.thread_time()
+            go.set()
+            for _ in range(400):  # bounded: 20 s; a few wake-ups a run, not per frame
+                if counts.bytes_received >= want:
+                    break
+                await asyncio.sleep(0.05)
+            cpu = time.thread_time() - cpu0
+            if counts.bytes_received < want:
+                raise RuntimeError("not every input frame arrived")
+            if len(gateway.connections) != SOCKET_CLIENTS:
+                raise RuntimeError("a client was closed during the run")
+        finally:
+            go.set()
+            await asyncio.get_running_loop().run_in_executor(None, clients.join, 15.0)
+            if clients.is_alive():
+                clients.kill()
+                clients.join(5.0)
+            await runner.cleanup()
+        return cpu / (SOCKET_CLIENTS * len(frames))
+
+    return _low([uvloop.run(one_run()) for _ in range(5)]) * 1e6
+
+
 def _loop_us() -> float:
     import asyncio
 
@@ -140,7 +256,8 @@ def _loop_us() -> float:
 
 
 def harness() -> dict[str, float]:
-    return {"feed_us": _feed_us(), "deliver_us_per_seat": _deliver_us(),
+    return {"feed_us": _feed_us(), "socket_recv_us": _socket_recv_us(),
+            "deliver_us_per_seat": _deliver_us(),
             "flush_us_per_tick": _flush_us(), "loop_us_per_tick": _loop_us()}
 
 

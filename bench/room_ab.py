@@ -16,7 +16,12 @@ What is measured, all in memory, arena parameters (bench/scenarios/arena.toml):
 - ``rtt_spread_tick_ms`` / ``rtt_spread_encodes``: the same E = 1000 tick when honest
   seats' acks spread over 8 ticks (RTTs of about 30 to 270 ms), and its encodes per tick;
 - ``hostile_tick_ms`` / ``hostile_encodes``: the same E = 1000 tick when 31 of the seats
-  each ack their own old tick (3..33 back; issue #11 item 5), and the encodes per tick.
+  each ack their own old tick (3..33 back; issue #11 item 5), and the encodes per tick;
+- ``tick_ms_E100_M1``: a room's fixed cost, one ``Room.tick`` at E = 100 with one seat;
+- ``cold_tick_ms_E100_M1`` / ``cold_tick_ms_E1000_M200``: the same ticks with a tick
+  period's sleep (33 ms) before each, as on a live server. After the sleep the core's
+  caches hold other processes' work, and each NumPy call costs 2-3x its back-to-back time,
+  so a live tick costs about what these say, not what the back-to-back figures say.
 
 Run: .venv/bin/python -m bench.room_ab --before main [--rounds 3] [--profile]
 (``--profile`` prints a cProfile summary of 150 ticks at E = 1000, M = 200 per tree
@@ -50,7 +55,7 @@ MEASURED_TICKS = 150
 # -- the harness (runs inside the tree under test) --------------------------------------------
 
 
-def _room(entities: int, defer: bool) -> Any:  # the Room of whichever tree is measured
+def _room(entities: int, defer: bool, players: int = PLAYERS) -> Any:  # the tree's Room
     from server.room import Room
     from sim.params import load_params
 
@@ -59,17 +64,17 @@ def _room(entities: int, defer: bool) -> Any:  # the Room of whichever tree is m
     if "defer_input_checks" in inspect.signature(Room).parameters:
         kwargs["defer_input_checks"] = defer
     room = Room("ab", params, **kwargs)
-    for pid in range(1, PLAYERS + 1):
+    for pid in range(1, players + 1):
         room.join(pid, f"bot{pid}", now=0.0)
     return room
 
 
-def _frames(room: Any, seq: int, lags: dict[int, int]) -> list:
+def _frames(room: Any, seq: int, lags: dict[int, int], players: int = PLAYERS) -> list:
     """One Input per seat: commands seq-2..seq, ack `lag` ticks behind the next tick."""
     from proto import tickwire_pb2 as pb
 
     out = []
-    for pid in range(1, PLAYERS + 1):
+    for pid in range(1, players + 1):
         angle = (pid * 0.618 + seq // 60) % (2 * math.pi)
         cmds = [pb.InputCmd(seq=s, client_tick=s, move_x=math.cos(angle),
                             move_y=math.sin(angle), aim=angle)
@@ -79,11 +84,16 @@ def _frames(room: Any, seq: int, lags: dict[int, int]) -> list:
     return out
 
 
-def _run(entities: int, defer: bool, lags: dict[int, int]) -> dict[str, float]:
-    room = _room(entities, defer)
+def _run(entities: int, defer: bool, lags: dict[int, int], players: int = PLAYERS,
+         gap_s: float = 0.0) -> dict[str, float]:
+    """`gap_s`: sleep that long before each tick's inputs (untimed), as a live server waits
+    a tick period between ticks."""
+    room = _room(entities, defer, players)
     submit_s, tick_s, encodes = [], [], []
     for n in range(1, WARMUP_TICKS + MEASURED_TICKS + 1):
-        frames = _frames(room, n, lags)
+        frames = _frames(room, n, lags, players)
+        if gap_s:
+            time.sleep(gap_s)
         t0 = time.perf_counter()
         for pid, frame in enumerate(frames, start=1):
             room.submit(pid, frame)
@@ -92,7 +102,7 @@ def _run(entities: int, defer: bool, lags: dict[int, int]) -> dict[str, float]:
         room.tick((room.tick_number + 1) / room.params.tick_rate)
         t2 = time.perf_counter()
         if n > WARMUP_TICKS:
-            submit_s.append((t1 - t0) / PLAYERS)
+            submit_s.append((t1 - t0) / players)
             tick_s.append(t2 - t1)
             encodes.append(room.history.encodes - before)
     # The 20th percentile, not the median: on a shared machine other processes only ever
@@ -113,7 +123,14 @@ def harness(defer: bool) -> dict[str, float]:
     e100 = _run(100, defer, {})
     wide = _run(1000, defer, spread)
     bad = _run(1000, defer, hostile)
+    period = 1.0 / 30  # the arena's tick rate
+    one = _run(100, defer, {}, players=1)
+    one_cold = _run(100, defer, {}, players=1, gap_s=period)
+    full_cold = _run(1000, defer, {}, gap_s=period)
     return {
+        "tick_ms_E100_M1": one["tick_ms"],
+        "cold_tick_ms_E100_M1": one_cold["tick_ms"],
+        "cold_tick_ms_E1000_M200": full_cold["tick_ms"],
         "submit_us": e1000["submit_us"],
         "tick_ms_E1000_M200": e1000["tick_ms"],
         "tick_ms_E100_M200": e100["tick_ms"],

@@ -54,6 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from client_demo.cancel import cancel_and_wait
 from client_demo.runlimits import GRACE_S, JOIN_SLACK_S, MAX_BOTS
 
 HEARTBEAT_TTL_S = 5.0
@@ -528,9 +529,15 @@ class Worker:
         def arm() -> None:
             # The loop below sees the flag between two Redis calls; a call that does not
             # come back (a connection left mid-reply, redis-py's retries) must not keep the
-            # worker from stopping: cancel whatever it awaits after a grace period.
+            # worker from stopping: cancel whatever it awaits after a grace period, and
+            # again every half second, since Python 3.11 can lose a cancellation (see
+            # client_demo.cancel).
+            def fire() -> None:
+                main.cancel()
+                deadline.append(loop.call_later(0.5, fire))
+
             if not deadline:
-                deadline.append(loop.call_later(STOP_GRACE_S, main.cancel))
+                deadline.append(loop.call_later(STOP_GRACE_S, fire))
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
@@ -571,8 +578,9 @@ class Worker:
         finally:
             for handle in deadline:  # the clean-up below has its own bounds
                 handle.cancel()
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            # One cancel is not enough: a cancel that lands as a Redis write drains is lost
+            # on Python 3.11 and the heartbeat would beat on, with us waiting for it.
+            await cancel_and_wait([beat], 3.0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(r.delete(self.keys.worker(self.wid)), 3.0)
             with contextlib.suppress(Exception):
@@ -652,8 +660,7 @@ class Worker:
                 await swarm.run(start, start + order.hard_s, lambda: stop["now"])
             finally:
                 stop["now"] = True
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+                await cancel_and_wait([watcher], 3.0)
             self.runs += 1
         except Exception as exc:
             outbox.put_nowait(("crash", order.worker, {"error": f"{type(exc).__name__}: {exc}"}))

@@ -40,6 +40,7 @@ import aiohttp
 import numpy as np
 
 from client_demo.behaviors import make_behavior
+from client_demo.cancel import cancel_and_wait
 from client_demo.client import ClientError
 from client_demo.netsim import NetConditions, NetsimClient
 from client_demo.stages import Stage, bot_intervals
@@ -191,11 +192,9 @@ class Swarm:
             await self._stop.wait()
             # Bots see the stop between two inputs; give them a moment to leave cleanly.
             _, pending = await asyncio.wait(tasks, timeout=3.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
+            # Bounded, and cancelled again if a cancel is lost (client_demo.cancel).
+            await cancel_and_wait(pending, 3.0)
+            await cancel_and_wait([reporter], 3.0)
             self.emit(self._report("done"))
 
     async def _sleep_until(self, deadline: float) -> bool:

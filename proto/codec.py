@@ -29,6 +29,7 @@ once per client.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections import OrderedDict
 
@@ -72,6 +73,7 @@ MAX_SLOTS = 65535
 # The largest body a valid payload can inflate to: header, ops, every slot spawned.
 MAX_BODY_BYTES = 5 + (MAX_SLOTS + 3) // 4 + MAX_SLOTS * STATE_DTYPE.itemsize + 8
 _HEADER = np.dtype([("rate", "u1"), ("elapsed", "<u2"), ("span", "<u2")])
+_HEADER_STRUCT = struct.Struct("<BHH")  # the same 5 bytes, written without NumPy
 DEFLATE_MIN_BYTES = 96  # below this zlib's own framing eats the gain
 
 
@@ -98,6 +100,12 @@ def empty_state(slots: int = 0) -> np.ndarray:
     return np.zeros(slots, dtype=STATE_DTYPE)
 
 
+# Clamps of the (2, span, 2) block of positions and velocities, in quanta.
+_QUANTA_LO = np.array([[[0.0]], [[-32768.0]]], dtype=np.float32)
+_QUANTA_HI = np.array([[[65535.0]], [[32767.0]]], dtype=np.float32)
+_AIM_QUANTA = np.float32(AIM_STEPS / (2 * np.pi))
+
+
 def quantize(
     *,
     pos: np.ndarray,
@@ -117,23 +125,38 @@ def quantize(
     outside a field's range are clamped (the spec gives each range). Slots not `alive`
     become all-zero records. The caller owns the returned array.
     """
+    # Written straight into the record's u16 words and bytes, and only up to the highest
+    # live slot (the rest stays zero): a room quantises its whole capacity every tick,
+    # mostly empty, and at arena sizes each NumPy call costs more than its arithmetic.
+    # tests/unit/test_codec_reference.py checks it against the field-by-field definition.
     n = len(kind)
-    out = np.zeros(n, dtype=STATE_DTYPE)
     live = np.asarray(alive, dtype=bool)
-    p = np.rint(np.asarray(pos, dtype=np.float32) * np.float32(pos_scale))
-    v = np.rint(np.asarray(vel, dtype=np.float32) * np.float32(VEL_SCALE))
-    out["x"] = np.clip(p[:, 0], 0, 65535)
-    out["y"] = np.clip(p[:, 1], 0, 65535)
-    out["vx"] = np.clip(v[:, 0], -32768, 32767)
-    out["vy"] = np.clip(v[:, 1], -32768, 32767)
-    out["hp"] = np.clip(hp, 0, 65535)
-    out["score"] = np.clip(score, 0, 65535)
-    out["kind"] = kind
-    out["gen"] = gen
-    turns = np.asarray(aim, dtype=np.float32) * np.float32(AIM_STEPS / (2 * np.pi))
-    out["aim"] = np.rint(turns).astype(np.int64) % AIM_STEPS
-    out["flags"] = flags
-    out[~live] = 0
+    out = np.zeros(n, dtype=STATE_DTYPE)
+    occupied = live.nonzero()[0]
+    span = int(occupied[-1]) + 1 if len(occupied) else 0
+    words = out[:span].view("<u2").reshape(span, 8)
+    raw = words.view(np.uint8)  # (span, 16): kind, gen, aim, flags are bytes 12..15
+    # Positions, then velocities: two contiguous (span, 2) halves of one block. float32
+    # first, then scaled in float32 (dtype=): exactly asarray(float32) * scale.
+    block = np.empty((2, span, 2), dtype=np.float32)
+    np.multiply(pos[:span], np.float32(pos_scale), out=block[0], dtype=np.float32)
+    np.multiply(vel[:span], np.float32(VEL_SCALE), out=block[1], dtype=np.float32)
+    np.rint(block, out=block)
+    np.maximum(block, _QUANTA_LO, out=block)  # np.clip, without its Python wrapper
+    np.minimum(block, _QUANTA_HI, out=block)
+    # Whole numbers in range: through int32, whose low 16 bits are the u16 / i16 word.
+    whole = block.astype(np.int32)
+    words[:, 0:2] = whole[0]
+    words[:, 2:4] = whole[1]
+    words[:, 4] = np.minimum(np.maximum(hp[:span], 0), 65535)
+    words[:, 5] = np.minimum(np.maximum(score[:span], 0), 65535)
+    raw[:, 12] = kind[:span]
+    raw[:, 13] = gen[:span]
+    turns = np.multiply(aim[:span], _AIM_QUANTA, dtype=np.float32)
+    np.rint(turns, out=turns)
+    raw[:, 14] = turns.astype(np.int64)  # the low byte: the turn count mod AIM_STEPS
+    raw[:, 15] = flags[:span]
+    words *= live[:span, None]  # slots not alive: all-zero records
     return out
 
 
@@ -145,11 +168,8 @@ def states_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def live_span(state: np.ndarray) -> int:
     """One past the highest occupied slot (0 for an empty world)."""
-    if len(state) == 0:
-        return 0
-    occupied_from_end = state["kind"][::-1] != 0
-    last = int(np.argmax(occupied_from_end))  # stops at the first True
-    return len(state) - last if occupied_from_end[last] else 0
+    occupied = state["kind"].nonzero()[0]
+    return int(occupied[-1]) + 1 if len(occupied) else 0
 
 
 def _padded(state: np.ndarray, n: int, *, checked: bool = False) -> np.ndarray:
@@ -230,34 +250,38 @@ def encode(
     if keyframe:
         span = live_span(state)
         cur = _words(_padded(state, span, checked=True))
-        ops = np.where(cur[:, W_KIND_GEN] & 0xFF != 0, OP_SPAWN, OP_UNCHANGED).astype(np.uint8)
+        ops = (cur[:, W_KIND_GEN] & 0xFF != 0).view(np.uint8) * np.uint8(OP_SPAWN)
         elapsed_ticks = 0
     else:
         span = max(live_span(state), live_span(baseline))
         cur = _words(_padded(state, span, checked=True))
         pred = predict_words(_words(_padded(baseline, span, checked=True)), elapsed_ticks,
                               tick_rate, pos_scale)
-        cur_live = cur[:, W_KIND_GEN] & 0xFF != 0
-        base_live = pred[:, W_KIND_GEN] & 0xFF != 0
-        same = cur_live & base_live & (cur[:, W_KIND_GEN] == pred[:, W_KIND_GEN])
+        cur_kg, pred_kg = cur[:, W_KIND_GEN], pred[:, W_KIND_GEN]
+        cur_live = cur_kg & 0xFF != 0
+        base_live = pred_kg & 0xFF != 0
+        same = (cur_kg == pred_kg) & cur_live  # the same kind and gen, live in both
         # Rows that differ from the prediction at all: compare 16-byte records as 2 int64s.
         cur64, pred64 = cur.view(np.int64), pred.view(np.int64)
         differs = (cur64[:, 0] != pred64[:, 0]) | (cur64[:, 1] != pred64[:, 1])
-        ops = np.zeros(span, dtype=np.uint8)
-        ops[cur_live & ~same] = OP_SPAWN
-        ops[base_live & ~cur_live] = OP_REMOVE
-        ops[same & differs] = OP_UPDATE
+        # The same entity: update if it differs, else unchanged; otherwise spawn where
+        # live now, remove where only the baseline's slot was live.
+        ops = np.where(same, differs.view(np.uint8),
+                       np.where(cur_live, np.uint8(OP_SPAWN),
+                                base_live.view(np.uint8) * np.uint8(OP_REMOVE)))
     if span > MAX_SLOTS:
         raise ValueError(f"{span} slots exceed the codec's limit of {MAX_SLOTS}")
 
-    header = np.zeros(1, dtype=_HEADER)
-    header[0] = (tick_rate, elapsed_ticks, span)
     # Spawned records go column by column (all x, then all y, ...): deflate likes that.
-    parts = [header.tobytes(), pack_ops(ops), cur[ops == OP_SPAWN].T.tobytes()]
+    parts = [_HEADER_STRUCT.pack(tick_rate, elapsed_ticks, span), pack_ops(ops),
+             cur[ops == OP_SPAWN].T.tobytes()]
 
-    upd_idx = np.flatnonzero(ops == OP_UPDATE)
-    if len(upd_idx):
-        parts.extend(updates_section(_rows(cur, upd_idx), _rows(pred, upd_idx)))
+    if not keyframe:
+        upd_idx = (ops == OP_UPDATE).nonzero()[0]
+        if len(upd_idx):
+            # The rows gathered as 16-byte int64 pairs: much faster than (n, 8) words.
+            parts.extend(updates_section(cur64.take(upd_idx, axis=0).view("<u2"),
+                                         pred64.take(upd_idx, axis=0).view("<u2")))
 
     body = b"".join(parts)
     flags = FLAG_KEYFRAME if keyframe else 0
@@ -274,34 +298,38 @@ def updates_section(cur: np.ndarray, pred: np.ndarray) -> list[bytes]:
     # uint16 subtraction wraps mod 2**16, so every residual fits an int16.
     residual = (cur - pred).view("<i2")
     present = residual != 0
-    # 8 words per row, so packing the flattened mask gives one byte per row.
-    parts = [np.packbits(present.reshape(-1), bitorder="little").tobytes()]
-    widths = bytearray(len(WORDS))
-    columns = []
-    # Word by word on contiguous copies; typically only x and y changed, so only the
-    # words some row changed are visited.
-    by_word, present_by_word = residual.T.copy(), present.T.copy()
-    for i in np.flatnonzero(present_by_word.any(axis=1)).tolist():
-        vals = by_word[i][present_by_word[i]]
-        narrow = int(vals.min()) >= -128 and int(vals.max()) <= 127
-        widths[i] = 1 if narrow else 2
-        columns.append((vals.astype("<i1") if narrow else vals).tobytes())
-    parts.append(bytes(widths))
-    parts.extend(columns)
-    return parts
-
-
-def _rows(words: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """words[idx] for an (n, 8) uint16 array, gathered as 16-byte rows (much faster)."""
-    return np.take(words.view(np.int64), idx, axis=0).view("<u2")
+    # 8 words per row, so packing the flattened mask gives one byte per row, bit i for
+    # word i (flattened: NumPy packs a 1-D array much faster than along an axis).
+    masks = np.packbits(present.reshape(-1), bitorder="little")
+    # The words sent at all, and those with a residual outside int8 (x + 128 outside
+    # 0..255, wrapping included), as bit sets: a word is 2 bytes wide if any row needs it.
+    sent = int(np.bitwise_or.reduce(masks))
+    outside = (residual + 128).view(np.uint16) > 255
+    wide = int(np.bitwise_or.reduce(np.packbits(outside.reshape(-1), bitorder="little")))
+    widths = bytes(0 if not sent >> i & 1 else 2 if wide >> i & 1 else 1
+                   for i in range(len(WORDS)))
+    # Every sent residual, word by word (the transposed mask walks the words in order).
+    values = residual.T[present.T]
+    if not wide:  # the usual case: every column one byte wide
+        columns = [values.astype("<i1").tobytes()]
+    elif wide == sent:
+        columns = [values.tobytes()]
+    else:
+        columns, start = [], 0
+        for width, count in zip(widths, present.sum(axis=0).tolist(), strict=True):
+            column = values[start : start + count]
+            start += count
+            if width:
+                columns.append((column.astype("<i1") if width == 1 else column).tobytes())
+    return [masks.tobytes(), widths, *columns]
 
 
 def pack_ops(ops: np.ndarray) -> bytes:
     """2 bits per slot, slot i in bits 2*(i%4)..2*(i%4)+1 of byte i//4."""
-    padded = np.zeros((len(ops) + 3) // 4 * 4, dtype=np.uint8)
-    padded[: len(ops)] = ops
-    quads = padded.reshape(-1, 4)
-    return (quads[:, 0] | quads[:, 1] << 2 | quads[:, 2] << 4 | quads[:, 3] << 6).tobytes()
+    # Each op's two low bits, low first, then packed eight to a byte (zero padded).
+    bits = np.unpackbits(np.asarray(ops, dtype=np.uint8)[:, None], axis=1, count=2,
+                         bitorder="little")
+    return np.packbits(bits, bitorder="little").tobytes()
 
 
 def unpack_ops(raw: bytes | memoryview, span: int) -> np.ndarray:
@@ -459,6 +487,9 @@ class SnapshotHistory:
         self.tick_rate = tick_rate
         self.pos_scale = pos_scale
         self._states: OrderedDict[int, np.ndarray] = OrderedDict()
+        # Each state trimmed to its live span (a view, found once at push): the encodes
+        # then never scan or compare the empty tail of a room's capacity.
+        self._live: dict[int, np.ndarray] = {}
         self._encoded: dict[tuple[int, int], bytes] = {}
         self.encodes = 0  # how many payloads were actually built (the rest were cache hits)
 
@@ -467,8 +498,9 @@ class SnapshotHistory:
         if self._states and tick <= next(reversed(self._states)):
             raise ValueError(f"tick {tick} is not newer than the newest in the ring")
         self._states[tick] = state
+        self._live[tick] = state[: live_span(state)]
         while len(self._states) > self.size:
-            self._states.popitem(last=False)
+            del self._live[self._states.popitem(last=False)[0]]
         # Only the newest tick is ever encoded, so older encodings are garbage now.
         self._encoded = {key: val for key, val in self._encoded.items() if key[0] == tick}
 
@@ -491,10 +523,9 @@ class SnapshotHistory:
         key = (tick, baseline_tick)
         payload = self._encoded.get(key)
         if payload is None:
-            baseline = self._states[baseline_tick] if baseline_tick else None
             payload = encode(
-                state,
-                baseline,
+                self._live[tick],
+                self._live[baseline_tick] if baseline_tick else None,
                 elapsed_ticks=tick - baseline_tick if baseline_tick else 0,
                 tick_rate=self.tick_rate,
                 pos_scale=self.pos_scale,

@@ -57,10 +57,16 @@ class BaselinePicker:
         `rows` are the connected seats' rows and `acks` their newest acknowledged ticks.
         Acks inside the ring (``tick - ring < ack < tick``) are recorded as held first.
         """
-        usable = (acks > 0) & (acks > tick - self.ring) & (acks < tick)
+        usable = (acks > max(0, tick - self.ring)) & (acks < tick)
         held = self._held
-        held[rows[usable], acks[usable] % self.ring] = acks[usable]
-        baseline = np.where(usable, acks, 0)
+        if usable.all():  # the usual tick: every seat acked a tick still in the ring
+            held[rows, acks % self.ring] = acks
+            baseline = acks
+        else:
+            held[rows[usable], acks[usable] % self.ring] = acks[usable]
+            baseline = np.where(usable, acks, 0)
+        if len(rows) <= self.max_deltas:  # no more distinct acks than seats
+            return baseline
         candidates = np.unique(baseline[usable])
         if len(candidates) <= self.max_deltas:
             return baseline

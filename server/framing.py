@@ -60,6 +60,7 @@ __all__ = [
     "FrameParser",
     "accept_key",
     "close_frame",
+    "unmask_int",
     "ws_frame",
     "ws_header",
 ]
@@ -117,14 +118,32 @@ def close_frame(code: int, reason: str) -> bytes:
     return ws_frame(OP_CLOSE, _U16.pack(code) + body)
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask_int(payload: bytes, mask: bytes) -> bytes:
+    """The payload XOR the repeated 4-byte mask, as one big-int XOR (no per-byte Python
+    loop): the fallback when aiohttp's compiled mask cannot be imported."""
     n = len(payload)
     if not n:
         return b""
-    # One big-int XOR: about 0.4 µs for an input frame, no per-byte Python loop.
     key = (mask * ((n >> 2) + 1))[:n]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
         n, "little")
+
+
+try:
+    # aiohttp's compiled (Cython) masking, in place over a bytearray: about 0.2 µs for an
+    # input frame against 0.5 µs for the big-int XOR. Not a public name of aiohttp, hence
+    # the fallback; tests/unit/test_framing.py checks both agree on every payload.
+    from aiohttp._websocket.helpers import websocket_mask as _mask_in_place
+except ImportError:  # pragma: no cover - another aiohttp layout
+    _mask_in_place = None
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    if _mask_in_place is None:  # pragma: no cover
+        return unmask_int(payload, mask)
+    buf = bytearray(payload)
+    _mask_in_place(mask if type(mask) is bytes else bytes(mask), buf)  # it takes bytes only
+    return bytes(buf)
 
 
 def _error(reason: str) -> ProtocolError:

@@ -27,7 +27,7 @@ from aiohttp import hdrs, web
 from server.admin import KICK_REASON, add_admin_routes
 from server.clock import Clock, MonotonicClock, WallClock
 from server.config import GatewayConfig
-from server.connection import Connection
+from server.connection import Connection, WebSocketReads
 from server.errorpages import error_pages
 from server.errors import CLOSE_GOING_AWAY, CLOSE_POLICY
 from server.fleet.app import drain_first, fleet_ctx
@@ -220,8 +220,9 @@ class Gateway(NodeSeats):
         self.sockets.add(conn)
         join_timer = asyncio.get_running_loop().call_later(
             limits.join_timeout_s, conn.poll)
-        request.protocol.set_parser(conn)  # from here on, reads go to conn.feed_data
+        request.protocol.set_parser(conn)  # the bytes read with the head, if any
         request.protocol.keep_alive(False)
+        transport.set_protocol(WebSocketReads(conn, request.protocol))  # later reads
         try:
             await conn.done
         finally:
@@ -295,10 +296,10 @@ class Gateway(NodeSeats):
         conns = list(self.sockets)
         for conn in conns:
             conn.close(CLOSE_GOING_AWAY, "server shutting down", label="draining")
-            # aiohttp reads nothing more once it is shutting down, so the peer's Close
-            # would never be seen: half-close after our Close (FIN once it is flushed; a
-            # browser that waits too long for it reports 1006) and let the peer's own FIN
-            # end the connection. A full close here would answer its Close with a RST.
+            # Half-close right after our Close (FIN once it is flushed): a browser that
+            # waits too long for it reports 1006. Reads go on (WebSocketReads), so the
+            # peer's Close or FIN still ends the connection; a full close here would
+            # answer its Close with a RST.
             if conn.transport.can_write_eof():
                 conn.transport.write_eof()
         if conns:

@@ -66,6 +66,7 @@ _SHOT_COLUMNS = [0, 5, 6, 7, 3]  # ring columns of a shot: seq, view a, view b, 
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
 _VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT, KNOWN_BUTTONS])  # |mx|, |my|, |aim|, buttons
+_ALL_OK = np.ones(1, dtype=np.bool_)  # "every view claim is fine" (there is none)
 # "no unknown bit" is "buttons <= KNOWN_BUTTONS" only while the known bits are the low ones
 assert KNOWN_BUTTONS & (KNOWN_BUTTONS + 1) == 0
 
@@ -199,7 +200,7 @@ class SeatInputs:
         cmds = np.array(self.buffer, dtype=np.float64).reshape(-1, _FIELDS)
         self.buffer.clear()
         rows = cmds[:, 0].astype(np.int64)
-        if np.bincount(rows).max() > 1:  # some seat sent more than one: group by seat
+        if len(rows) > 1 and np.bincount(rows).max() > 1:  # a seat sent several: group
             order = np.argsort(rows, kind="stable")  # arrival order kept within a seat
             cmds, rows = cmds[order], rows[order]
             first = np.empty(len(rows), dtype=np.bool_)  # the first command of each seat
@@ -211,7 +212,7 @@ class SeatInputs:
         rejections: list[tuple[int, str, int]] = []
         if self.defer_checks:
             accepted, rejections = self._validate(rows, seq, cmds, first)
-            if not accepted.all():
+            if accepted is not None:  # None: every command accepted
                 rows, seq, cmds = rows[accepted], seq[accepted], cmds[accepted]
                 first = np.empty(len(rows), dtype=np.bool_)
                 if len(rows):
@@ -221,9 +222,9 @@ class SeatInputs:
         return rejections
 
     def _validate(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
-                  first: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str, int]]]:
-        """The accepted mask of commands grouped by row, and the rejections by row.
-        Updates `newest_seq` for every row seen.
+                  first: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, str, int]]]:
+        """The accepted mask of commands grouped by row (None when all are), and the
+        rejections by row. Updates `newest_seq` for every row seen.
 
         Every buffered command is above its row's newest seq as of the last flush (the
         buffer skipped the rest), so a row with one command has no redundant copy."""
@@ -231,15 +232,18 @@ class SeatInputs:
         # and |NaN| <= x, |inf| <= x are both False, so one comparison finds every bad
         # value (the reasons are worked out only when there is one).
         values = np.abs(cmds[:, 2:6])
-        views = _views_ok(cmds)
+        # No view claims at all (all zeros: no hitscan shot) is the usual tick.
+        views = _views_ok(cmds) if cmds[:, 6:9].any() else _ALL_OK
         newest_now = np.array(self.newest_seq, dtype=np.int64)
         start = newest_now[rows]
-        if (first.all() and (values.max(axis=0) <= _VALUE_LIMITS).all() and views.all()
+        if (first.all() and (values <= _VALUE_LIMITS).all() and views.all()
                 and not (seq - start > MAX_SEQ_JUMP).any()):
             # The steady state: one fine command per seat, each new (see above).
             newest_now[rows] = seq
             self.newest_seq = newest_now.tolist()
-            return np.ones(len(rows), dtype=np.bool_), []
+            return None, []
+        if views is _ALL_OK:
+            views = np.ones(len(rows), dtype=np.bool_)
         fine = (values <= _VALUE_LIMITS).all(axis=1) & views
         if first.all():  # one command per seat (the steady state): no running maximum
             before = start
@@ -262,7 +266,7 @@ class SeatInputs:
             else:
                 np.maximum.at(newest_now, rows, np.where(new, seq, 0))
             self.newest_seq = newest_now.tolist()
-            return accepted, []
+            return (None if accepted.all() else accepted), []
 
         reason = np.zeros(len(seq), dtype=np.int64)
         reason[~views] = _BAD_VIEW
@@ -285,7 +289,7 @@ class SeatInputs:
             label = REASONS[pair % len(REASONS)]
             self.rejected[label] += count
             rejections.append((pair // len(REASONS), label, count))
-        return accepted, rejections
+        return (None if accepted.all() else accepted), rejections
 
     @staticmethod
     def _replay(idx: np.ndarray, rows: np.ndarray, seq: np.ndarray, start: np.ndarray,
@@ -318,6 +322,11 @@ class SeatInputs:
             self._widen(limit)
         width = self.width
         if first.all():
+            had = self.length[rows]
+            if (had < limit).all():  # one command per row, each with room: nothing drops
+                self._ring[rows, (self._head[rows] + had) % width] = cmds[:, 1:]
+                self.length[rows] = had + 1
+                return
             uniq, counts = rows, 1
         else:
             starts = np.flatnonzero(first)
@@ -384,7 +393,7 @@ class SeatInputs:
         self.length = length - surplus - n
         self.budget = budget - n
 
-        m_rows = np.flatnonzero(n)
+        m_rows = n.nonzero()[0]
         m_head, m_n = head[m_rows], n[m_rows]
         taken = self._ring[m_rows, (m_head + m_n - 1) % width]  # each row's last command
         self.last_applied[m_rows] = taken[:, 0]
@@ -404,8 +413,9 @@ class SeatInputs:
             named[sel] |= fired
             fire[sel] |= fired
             early.append((s_rows, cmd[:, 1:3].astype(np.float32), cmd[:, 3].astype(np.float32)))
-        last_names = fire & ~named
-        shot[last_names] = taken[last_names][:, _SHOT_COLUMNS]
+        if fire.any():
+            last_names = fire & ~named
+            shot[last_names] = taken[last_names][:, _SHOT_COLUMNS]
         return Taken(rows=m_rows, move=taken[:, 1:3].astype(np.float32),
                      aim=taken[:, 3].astype(np.float32), fire=fire, early=early, shot=shot)
 

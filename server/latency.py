@@ -149,8 +149,9 @@ class PingTracker:
     Counters: ``pings_sent``, ``pongs_received`` (valid ones), ``bad_pongs``.
 
     ``due_at`` is ``next_ping_at`` as a plain float (``inf`` while a ping is outstanding),
-    so a delivery loop over hundreds of seats compares a number instead of calling
-    :meth:`poll` for every seat on every tick.
+    and ``timeout_at`` is when the outstanding ping times out (``inf`` while none is), so
+    a delivery loop over hundreds of seats compares numbers instead of calling
+    :meth:`poll` and :meth:`timed_out` for every seat on every tick.
     """
 
     def __init__(self, interval_s: float = 1.0, timeout_s: float = 5.0, window: int = 64) -> None:
@@ -169,6 +170,7 @@ class PingTracker:
         self._outstanding_sent: float = 0.0
         self._last_sent: float | None = None
         self.due_at = -math.inf  # see the class docstring; kept equal to next_ping_at
+        self.timeout_at = math.inf  # the outstanding ping's send time + timeout_s
 
     @property
     def outstanding(self) -> bool:
@@ -198,6 +200,7 @@ class PingTracker:
         self._outstanding_sent = now
         self._last_sent = now
         self.due_at = math.inf
+        self.timeout_at = now + self.timeout_s
         self.pings_sent += 1
         return PING_PAYLOAD.pack(ping_id, now)
 
@@ -218,10 +221,11 @@ class PingTracker:
             return None
         self._outstanding_id = None
         self.due_at = self._last_sent + self.interval_s  # _last_sent is this ping's
+        self.timeout_at = math.inf
         self.pongs_received += 1
         self.rtt.add_sample(rtt)
         return rtt
 
     def timed_out(self, now: float) -> bool:
         """True when the outstanding ping has waited longer than ``timeout_s`` at ``now``."""
-        return self._outstanding_id is not None and now - self._outstanding_sent > self.timeout_s
+        return now > self.timeout_at

@@ -21,6 +21,7 @@ counters' series and no dashboard reads them). ``process_*`` come from prometheu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ from prometheus_client.utils import floatToGoString
 __all__ = [
     "CLOSE_CODE_LABELS",
     "CONTRACT_NAMES",
+    "FLUSH_EVERY_S",
     "RTT_BUCKETS_S",
     "SNAPSHOT_BYTES_BUCKETS",
     "TICK_BUCKETS_S",
@@ -156,16 +158,23 @@ def close_code_label(code: int | None) -> str:
     return "application" if 3000 <= code <= 4999 else "other"
 
 
+#: How often the tick loops export `Counts` to Prometheus (a flush is a dozen NumPy and
+#: prometheus_client calls, and after a tick's sleep the caches are cold: once per tick
+#: it was about a tenth of a one-player room's CPU). /metrics flushes first anyway.
+FLUSH_EVERY_S = 0.25
+
+
 class Counts:
     """Counts made on the hot paths (per frame, per seat) as plain integers.
 
     Nothing here takes a lock or calls Prometheus: `Metrics.flush` adds them to the
-    Prometheus series once per tick (and before every /metrics render) and zeroes them.
+    Prometheus series and zeroes them, every `FLUSH_EVERY_S` from the tick loops and
+    before every /metrics render (so a scrape always sees every count).
     """
 
     __slots__ = ("backlogs", "bytes_received", "bytes_sent", "frames_rejected", "inputs_rejected",
                  "keyframes_sent", "rtt_samples", "snapshot_sizes",
-                 "snapshots_sent", "snapshots_skipped")
+                 "snapshots_sent", "snapshots_skipped", "tick_durations", "tick_jitters")
 
     def __init__(self) -> None:
         self.bytes_received = 0
@@ -178,6 +187,8 @@ class Counts:
         self.inputs_rejected: dict[str, int] = {}
         self.rtt_samples: list[float] = []
         self.snapshot_sizes: dict[int, int] = {}  # size in bytes -> snapshots of that size
+        self.tick_durations: list[float] = []  # seconds, one per tick run (every room)
+        self.tick_jitters: list[float] = []  # seconds late, one per tick run
 
     def frame_rejected(self, label: str, n: int = 1) -> None:
         self.frames_rejected[label] = self.frames_rejected.get(label, 0) + n
@@ -256,13 +267,15 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         # Tick loop
-        self.tick_duration = Histogram(
+        # One value per tick each: batched like the snapshot sizes (Counts.tick_durations,
+        # Counts.tick_jitters), not a locked prometheus_client observe per tick.
+        self.tick_duration = BatchedHistogram(
             "tickwire_tick_duration_seconds",
             "Time spent running one tick, seconds.",
             buckets=TICK_BUCKETS_S,
             registry=r,
         )
-        self.tick_jitter = Histogram(
+        self.tick_jitter = BatchedHistogram(
             "tickwire_tick_jitter_seconds",
             "How late a tick started after its deadline, seconds.",
             buckets=TICK_BUCKETS_S,
@@ -375,6 +388,7 @@ class Metrics:
         )
 
         self.counts = Counts()
+        self._flush_at = -math.inf  # the next flush_if_due that flushes (server clock, s)
         # Per room (label ``room``)
         self.room_tick_duration = Histogram(
             "tickwire_room_tick_duration_seconds",
@@ -432,6 +446,13 @@ class Metrics:
         self.build_info = Info("tickwire_build", "The running Tickwire version.", registry=r)
         self.build_info.info({"version": VERSION})
 
+    def flush_if_due(self, now: float) -> None:
+        """`flush` at most once per FLUSH_EVERY_S of `now` (seconds, the server's clock):
+        what the tick loops call after every tick."""
+        if now >= self._flush_at:
+            self._flush_at = now + FLUSH_EVERY_S
+            self.flush()
+
     def flush(self) -> None:
         """Add the plain-int `counts` to the Prometheus series and zero them."""
         c = self.counts
@@ -459,9 +480,12 @@ class Metrics:
                 for label, n in pending.items():
                     family.labels(reason=label).inc(n)
                 pending.clear()
-        if c.rtt_samples:
-            self.rtt.observe_counts(np.array(c.rtt_samples))
-            c.rtt_samples.clear()
+        for histogram, values in ((self.rtt, c.rtt_samples),
+                                  (self.tick_duration, c.tick_durations),
+                                  (self.tick_jitter, c.tick_jitters)):
+            if values:
+                histogram.observe_counts(np.array(values))
+                values.clear()
         if c.snapshot_sizes:
             # A tick's snapshots share a few sizes (one per baseline): one batch of a
             # handful of (size, snapshots) pairs instead of one observe per snapshot.

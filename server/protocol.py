@@ -43,7 +43,7 @@ any            `connection_lost()`             CLOSED         -
 Every wire frame (data, fragment, continuation, control) is charged to the inbound
 budget before anything else is done with it; over budget it is dropped and counted, and
 too many drops close the connection (1008 flood). Counts go to plain integers in
-`Counts`, flushed to Prometheus once per tick.
+`Counts`, flushed to Prometheus every 0.25 s and before each /metrics render.
 
 Policy closes (1008, 1001) send a `Kick` first carrying the label and whether
 reconnecting can help; `KICKS` is the one table that says which.
@@ -179,6 +179,7 @@ _AWAITING_JOIN, _JOINED, _CLOSING, _CLOSED = (State.AWAITING_JOIN, State.JOINED,
 # waiting for its Close (its frames are ignored anyway; parsing them costs CPU).
 CLOSING_READ_LIMIT = 64 * 1024
 _U16 = struct.Struct("!H")
+_parse_client_frame = pb.ClientFrame.FromString  # raises DecodeError, as ParseFromString
 
 
 class ConnectionProtocol:
@@ -231,9 +232,8 @@ class ConnectionProtocol:
             if payload is not None:
                 # Parsed before anything is charged, so a frame that is not a valid Input
                 # falls back to the general loop with nothing done twice.
-                msg = pb.ClientFrame()
                 try:
-                    msg.ParseFromString(payload)
+                    msg = _parse_client_frame(payload)
                 except DecodeError:
                     msg = None
                 if msg is not None and msg.WhichOneof("kind") == "input":
@@ -312,11 +312,9 @@ class ConnectionProtocol:
         events: list[Event] = []
         session = self.session
         session.last_read_at = now
-        budget = session.budget
-        budget.refill(now)
         self.counts.bytes_received += wire_bytes
         try:
-            if not budget.spend(wire_bytes):
+            if not session.budget.charge_read(now, wire_bytes):
                 self._drop("rate_limited", "flood", "too many frames: rate limit exceeded",
                            now, events)
                 return events

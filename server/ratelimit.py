@@ -134,6 +134,12 @@ class InboundBudget:
         self.bytes_ = _capped(self.bytes_, elapsed * self.bytes_per_ms_x1000,
                               self.byte_burst, silence * self.bytes_per_ms_x1000)
 
+    def charge_read(self, now: float, wire_bytes: int) -> bool:
+        """`refill(now)` then `spend(wire_bytes)`: a read that is exactly one frame (the
+        receive path's short path), in one call."""
+        self.refill(now)
+        return self.spend(wire_bytes)
+
     def spend(self, wire_bytes: int) -> bool:
         """Charge one frame of ``wire_bytes``; False (nothing charged) when over budget."""
         cost_b = wire_bytes * 1000

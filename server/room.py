@@ -277,6 +277,7 @@ class Room:
         self._personal["seq_tag"], self._personal["rtt_tag"] = _PERSONAL_TAGS[2], _RTT_TAG
         self._rejections: list[tuple[int, str, int]] = []
         self._step_inputs = Inputs.empty(self.world.capacity)
+        self._views_set = False  # _step_inputs holds a shot's view claim or rewind limit
         self._pre_inputs = Inputs.empty(self.world.capacity)  # scratch for pre_move rounds
         self._pending: dict[int, list[bytes]] = {}  # event frames queued per seat
         self._fire_seq = np.zeros(self.world.capacity, dtype=np.int64)  # per slot, this tick
@@ -584,7 +585,9 @@ class Room:
         inputs = self._step_inputs
         inputs.fire[:] = False
         inputs.active[:] = False
-        inputs.clear_views()
+        if self._views_set:  # only a tick with a shot sets them
+            inputs.clear_views()
+            self._views_set = False
         queued = self._inputs.length.copy()  # per row, before this tick takes any
         taken = self._inputs.take(self.params.inputs_per_tick, self.params.tick_rate)
         for rows, move, aim in taken.early:
@@ -605,6 +608,7 @@ class Room:
             # The shot's seq and claimed view, limited to what the seat's RTT allows (the
             # sim clamps deeper claims and says so).
             shooters = slots[fired]
+            self._views_set = True
             shot = taken.shot[fired]  # seq, view tick, next view tick, blend, aim
             self._fire_seq[shooters] = shot[:, 0]
             inputs.view_a[shooters] = shot[:, 1]
@@ -674,7 +678,7 @@ class Room:
         acks = np.array([s.acked_tick for s in self._connected], dtype=np.int64)
         baselines = self._baselines.pick(tick, rows, acks)
         # One shared frame per distinct baseline (a handful), then a lookup per seat.
-        if baselines.min() == baselines.max():  # the usual tick: one baseline for all
+        if len(ids) == 1 or baselines.min() == baselines.max():  # the usual: one baseline
             distinct, which = baselines[:1], [0] * len(ids)
         else:
             distinct, inverse = np.unique(baselines, return_inverse=True)

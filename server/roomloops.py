@@ -4,7 +4,8 @@
 clock); each tick runs `Room.tick(now)`, hands the result to `deliver`, charges the
 room's per-tick input rejections to their connections, and exports the schedule's tick
 counters (the schedule owns them: duration, overruns, skipped ticks, tick errors) and
-the plain-int `Counts` to Prometheus, once per tick.
+the plain-int `Counts` to Prometheus, every `metrics.FLUSH_EVERY_S` (/metrics flushes
+before it renders, so a scrape sees every count).
 
 Delivery never awaits a client: frames are written with `transport.write` (buffers,
 never blocks). The send buffer size decides whether a client gets this tick's snapshot
@@ -46,6 +47,7 @@ class _Loop:
     schedule: TickSchedule
     exported: tuple[int, int, int] = (0, 0, 0)  # skipped, overruns, errors already exported
     room_drops: tuple[int, int] = (0, 0)  # queue overflow, trimmed already exported
+    players: int = -1  # the room's players gauge as last set
 
 
 class RoomLoops:
@@ -111,18 +113,21 @@ class RoomLoops:
 
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:
-            self.metrics.tick_jitter.observe(plan.jitter_s)
+            self.metrics.counts.tick_jitters.append(plan.jitter_s)
         if plan.skipped:
             self._liveness_from = self.clock.now() + LIVENESS_GRACE_S
 
     def _export(self, entry: _Loop, room: Room) -> None:
-        """After each tick: the schedule's counters and the plain-int counts, exported."""
+        """After each tick: the schedule's counters exported, and the plain-int counts
+        every FLUSH_EVERY_S."""
         s = entry.schedule
         m = self.metrics
-        m.tick_duration.observe(s.last_duration_s)
+        m.counts.tick_durations.append(s.last_duration_s)
         per_room = m.for_room(room.room_id)
         per_room.tick_duration.observe(s.last_duration_s)
-        per_room.players.set(len(room.seats))
+        if len(room.seats) != entry.players:
+            entry.players = len(room.seats)
+            per_room.players.set(entry.players)
         if room.interest is not None:
             per_room.interest_oldest_age.set(room.interest.oldest_age_s)
         skipped, overruns, errors = entry.exported
@@ -133,7 +138,7 @@ class RoomLoops:
         if s.tick_errors != errors:
             m.tick_errors.inc(s.tick_errors - errors)
         entry.exported = (s.ticks_skipped, s.overruns, s.tick_errors)
-        m.flush()
+        m.flush_if_due(self.clock.now())
 
     def charge_input_rejections(self, result: TickResult, now: float) -> None:
         """Inputs the room rejected at its tick, (player id, reason, count): counted, and
@@ -201,6 +206,13 @@ class RoomLoops:
                     write(data)
                     frames_bytes += len(data)
             session = conn.session
+            pings = session.pings
+            ping = None
+            if now >= pings.due_at:  # a plain float: no call for the seats not due
+                payload = pings.poll(now)
+                if payload is not None:
+                    # Written with the snapshot: one syscall per seat per tick, ping included.
+                    ping = ws_frame(OP_PING, payload)
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
                 shared = d.snapshot_shared
                 if d.chunks is not None:  # interest management: header, shared chunks, personal
@@ -208,7 +220,10 @@ class RoomLoops:
                     # delivery, alive for the whole loop, so its id is unique).
                     body = len(shared) + sum(map(len, d.chunks)) + len(d.snapshot_personal)
                     head = ws_header(OP_BINARY, body)
-                    conn.writelines((head, shared, *d.chunks, d.snapshot_personal))
+                    if ping is None:
+                        conn.writelines((head, shared, *d.chunks, d.snapshot_personal))
+                    else:
+                        conn.writelines((head, shared, *d.chunks, d.snapshot_personal, ping))
                     groups[id(d)] = [head, 1, d.keyframe, len(head) + body]
                 else:
                     group = groups.get(id(shared))
@@ -217,7 +232,10 @@ class RoomLoops:
                         prefix = ws_header(OP_BINARY, length) + shared
                         group = groups[id(shared)] = [prefix, 0, d.keyframe,
                                                       len(prefix) + len(d.snapshot_personal)]
-                    conn.writelines((group[0], d.snapshot_personal))
+                    if ping is None:
+                        conn.writelines((group[0], d.snapshot_personal))
+                    else:
+                        conn.writelines((group[0], d.snapshot_personal, ping))
                     group[1] += 1
             else:
                 skipped += 1
@@ -227,21 +245,19 @@ class RoomLoops:
                     conn.close(CLOSE_POLICY, "send buffer stalled", label="stalled_reader",
                                abort=True)
                     continue
-            pings = session.pings
-            if now >= pings.due_at:  # a plain float: no call for the seats not due
-                ping = pings.poll(now)
                 if ping is not None:
-                    data = ws_frame(OP_PING, ping)
-                    conn.write(data)
-                    frames_bytes += len(data)
-                    continue
+                    conn.write(ping)
+            if ping is not None:
+                frames_bytes += len(ping)
+                continue
             if not check_liveness:
                 continue
-            if pings.timed_out(now):
+            # PingTracker.timed_out and Session.idle as float compares (per seat per tick).
+            if now > pings.timeout_at:
                 conn.close(CLOSE_GOING_AWAY,
                            f"no pong within {session.limits.ping_timeout_s:g} s",
                            label="ping_timeout")
-            elif session.idle(now):
+            elif now - session.last_frame_at > session.limits.idle_timeout_s:
                 conn.close(CLOSE_POLICY, f"no input for {session.limits.idle_timeout_s:g} s",
                            label="idle")
         sent = keyframes = 0

@@ -295,19 +295,35 @@ async def run_ticks(
     """
 
     stopped: asyncio.Task | None = None  # one task waiting on `stop`, for the whole run
+    waiter: asyncio.Future | None = None  # the sleep in progress, if any
+    loop = asyncio.get_running_loop()
+
+    def wake(*_: object) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def wait_for_stop(seconds: float) -> None:
-        # The timeout is the normal way out: it means the deadline has arrived. One waiter
-        # task for the whole run, not a task per sleep as wait_for(stop.wait()) would
-        # create, start and cancel (several event-loop rounds per tick). The timeout is
-        # rounded up to whole milliseconds: uvloop's timers count whole milliseconds and
-        # round a shorter wait down to zero, so a wake-up a fraction of a millisecond
-        # before the deadline would spin through the event loop until it passed (about
-        # 0.2 ms of CPU per tick). A tick starts at most about 1 ms late instead.
-        nonlocal stopped
+        # The timer is the normal way out: it means the deadline has arrived; `stop` ends the
+        # sleep early through the one task that waits on it for the whole run. A plain
+        # future and one timer per sleep: asyncio.wait would build sets, a waiter and done
+        # callbacks each tick (or wait_for a task per sleep: several event-loop rounds).
+        # The timeout is rounded up to whole milliseconds: uvloop's timers count whole
+        # milliseconds and round a shorter wait down to zero, so a wake-up a fraction of a
+        # millisecond before the deadline would spin through the event loop until it passed
+        # (about 0.2 ms of CPU per tick). A tick starts at most about 1 ms late instead.
+        nonlocal stopped, waiter
         if stopped is None:
             stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait((stopped,), timeout=math.ceil(seconds * 1000.0) / 1000.0)
+            stopped.add_done_callback(wake)
+        if stopped.done():
+            return
+        waiter = loop.create_future()
+        timer = loop.call_later(math.ceil(seconds * 1000.0) / 1000.0, wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            waiter = None
 
     do_sleep = sleep if sleep is not None else wait_for_stop
     reported: set[type[BaseException]] = set()

@@ -338,3 +338,28 @@ async def test_rtt_reported_by_the_server_matches_delay_added_by_a_proxy_functio
     assert statistics.median(reported) >= 79.0
     rtt_count = await running.metric("tickwire_rtt_seconds_count")
     assert rtt_count >= 10
+
+
+async def test_after_the_upgrade_reads_skip_aiohttp_and_a_close_still_reaches_it_functional(
+        start_server):
+    """Once upgraded, the transport's protocol hands each read straight to the
+    connection's `feed_data`; aiohttp's handler still hears of the lost transport, so
+    the request ends and the registry forgets the player."""
+    running = await start_server()
+    gateway = running.gateway
+    alice = Client(running.ws_url, "alice")
+    await alice.connect()
+    conn = gateway.connections[alice.player_id]
+    reads = conn.transport.get_protocol()
+    assert reads.data_received == conn.feed_data  # no aiohttp layer per read
+    room = conn.room
+    assert room is not None
+    acked_before = room.seats[alice.player_id].acked_tick
+    for _ in range(5):
+        await alice.send_input(1.0, 0.0)
+        await alice.next_snapshot()
+    await wait_until(lambda: room.seats[alice.player_id].acked_tick > acked_before)
+    await alice.close()
+    await wait_until(lambda: alice.player_id not in gateway.connections)
+    await wait_until(lambda: conn.done.done())
+    assert conn not in gateway.sockets

@@ -23,6 +23,7 @@ from server.framing import (
     FrameParser,
     accept_key,
     close_frame,
+    unmask_int,
     ws_frame,
     ws_header,
 )
@@ -207,3 +208,20 @@ def test_whole_binary_defers_to_the_parser_while_it_holds_bytes() -> None:
     parser.feed(client_frame(b"\x12", fin=False))  # a fragmented message in progress
     parser.next_frame()
     assert parser.whole_binary(frame) is None
+
+
+@settings(max_examples=300)
+@given(payload=st.binary(max_size=300), mask=st.binary(min_size=4, max_size=4),
+       as_bytearray=st.booleans())
+def test_the_compiled_unmask_equals_the_big_int_xor_on_any_payload(
+        payload: bytes, mask: bytes, as_bytearray: bool) -> None:
+    """The parser unmasks with aiohttp's compiled mask when it imports; the big-int XOR
+    is the fallback. Both give the RFC 6455 §5.3 answer, for reads given as bytearray too
+    (the compiled one takes bytes only)."""
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert unmask_int(masked, mask) == payload
+    parser = FrameParser(FrameLimits(max_message_bytes=512, max_fragment_bytes=512))
+    frame = client_frame(payload, OP_BINARY, mask=mask)
+    assert frame.endswith(masked)
+    assert frames_of(parser, bytearray(frame) if as_bytearray else frame) == [
+        (OP_BINARY, payload)]

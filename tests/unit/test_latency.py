@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import pytest
@@ -121,6 +122,18 @@ def test_ping_times_out_after_timeout_s_and_not_before() -> None:
     assert not tracker.timed_out(10.0)
     assert not tracker.timed_out(15.0)  # exactly timeout_s: not yet
     assert tracker.timed_out(15.001)
+
+
+def test_timeout_at_is_the_outstanding_pings_deadline_and_inf_otherwise() -> None:
+    """The delivery loop compares `timeout_at` instead of calling `timed_out` per seat."""
+    tracker = PingTracker(interval_s=1.0, timeout_s=5.0)
+    assert tracker.timeout_at == math.inf
+    payload = tracker.poll(10.0)
+    assert payload is not None and tracker.timeout_at == 15.0
+    tracker.on_pong(b"forged", 11.0)  # a bad pong leaves the ping outstanding
+    assert tracker.timeout_at == 15.0
+    tracker.on_pong(payload, 11.0)
+    assert tracker.timeout_at == math.inf and not tracker.timed_out(1e9)
 
 
 def test_pong_clears_timeout() -> None:

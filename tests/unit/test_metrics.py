@@ -13,6 +13,7 @@ from prometheus_client.exposition import generate_latest
 
 from server.metrics import (
     CONTRACT_NAMES,
+    FLUSH_EVERY_S,
     RTT_BUCKETS_S,
     SNAPSHOT_BYTES_BUCKETS,
     BatchedHistogram,
@@ -156,6 +157,31 @@ def test_plain_counts_reach_prometheus_at_the_flush_and_are_zeroed() -> None:
     assert samples['tickwire_inputs_rejected_total{reason="non_finite"}'] == 3
     assert samples["tickwire_snapshot_bytes_count"] == 2
     assert m.counts.bytes_received == 0 and not m.counts.frames_rejected
+def test_the_tick_loops_flush_at_most_every_flush_every_s_and_a_scrape_sees_everything(
+        ) -> None:
+    """`flush_if_due` after every tick exports the counts at most every FLUSH_EVERY_S;
+    a /metrics render in between still sees every count (it flushes first)."""
+    m = Metrics()
+    m.flush_if_due(10.0)  # the first call flushes
+    m.counts.bytes_received = 7
+    m.counts.tick_durations.append(0.002)
+    m.counts.tick_jitters.append(0.0005)
+    m.flush_if_due(10.0 + FLUSH_EVERY_S / 2)
+    assert m.counts.bytes_received == 7 and m.counts.tick_durations  # not yet
+    m.flush_if_due(10.0 + FLUSH_EVERY_S)
+    assert m.counts.bytes_received == 0 and not m.counts.tick_durations
+    m.counts.bytes_received = 5
+    m.counts.tick_durations.append(0.2)  # over the last bucket: +Inf
+    m.flush_if_due(10.0 + FLUSH_EVERY_S * 1.5)
+    samples = parse_metrics(m.render()[0].decode())
+    assert samples["tickwire_bytes_received_total"] == 12
+    assert samples["tickwire_tick_duration_seconds_count"] == 2
+    assert samples['tickwire_tick_duration_seconds_bucket{le="0.002"}'] == 1
+    assert samples['tickwire_tick_duration_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["tickwire_tick_duration_seconds_sum"] == pytest.approx(0.202)
+    assert samples["tickwire_tick_jitter_seconds_count"] == 1
+
+
 def test_no_created_series_and_the_build_version_is_exposed() -> None:
     m = Metrics()
     m.tick_overruns.inc()

@@ -162,3 +162,20 @@ def test_a_clock_going_backwards_earns_nothing():
         b.spend(1)
     b.refill(5.0)
     assert not b.spend(1)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 0.5), st.integers(0, 3000), st.booleans()),
+                max_size=60))
+def test_charge_read_is_refill_then_spend(steps: list[tuple[float, int, bool]]) -> None:
+    """The short path's one call and the general loop's two leave twin budgets equal
+    after any reads (gaps, sizes, and refills without a frame in between)."""
+    one, two = _budget(), _budget()
+    now = 0.0
+    for gap, wire_bytes, charge in steps:
+        now += gap
+        if charge:
+            assert one.charge_read(now, wire_bytes) == (two.refill(now) or two.spend(wire_bytes))
+        else:
+            one.refill(now)
+            two.refill(now)
+        assert (one.frames, one.bytes_) == (two.frames, two.bytes_)

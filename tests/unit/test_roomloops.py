@@ -15,7 +15,7 @@ from server.room import TickResult
 from server.roomloops import RoomLoops
 from server.session import Session, SessionLimits
 from sim.params import load_params
-from tests.wsframes import client_frame, join_frame
+from tests.wsframes import OP_PONG, client_frame, input_cmd, input_frame, join_frame
 
 
 class Transport:
@@ -23,15 +23,18 @@ class Transport:
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
+        self.calls: list[list[bytes]] = []  # one entry per write/writelines: one syscall
         self.buffered = 0
         self.aborted = self.closed = False
 
     def write(self, data: bytes) -> None:
         self.chunks.append(bytes(data))
+        self.calls.append([bytes(data)])
 
     def writelines(self, chunks) -> None:
-        for chunk in chunks:
-            self.write(chunk)
+        chunks = [bytes(chunk) for chunk in chunks]
+        self.chunks.extend(chunks)
+        self.calls.append(chunks)
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -153,3 +156,46 @@ def test_pings_go_out_on_schedule_and_a_silent_peer_is_closed_as_idle():
         assert conn.protocol.close_label == "idle"
     run(body)
 
+
+
+def test_a_due_ping_rides_in_the_snapshots_write_and_every_byte_is_counted_once():
+    """One write per seat per tick, ping included; a skipped seat still gets its ping."""
+    def body():
+        w = World(players=2, ping_interval_s=1.0, send_high_water=100)
+        sending, skipping = w.conns
+        w.loops.deliver(w.room.tick(w.clock.now()), w.clock.now())  # join-time frames
+        for conn in w.conns:  # answer the first pings: the next are due a second later
+            (ping,) = [c for c in conn.transport.chunks if c[:1] == b"\x89"]
+            conn.feed_data(client_frame(ping[2:], OP_PONG))
+        skipping.transport.buffered = 1000  # over the high-water mark: snapshot skipped
+        for conn in w.conns:
+            conn.transport.calls.clear()
+            conn.transport.chunks.clear()
+        counts = w.metrics.counts
+        before = (counts.bytes_sent, counts.snapshots_sent, counts.snapshots_skipped)
+        w.clock.advance(1.0)
+        w.loops.deliver(w.room.tick(w.clock.now()), w.clock.now())
+        (call,) = sending.transport.calls
+        assert call[0][:1] == b"\x82" and call[-1][:1] == b"\x89"  # snapshot, then PING
+        assert [c[:1] for c in skipping.transport.chunks] == [b"\x89"]  # the ping alone
+        written = sum(len(c) for conn in w.conns for c in conn.transport.chunks)
+        after = (counts.bytes_sent, counts.snapshots_sent, counts.snapshots_skipped)
+        assert [b - a for a, b in zip(before, after, strict=True)] == [written, 1, 1]
+    run(body)
+
+
+def test_a_peer_that_sends_inputs_but_never_answers_a_ping_is_closed_at_the_timeout():
+    def body():
+        w = World(players=1, ping_interval_s=1.0, ping_timeout_s=2.5, idle_timeout_s=100)
+        conn = w.conns[0]
+        w.loops.deliver(w.room.tick(w.clock.now()), w.clock.now())  # the first ping
+        deadline = w.clock.now() + 2.5
+        for seq in range(1, 20):
+            w.clock.advance(0.5)
+            conn.feed_data(client_frame(input_frame(input_cmd(seq))))  # alive, no pong
+            w.loops.deliver(w.room.tick(w.clock.now()), w.clock.now())
+            if conn.protocol.state is not State.JOINED:
+                break
+        assert conn.protocol.close_label == "ping_timeout"
+        assert deadline < w.clock.now() <= deadline + 0.5
+    run(body)

@@ -279,3 +279,45 @@ def test_schedule_fell_behind_warning_is_rate_limited(caplog: pytest.LogCaptureF
         assert s.due(20.0).skipped == 179  # > SKIP_LOG_INTERVAL_S later: logged
     assert s.ticks_skipped == 198
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+
+
+# --- run_ticks' own sleep (no injected sleep): a future and a timer per wait ----------
+
+
+async def test_run_ticks_own_sleep_ends_at_once_when_stopped() -> None:
+    """The next deadline is 1000 s away on the ManualClock; setting `stop` must end the
+    sleep without waiting for its timer (bounded wait: 5 s)."""
+    clock = ManualClock(0.0)
+    schedule = TickSchedule(rate_hz=10, start=1000.0)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(run_ticks(schedule, clock, lambda now: None, stop))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the loop is now asleep towards the deadline
+    assert not task.done()
+    stop.set()
+    await asyncio.wait_for(task, timeout=5.0)
+    assert schedule.ticks_run == 0
+
+
+async def test_run_ticks_own_sleep_wakes_for_the_deadline() -> None:
+    """The timer (a real one, rounded up to whole ms) wakes the loop, which then reads the
+    clock and runs the tick that came due; twice, so a second sleep works after a first."""
+    clock = ManualClock(0.0)
+    schedule = TickSchedule(rate_hz=128, start=0.001)
+    stop = asyncio.Event()
+    ran: list[float] = []
+    due = asyncio.Event()
+
+    def tick(now: float) -> None:
+        ran.append(now)
+        due.set()
+
+    task = asyncio.ensure_future(run_ticks(schedule, clock, tick, stop))
+    for deadline_tick in (0, 1):
+        await asyncio.sleep(0)
+        clock.set(schedule.deadline(deadline_tick))  # due by the time the timer fires
+        await asyncio.wait_for(due.wait(), timeout=5.0)
+        due.clear()
+    stop.set()
+    await asyncio.wait_for(task, timeout=5.0)
+    assert ran == [schedule.deadline(0), schedule.deadline(1)]
