@@ -42,10 +42,12 @@ CAPACITY = 48
 PLAYERS = (0, 1)
 
 
-def _params(budget_kbps: float, width: float) -> Params:
+def interest_params(budget_kbps: float, width: float, max_players: int = 2) -> Params:
+    """A small interest world's parameters (also test_interest_vector's)."""
     return Params().with_changes({
         "world.width": width, "world.height": width, "world.capacity": 64,
-        "npc.count": 0, "room.max_players": 2, "projectile.max": 0, "interest.enabled": True,
+        "npc.count": 0, "room.max_players": max_players, "projectile.max": 0,
+        "interest.enabled": True,
         "interest.cell": 150.0, "interest.radius": 300.0, "interest.margin": 60.0,
         "interest.budget_kbps": budget_kbps})
 
@@ -114,7 +116,7 @@ def _frame(part) -> pb.Snapshot:
 def test_client_view_is_the_world_restricted_to_its_interest(
         seed, budget, width, lose, ack, client_reset, churn, jumps, ticks):
     rng = np.random.default_rng(seed)
-    params = _params(budget, width)
+    params = interest_params(budget, width)
     scale = codec.pos_scale_for(width, width)
     history = codec.SnapshotHistory(size=64, tick_rate=RATE, pos_scale=scale)
     room = InterestRoom(params, CAPACITY, history)

@@ -24,7 +24,7 @@ from proto import tickwire_pb2 as pb
 from proto.chunks import ChunkMirror, encode_chunk, encode_chunks, encode_personal, encode_personals
 from server.interestroom import InterestRoom
 from sim.interest import Allowance, ClientCells, Grid, RoomCells
-from sim.params import Params
+from tests.unit.test_interest_laws import interest_params
 
 RATE = 30
 
@@ -180,14 +180,6 @@ CAPACITY = 64
 PLAYERS = 6
 
 
-def _params(budget_kbps: float, width: float) -> Params:
-    return Params().with_changes({
-        "world.width": width, "world.height": width, "world.capacity": 64,
-        "npc.count": 0, "room.max_players": 8, "projectile.max": 0, "interest.enabled": True,
-        "interest.cell": 150.0, "interest.radius": 300.0, "interest.margin": 60.0,
-        "interest.budget_kbps": budget_kbps})
-
-
 def _snapshot(part) -> pb.Snapshot:
     data = b"".join(part.chunks)
     data += pb.ServerFrame(snapshot=pb.Snapshot(personal=part.personal)).SerializeToString()
@@ -204,7 +196,7 @@ def test_every_client_of_a_busy_room_sees_the_world_restricted_to_its_interest(
     rng = np.random.default_rng(seed)
     scale = codec.pos_scale_for(width, width)
     history = codec.SnapshotHistory(size=64, tick_rate=RATE, pos_scale=scale)
-    room = InterestRoom(_params(budget, width), CAPACITY, history)
+    room = InterestRoom(interest_params(budget, width, max_players=8), CAPACITY, history)
     pos = rng.uniform(0, width, (CAPACITY, 2)).astype(np.float32)
     vel = rng.uniform(-150, 150, (CAPACITY, 2)).astype(np.float32)
     alive = rng.random(CAPACITY) < 0.8
