@@ -52,6 +52,17 @@ def interest_params(budget_kbps: float, width: float, max_players: int = 2) -> P
         "interest.budget_kbps": budget_kbps})
 
 
+def assert_view_is_world(mirror: ChunkMirror, states: dict[int, np.ndarray]
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every record of the client's view is the world's state at the tick it came in;
+    returns the view (slots, words, as_of)."""
+    slots, view_words, as_of = mirror.view()
+    for t in np.unique(as_of).tolist():
+        at = as_of == t
+        assert (view_words[at] == states[t].view("<u2").reshape(-1, 8)[slots[at]]).all()
+    return slots, view_words, as_of
+
+
 class _World:
     """A small world with the fields a snapshot needs, moved by a seeded generator."""
 
@@ -166,11 +177,7 @@ def test_client_view_is_the_world_restricted_to_its_interest(
                 acks[row] = max(acks[row], mirror.ack_tick)
             if not applied:
                 continue
-            slots, view_words, as_of = mirror.view()
-            # Every record is the world's state at the tick it came in.
-            for t in np.unique(as_of).tolist():
-                at = as_of == t
-                assert (view_words[at] == states[t].view("<u2").reshape(-1, 8)[slots[at]]).all()
+            slots, view_words, as_of = assert_view_is_world(mirror, states)
             # The interest set, computed here from the server's interest cells.
             client = room.clients[row]
             cx, cy = grid.cell_xy(world.pos)

@@ -24,7 +24,7 @@ from proto import tickwire_pb2 as pb
 from proto.chunks import ChunkMirror, encode_chunk, encode_chunks, encode_personal, encode_personals
 from server.interestroom import InterestRoom
 from sim.interest import Allowance, ClientCells, Grid, RoomCells
-from tests.unit.test_interest_laws import interest_params
+from tests.unit.test_interest_laws import assert_view_is_world, interest_params
 
 RATE = 30
 
@@ -282,10 +282,7 @@ def test_every_client_of_a_busy_room_sees_the_world_restricted_to_its_interest(
                     pending[row] = [t for t in pending[row] if t > acks[row]]
             if not applied:
                 continue
-            slots, view_words, as_of = mirror.view()
-            for t in np.unique(as_of).tolist():
-                at = as_of == t
-                assert (view_words[at] == states[t].view("<u2").reshape(-1, 8)[slots[at]]).all()
+            slots, view_words, as_of = assert_view_is_world(mirror, states)
             interest = np.isin(cell_of, model[row].cells.cells) & alive
             interest[row] = True
             for (t, s), when in hit_at.items():
