@@ -19,20 +19,26 @@
 // Refusals are in player language (`matchVerdict`): a full room offers Try again and Quick
 // play; a room that is gone or closing offers Quick play and Create; a fleet that is
 // unavailable (503), busy (429) or unreachable is transient: net.js retries with backoff
-// and the banner counts down, with the same request_id, so a lost answer never costs a
+// (never sooner than the answer's Retry-After) and the banner counts down, with the same request_id, so a lost answer never costs a
 // second seat.
 
 import { tw } from "./state.js";
 
 /** Matchmaking refused or failed: `status` 0 means the server could not be reached. */
 export class MatchError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfterS = 0) {
     super(message || code);
     this.status = status;
     this.code = code;
-    this.verdict = matchVerdict(status, code, message);
+    this.verdict = matchVerdict(status, code, message, retryAfterS);
     this.retry = this.verdict.retry;
   }
+}
+
+/** A Retry-After header's delay in seconds (the delay-seconds form; 0 when absent). */
+export function retryAfterSeconds(value) {
+  const text = (value ?? "").trim();
+  return /^\d+$/.test(text) ? Number(text) : 0;
 }
 
 const verdict = (v) => ({ retry: false, retryAfterS: 0, action: null, waitS: 0, detail: "",
@@ -43,16 +49,19 @@ const verdict = (v) => ({ retry: false, retryAfterS: 0, action: null, waitS: 0, 
  * and offer `actions` ("retry" the same intent, "quick" play, "create" a private room).
  * The same shape as status.js's closeVerdict, so the banner shows transient ones.
  */
-export function matchVerdict(status, code, message = "") {
+export function matchVerdict(status, code, message = "", retryAfterS = 0) {
   if (status === 0) return verdict({ retry: true, title: "Cannot reach the server — retrying…" });
+  // Transient: net.js waits at least what the server asked (Retry-After) before retrying.
   if (status === 503 && code === "fleet_full") {
-    return verdict({ retry: true, kind: "warn", title: "All servers are full — retrying…" });
+    return verdict({ retry: true, retryAfterS, kind: "warn",
+                     title: "All servers are full — retrying…" });
   }
   if (status === 503 && code === "registry_unavailable") {
-    return verdict({ retry: true, title: "Matchmaking is unavailable right now — retrying…" });
+    return verdict({ retry: true, retryAfterS,
+                     title: "Matchmaking is unavailable right now — retrying…" });
   }
   if (status >= 500 || status === 429) {
-    return verdict({ retry: true, kind: "warn", title: "Server busy — retrying…" });
+    return verdict({ retry: true, retryAfterS, kind: "warn", title: "Server busy — retrying…" });
   }
   switch (code) {
     case "room_full":
@@ -168,7 +177,10 @@ export class Lobby {
     } catch (err) {
       throw new MatchError(0, "unreachable", String(err?.message || err));
     }
-    if (!resp.ok) throw new MatchError(resp.status, answer.error || "", answer.message || "");
+    if (!resp.ok) {
+      throw new MatchError(resp.status, answer.error || "", answer.message || "",
+                           retryAfterSeconds(resp.headers.get("Retry-After")));
+    }
     this.requestId = null;
     this._seated(answer);
     return answer.url;
