@@ -185,8 +185,10 @@ def test_own_projectiles_fly_at_once_are_drawn_once_and_never_jump(browser, tmp_
                                    timeout=30_000)
             page.evaluate("() => { window.tickwire.aimAt = null; }")
             # Every shot ends on the server (hit, or its 2 s lifetime), and the prediction
-            # keeps its entity hidden for a second more.
-            page.wait_for_timeout(4000)
+            # keeps its entity hidden for a second more: about 3 s, longer on a loaded box
+            # (CI once saw one still pending after a fixed 4 s), so wait for it, bounded.
+            page.wait_for_function("() => window.tickwireGame.shots.pending.size === 0",
+                                   timeout=20_000)
             rec = page.evaluate("() => { const r = window.__shots; r.running = false;"
                                 " return { frames: r.frames, dupes: r.dupes,"
                                 " stats: window.tickwireGame.shots.stats,"
