@@ -40,7 +40,7 @@ from proto.codec import (
     W_KIND_GEN,
     CodecError,
     Reader,
-    apply_updates,
+    apply_spawns_and_updates,
     flags_and_body,
     predict_words,
     unpack_ops,
@@ -200,14 +200,7 @@ def _decode_chunk(chunk: bytes, tick: int, tick_rate: int, kept: dict[int, Kept]
         usable = delta & hit
         out[usable] = kept[baseline_tick].carried.words[idx[usable]]
         out = predict_words(out, elapsed, tick_rate, pos_scale)
-    spawn_idx = np.flatnonzero(ops == OP_SPAWN)
-    spawned = reader.take(8 * len(spawn_idx), _U16).reshape(8, -1).T
-    if (spawned[:, W_KIND_GEN] & 0xFF == 0).any():
-        raise CodecError("spawn of an empty record")
-    out[spawn_idx] = spawned
-    apply_updates(reader, out, np.flatnonzero(ops == OP_UPDATE))
-    if reader.remaining:
-        raise CodecError(f"{reader.remaining} trailing bytes")
+    apply_spawns_and_updates(reader, out, ops)
     stays = ops[:n_prev] != _OP_LEFT
     member_mask = np.concatenate([stays, np.ones(n_add, dtype=bool)])
     yielded = member_mask & (usable | (ops == OP_SPAWN))

@@ -411,16 +411,22 @@ def _decode(payload: bytes, baseline: np.ndarray | None, pos_scale: int) -> np.n
         raise CodecError("update or remove of a slot that is empty in the baseline")
     out[ops == OP_REMOVE] = 0
 
+    apply_spawns_and_updates(reader, out, ops)
+    return out.view(STATE_DTYPE)[:, 0]
+
+
+def apply_spawns_and_updates(reader: Reader, out: np.ndarray, ops: np.ndarray) -> None:
+    """The spawn and residual sections of a payload or chunk, then the end: the spawned
+    rows' whole records and the updated rows' residuals into `out` ((n, 8) words, one
+    row per op). Raises CodecError on an empty spawned record or trailing bytes."""
     spawn_idx = np.flatnonzero(ops == OP_SPAWN)
     spawned = reader.take(8 * len(spawn_idx), np.dtype("<u2")).reshape(8, -1).T
     if (spawned[:, W_KIND_GEN] & 0xFF == 0).any():
         raise CodecError("spawn of an empty record")
     out[spawn_idx] = spawned
-
     apply_updates(reader, out, np.flatnonzero(ops == OP_UPDATE))
     if reader.remaining:
         raise CodecError(f"{reader.remaining} trailing bytes")
-    return out.view(STATE_DTYPE)[:, 0]
 
 
 def apply_updates(reader: Reader, out: np.ndarray, upd_idx: np.ndarray) -> None:

@@ -112,21 +112,27 @@ def new_page(browser, server: ServerProcess):
     contexts = []
 
     def make(name: str | None = None, *, width: int = 1280, height: int = 720):
-        ctx = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        page.errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.on("console", lambda msg: page.errors.append(msg.text)
-                if msg.type == "error" else None)
         url = server.base_url + "/" + (f"?name={name}" if name else "")
-        page.goto(url, wait_until="load")
-        return page
+        return open_page(browser, contexts, url, width=width, height=height)
 
     yield make
     for ctx in contexts:
         ctx.close()
+
+
+def open_page(browser, contexts: list, url: str, *, width: int = 1280, height: int = 720):
+    """`url` in a fresh context (appended to `contexts`, for the caller to close), with
+    console errors collected on `page.errors`."""
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    contexts.append(ctx)
+    page = ctx.new_page()
+    page.set_default_timeout(15_000)
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.on("console", lambda msg: page.errors.append(msg.text)
+            if msg.type == "error" else None)
+    page.goto(url, wait_until="load")
+    return page
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 
 from server.nodeproc import ServerProcess
 
-from .conftest import running_server
+from .conftest import open_page, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -55,15 +55,8 @@ def big_page(browser, bigworld: ServerProcess):
     contexts = []
 
     def make(name: str, *, width: int = 1280, height: int = 720):
-        ctx = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        page.errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.on("console", lambda msg: page.errors.append(msg.text)
-                if msg.type == "error" else None)
-        page.goto(f"{bigworld.base_url}/?name={name}", wait_until="load")
+        page = open_page(browser, contexts, f"{bigworld.base_url}/?name={name}",
+                         width=width, height=height)
         page.wait_for_function(CONNECTED, timeout=20_000)
         page.wait_for_function(f"{TW}.camera !== null && {TW}.me !== null", timeout=10_000)
         return page
