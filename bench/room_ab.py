@@ -35,6 +35,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -173,13 +174,21 @@ def export(ref: str, into: Path) -> Path:
                         "sim", "proto"], check=True, stdout=out)
     with tarfile.open(archive) as tar:
         tar.extractall(into / "tree", filter="data")
+    # The generated protobuf module is not in git: the ref gets this checkout's, which is
+    # right only while both have the same tickwire.proto.
+    tree_proto = into / "tree" / "proto"
+    if (tree_proto / "tickwire.proto").read_bytes() != (ROOT / "proto" / "tickwire.proto"
+                                                       ).read_bytes():
+        raise SystemExit(f"{ref} has another proto/tickwire.proto: compare by hand")
+    shutil.copy(ROOT / "proto" / "tickwire_pb2.py", tree_proto / "tickwire_pb2.py")
     return into / "tree"
 
 
-def run_in(tree: Path, *args: str) -> str:
+def run_in(tree: Path, *args: str, module: str = "bench.room_ab") -> str:
+    """`module`'s harness run on `tree`'s code; its stdout."""
     # The tree first (its server/, sim/, proto/), then this checkout for bench/ itself.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "bench.room_ab", "--harness", *args],
+    done = subprocess.run([sys.executable, "-m", module, "--harness", *args],
                           env=env, cwd=tempfile.gettempdir(), check=True,
                           capture_output=True, text=True, timeout=600)
     return done.stdout

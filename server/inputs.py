@@ -36,6 +36,14 @@ Queues: accepted commands go into a ring per row of ``width`` slots. Appending p
 each seat earns one step of budget (up to ``inputs_per_tick``), spends one per command
 taken, and a queue whose shortest length over a window of one second stayed above one is
 trimmed to one (counted in ``trimmed``). See ``server.room`` for why.
+
+The usual tick skips the rings: when a flush finds one accepted command per seat and every
+queue empty (each client sends one command per tick and the previous tick took them all),
+the commands are kept as they are and the next ``take`` applies them directly, with the
+same budget, window and result as the ring would give. Anything else that reads or changes
+a queue before that ``take`` (another flush, ``queued``, ``clear_queue``, ``length``) first
+puts them into the rings, so the fast path is invisible outside. ``direct=False`` turns it
+off (the tests compare both).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ BUFFER_VALUES_PER_CMD = 9
 _FIELDS = BUFFER_VALUES_PER_CMD
 _RING = _FIELDS - 1  # per queued command: the same without the row
 _SHOT_COLUMNS = [0, 5, 6, 7, 3]  # ring columns of a shot: seq, view a, view b, blend, aim
+_BUFFER_SHOT_COLUMNS = [c + 1 for c in _SHOT_COLUMNS]  # the same in a buffered command
 _NO_FLOOR = 1 << 30  # "no window minimum yet" for the standing-queue trim
 _ROW_KEY = 1 << 33  # above any uint32 seq: row * _ROW_KEY + seq orders by row, then seq
 _VALUE_LIMITS = np.array([1.0, 1.0, AIM_LIMIT, KNOWN_BUTTONS])  # |mx|, |my|, |aim|, buttons
@@ -109,9 +118,8 @@ class Taken:
     `move` (n,2), `aim`, `fire` are what the tick's own step applies; `shot` (n,5) float64
     holds the seq, view tick, next view tick, blend and aim of each row's first firing
     command of the tick (the one that names and aims the shot; zeros where none fired);
-    `early` holds, per
-    pre-move round r, the rows that took more than r+1 commands and their r-th command's
-    move and aim (applied before the tick's step, in round order)."""
+    `early` holds, per pre-move round r, the rows that took more than r+1 commands and
+    their r-th command's move and aim (applied before the tick's step, in round order)."""
 
     rows: np.ndarray
     move: np.ndarray
@@ -119,13 +127,18 @@ class Taken:
     fire: np.ndarray
     early: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     shot: np.ndarray
+    # Each row's queue length before this take: how many ticks its last command waited
+    # (the room widens a shot's rewind allowance by it).
+    waited: np.ndarray
 
 
 class SeatInputs:
     """Every seat's commands in one room. Rows are assigned by the owner (the room)."""
 
-    def __init__(self, rows: int, width: int, *, defer_checks: bool) -> None:
+    def __init__(self, rows: int, width: int, *, defer_checks: bool,
+                 direct: bool = True) -> None:
         self.defer_checks = defer_checks
+        self.direct = direct  # the usual tick's commands skip the rings (module docstring)
         self.width = width
         self.rejected: Counter[str] = Counter()  # per reason, over the room's life
         self.dropped = 0  # queue overflow: the oldest commands beyond room.input_queue
@@ -142,7 +155,10 @@ class SeatInputs:
         self._window_min = np.full(rows, _NO_FLOOR, dtype=np.int64)
         self._window_ticks = np.zeros(rows, dtype=np.int64)
         self._head = np.zeros(rows, dtype=np.int64)
-        self.length = np.zeros(rows, dtype=np.int64)
+        self._length = np.zeros(rows, dtype=np.int64)
+        # The last flush's commands when they skip the rings: (rows, commands as buffered,
+        # one per row). Set only while every queue is empty.
+        self._direct: tuple[np.ndarray, np.ndarray] | None = None
         # The rings: per row and slot, the command's (seq, move_x, move_y, aim, buttons,
         # view_tick, view_next_tick, view_blend) as float64 (exact: seqs, ticks and buttons
         # are uint32, the values float32), so queueing and taking are one scatter and one
@@ -186,6 +202,12 @@ class SeatInputs:
         return rejected
 
     @property
+    def length(self) -> np.ndarray:
+        """Commands queued per row (read-only; commands waiting to skip the rings count)."""
+        self._to_rings()
+        return self._length
+
+    @property
     def buffered(self) -> int:
         """Commands received and not yet flushed into the queues."""
         return len(self.buffer) // _FIELDS
@@ -197,6 +219,7 @@ class SeatInputs:
         room.input_queue. Returns the rejections found now as (row, reason, count)."""
         if not self.buffer:
             return []
+        self._to_rings()  # a second flush before a take: the first one's commands first
         cmds = np.array(self.buffer, dtype=np.float64).reshape(-1, _FIELDS)
         self.buffer.clear()
         rows = cmds[:, 0].astype(np.int64)
@@ -322,17 +345,20 @@ class SeatInputs:
             self._widen(limit)
         width = self.width
         if first.all():
-            had = self.length[rows]
+            if self.direct and not self._length.any():  # the usual tick (module docstring)
+                self._direct = (rows, cmds)
+                return
+            had = self._length[rows]
             if (had < limit).all():  # one command per row, each with room: nothing drops
                 self._ring[rows, (self._head[rows] + had) % width] = cmds[:, 1:]
-                self.length[rows] = had + 1
+                self._length[rows] = had + 1
                 return
             uniq, counts = rows, 1
         else:
             starts = np.flatnonzero(first)
             uniq = rows[starts]
             counts = np.diff(starts, append=len(rows))
-        had = self.length[uniq]
+        had = self._length[uniq]
         # One append at a time, each dropping the oldest while the queue is over `limit`:
         # a queue already over a lowered limit keeps its length.
         final = np.maximum(had, np.minimum(had + counts, limit))
@@ -355,7 +381,16 @@ class SeatInputs:
             c = rank >= np.repeat(drop_new, counts)
             p = (np.repeat(self._head[uniq] + had - drop_new, counts)[c] + rank[c]) % width
             self._ring[rows[c], p] = cmds[c, 1:]
-        self.length[uniq] = final
+        self._length[uniq] = final
+
+    def _to_rings(self) -> None:
+        """Queue the commands waiting to skip the rings, as the ring path would have."""
+        if self._direct is None:
+            return
+        rows, cmds = self._direct
+        self._direct = None
+        self._ring[rows, self._head[rows]] = cmds[:, 1:]  # every such queue is empty
+        self._length[rows] = 1
 
     def _widen(self, width: int) -> None:
         """Grow the rings to `width` slots (room.input_queue went up), oldest first."""
@@ -372,9 +407,11 @@ class SeatInputs:
         `cap` is room.inputs_per_tick, `window` the trim window in ticks (one second).
         Whole arrays, no row selection: a free row has an empty queue, so it takes
         nothing, and `reset` clears what it accumulates before the row is used again."""
-        width = self.width
         budget = np.minimum(self.budget + 1, cap)
-        length = self.length
+        if self._direct is not None:
+            return self._take_direct(budget, window)
+        width = self.width
+        length = self._length
         n = np.minimum(budget, length)
         # The standing-queue trim: the window's shortest queue (after this tick's take).
         window_min = np.minimum(self._window_min, length - n)
@@ -390,7 +427,7 @@ class SeatInputs:
         self._window_min = window_min
         head = self._head + surplus  # the trimmed commands are the oldest
         self._head = (head + n) % width
-        self.length = length - surplus - n
+        self._length = length - surplus - n
         self.budget = budget - n
 
         m_rows = n.nonzero()[0]
@@ -417,7 +454,33 @@ class SeatInputs:
             last_names = fire & ~named
             shot[last_names] = taken[last_names][:, _SHOT_COLUMNS]
         return Taken(rows=m_rows, move=taken[:, 1:3].astype(np.float32),
-                     aim=taken[:, 3].astype(np.float32), fire=fire, early=early, shot=shot)
+                     aim=taken[:, 3].astype(np.float32), fire=fire, early=early, shot=shot,
+                     waited=length[m_rows])
+
+    def _take_direct(self, budget: np.ndarray, window: int) -> Taken:
+        """`take` when the last flush's commands skipped the rings: every queue is empty
+        but for that one command per row, so each such row takes it (its budget is at
+        least one), no row is left with a queue (the window minimum is 0 everywhere, and a
+        window that ends trims nothing), and no row has an earlier command to pre-move."""
+        assert self._direct is not None
+        rows, cmds = self._direct
+        self._direct = None
+        budget[rows] -= 1
+        self.budget = budget
+        self._window_min.fill(0)
+        self._window_ticks += 1
+        due = self._window_ticks >= window
+        if due.any():
+            self._window_min[due] = _NO_FLOOR
+            self._window_ticks[due] = 0
+        self.last_applied[rows] = cmds[:, 1]
+        fire = (cmds[:, 5].astype(np.int64) & 1) != 0
+        shot = np.zeros((len(rows), 5), dtype=np.float64)
+        if fire.any():
+            shot[fire] = cmds[fire][:, _BUFFER_SHOT_COLUMNS]
+        return Taken(rows=rows, move=cmds[:, 2:4].astype(np.float32),
+                     aim=cmds[:, 4].astype(np.float32), fire=fire, early=[], shot=shot,
+                     waited=np.ones(len(rows), dtype=np.int64))
 
     # -- seats ------------------------------------------------------------------------------
 
@@ -433,11 +496,13 @@ class SeatInputs:
         self._window_ticks[row] = 0
 
     def clear_queue(self, row: int) -> None:
-        self.length[row] = 0
+        self._to_rings()
+        self._length[row] = 0
 
     def queued(self, row: int) -> list[tuple[int, float, float, float, bool]]:
         """(seq, move_x, move_y, aim, fire) of a row's queued commands, oldest first
         (flush first to include buffered ones)."""
-        at = (self._head[row] + np.arange(self.length[row])) % self.width
+        self._to_rings()
+        at = (self._head[row] + np.arange(self._length[row])) % self.width
         return [(int(seq), mx, my, aim, bool(int(buttons) & 1))
                 for seq, mx, my, aim, buttons in self._ring[row, at, :5].tolist()]

@@ -588,7 +588,6 @@ class Room:
         if self._views_set:  # only a tick with a shot sets them
             inputs.clear_views()
             self._views_set = False
-        queued = self._inputs.length.copy()  # per row, before this tick takes any
         taken = self._inputs.take(self.params.inputs_per_tick, self.params.tick_rate)
         for rows, move, aim in taken.early:
             slots = self._entity[rows]
@@ -623,7 +622,7 @@ class Room:
             rows = taken.rows[fired]
             inputs.rewind_limit[shooters] = (
                 (self._rtt_ms[rows] + INTERP_ALLOWANCE_MS) * (rate / 1000.0)
-                + REWIND_SLACK_TICKS + queued[rows])
+                + REWIND_SLACK_TICKS + taken.waited[fired])
 
     def _shots_out(self, events: StepEvents, tick: int) -> None:
         """Queue this tick's Shots frames: every hitscan shot to every seat, and each

@@ -245,3 +245,103 @@ def test_check_cmd_is_the_reason_table():
     assert check_cmd(1, 0.0, 0.0, 2 * math.pi, 0x80, 0) == "unknown_buttons"
     assert check_cmd(2 + MAX_SEQ_JUMP, 0.0, 0.0, 0.0, 1, 1) == "seq_jump"
     assert check_cmd(1 + MAX_SEQ_JUMP, 0.0, 0.0, 0.0, 1, 1) is None
+
+
+# -- the usual tick's fast path (commands that skip the rings) ---------------------------
+
+def taken_by_row(taken) -> dict:
+    """A Taken as {row: (move, aim, fire, shot, waited)} (the fast path keeps arrival
+    order), and its pre-move rounds."""
+    per_row = {int(r): (tuple(taken.move[i].tolist()), float(taken.aim[i]),
+                        bool(taken.fire[i]), tuple(taken.shot[i].tolist()),
+                        int(taken.waited[i]))
+               for i, r in enumerate(taken.rows.tolist())}
+    early = [(r.tolist(), m.tolist(), a.tolist()) for r, m, a in taken.early]
+    return {"rows": per_row, "early": early}
+
+
+usual_ticks = st.lists(
+    st.tuples(
+        # per row: how many new commands this tick (mostly one), and whether it fires
+        st.lists(st.tuples(st.sampled_from([0, 1, 1, 1, 1, 2, 3]), st.booleans()),
+                 min_size=4, max_size=4),
+        st.sampled_from(["", "", "", "bad", "length", "queued", "clear", "reset",
+                         "second_flush"]),
+        st.booleans(),  # flush before the take (as Room.tick does), or let take find them
+    ),
+    min_size=1, max_size=80,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ticks=usual_ticks, cap=st.integers(1, 3), limit=st.integers(1, 4),
+       window=st.integers(1, 5), defer=st.booleans())
+def test_the_fast_path_takes_exactly_what_the_rings_take(ticks, cap, limit, window, defer):
+    fast = SeatInputs(4, limit, defer_checks=defer)
+    rings = SeatInputs(4, limit, defer_checks=defer, direct=False)
+    seq = [0, 0, 0, 0]
+    direct_ticks = 0
+    for per_row, event, flush_first in ticks:
+        frames = []
+        for row, (count, fire) in enumerate(per_row):
+            cmds = []
+            for k in range(count):
+                seq[row] += 1
+                cmds.append(pb.InputCmd(seq=seq[row], move_x=0.5 - 0.25 * row, move_y=0.1 * k,
+                                        aim=0.3 * row, buttons=int(fire and k == 0),
+                                        view_tick=3 if fire else 0,
+                                        view_next_tick=4 if fire else 0,
+                                        view_blend=0.5 if fire else 0.0))
+            if event == "bad" and row == 1 and cmds:
+                cmds[-1].move_x = NAN
+            # the clients resend the two commands before (redundant copies)
+            frames.append([pb.InputCmd(seq=s) for s in range(max(1, seq[row] - 2 - count + 1),
+                                                             seq[row] - count + 1)] + cmds)
+        now = [[list(inputs.receive(row, cmds)) for row, cmds in enumerate(frames)]
+               for inputs in (fast, rings)]
+        assert now[0] == now[1]
+        if flush_first:
+            assert sorted(fast.flush(limit)) == sorted(rings.flush(limit))
+        if event == "second_flush":
+            for inputs in (fast, rings):
+                inputs.receive(2, [pb.InputCmd(seq=seq[2] + 1, move_x=0.25)])
+            seq[2] += 1
+            assert sorted(fast.flush(limit)) == sorted(rings.flush(limit))
+        elif event == "length":
+            assert fast.length.tolist() == rings.length.tolist()
+        elif event == "queued":
+            assert fast.queued(0) == rings.queued(0)
+        elif event == "clear":
+            fast.clear_queue(3)
+            rings.clear_queue(3)
+        elif event == "reset":
+            fast.reset(0)
+            rings.reset(0)
+            seq[0] = 0
+        direct_ticks += fast._direct is not None
+        a, b = fast.take(cap, window), rings.take(cap, window)
+        assert taken_by_row(a) == taken_by_row(b)
+        # The queue positions (_head) and the ring's free cells may differ; nothing else.
+        for name in ("budget", "last_applied", "_window_min", "_window_ticks"):
+            assert getattr(fast, name).tolist() == getattr(rings, name).tolist()
+        assert fast.newest_seq == rings.newest_seq
+        assert (fast.dropped, fast.trimmed, fast.rejected) == (
+            rings.dropped, rings.trimmed, rings.rejected)
+        for row in range(4):
+            assert fast.queued(row) == rings.queued(row)
+    assert rings._direct is None  # the reference never skips the rings
+
+
+def test_one_command_per_seat_into_empty_queues_skips_the_rings():
+    inputs = SeatInputs(3, 8, defer_checks=True)
+    inputs.receive(2, [pb.InputCmd(seq=1, move_x=1.0, buttons=1)])
+    inputs.receive(0, [pb.InputCmd(seq=1, move_y=-1.0)])
+    inputs.flush(8)
+
+    assert inputs._direct is not None
+    taken = inputs.take(3, 30)
+
+    assert taken.rows.tolist() == [2, 0] and taken.fire.tolist() == [True, False]
+    assert taken.move.tolist() == [[1.0, 0.0], [0.0, -1.0]]
+    assert inputs.budget.tolist() == [0, 1, 0] and inputs.last_applied.tolist() == [1, 0, 1]
+    assert inputs.length.tolist() == [0, 0, 0]
