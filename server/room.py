@@ -54,6 +54,7 @@ is everything a replay needs to re-simulate the room bit for bit.
 from __future__ import annotations
 
 import hmac
+import operator
 import secrets
 import struct
 import unicodedata
@@ -94,6 +95,7 @@ _RTT_TAG = 0x25
 assert _PERSONAL.itemsize == 12
 
 MAX_NAME_CHARS = 24
+_ACKED_TICK = operator.attrgetter("acked_tick")  # a C-level read per seat, no Python loop
 _FLUSH_AT_VALUES = BUFFER_VALUES_PER_CMD * FLUSH_AT  # SeatInputs.buffer is flat
 TOKEN_SECRET_BYTES = 16
 # Characters in otherwise visible categories that render as nothing: the Hangul fillers
@@ -674,7 +676,7 @@ class Room:
         if not ids:
             return []
         rows = self._connected_rows
-        acks = np.array([s.acked_tick for s in self._connected], dtype=np.int64)
+        acks = np.fromiter(map(_ACKED_TICK, self._connected), np.int64, len(ids))
         baselines = self._baselines.pick(tick, rows, acks)
         # One shared frame per distinct baseline (a handful), then a lookup per seat.
         if len(ids) == 1 or baselines.min() == baselines.max():  # the usual: one baseline
