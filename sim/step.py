@@ -195,10 +195,10 @@ def step(world: World, inputs: Inputs) -> StepEvents:
 
     moving = players[inputs.active[players]]
     if moving.size:
-        move_players(world, moving, inputs, dt)
+        move_players(world, _run_of(moving), inputs, dt)
 
     if npcs.size:
-        _move_npcs(world, npcs, t, dt)
+        _move_npcs(world, _run_of(npcs), npcs.size, t, dt)
 
     flying = _move_projectiles(world, kind, t, dt)
 
@@ -233,8 +233,10 @@ def pre_move(world: World, slots: np.ndarray, inputs: Inputs) -> None:
         move_players(world, slots[live], inputs, F32(1.0 / world.params.tick_rate))
 
 
-def move_players(world: World, slots: np.ndarray, inputs: Inputs, dt: np.float32) -> None:
-    """The player movement rule, for live not-dead player ``slots``. Every value is float32
+def move_players(world: World, slots: np.ndarray | slice, inputs: Inputs,
+                 dt: np.float32) -> None:
+    """The player movement rule, for live not-dead player ``slots`` (distinct slot indices,
+    or a slice of them). Every value is float32
     and every operation a float32 operation (JS: wrap each in ``Math.fround``):
 
     params: A = f32(accel), S = f32(max_speed), R = f32(radius), W = f32(width),
@@ -263,7 +265,7 @@ def move_players(world: World, slots: np.ndarray, inputs: Inputs, dt: np.float32
     # Both axes at once as (k, 2) arrays: the same float32 operations per element as the
     # rule above, in half the NumPy calls (each call costs more than its arithmetic here).
 
-    rows = _rows_of(slots)
+    rows = slots  # an index array or a slice: both index every array below alike
     m = inputs.move[rows].astype(np.float32, copy=False)
     finite = np.isfinite(m)
     if not finite.all():
@@ -318,11 +320,12 @@ def move_players(world: World, slots: np.ndarray, inputs: Inputs, dt: np.float32
     world.aim[rows] = np.where(np.isfinite(aim), aim, world.aim[rows])
 
 
-def _move_npcs(world: World, slots: np.ndarray, t: int, dt: np.float32) -> None:
+def _move_npcs(world: World, rows: np.ndarray | slice, n: int, t: int,
+               dt: np.float32) -> None:
+    """Move the `n` live NPCs at `rows` (slot indices in ascending order, or a slice)."""
     p = world.params
-    rows = _rows_of(slots)
     if t % p.npc_turn_interval_ticks == 0:
-        _put_rows(world.vel, rows, world._random_velocities(slots.size, p.npc_speed))
+        _put_rows(world.vel, rows, world._random_velocities(n, p.npc_speed))
     size = np.array([p.world_width, p.world_height], dtype=np.float32)
     twice = size + size  # exact in float32: the "2W" of the scenario rule
     vel = world.vel[rows]  # a view when `rows` is a slice: written back in place below
@@ -358,10 +361,11 @@ def _move_projectiles(world: World, kind: np.ndarray, t: int, dt: np.float32) ->
     return int(flying.size - np.count_nonzero(left))
 
 
-def _rows_of(slots: np.ndarray) -> np.ndarray | slice:
-    """Ascending ``slots`` as a slice when they are one run (NPCs take the lowest slots
-    and players the next ones, so they usually are): reading and writing a slice of rows
-    is a view and a copy, far cheaper than a gather and a scatter."""
+def _run_of(slots: np.ndarray) -> np.ndarray | slice:
+    """Ascending distinct ``slots`` (as ``nonzero`` gives) as a slice when they are one
+    run (NPCs take the lowest slots and players the next ones, so they usually are):
+    reading and writing a slice of rows is a view and a copy, far cheaper than a gather
+    and a scatter. Only for ascending input: first and last alone say it is a run."""
     n = len(slots)
     if n and int(slots[-1]) - int(slots[0]) == n - 1:
         return slice(int(slots[0]), int(slots[-1]) + 1)

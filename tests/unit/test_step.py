@@ -570,13 +570,15 @@ def _reference_move(params: Params, pos: np.ndarray, vel: np.ndarray, move: np.n
     friction=st.floats(0, 100),
     seed=st.integers(0, 2**32 - 1),
     moves=st.lists(st.tuples(component, component, component), min_size=1, max_size=6),
+    slots_as=st.sampled_from(["array", "slice", "shuffled"]),
 )
 def test_move_players_equals_its_rule_player_by_player(
     accel: float, max_speed: float, friction: float, seed: int,
-    moves: list[tuple[float, float, float]],
+    moves: list[tuple[float, float, float]], slots_as: str,
 ) -> None:
     """The vectorised rule (both axes per NumPy call) against the docstring's rule run one
-    player at a time in float32 scalars: the same bits, walls and NaN moves included."""
+    player at a time in float32 scalars: the same bits, walls and NaN moves included, for
+    slots given as an index array (in any order) and as a slice (the step's usual run)."""
     from sim.step import move_players
 
     params = _params(npc_count=0, player_accel=accel, player_max_speed=max_speed,
@@ -592,7 +594,9 @@ def test_move_players_equals_its_rule_player_by_player(
     dt = F32(1.0 / params.tick_rate)
     expected = [_reference_move(params, w.pos[s].copy(), w.vel[s].copy(), inputs.move[s],
                                 inputs.aim[s], w.aim[s], dt) for s in slots]
-    move_players(w, slots, inputs, dt)
+    given = {"array": slots, "slice": slice(int(slots[0]), int(slots[-1]) + 1),
+             "shuffled": rng.permutation(slots)}[slots_as]
+    move_players(w, given, inputs, dt)
     for s, (pos, vel, aim) in zip(slots, expected, strict=True):
         assert w.pos[s].tobytes() == pos.tobytes()
         assert w.vel[s].tobytes() == vel.tobytes()
