@@ -29,6 +29,7 @@ once per client.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections import OrderedDict
@@ -186,6 +187,19 @@ def _padded(state: np.ndarray, n: int, *, checked: bool = False) -> np.ndarray:
     return out
 
 
+def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (n, 8) word arrays, the shorter zero-extended to the longer's length."""
+    n = max(len(a), len(b))
+    out = []
+    for w in (a, b):
+        if len(w) < n:
+            padded = np.zeros((n, 8), dtype="<u2")
+            padded[: len(w)] = w
+            w = padded
+        out.append(w)
+    return out[0], out[1]
+
+
 def _words(state: np.ndarray) -> np.ndarray:
     """The (n, 8) uint16 view of a snapshot (shares memory)."""
     return np.ascontiguousarray(state).view("<u2").reshape(-1, 8)
@@ -246,35 +260,56 @@ def encode(
     second, both needed for the position prediction. Returns the payload bytes.
     """
     _check_rate(tick_rate, elapsed_ticks)
-    keyframe = baseline is None
-    if keyframe:
+    if baseline is None:
         span = live_span(state)
-        cur = _words(_padded(state, span, checked=True))
+        return encode_words(_words(_padded(state, span, checked=True)), None,
+                            elapsed_ticks=0, tick_rate=tick_rate, deflate=deflate,
+                            pos_scale=pos_scale)
+    span = max(live_span(state), live_span(baseline))
+    return encode_words(_words(_padded(state, span, checked=True)),
+                        _words(_padded(baseline, span, checked=True)),
+                        elapsed_ticks=elapsed_ticks, tick_rate=tick_rate, deflate=deflate,
+                        pos_scale=pos_scale)
+
+
+def encode_words(cur: np.ndarray, base: np.ndarray | None, *, elapsed_ticks: int,
+                 tick_rate: int, deflate: bool = True, pos_scale: int = POS_SCALE) -> bytes:
+    """`encode` of (span, 8) word views (``_words``) of equal length, `span` being one
+    past the highest live slot of either; `base` None for a keyframe. The caller checked
+    the rate and the elapsed ticks (``SnapshotHistory`` keeps each state's words)."""
+    span = len(cur)
+    keyframe = base is None
+    spawned = b""
+    if keyframe:
         ops = (cur[:, W_KIND_GEN] & 0xFF != 0).view(np.uint8) * np.uint8(OP_SPAWN)
         elapsed_ticks = 0
+        spawned = cur[ops == OP_SPAWN].T.tobytes()
     else:
-        span = max(live_span(state), live_span(baseline))
-        cur = _words(_padded(state, span, checked=True))
-        pred = predict_words(_words(_padded(baseline, span, checked=True)), elapsed_ticks,
-                              tick_rate, pos_scale)
+        pred = predict_words(base, elapsed_ticks, tick_rate, pos_scale)
         cur_kg, pred_kg = cur[:, W_KIND_GEN], pred[:, W_KIND_GEN]
         cur_live = cur_kg & 0xFF != 0
-        base_live = pred_kg & 0xFF != 0
-        same = (cur_kg == pred_kg) & cur_live  # the same kind and gen, live in both
         # Rows that differ from the prediction at all: compare 16-byte records as 2 int64s.
         cur64, pred64 = cur.view(np.int64), pred.view(np.int64)
         differs = (cur64[:, 0] != pred64[:, 0]) | (cur64[:, 1] != pred64[:, 1])
-        # The same entity: update if it differs, else unchanged; otherwise spawn where
-        # live now, remove where only the baseline's slot was live.
-        ops = np.where(same, differs.view(np.uint8),
-                       np.where(cur_live, np.uint8(OP_SPAWN),
-                                base_live.view(np.uint8) * np.uint8(OP_REMOVE)))
+        if (cur_kg == pred_kg).all():
+            # Every slot holds what it held (the usual tick): no spawn, no remove, and a
+            # live slot is an update where it differs (what the general rule below gives
+            # when the kinds and generations are equal).
+            ops = (differs & cur_live).view(np.uint8)
+        else:
+            base_live = pred_kg & 0xFF != 0
+            same = (cur_kg == pred_kg) & cur_live  # the same kind and gen, live in both
+            # The same entity: update if it differs, else unchanged; otherwise spawn where
+            # live now, remove where only the baseline's slot was live.
+            ops = np.where(same, differs.view(np.uint8),
+                           np.where(cur_live, np.uint8(OP_SPAWN),
+                                    base_live.view(np.uint8) * np.uint8(OP_REMOVE)))
+            spawned = cur[ops == OP_SPAWN].T.tobytes()
     if span > MAX_SLOTS:
         raise ValueError(f"{span} slots exceed the codec's limit of {MAX_SLOTS}")
 
     # Spawned records go column by column (all x, then all y, ...): deflate likes that.
-    parts = [_HEADER_STRUCT.pack(tick_rate, elapsed_ticks, span), pack_ops(ops),
-             cur[ops == OP_SPAWN].T.tobytes()]
+    parts = [_HEADER_STRUCT.pack(tick_rate, elapsed_ticks, span), pack_ops(ops), spawned]
 
     if not keyframe:
         upd_idx = (ops == OP_UPDATE).nonzero()[0]
@@ -306,8 +341,7 @@ def updates_section(cur: np.ndarray, pred: np.ndarray) -> list[bytes]:
     sent = int(np.bitwise_or.reduce(masks))
     outside = (residual + 128).view(np.uint16) > 255
     wide = int(np.bitwise_or.reduce(np.packbits(outside.reshape(-1), bitorder="little")))
-    widths = bytes(0 if not sent >> i & 1 else 2 if wide >> i & 1 else 1
-                   for i in range(len(WORDS)))
+    widths = _widths(sent, wide)
     # Every sent residual, word by word (the transposed mask walks the words in order).
     values = residual.T[present.T]
     if not wide:  # the usual case: every column one byte wide
@@ -322,6 +356,13 @@ def updates_section(cur: np.ndarray, pred: np.ndarray) -> list[bytes]:
             if width:
                 columns.append((column.astype("<i1") if width == 1 else column).tobytes())
     return [masks.tobytes(), widths, *columns]
+
+
+@functools.cache
+def _widths(sent: int, wide: int) -> bytes:
+    """The widths bytes of an updates section: 0 for a word not sent, else 1 or 2."""
+    return bytes(0 if not sent >> i & 1 else 2 if wide >> i & 1 else 1
+                 for i in range(len(WORDS)))
 
 
 def pack_ops(ops: np.ndarray) -> bytes:
@@ -493,8 +534,8 @@ class SnapshotHistory:
         self.tick_rate = tick_rate
         self.pos_scale = pos_scale
         self._states: OrderedDict[int, np.ndarray] = OrderedDict()
-        # Each state trimmed to its live span (a view, found once at push): the encodes
-        # then never scan or compare the empty tail of a room's capacity.
+        # Each state's (span, 8) words trimmed to its live span (a view, found once at
+        # push): the encodes then never scan or compare the empty tail of a room's capacity.
         self._live: dict[int, np.ndarray] = {}
         self._encoded: dict[tuple[int, int], bytes] = {}
         self.encodes = 0  # how many payloads were actually built (the rest were cache hits)
@@ -504,7 +545,7 @@ class SnapshotHistory:
         if self._states and tick <= next(reversed(self._states)):
             raise ValueError(f"tick {tick} is not newer than the newest in the ring")
         self._states[tick] = state
-        self._live[tick] = state[: live_span(state)]
+        self._live[tick] = _words(state[: live_span(state)])
         while len(self._states) > self.size:
             del self._live[self._states.popitem(last=False)[0]]
         # Only the newest tick is ever encoded, so older encodings are garbage now.
@@ -529,13 +570,19 @@ class SnapshotHistory:
         key = (tick, baseline_tick)
         payload = self._encoded.get(key)
         if payload is None:
-            payload = encode(
-                self._live[tick],
-                self._live[baseline_tick] if baseline_tick else None,
-                elapsed_ticks=tick - baseline_tick if baseline_tick else 0,
-                tick_rate=self.tick_rate,
-                pos_scale=self.pos_scale,
-            )
+            cur = self._live[tick]
+            if baseline_tick:
+                elapsed = tick - baseline_tick
+                _check_rate(self.tick_rate, elapsed)
+                base = self._live[baseline_tick]
+                if len(base) != len(cur):  # one span for both: the shorter zero-padded
+                    cur, base = _same_length(cur, base)
+                payload = encode_words(cur, base, elapsed_ticks=elapsed,
+                                       tick_rate=self.tick_rate, pos_scale=self.pos_scale)
+            else:
+                _check_rate(self.tick_rate, 0)
+                payload = encode_words(cur, None, elapsed_ticks=0, tick_rate=self.tick_rate,
+                                       pos_scale=self.pos_scale)
             self._encoded[key] = payload
             self.encodes += 1
         return payload, baseline_tick
