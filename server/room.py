@@ -93,6 +93,7 @@ _PERSONAL = np.dtype([("frame_tag", "u1"), ("frame_len", "u1"), ("seq_tag", "u1"
 _PERSONAL_TAGS = (0x12, 10, 0x1D)
 _RTT_TAG = 0x25
 assert _PERSONAL.itemsize == 12
+_PERSONAL_BYTES = np.dtype((np.void, _PERSONAL.itemsize))  # a record as one bytes value
 
 MAX_NAME_CHARS = 24
 _ACKED_TICK = operator.attrgetter("acked_tick")  # a C-level read per seat, no Python loop
@@ -291,6 +292,7 @@ class Room:
         self._connected: list[Seat] = []
         self._connected_ids: list[int] = []
         self._connected_rows = np.zeros(0, dtype=np.int64)
+        self._connected_run: np.ndarray | slice = self._connected_rows
         self.last_state = self._quantize()
 
     # -- counters (the gateway turns them into metrics) -----------------------------------
@@ -436,6 +438,9 @@ class Room:
         self._connected = [s for s in self.seats.values() if s.connected]
         self._connected_ids = [s.player_id for s in self._connected]
         self._connected_rows = np.array([s.row for s in self._connected], dtype=np.int64)
+        rows = self._connected_rows  # the same rows as a slice when they are one run
+        run = len(rows) > 0 and bool((np.diff(rows) == 1).all())
+        self._connected_run = slice(int(rows[0]), int(rows[-1]) + 1) if run else rows
         self._members_dirty = False
 
     # -- inputs -------------------------------------------------------------------------
@@ -691,15 +696,18 @@ class Room:
                 tick=tick, baseline_tick=used, params_version=self.params_version,
                 payload=payload, server_time=now)).SerializeToString())
             keyframes.append(used == 0)
-        shared = [shared_frames[i] for i in which]
-        keyframe = [keyframes[i] for i in which]
+        if len(shared_frames) == 1:
+            shared, keyframe = shared_frames * len(ids), keyframes * len(ids)
+        else:
+            shared = list(map(shared_frames.__getitem__, which))
+            keyframe = list(map(keyframes.__getitem__, which))
 
-        personal = self._personal[rows]  # the tags are filled in once, at construction
-        personal["seq"] = self._inputs.last_applied[rows]
-        personal["rtt"] = self._rtt_ms[rows]
-        raw = personal.tobytes()
-        size = _PERSONAL.itemsize
-        personals = [raw[i : i + size] for i in range(0, len(raw), size)]
+        # The tags are filled in once, at construction; a slice of rows is a view.
+        sel = self._connected_run
+        personal = self._personal[sel]
+        personal["seq"] = self._inputs.last_applied[sel]
+        personal["rtt"] = self._rtt_ms[sel]
+        personals = personal.view(_PERSONAL_BYTES).tolist()  # one bytes object per seat
 
         pending = self._pending
         if pending or roster is not None:
