@@ -230,24 +230,29 @@ class SeatInputs:
             first[0] = True
             np.not_equal(rows[1:], rows[:-1], out=first[1:])
         else:  # one command per seat, the steady state: nothing to group
-            first = np.ones(len(rows), dtype=np.bool_)
+            first = None
         seq = cmds[:, 1].astype(np.int64)
         rejections: list[tuple[int, str, int]] = []
         if self.defer_checks:
             accepted, rejections = self._validate(rows, seq, cmds, first)
             if accepted is not None:  # None: every command accepted
                 rows, seq, cmds = rows[accepted], seq[accepted], cmds[accepted]
-                first = np.empty(len(rows), dtype=np.bool_)
-                if len(rows):
-                    first[0] = True
-                    np.not_equal(rows[1:], rows[:-1], out=first[1:])
+                if first is not None:
+                    first = np.empty(len(rows), dtype=np.bool_)
+                    if len(rows):
+                        first[0] = True
+                        np.not_equal(rows[1:], rows[:-1], out=first[1:])
+                    if first.all():  # what is left is one command per seat
+                        first = None
         self._enqueue(rows, seq, cmds, first, limit)
         return rejections
 
     def _validate(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
-                  first: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, str, int]]]:
+                  first: np.ndarray | None
+                  ) -> tuple[np.ndarray | None, list[tuple[int, str, int]]]:
         """The accepted mask of commands grouped by row (None when all are), and the
-        rejections by row. Updates `newest_seq` for every row seen.
+        rejections by row. Updates `newest_seq` for every row seen. `first` marks each
+        row's first command (None: one command per row).
 
         Every buffered command is above its row's newest seq as of the last flush (the
         buffer skipped the rest), so a row with one command has no redundant copy."""
@@ -259,8 +264,9 @@ class SeatInputs:
         views = _views_ok(cmds) if cmds[:, 6:9].any() else _ALL_OK
         newest_now = np.array(self.newest_seq, dtype=np.int64)
         start = newest_now[rows]
-        if (first.all() and (values <= _VALUE_LIMITS).all() and views.all()
-                and not (seq - start > MAX_SEQ_JUMP).any()):
+        if (first is None and (values <= _VALUE_LIMITS).all()
+                and (views is _ALL_OK or views.all())
+                and int((seq - start).max()) <= MAX_SEQ_JUMP):
             # The steady state: one fine command per seat, each new (see above).
             newest_now[rows] = seq
             self.newest_seq = newest_now.tolist()
@@ -268,7 +274,7 @@ class SeatInputs:
         if views is _ALL_OK:
             views = np.ones(len(rows), dtype=np.bool_)
         fine = (values <= _VALUE_LIMITS).all(axis=1) & views
-        if first.all():  # one command per seat (the steady state): no running maximum
+        if first is None:  # one command per seat (the steady state): no running maximum
             before = start
             new = np.ones(len(rows), dtype=np.bool_)
         else:
@@ -284,7 +290,7 @@ class SeatInputs:
         jump = new & fine & (seq - before > MAX_SEQ_JUMP)
         accepted = new & fine
         if fine.all() and not jump.any():
-            if first.all():
+            if first is None:
                 newest_now[rows] = seq
             else:
                 np.maximum.at(newest_now, rows, np.where(new, seq, 0))
@@ -336,15 +342,15 @@ class SeatInputs:
                 newest = s
 
     def _enqueue(self, rows: np.ndarray, seq: np.ndarray, cmds: np.ndarray,
-                 first: np.ndarray, limit: int) -> None:
+                 first: np.ndarray | None, limit: int) -> None:
         """Append accepted commands (grouped by row, oldest first; `first` marks each
-        row's first command) to the rings."""
+        row's first command, None when there is one per row) to the rings."""
         if not len(rows):
             return
         if limit > self.width:
             self._widen(limit)
         width = self.width
-        if first.all():
+        if first is None:
             if self.direct and not self._length.any():  # the usual tick (module docstring)
                 self._direct = (rows, cmds)
                 return
@@ -371,7 +377,7 @@ class SeatInputs:
             had = had - drop_old
         else:
             drop_new = drop
-        if first.all():  # one command per row
+        if first is None:  # one command per row
             keep = drop_new == 0
             r = rows[keep]
             p = (self._head[r] + had[keep]) % width
