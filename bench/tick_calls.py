@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entities", type=int, default=100)
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--before", help="also measure this git ref (alternating, once each)")
+    ap.add_argument("--before", help="also measure this git ref (runs alternate)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs per tree; each figure is the median over them")
     ap.add_argument("--harness", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.harness:
@@ -200,9 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.before:
             trees = {args.before: export(args.before, Path(tmp)), **trees}
-        for name, tree in trees.items():
-            out = json.loads(run_in(tree, *point, module="bench.tick_calls"))
-            print(f"#### {name}: E{args.entities}/M{args.clients}\n{table(out)}\n")
+        runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                runs[name].append(json.loads(run_in(tree, *point, module="bench.tick_calls")))
+    for name, outs in runs.items():
+        median = {label: {key: statistics.median(o[label][key] for o in outs)
+                          for key in outs[0][label]} for label in outs[0]}
+        print(f"#### {name}: E{args.entities}/M{args.clients}, median of {len(outs)} runs\n"
+              f"{table(median)}\n")
     return 0
 
 

@@ -566,6 +566,8 @@ class Room:
                           input_rejections=rejections)
 
     def _expire_seats(self, now: float) -> list[int]:
+        if not self._disconnected:
+            return []
         grace = self.params.resume_grace_s
         gone = [s.player_id for s in self._disconnected.values()
                 if now - s.disconnected_at >= grace]
