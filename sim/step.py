@@ -153,13 +153,14 @@ class StepEvents:
 
     tick: int
     shots: int = 0
-    hits_shooter: np.ndarray = field(default_factory=lambda: _EMPTY)
-    hits_target: np.ndarray = field(default_factory=lambda: _EMPTY)
-    kills_killer: np.ndarray = field(default_factory=lambda: _EMPTY)
-    kills_victim: np.ndarray = field(default_factory=lambda: _EMPTY)
-    respawned: np.ndarray = field(default_factory=lambda: _EMPTY)
-    fired_shooter: np.ndarray = field(default_factory=lambda: _EMPTY)
-    fired_projectile: np.ndarray = field(default_factory=lambda: _EMPTY)
+    # Defaults: empty int64 arrays (a view of one: a C call, no Python frame per field).
+    hits_shooter: np.ndarray = field(default_factory=_EMPTY.view)
+    hits_target: np.ndarray = field(default_factory=_EMPTY.view)
+    kills_killer: np.ndarray = field(default_factory=_EMPTY.view)
+    kills_victim: np.ndarray = field(default_factory=_EMPTY.view)
+    respawned: np.ndarray = field(default_factory=_EMPTY.view)
+    fired_shooter: np.ndarray = field(default_factory=_EMPTY.view)
+    fired_projectile: np.ndarray = field(default_factory=_EMPTY.view)
     hitscan: HitscanShots | None = None
 
 
