@@ -548,8 +548,9 @@ class SnapshotHistory:
         self._live[tick] = _words(state[: live_span(state)])
         while len(self._states) > self.size:
             del self._live[self._states.popitem(last=False)[0]]
-        # Only the newest tick is ever encoded, so older encodings are garbage now.
-        self._encoded = {key: val for key, val in self._encoded.items() if key[0] == tick}
+        # Only the newest tick is ever encoded, so older encodings are garbage now (and
+        # the new tick has none yet: it was not in the ring).
+        self._encoded = {}
 
     def get(self, tick: int) -> np.ndarray | None:
         return self._states.get(tick)

@@ -592,9 +592,9 @@ class Room:
         `inputs_trimmed`). The client sees one correction instead of lasting extra lag.
         """
         inputs = self._step_inputs
-        inputs.fire[:] = False
         inputs.active[:] = False
-        if self._views_set:  # only a tick with a shot sets them
+        if self._views_set:  # only a tick with a shot sets them and `fire`
+            inputs.fire[:] = False
             inputs.clear_views()
             self._views_set = False
         taken = self._inputs.take(self.params.inputs_per_tick, self.params.tick_rate)
@@ -609,13 +609,13 @@ class Room:
         slots = self._entity[taken.rows]
         inputs.move[slots] = taken.move
         inputs.aim[slots] = taken.aim
-        inputs.fire[slots] = taken.fire
         inputs.active[slots] = True
         fired = taken.fire
         if fired.any():
             # The shot's seq and claimed view, limited to what the seat's RTT allows (the
             # sim clamps deeper claims and says so).
             shooters = slots[fired]
+            inputs.fire[shooters] = True
             self._views_set = True
             shot = taken.shot[fired]  # seq, view tick, next view tick, blend, aim
             self._fire_seq[shooters] = shot[:, 0]
