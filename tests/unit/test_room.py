@@ -177,6 +177,31 @@ def test_the_personal_part_carries_the_last_applied_seq_and_rtt_of_that_seat_onl
     assert (bob.tick, bob.baseline_tick, bob.last_input_seq, bob.rtt_ms) == (2, 0, 0, 0.0)
 
 
+@pytest.mark.parametrize("rows_in_a_run", [True, False])
+def test_each_seat_gets_its_own_seq_and_rtt_whatever_order_its_row_has(rows_in_a_run):
+    # Seats 1..4 take rows 0..3; after 2 leaves and 5 joins, row 1 is seat 5's, so the
+    # seats in order (1, 3, 4, 5) have rows (0, 2, 3, 1): not one run. The personal parts
+    # are then built from a gather, and from a slice of rows otherwise.
+    room = make_room(deferred=True)
+    for pid in (1, 2, 3, 4):
+        room.join(pid, f"p{pid}", now=0.0)
+    if not rows_in_a_run:
+        room.leave(2)
+        room.join(5, "p5", now=0.0)
+    seats = sorted(room.seats)
+    tick(room)
+    for pid in seats:
+        room.submit(pid, frame(*(cmd(s) for s in range(1, pid + 1)), ack=1))
+        room.set_rtt(pid, 10.0 * pid)
+    for _ in range(6):  # enough ticks for every seat to apply its commands
+        result = tick(room)
+
+    for pid in seats:
+        snap = snapshot_of(delivery_for(result, pid))
+        assert (snap.last_input_seq, snap.rtt_ms) == (pid, pytest.approx(10.0 * pid))
+    assert isinstance(room._connected_run, slice) == rows_in_a_run
+
+
 def test_event_frames_are_sent_once_and_the_roster_only_when_it_changed():
     room = make_room()
     room.join(1, "alice", now=0.0)
