@@ -45,6 +45,7 @@ needed by the server, and the result is stored, never re-derived by clients.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -274,7 +275,8 @@ def move_players(world: World, slots: np.ndarray | slice, inputs: Inputs,
     with np.errstate(over="ignore"):  # a huge move overflows to L = inf, then m / inf = 0
         sq = m * m
         length = np.sqrt(sq[:, 0] + sq[:, 1])
-    m = m / np.where(length > one, length, one)[:, None]  # x / 1 is exact: short moves kept
+    if length.max() > one:  # else every m / 1 below would give m: skipped (exact anyway)
+        m = m / np.where(length > one, length, one)[:, None]  # x / 1 is exact: short moves kept
 
     v = world.vel[rows]
     steering = (m != zero).any(axis=1)
@@ -311,14 +313,15 @@ def move_players(world: World, slots: np.ndarray | slice, inputs: Inputs,
             v = np.where(over[:, None], v * k[:, None], v)
 
     radius = F32(p.player_radius)
-    hi = np.array([p.world_width, p.world_height], dtype=np.float32) - radius
+    hi = _upper_walls(p.world_width, p.world_height, p.player_radius)
     pa = world.pos[rows] + v * dt
     out = (pa < radius) | (pa > hi)
     _put_rows(world.pos, rows, np.minimum(np.maximum(pa, radius), hi))
     _put_rows(world.vel, rows, np.where(out, zero, v))
 
-    aim = inputs.aim[rows].astype(np.float32)
-    world.aim[rows] = np.where(np.isfinite(aim), aim, world.aim[rows])
+    aim = inputs.aim[rows].astype(np.float32, copy=False)
+    finite_aim = np.isfinite(aim)
+    world.aim[rows] = aim if finite_aim.all() else np.where(finite_aim, aim, world.aim[rows])
 
 
 def _move_npcs(world: World, rows: np.ndarray | slice, n: int, t: int,
@@ -327,14 +330,14 @@ def _move_npcs(world: World, rows: np.ndarray | slice, n: int, t: int,
     p = world.params
     if t % p.npc_turn_interval_ticks == 0:
         _put_rows(world.vel, rows, world._random_velocities(n, p.npc_speed))
-    size = np.array([p.world_width, p.world_height], dtype=np.float32)
-    twice = size + size  # exact in float32: the "2W" of the scenario rule
+    size = _upper_walls(p.world_width, p.world_height, 0.0)
     vel = world.vel[rows]  # a view when `rows` is a slice: written back in place below
     pa = world.pos[rows] + vel * dt  # both axes at once, same float32 ops
     low = pa < F32(0.0)
     high = pa > size
     bounced = low | high
     if bounced.any():  # most ticks nobody reaches a wall
+        twice = size + size  # exact in float32: the "2W" of the scenario rule
         pa = np.where(low, -pa, np.where(high, twice - pa, pa))
         np.negative(vel, out=vel, where=bounced)
         _put_rows(world.vel, rows, vel)
@@ -360,6 +363,15 @@ def _move_projectiles(world: World, kind: np.ndarray, t: int, dt: np.float32) ->
     if gone.size:
         world._free(gone)
     return int(flying.size - np.count_nonzero(left))
+
+
+@functools.lru_cache(maxsize=8)
+def _upper_walls(width: float, height: float, radius: float) -> np.ndarray:
+    """(2,) float32 ``(width, height) - radius`` (radius as float32), made once per world
+    size instead of every tick. Read-only: it is shared."""
+    walls = np.array([width, height], dtype=np.float32) - np.float32(radius)
+    walls.flags.writeable = False
+    return walls
 
 
 def _run_of(slots: np.ndarray) -> np.ndarray | slice:
