@@ -19,7 +19,8 @@ hits both alike; each figure is the median over rounds of each run's 20th percen
   clients are; until round five all 100 were sent in one burst), from another process:
   epoll, the read syscall, aiohttp's protocol, ``Connection.feed_data`` through
   ``Room.submit``. The room's tick loop is stopped once everyone has joined, so nothing
-  is sent back and the figure is the receive side alone. The gateway reads on arrival (``--reads arrival``);
+  is sent back and the figure is the receive side alone. The gateway reads on arrival
+  (``--reads arrival``);
 - ``tick_recv_us``: the same clients and frames read at the tick (``--reads tick``, the
   default): a 30 Hz task in place of the tick loop calls ``RoomLoops.read_seats`` and
   nothing else, so the figure is the sleep and wake-up per tick, one ``recvmsg`` per seat
