@@ -122,8 +122,8 @@ class RoomLoops:
         wall_now = time.time()
         for player_id in tuple(room.seats):  # a read may free a seat (Leave)
             conn = get_conn(player_id)
-            if conn is not None and conn.reads_at_tick:
-                conn.read_at_tick(now, wall_now)
+            if conn is not None:
+                conn.read_at_tick(now, wall_now)  # returns at once if not read at the tick
 
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:
@@ -227,6 +227,7 @@ class RoomLoops:
                 if payload is not None:
                     # Written with the snapshot: one syscall per seat per tick, ping included.
                     ping = ws_frame(OP_PING, payload)
+                    conn.time_pong()
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
                 shared = d.snapshot_shared
                 if d.chunks is not None:  # interest management: header, shared chunks, personal
