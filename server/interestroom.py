@@ -120,12 +120,17 @@ class InterestRoom:
         self.tokens = np.zeros(0)  # byte allowance
         self.logged = np.zeros((0, self.ring), dtype=np.int64)
         self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
-        # Sets over all clients, as keys row << shift | slot.
-        # The views: (key, kind|gen) of every slot each client holds, in no order, and the
-        # same keys as a bitmap (row << shift | slot -> held) for membership in one gather.
-        self.view_keys = _EMPTY
-        self.view_kg = np.zeros(0, dtype=np.uint16)
-        self.view_bits = np.zeros(0, dtype=bool)
+        # The views, dense by key row << shift | slot: the kind|gen of the entity the client
+        # holds in that slot, 0 for none (a held record is never of kind 0).
+        self.view = np.zeros(0, dtype=np.uint16)
+        # The removal pass looks only at what changed since it last ran: the slots whose
+        # cell or kind|gen changed (against `seen_cell` / `seen_kg`), the cells that left
+        # an interest, and `watch`: held keys out of interest kept so far (own entity,
+        # hitters, rows not delivered) and last tick's personal spawns.
+        self.seen_cell = _EMPTY
+        self.seen_kg = np.zeros(0, dtype=np.uint16)
+        self.watch = _EMPTY
+        # Sets over all clients, as sorted keys row << shift | slot.
         self.rm_keys = _EMPTY  # removals sent and not yet acknowledged...
         self.rm_tick = _EMPTY  # ...the tick first sent...
         self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
@@ -157,15 +162,12 @@ class InterestRoom:
         self.logged = pad(self.logged, _NO_ACK)
         self.cell_sent_at = np.concatenate(
             [self.cell_sent_at, np.zeros(more * self.stride, dtype=np.int64)])
-        self.view_bits = np.concatenate(
-            [self.view_bits, np.zeros(more << self.shift, dtype=bool)])
+        self.view = np.concatenate([self.view, np.zeros(more << self.shift, dtype=np.uint16)])
         self.cells.grow(n)
 
     def _drop_keys(self, rows: np.ndarray) -> None:
         """Forget the view, removals and hitters of `rows`."""
-        keep = ~np.isin(self.view_keys >> self.shift, rows)
-        self.view_bits[self.view_keys[~keep]] = False
-        self.view_keys, self.view_kg = self.view_keys[keep], self.view_kg[keep]
+        self.view.reshape(-1, 1 << self.shift)[rows] = 0
         keep = ~np.isin(self.rm_keys >> self.shift, rows)
         self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
         self.rm_gone = self.rm_gone[keep]
@@ -225,9 +227,8 @@ class InterestRoom:
         out = {}
         for row in np.flatnonzero(self.joined).tolist():
             cells, last_sent, _ = self.cells.cells_of(row)
-            mine = self.view_keys >> self.shift == row
-            out[row] = ClientView(InterestCells(cells, last_sent),
-                                  np.sort(self.view_keys[mine] & self.mask),
+            held = self.view[row << self.shift : (row + 1) << self.shift]
+            out[row] = ClientView(InterestCells(cells, last_sent), np.flatnonzero(held),
                                   int(self.acked[row]))
         return out
 
@@ -367,32 +368,11 @@ class InterestRoom:
         own[rows[live]] = ent[live]
 
         # Removals: what a view holds that is not in the interest set now (an entity whose
-        # cell is out, that died, or whose slot holds another entity).
-        held = self.view_keys
-        if len(held):
-            # The usual entry stays: its cell is of interest and its slot holds the same
-            # entity. Only the others (few) are checked further.
-            h_row, h_slot = held >> shift, held & mask
-            cell = index.cell_of[h_slot]
-            cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
-            stays = self.cells.in_interest[h_row * self.stride + cell]
-            stays &= kg[h_slot] == self.view_kg
-            odd = np.flatnonzero(~stays)
-            o_row, o_slot = h_row[odd], h_slot[odd]
-            same = kg[o_slot] == self.view_kg[odd]
-            kept = (o_slot == own[o_row]) & same
-            if len(hitters):
-                kept |= in_sorted(held[odd], hitters) & same
-            leaving = odd[delivered[o_row] & ~kept]
-            if len(leaving):
-                gone = ~same[delivered[o_row] & ~kept]
-                self.rm_keys = np.concatenate([self.rm_keys, held[leaving]])
-                self.rm_tick = np.concatenate(
-                    [self.rm_tick, np.full(len(leaving), tick, dtype=np.int64)])
-                self.rm_gone = np.concatenate([self.rm_gone, gone])
-                self.view_bits[held[leaving]] = False
-                self.view_keys = np.delete(held, leaving)
-                self.view_kg = np.delete(self.view_kg, leaving)
+        # cell is out, that died, or whose slot holds another entity). A held entry that
+        # stayed in interest leaves it only when its slot changes cell or entity, or its
+        # cell leaves the client's interest: only those entries (and the watched ones)
+        # are looked at, not every view's every entry.
+        self._removals(tick, index, kg, delivered, own, hitters)
 
         # Cells to send: near and overdue ones always, then by priority while the byte
         # allowance lasts (sizes estimated from each cell's last encoding).
@@ -419,6 +399,46 @@ class InterestRoom:
         base = np.where(usable, base, 0)
         return _Chosen(rows, delivered, reset, always, client, cells, base,
                        tokens is not None)
+
+    def _removals(self, tick: int, index: CellIndex, kg: np.ndarray, delivered: np.ndarray,
+                  own: np.ndarray, hitters: np.ndarray) -> None:
+        shift, mask, view = self.shift, self.mask, self.view
+        if len(self.seen_cell) != len(index.cell_of):  # first pass: every slot changed
+            self.seen_cell = np.full(len(index.cell_of), -1, dtype=np.int64)
+            self.seen_kg = np.zeros(len(kg), dtype=np.uint16)
+        changed = np.flatnonzero((index.cell_of != self.seen_cell) | (kg != self.seen_kg))
+        self.seen_cell, self.seen_kg = index.cell_of, kg.copy()
+        parts = [self.watch]
+        if len(changed):
+            # Every row's view of the changed slots, in one (rows, slots) gather.
+            r, j = np.nonzero(view.reshape(-1, 1 << shift)[:, changed])
+            parts.append(r << shift | changed[j])
+        dropped = self.cells.dropped
+        if len(dropped):
+            d_row, d_cell = dropped // self.stride, dropped % self.stride
+            n = index.starts[d_cell + 1] - index.starts[d_cell]
+            parts.append(np.repeat(d_row << shift, n)
+                         | index.order[_gather(index.starts[d_cell], n)])
+        cand = sorted_unique(np.concatenate(parts))
+        held = view[cand]
+        cand, held = cand[held != 0], held[held != 0]
+        c_row, c_slot = cand >> shift, cand & mask
+        cell = index.cell_of[c_slot]
+        cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
+        same = kg[c_slot] == held
+        odd = ~(self.cells.in_interest[c_row * self.stride + cell] & same)
+        o_key, o_row, o_slot, same = cand[odd], c_row[odd], c_slot[odd], same[odd]
+        kept = (o_slot == own[o_row]) & same
+        if len(hitters):
+            kept |= in_sorted(o_key, hitters) & same
+        leaving = delivered[o_row] & ~kept
+        if leaving.any():
+            self.rm_keys = np.concatenate([self.rm_keys, o_key[leaving]])
+            self.rm_tick = np.concatenate(
+                [self.rm_tick, np.full(int(leaving.sum()), tick, dtype=np.int64)])
+            self.rm_gone = np.concatenate([self.rm_gone, ~same[leaving]])
+            view[o_key[leaving]] = 0
+        self.watch = o_key[~leaving]  # still held out of interest: looked at next tick
 
     def _encode(self, chosen: _Chosen, tick: int, index: CellIndex, words: np.ndarray
                 ) -> tuple[list[bytes], _Members, np.ndarray]:
@@ -513,13 +533,10 @@ class InterestRoom:
         spawns = sorted_unique(np.concatenate([keys[skip],
                                                always[~in_sorted(always, from_chunks)]]))
         carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
-        # The view gains what it lacked of `carried`; every slot it still held has the
-        # world's kind|gen now already (the removals took the others).
-        new = carried[~self.view_bits[carried]]
-        if len(new):
-            self.view_bits[new] = True
-            self.view_keys = np.concatenate([self.view_keys, new])
-            self.view_kg = np.concatenate([self.view_kg, kg[new & mask]])
+        # The view holds `carried` now. The personal spawns may be out of interest (own
+        # entity, hitters): the next removal pass looks at them.
+        self.view[carried] = kg[carried & mask]
+        self.watch = np.concatenate([self.watch, spawns])
         if len(self.rm_keys):
             back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
             if back.any():

@@ -282,6 +282,7 @@ class RoomCells:
         self.win_in = np.zeros((0, k), dtype=bool)
         self.win_priority = np.zeros((0, k))
         self.win_last = np.zeros((0, k), dtype=np.int64)
+        self.dropped = np.zeros(0, dtype=np.int64)  # `update`'s cells that left interest
         self.grow(rows)
 
     def grow(self, rows: int) -> None:
@@ -327,7 +328,9 @@ class RoomCells:
                                                                        np.ndarray]:
         """Recompute the interest cells of seat `rows` around `centres` (M, 2): a cell
         enters within `radius`, and one already in stays while within `radius + margin`.
-        Returns (keys (M, K) flat keys of each window, `in` mask (M, K), dist (M, K))."""
+        Returns (keys (M, K) flat keys of each window, `in` mask (M, K), dist (M, K)), and
+        sets `dropped`: the flat keys ``row * stride + cell`` of the cells that left these
+        rows' interest (the only cells whose members a view may have to give up)."""
         g, c, w = self.grid, self.grid.cell, self.window
         reach = self.radius + self.margin
         x, y = centres[:, 0], centres[:, 1]
@@ -357,7 +360,8 @@ class RoomCells:
             # The window moved: its cells leave `in_interest` by id; the state of the
             # cells still in the window shifts with it (the others were out of reach).
             old_ids = self._cell_ids(self.origin[rows[moved]])
-            inside[(base[moved] + old_ids)[was[moved]]] = False
+            old_keys = (base[moved] + old_ids)[was[moved]]
+            inside[old_keys] = False
             shift = origin[moved] - self.origin[rows[moved]]  # old index = new + shift
             oi = step[None, :, None] + shift[:, 1, None, None]
             oj = step[None, None, :] + shift[:, 0, None, None]
@@ -375,8 +379,12 @@ class RoomCells:
         changed[moved] = keep[moved]
         inside[keys[changed & keep]] = True
         lost = changed & ~keep
+        dropped = [(base + ids)[lost]]
         if lost.any():
-            inside[(base + ids)[lost]] = False
+            inside[dropped[0]] = False
+        if len(moved):
+            dropped.append(old_keys[~inside[old_keys]])
+        self.dropped = np.concatenate(dropped) if len(dropped) > 1 else dropped[0]
         # A cell out of interest has no schedule: one that left comes back as new.
         priority, last = self.win_priority[rows], self.win_last[rows]
         priority[~keep] = 0.0
