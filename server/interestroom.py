@@ -470,8 +470,9 @@ class InterestRoom:
                                            prev_n[delta])]
         added = np.ones(len(cur), dtype=bool)
         at = np.flatnonzero(delta[cur_chunk])
-        added[at] = grids.cell_of[bases[cur_chunk[at]] % self.ring, cur[at]] \
-            != cells[cur_chunk[at]]
+        # Flat (tick % ring) * capacity + slot indices: one index array, not two.
+        added[at] = grids.cell_of.ravel()[bases[cur_chunk[at]] % self.ring * grids.capacity
+                                          + cur[at]] != cells[cur_chunk[at]]
         prev_chunk = np.repeat(np.arange(k_n), prev_n)
         prev_in = index.cell_of[prev] == cells[prev_chunk]
         add_n = np.bincount(cur_chunk[added], minlength=k_n)
@@ -487,7 +488,8 @@ class InterestRoom:
         row_slots[_gather(row_start + prev_n, add_n)] = cur[added]
         now = words[row_slots]
         row_base = np.repeat(bases, counts)
-        base_rows = grids.words[row_base % self.ring, row_slots]
+        base_rows = grids.words.reshape(-1, 8)[row_base % self.ring * grids.capacity
+                                               + row_slots]
         base_rows[row_base == 0] = 0
         kg = now[:, _W_KIND_GEN]
         same = (row_base > 0) & (kg == base_rows[:, _W_KIND_GEN]) & (kg & 0xFF != 0)

@@ -71,6 +71,15 @@ def recorded_send(tick: int, last_sent: np.ndarray, cells: np.ndarray, grid: Gri
     return np.where(last_sent == 0, slot, tick)
 
 
+def _rows_index(rows: np.ndarray) -> slice | np.ndarray:
+    """`rows` as a slice when they are consecutive and ascending (the usual room: seats
+    0..M-1), so the per-row state is read and written as views, not gathered copies."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (
+            len(rows) == 1 or (np.diff(rows) == 1).all()):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def in_sorted(values: np.ndarray, sorted_arr: np.ndarray) -> np.ndarray:
     """``np.isin(values, sorted_arr)`` for an ascending `sorted_arr`, by binary search
     (np.isin's table method is far slower on the small arrays of a tick)."""
@@ -353,8 +362,9 @@ class RoomCells:
         keys = np.where(valid, ids, g.cells) + base
 
         origin = np.stack([x0, y0], axis=1)
-        was = self.win_in[rows]
-        moved = np.flatnonzero((origin != self.origin[rows]).any(axis=1))
+        sel = _rows_index(rows)
+        was = self.win_in[sel]
+        moved = np.flatnonzero((origin != self.origin[sel]).any(axis=1))
         inside = self.in_interest
         if len(moved):
             # The window moved: its cells leave `in_interest` by id; the state of the
@@ -386,11 +396,12 @@ class RoomCells:
             dropped.append(old_keys[~inside[old_keys]])
         self.dropped = np.concatenate(dropped) if len(dropped) > 1 else dropped[0]
         # A cell out of interest has no schedule: one that left comes back as new.
-        priority, last = self.win_priority[rows], self.win_last[rows]
-        priority[~keep] = 0.0
-        last[~keep] = 0
-        self.win_priority[rows], self.win_last[rows] = priority, last
-        self.win_in[rows] = keep
+        priority, last = self.win_priority[sel], self.win_last[sel]
+        out = ~keep
+        priority[out] = 0.0
+        last[out] = 0
+        self.win_priority[sel], self.win_last[sel] = priority, last
+        self.win_in[sel] = keep
         return keys, keep, dist
 
     def schedule(self, tick: int, rows: np.ndarray, keys: np.ndarray, keep: np.ndarray,
@@ -402,8 +413,9 @@ class RoomCells:
         cell's estimated size, `nonempty` (M, K) whether it has members. Returns the
         schedule and what each client spent (estimated)."""
         m, k = keys.shape
-        last = self.win_last[rows]
-        prio = self.win_priority[rows]
+        sel = _rows_index(rows)
+        last = self.win_last[sel]
+        prio = self.win_priority[sel]
         must = (dist <= self.near) | (tick - last >= self.max_wait)
         # The offer order, one stable sort per client row: musts (-inf) in cell order,
         # then the rest by priority, highest first; cells not in interest (+inf) last.
@@ -444,7 +456,7 @@ class RoomCells:
         prio[sent] = 0.0
         last[sent] = recorded_send(tick, last[sent], (keys - (rows * self.stride)[:, None])[sent],
                                    self.grid, self.slot_block, self.max_wait)
-        self.win_priority[rows], self.win_last[rows] = prio, last
+        self.win_priority[sel], self.win_last[sel] = prio, last
         full = nonempty & keep
         oldest = int((tick - last[full]).max()) if full.any() else 0
         cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
