@@ -62,6 +62,7 @@ from sim.params import Params
 _W_KIND_GEN = 6
 _EMPTY = np.zeros(0, dtype=np.int64)
 _NO_ACK = -1
+_UNKNOWN_KG = 0xFFFF  # a view entry the client may hold with another entity (never a kind|gen)
 
 
 @dataclass(slots=True)
@@ -137,8 +138,9 @@ class InterestRoom:
         self.hit_keys = _EMPTY  # row << shift | the slot that hit it...
         self.hit_tick = _EMPTY  # ...the last tick it did...
         self.hit_kg = np.zeros(0, dtype=np.uint16)  # ...and its kind|gen then
-        # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys).
-        self.log: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys,
+        # sorted carried keys the view model did not hold with that kind|gen before).
+        self.log: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # -- seats ------------------------------------------------------------------------------
 
@@ -208,14 +210,25 @@ class InterestRoom:
         self.hit_kg = self.hit_kg[keep]
 
     def skipped(self, row: int, tick: int) -> None:
-        """The delivery did not send this client's snapshot of `tick`. Forgetting what
-        it carried is enough: no chunk will name it as a baseline, the removals it held
-        are still pending (they repeat until an ack covers a snapshot that carried them,
-        and the next snapshot carries them), and the view model may only hold entities
-        the client lacks, which costs at most a removal it ignores. A skipped reset is
-        sent again."""
+        """The delivery did not send this client's snapshot of `tick`. No chunk will name
+        it as a baseline, and the removals it held are still pending (they repeat until
+        an ack covers a snapshot that carried them, and the next snapshot carries them).
+        But the view model took in what it carried: an entity the client lacks (costs at
+        most a removal it ignores), or one whose slot the client holds with an older
+        entity (a slot reused, its removal cancelled because the snapshot carried the
+        new one). So each slot that snapshot gave the model is marked unknown: the next
+        removal pass sends it as gone unless carried again. A skipped reset is sent
+        again."""
         if row >= len(self.joined) or not self.joined[row]:
             return
+        entry = self.log.get(tick)
+        if entry is not None:
+            fresh = entry[2]
+            lo, hi = np.searchsorted(fresh, [row << self.shift, (row + 1) << self.shift])
+            keys = fresh[lo:hi]
+            keys = keys[self.view[keys] != 0]
+            self.view[keys] = _UNKNOWN_KG
+            self.watch = np.concatenate([self.watch, keys])
         if self.logged[row, tick % self.ring] == tick:
             self.logged[row, tick % self.ring] = _NO_ACK
         if tick == self.reset_tick[row]:
@@ -537,7 +550,9 @@ class InterestRoom:
         carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
         # The view holds `carried` now. The personal spawns may be out of interest (own
         # entity, hitters): the next removal pass looks at them.
-        self.view[carried] = kg[carried & mask]
+        now_kg = kg[carried & mask]
+        fresh = carried[self.view[carried] != now_kg]  # for `skipped`
+        self.view[carried] = now_kg
         self.watch = np.concatenate([self.watch, spawns])
         if len(self.rm_keys):
             back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
@@ -562,7 +577,7 @@ class InterestRoom:
             # when chosen; the personal part and the frame headers are charged now.
             self.tokens[rows] -= np.fromiter(map(len, personals), dtype=np.int64,
                                              count=m) + _FRAME_OVERHEAD
-        self.log[tick] = (rows[chosen.client] * self.stride + chosen.cells, carried)
+        self.log[tick] = (rows[chosen.client] * self.stride + chosen.cells, carried, fresh)
         self.logged[rows, tick % self.ring] = tick
         self.chunks_sent += len(ks)
         # The hand-over: each client's fragments (shared bytes objects) and personal part.
