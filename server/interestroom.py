@@ -121,9 +121,10 @@ class InterestRoom:
         self.tokens = np.zeros(0)  # byte allowance
         self.logged = np.zeros((0, self.ring), dtype=np.int64)
         self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
-        # The views, dense by key row << shift | slot: the kind|gen of the entity the client
-        # holds in that slot, 0 for none (a held record is never of kind 0).
-        self.view = np.zeros(0, dtype=np.uint16)
+        # The views, dense (slot, seat row): the kind|gen of the entity the client holds in
+        # that slot, 0 for none (a held record is never of kind 0). Slot-major, so the
+        # removal pass reads every row's entry of a changed slot from one place.
+        self.view = np.zeros((capacity, 0), dtype=np.uint16)
         # The removal pass looks only at what changed since it last ran: the slots whose
         # cell or kind|gen changed (against `seen_cell` / `seen_kg`), the cells that left
         # an interest, and `watch`: held keys out of interest kept so far (own entity,
@@ -164,12 +165,14 @@ class InterestRoom:
         self.logged = pad(self.logged, _NO_ACK)
         self.cell_sent_at = np.concatenate(
             [self.cell_sent_at, np.zeros(more * self.stride, dtype=np.int64)])
-        self.view = np.concatenate([self.view, np.zeros(more << self.shift, dtype=np.uint16)])
+        view = np.zeros((self.capacity, n), dtype=np.uint16)
+        view[:, :n_old] = self.view
+        self.view = view
         self.cells.grow(n)
 
     def _drop_keys(self, rows: np.ndarray) -> None:
         """Forget the view, removals and hitters of `rows`."""
-        self.view.reshape(-1, 1 << self.shift)[rows] = 0
+        self.view[:, rows] = 0
         keep = ~np.isin(self.rm_keys >> self.shift, rows)
         self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
         self.rm_gone = self.rm_gone[keep]
@@ -226,8 +229,10 @@ class InterestRoom:
             fresh = entry[2]
             lo, hi = np.searchsorted(fresh, [row << self.shift, (row + 1) << self.shift])
             keys = fresh[lo:hi]
-            keys = keys[self.view[keys] != 0]
-            self.view[keys] = _UNKNOWN_KG
+            at = self._at(keys)
+            held = self.view.ravel()[at] != 0
+            self.view.ravel()[at[held]] = _UNKNOWN_KG
+            keys = keys[held]
             self.watch = np.concatenate([self.watch, keys])
         if self.logged[row, tick % self.ring] == tick:
             self.logged[row, tick % self.ring] = _NO_ACK
@@ -240,7 +245,7 @@ class InterestRoom:
         out = {}
         for row in np.flatnonzero(self.joined).tolist():
             cells, last_sent, _ = self.cells.cells_of(row)
-            held = self.view[row << self.shift : (row + 1) << self.shift]
+            held = self.view[:, row]
             out[row] = ClientView(InterestCells(cells, last_sent), np.flatnonzero(held),
                                   int(self.acked[row]))
         return out
@@ -413,9 +418,13 @@ class InterestRoom:
         return _Chosen(rows, delivered, reset, always, client, cells, base,
                        tokens is not None)
 
+    def _at(self, keys: np.ndarray) -> np.ndarray:
+        """Flat indices into `view` of keys row << shift | slot."""
+        return (keys & self.mask) * self.view.shape[1] + (keys >> self.shift)
+
     def _removals(self, tick: int, index: CellIndex, kg: np.ndarray, delivered: np.ndarray,
                   own: np.ndarray, hitters: np.ndarray) -> None:
-        shift, mask, view = self.shift, self.mask, self.view
+        shift, mask, view = self.shift, self.mask, self.view.ravel()
         if len(self.seen_cell) != len(index.cell_of):  # first pass: every slot changed
             self.seen_cell = np.full(len(index.cell_of), -1, dtype=np.int64)
             self.seen_kg = np.zeros(len(kg), dtype=np.uint16)
@@ -424,7 +433,7 @@ class InterestRoom:
         parts = [self.watch]
         if len(changed):
             # Every row's view of the changed slots, in one (rows, slots) gather.
-            r, j = np.nonzero(view.reshape(-1, 1 << shift)[:, changed])
+            j, r = np.nonzero(self.view[changed])
             parts.append(r << shift | changed[j])
         dropped = self.cells.dropped
         if len(dropped):
@@ -433,8 +442,10 @@ class InterestRoom:
             parts.append(np.repeat(d_row << shift, n)
                          | index.order[_gather(index.starts[d_cell], n)])
         cand = sorted_unique(np.concatenate(parts))
-        held = view[cand]
-        cand, held = cand[held != 0], held[held != 0]
+        at = self._at(cand)
+        held = view[at]
+        on = held != 0
+        cand, held, at = cand[on], held[on], at[on]
         c_row, c_slot = cand >> shift, cand & mask
         cell = index.cell_of[c_slot]
         cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
@@ -450,7 +461,7 @@ class InterestRoom:
             self.rm_tick = np.concatenate(
                 [self.rm_tick, np.full(int(leaving.sum()), tick, dtype=np.int64)])
             self.rm_gone = np.concatenate([self.rm_gone, ~same[leaving]])
-            view[o_key[leaving]] = 0
+            view[at[odd][leaving]] = 0
         self.watch = o_key[~leaving]  # still held out of interest: looked at next tick
 
     def _encode(self, chosen: _Chosen, tick: int, index: CellIndex, words: np.ndarray
@@ -551,8 +562,10 @@ class InterestRoom:
         # The view holds `carried` now. The personal spawns may be out of interest (own
         # entity, hitters): the next removal pass looks at them.
         now_kg = kg[carried & mask]
-        fresh = carried[self.view[carried] != now_kg]  # for `skipped`
-        self.view[carried] = now_kg
+        v_at = self._at(carried)
+        view = self.view.ravel()
+        fresh = carried[view[v_at] != now_kg]  # for `skipped`
+        view[v_at] = now_kg
         self.watch = np.concatenate([self.watch, spawns])
         if len(self.rm_keys):
             back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
