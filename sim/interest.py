@@ -159,7 +159,7 @@ class Grid:
         # Distance from a point to a rectangle: per axis, how far outside the interval.
         dx = np.maximum(np.maximum(cxs * c - x, x - (cxs + 1) * c), 0.0)
         dy = np.maximum(np.maximum(cys * c - y, y - (cys + 1) * c), 0.0)
-        dist = np.hypot(dy[:, None], dx[None, :]).reshape(-1)
+        dist = np.sqrt((dy * dy)[:, None] + (dx * dx)[None, :]).reshape(-1)
         ids = (cys[:, None] * self.columns + cxs[None, :]).reshape(-1)
         near = dist <= reach
         return ids[near], dist[near]
@@ -354,7 +354,9 @@ class RoomCells:
         dx = np.maximum(np.maximum(cx * c - x[:, None], x[:, None] - (cx + 1) * c), 0.0)
         dy = np.maximum(np.maximum(cy * c - y[:, None], y[:, None] - (cy + 1) * c), 0.0)
         m = len(rows)
-        dist = np.hypot(dy[:, :, None], dx[:, None, :]).reshape(m, w * w)
+        # sqrt of the sum of squares, not np.hypot (3x dearer); Grid.around does the same
+        # float operations, so the two agree exactly.
+        dist = np.sqrt((dy * dy)[:, :, None] + (dx * dx)[:, None, :]).reshape(m, w * w)
         valid = ((cy <= y1)[:, :, None] & (cx <= x1)[:, None, :]).reshape(m, w * w)
         valid &= dist <= reach
         ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
