@@ -396,15 +396,17 @@ class InterestRoom:
         # allowance lasts (sizes estimated from each cell's last encoding).
         counts = np.zeros(self.grid.cells + 1, dtype=np.int64)
         counts[:-1] = np.diff(index.starts)
-        ids = keys - (rows * self.stride)[:, None]
-        n = counts[ids]
-        size = self.last_size[ids]
-        est = np.where(n == 0, 0, np.where(size > 0, size, 16 + 3 * n))
+        # Per cell first (a thousand entries), then one gather per client window entry.
+        size = self.last_size
+        cell_est = np.where(counts == 0, 0, np.where(size > 0, size, 16 + 3 * counts))
+        ids = self.cells.window_cells
+        est = cell_est[ids]
         per_tick = self.params.interest_budget_kbps * 1024.0 / rate
         tokens = None
         if per_tick > 0:
             tokens = np.minimum(2.0 * per_tick, self.tokens[rows] + per_tick)
-        plan, cost = self.cells.schedule(tick, rows, keys, keep, dist, est, tokens, n > 0)
+        plan, cost = self.cells.schedule(tick, rows, keys, keep, dist, est, tokens,
+                                         (counts > 0)[ids])
         if tokens is not None:
             self.tokens[rows] = tokens - cost
         self.oldest_age_s = plan.oldest_wait / rate

@@ -292,6 +292,7 @@ class RoomCells:
         self.win_priority = np.zeros((0, k))
         self.win_last = np.zeros((0, k), dtype=np.int64)
         self.dropped = np.zeros(0, dtype=np.int64)  # `update`'s cells that left interest
+        self.window_cells = np.zeros((0, 0), dtype=np.int64)  # `update`'s keys less the row
         self.grow(rows)
 
     def grow(self, rows: int) -> None:
@@ -339,7 +340,8 @@ class RoomCells:
         enters within `radius`, and one already in stays while within `radius + margin`.
         Returns (keys (M, K) flat keys of each window, `in` mask (M, K), dist (M, K)), and
         sets `dropped`: the flat keys ``row * stride + cell`` of the cells that left these
-        rows' interest (the only cells whose members a view may have to give up)."""
+        rows' interest (the only cells whose members a view may have to give up), and
+        `window_cells`: `keys` less ``row * stride`` (the cell ids, `cells` for none)."""
         g, c, w = self.grid, self.grid.cell, self.window
         reach = self.radius + self.margin
         x, y = centres[:, 0], centres[:, 1]
@@ -361,7 +363,8 @@ class RoomCells:
         valid &= dist <= reach
         ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
         base = (rows * self.stride)[:, None]
-        keys = np.where(valid, ids, g.cells) + base
+        cells = np.where(valid, ids, g.cells)
+        keys = cells + base
 
         origin = np.stack([x0, y0], axis=1)
         sel = _rows_index(rows)
@@ -404,6 +407,7 @@ class RoomCells:
         last[out] = 0
         self.win_priority[sel], self.win_last[sel] = priority, last
         self.win_in[sel] = keep
+        self.window_cells = cells
         return keys, keep, dist
 
     def schedule(self, tick: int, rows: np.ndarray, keys: np.ndarray, keep: np.ndarray,
