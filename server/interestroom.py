@@ -31,18 +31,24 @@ snapshots*):
 All of it is kept for the whole room as arrays, so a tick costs a fixed number of NumPy
 calls over all clients together, not a Python pass per client (issue 16: 200 clients in a
 33 ms tick). Scalars are arrays indexed by seat row; per-(client, cell) state is dense
-(``row * stride + cell``, see ``RoomCells``); sets of slots per client (the view, the
-removals, what a snapshot carried, recent hitters) are int64 keys ``row << shift | slot``
-over all clients (``shift`` bits hold any slot), sorted, except the views: those are in
-no order, with a bitmap of the same keys for membership. The log holds, per recent tick,
+(``row * stride + cell``, see ``RoomCells``); sets of slots per client (the removals,
+what a snapshot carried, recent hitters) are sorted int64 keys ``row << shift | slot``
+over all clients (``shift`` bits hold any slot). The views are a dense (slot, row) map of
+the kind|gen held (0: none). A held entry can only stop being of interest when its slot
+changes cell or entity or its cell leaves the client's interest, so the removal pass
+looks at those entries only (plus a watch list of held entries out of interest that are
+kept: own entity, hitters, rows not delivered), not at every view's every entry (~90k at
+bigworld). The log holds, per recent tick,
 every client's sent cells and carried keys, and ``logged[row, tick % ring] == tick`` says
 row's snapshot of that tick is in it (not skipped, not before a reset). An ack from a to b
 applies the logged ticks in (a, b]: a loop over those few ticks, vectorised over clients.
 Only the final hand-over (each client's tuple of fragments and its personal bytes) walks
 the clients.
 
-A reset (join, resume, ack 0, or a snapshot the delivery had to skip, so the client's view
-is no longer what we think) clears a client's baselines, log, view and removals; the next
+A snapshot the delivery skips marks the view entries it added as unknown (the client may
+still hold an older entity in such a slot), so the next removal pass sends them as gone
+unless carried again. A reset (join, resume, ack 0, or a skipped snapshot that carried
+the reset) clears a client's baselines, log, view and removals; the next
 snapshot carries the reset flag and only keyframe chunks.
 """
 
