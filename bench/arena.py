@@ -354,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON file (default bench/results/arena-E{E}-M{M}.json)")
     p.add_argument("--profile", metavar="FILE.prof",
                    help="run the server under cProfile and write its stats there")
+    p.add_argument("--reads", choices=("tick", "arrival"), default="tick",
+                   help="the server's --reads (default tick, the server's default): "
+                        "arrival is the A/B contrast for reads at the tick")
     args = p.parse_args(argv)
     if not 1 <= args.clients <= MAX_CLIENTS:
         p.error(f"--clients must be in [1, {MAX_CLIENTS}]")
@@ -367,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_arena(args.entities, args.clients, args.duration, args.warmup, args.procs,
                            Path(args.profile) if args.profile else None, args.ack_only,
-                           allow_partial=args.allow_partial, params_path=params_path)
+                           allow_partial=args.allow_partial, params_path=params_path,
+                           server_args=[*LOAD_TEST_SERVER_ARGS, "--reads", args.reads])
     except PartialRun as exc:
         print(format_rows([exc.result]))
         print(f"bench.arena: FAILED: {exc} (--allow-partial keeps such a run)",

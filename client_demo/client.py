@@ -435,7 +435,9 @@ class Client:
             self.mirror.configure(frame.welcome)
             self._welcomed.set()
         elif kind == "pong":
-            rtt = (now - frame.pong.client_time) * 1000.0
+            # Minus the time the Ping waited in the server to be read at its tick: the
+            # network's round trip, as NTP takes it.
+            rtt = max(0.0, now - frame.pong.client_time - frame.pong.held) * 1000.0
             self.client_rtt_ms = rtt
             self.stats.record(self.stats.client_rtt_ms, rtt)
         elif kind == "roster":

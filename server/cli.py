@@ -59,6 +59,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="close a joined client that sends no input for this long (default 30)")
     p.add_argument("--socket-send-buffer", type=int, default=0, metavar="BYTES",
                    help="SO_SNDBUF per client socket; 0 = OS default (default 0)")
+    p.add_argument("--reads", choices=("tick", "arrival"), default="tick",
+                   help="when a seated client's socket is read: once per tick, just before "
+                        "it (one wake-up per tick; TLS sockets are always read on arrival), "
+                        "or on every arrival (default tick)")
     p.add_argument("--tls-cert", metavar="FILE", help="serve https/wss with this certificate")
     p.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert")
     p.add_argument("--allowed-origins", metavar="URL[,URL]", default="",
@@ -259,6 +263,7 @@ def run_serve(args: argparse.Namespace) -> int:
                            params_path=params_file, recording=recording,
                            kick_ban_s=max(0.0, args.kick_ban_s),
                            max_rooms=args.max_rooms, join_token_ttl_s=args.token_ttl,
+                           reads_at_tick=args.reads == "tick",
                            modes=tuple(modes),
                            matchmake=MatchmakeLimits(
                                rate_per_s=max(0.0, args.matchmakes_per_ip_per_s),

@@ -24,6 +24,8 @@ class GatewayConfig:
     limits: SessionLimits
     max_rooms: int = 64
     close_timeout_s: float = 2.0
+    # a seated client's socket is read once per tick, not on every arrival (server.tickreads)
+    reads_at_tick: bool = True
     shutdown_timeout_s: float = 5.0
     web_root: Path = WEB_ROOT
     allowed_origins: tuple[str, ...] = ()  # () = the server's own origin only; "*" = any

@@ -5,8 +5,12 @@ aiohttp does the HTTP upgrade; then `Connection` is installed as the request han
 payload parser (`RequestHandler.set_parser`, which hands it the bytes read with the
 head), and `WebSocketReads` takes aiohttp's `RequestHandler` out of the data path
 (`transport.set_protocol`): every later read goes straight from the event loop to
-`feed_data`, with no Future, queue hop, message object or aiohttp layer per read. All
-decisions are the protocol's; this class only writes, closes and aborts.
+`feed_data`, with no Future, queue hop, message object or aiohttp layer per read. Once the
+client holds a seat, the gateway may switch it to reads at the tick
+(`start_tick_reads`, see `server.tickreads`): the socket is no longer watched, and the
+room's loop calls `read_at_tick` just before each tick. Any close goes back to reads as
+they arrive first, so a closing handshake is never held up by the tick. All decisions are
+the protocol's; this class only reads at the tick, writes, closes and aborts.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.protocol import Closed, Closing, ConnectionProtocol, Event, Joined, State
+from server.tickreads import TickReads, supported
 
 if TYPE_CHECKING:
     from server.clock import Clock
@@ -36,8 +41,8 @@ class ConnectionHooks(Protocol):
 class Connection:
     """One upgraded socket. `done` resolves when the transport is gone."""
 
-    __slots__ = ("_close_timer", "clock", "close_timeout_s", "done", "hooks", "peer",
-                 "protocol", "session", "transport", "write", "writelines")
+    __slots__ = ("_close_timer", "_tick_reads", "clock", "close_timeout_s", "done", "hooks",
+                 "peer", "protocol", "session", "transport", "write", "writelines")
 
     def __init__(self, transport: asyncio.Transport, protocol: ConnectionProtocol,
                  hooks: ConnectionHooks, clock: Clock, close_timeout_s: float,
@@ -53,6 +58,7 @@ class Connection:
         self.writelines = transport.writelines
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._close_timer: asyncio.TimerHandle | None = None
+        self._tick_reads: TickReads | None = None
 
     @property
     def room(self) -> Room | None:
@@ -66,9 +72,22 @@ class Connection:
     # -- aiohttp's payload-parser interface ---------------------------------------------
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._receive(data, self.clock.now(), 0.0)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._end_tick_reads()
+        self.protocol.connection_lost()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _receive(self, data: bytes, now: float, held: float) -> None:
         try:
             protocol = self.protocol
-            events = protocol.receive_data(data, self.clock.now())
+            events = protocol.receive_data(data, now, held)
             if protocol.outbox:  # most reads (inputs) write nothing back
                 self.flush()
             if events:
@@ -77,16 +96,64 @@ class Connection:
             # The protocol catches what a client can cause; this is a bug in the shell.
             # It must not reach aiohttp's data_received: this connection goes, quietly.
             log.exception("error in the connection shell", extra={"peer": self.peer})
-            self.transport.abort()
-        return False, b""
+            self._abort()
 
-    def feed_eof(self) -> None:
-        self.protocol.connection_lost()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if not self.done.done():
-            self.done.set_result(None)
+    # -- reads at the tick --------------------------------------------------------------
+
+    @property
+    def reads_at_tick(self) -> bool:
+        return self._tick_reads is not None
+
+    def start_tick_reads(self) -> bool:
+        """Stop watching the socket; `read_at_tick` reads it from now on. False (and
+        nothing changed) where that cannot work: TLS, not Linux, a closing transport."""
+        if self._tick_reads is not None:
+            return True
+        if not supported(self.transport):
+            return False
+        try:
+            reads = TickReads(self.transport.get_extra_info("socket").fileno(),
+                              self.clock.now())
+        except OSError as exc:
+            log.warning("reads at the tick unavailable: %s", exc, extra={"peer": self.peer})
+            return False
+        self._tick_reads = reads
+        self.transport.pause_reading()
+        return True
+
+    def stop_tick_reads(self) -> None:
+        """Back to reads as they arrive (before any close: see the module docstring)."""
+        if self._tick_reads is not None:
+            self._end_tick_reads()
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _end_tick_reads(self) -> None:
+        reads = self._tick_reads
+        if reads is not None:
+            self._tick_reads = None
+            reads.close()  # the duplicate descriptor only: the transport's stays open
+
+    def read_at_tick(self, now: float, wall_now: float) -> None:
+        """Read what the client sent since the last tick, handled at its arrival time.
+        End of stream and socket errors go back to the event loop's reads, which end the
+        connection the same way as without reads at the tick."""
+        reads = self._tick_reads
+        if reads is None:
+            return
+        try:
+            got = reads.read(now, wall_now)
+        except OSError:
+            # Reset by the peer: the error is consumed by this read, so end it here.
+            self._abort()
+            return
+        if got is None:
+            return
+        data, arrival = got
+        if not data:
+            self.stop_tick_reads()  # the event loop sees the end of stream again
+            return
+        self._receive(data, arrival, now - arrival)
 
     # -- acting on the protocol ---------------------------------------------------------
 
@@ -109,10 +176,12 @@ class Connection:
                     # A reader that stopped reading would never see a close frame queued
                     # behind its full buffer: the frame is written for the record and the
                     # TCP connection dropped at once.
-                    self.transport.abort()
+                    self._abort()
                 else:
+                    self.stop_tick_reads()  # the peer's Close is read as it arrives
                     self._arm_close_timer()
             elif isinstance(event, Closed):
+                self._end_tick_reads()
                 self.transport.close()  # flushes what is buffered, then FIN
                 self._arm_close_timer()  # ...but never waits on a peer for long
 
@@ -147,10 +216,15 @@ class Connection:
         # TCP with a FIN so the peer sees a clean close; a peer that left our bytes unread
         # gets a RST, since a graceful close would wait on it.
         self._close_timer = None
+        self._end_tick_reads()
         if self.transport.get_write_buffer_size() > 0:
             self.transport.abort()
         else:
             self.transport.close()
+
+    def _abort(self) -> None:
+        self._end_tick_reads()
+        self.transport.abort()
 
 
 class WebSocketReads(asyncio.Protocol):

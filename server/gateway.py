@@ -259,6 +259,8 @@ class Gateway(NodeSeats):
             self.metrics.players.dec()
         self.connections[event.player_id] = conn
         self.metrics.players.inc()
+        if self.config.reads_at_tick:
+            conn.start_tick_reads()
         self.loops.ensure(event.room)
         claim = conn.protocol.claim
         if claim is not None and self.fleet is not None and not event.resumed:

@@ -198,6 +198,7 @@ class ConnectionProtocol:
         self.close_code: int | None = None  # the code the server sent, if it closed
         self.close_reason = ""
         self.close_label = ""
+        self._held = 0.0  # how long the read being handled waited (see receive_data)
         self.peer_close_code: int | None = None  # the code in the peer's Close frame
         self._read_while_closing = 0
         self._burst_frames = session.limits.frame_burst
@@ -215,8 +216,10 @@ class ConnectionProtocol:
 
     # -- input ------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> list[Event]:
-        """Handle one read from the socket; returns the events for the shell."""
+    def receive_data(self, data: bytes, now: float, held: float = 0.0) -> list[Event]:
+        """Handle one read from the socket; returns the events for the shell. `now` is
+        when the bytes arrived; `held`, how long they waited to be read (reads at the
+        tick): a Pong answering a Ping among them says so."""
         events: list[Event] = []
         state = self.state
         if state is _CLOSED:
@@ -239,6 +242,7 @@ class ConnectionProtocol:
                 if msg is not None and msg.WhichOneof("kind") == "input":
                     return self._receive_input(msg.input, len(data), now)
         session = self.session
+        self._held = held
         budget = session.budget
         silence = now - session.last_read_at
         session.last_read_at = now
@@ -436,7 +440,7 @@ class ConnectionProtocol:
     def _pong(self, ping: pb.Ping, now: float) -> None:
         assert self.room is not None
         pong = pb.Pong(client_time=ping.client_time, server_time=now,
-                       server_tick=self.room.tick_number)
+                       server_tick=self.room.tick_number, held=self._held)
         self.outbox.append(ws_frame(OP_BINARY, pb.ServerFrame(pong=pong).SerializeToString()))
 
     def _submit(self, msg: pb.Input, now: float, events: list[Event]) -> None:

@@ -7,6 +7,9 @@ counters (the schedule owns them: duration, overruns, skipped ticks, tick errors
 the plain-int `Counts` to Prometheus, every `metrics.FLUSH_EVERY_S` (/metrics flushes
 before it renders, so a scrape sees every count).
 
+Before each tick the room's seats read at the tick are read (`read_seats`, see
+`server.tickreads`): one wake-up per tick instead of one per input.
+
 Delivery never awaits a client: frames are written with `transport.write` (buffers,
 never blocks). The send buffer size decides whether a client gets this tick's snapshot
 (`OutboundPolicy`); a client stalled for too long is aborted. Each snapshot's shared part
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,6 +106,7 @@ class RoomLoops:
     # -- one tick -----------------------------------------------------------------------
 
     def tick_room(self, room: Room, now: float) -> None:
+        self.read_seats(room, now)
         result = room.tick(now)
         self.deliver(result, now)
         self.charge_input_rejections(result, now)
@@ -110,6 +115,15 @@ class RoomLoops:
             log.info("seat expired", extra={"player": player_id, "room": room.room_id})
         if room.tick_number % (room.params.tick_rate * 10) == 0:
             self._reap(now)
+
+    def read_seats(self, room: Room, now: float) -> None:
+        """What each seat read at the tick sent since the last tick (`tickreads`)."""
+        get_conn = self.connections.get
+        wall_now = time.time()
+        for player_id in tuple(room.seats):  # a read may free a seat (Leave)
+            conn = get_conn(player_id)
+            if conn is not None and conn.reads_at_tick:
+                conn.read_at_tick(now, wall_now)
 
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:

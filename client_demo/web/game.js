@@ -159,7 +159,8 @@ export class Game {
         this.onRoster(msg);
         break;
       case "pong":
-        tw.pingRttMs = Math.max(0, (now() - msg.clientTime) * 1000);
+        // Minus the time the Ping waited in the server to be read at its tick.
+        tw.pingRttMs = Math.max(0, (now() - msg.clientTime - (msg.held || 0)) * 1000);
         break;
       case "params":
         this._setParams(msg.params);

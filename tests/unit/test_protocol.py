@@ -226,6 +226,22 @@ def test_inputs_reach_the_room_and_a_ping_gets_a_pong_with_the_server_tick():
     (opcode, payload), = server_frames(conn)
     pong = pb.ServerFrame.FromString(payload).pong
     assert opcode == OP_BINARY and pong.client_time == 7.0 and pong.server_time == server.now
+    assert pong.held == 0.0  # read as it arrived
+
+
+def test_a_ping_read_at_the_tick_is_answered_with_its_arrival_and_how_long_it_waited():
+    server = Server()
+    conn, _ = server.joined()
+    conn.outbox.clear()
+    arrived = server.now - 0.02
+    conn.receive_data(client_frame(encode(ping=pb.Ping(client_time=7.0))), arrived, 0.02)
+    (_, payload), = server_frames(conn)
+    pong = pb.ServerFrame.FromString(payload).pong
+    assert pong.server_time == arrived and pong.held == 0.02
+    # The next read's Ping waited for nothing: the hold is per read, not remembered.
+    conn.receive_data(client_frame(encode(ping=pb.Ping(client_time=8.0))), server.now)
+    (_, payload), = server_frames(conn)
+    assert pb.ServerFrame.FromString(payload).pong.held == 0.0
 
 
 def test_a_websocket_ping_is_answered_with_its_payload():

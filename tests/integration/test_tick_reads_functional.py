@@ -1,0 +1,261 @@
+"""Reads at the tick (`server.tickreads`): a seated client's socket is read once per tick,
+each read handled at the kernel's arrival time; every close path goes back to reads on
+arrival first and leaves no descriptor behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+
+import aiohttp
+import pytest
+
+from client_demo.client import Client
+from proto import PROTOCOL_VERSION
+from proto import tickwire_pb2 as pb
+from server.errors import CLOSE_POLICY
+from server.tickreads import READ_BYTES, TickReads
+from tests.integration.conftest import RawWebSocket, wait_until
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def tcp_pair():
+    """A connected loopback TCP pair (server side non-blocking, as a transport's is)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    server.setblocking(False)
+    listener.close()
+    yield client, server
+    client.close()
+    server.close()
+
+
+# -- TickReads on its own ------------------------------------------------------------------
+
+
+def test_a_read_returns_the_bytes_with_their_kernel_arrival_on_the_servers_clock(tcp_pair):
+    client, server = tcp_pair
+    reads = TickReads(server.fileno(), now=100.0)
+    try:
+        assert reads.read(100.0, time.time()) is None  # nothing waiting
+        sent_at = time.time()
+        client.sendall(b"hello")
+        got = None
+        for _ in range(200):  # bounded: loopback delivers at once
+            got = reads.read(105.0, time.time())
+            if got is not None:
+                break
+        assert got is not None
+        data, arrival = got
+        read_at = time.time()
+        assert data == b"hello"
+        # The arrival is the bytes' age on the wall clock, taken back from the server's
+        # `now`: no earlier than when they were sent, no later than when they were read.
+        assert 105.0 - (read_at - sent_at) <= arrival <= 105.0
+        assert reads.last_arrival == arrival
+    finally:
+        reads.close()
+
+
+def test_a_stepped_wall_clock_never_moves_an_arrival_before_the_last_nor_after_now(
+        tcp_pair):
+    client, server = tcp_pair
+    reads = TickReads(server.fileno(), now=50.0)
+    try:
+        client.sendall(b"a")
+        while (got := reads.read(60.0, time.time() + 3600.0)) is None:  # clock stepped on
+            pass
+        assert got == (b"a", 50.0)  # an hour "old": held at the previous arrival
+        client.sendall(b"b")
+        while (got := reads.read(70.0, time.time() - 3600.0)) is None:  # stepped back
+            pass
+        assert got == (b"b", 70.0)  # "from the future": taken as arriving now
+    finally:
+        reads.close()
+
+
+def test_one_read_takes_at_most_read_bytes_and_the_rest_waits(tcp_pair):
+    client, server = tcp_pair
+    client.setblocking(False)
+    reads = TickReads(server.fileno(), now=0.0)
+    try:
+        sent = 0
+        try:
+            while sent < 3 * READ_BYTES:
+                sent += client.send(b"x" * (3 * READ_BYTES - sent))
+        except BlockingIOError:
+            pass
+        assert sent > READ_BYTES
+        while (got := reads.read(1.0, time.time())) is None:
+            pass
+        assert 0 < len(got[0]) <= READ_BYTES
+        assert reads.read(1.0, time.time()) is not None  # more is waiting
+    finally:
+        reads.close()
+
+
+def test_end_of_stream_reads_empty_and_a_reset_raises(tcp_pair):
+    client, server = tcp_pair
+    reads = TickReads(server.fileno(), now=0.0)
+    try:
+        client.shutdown(socket.SHUT_WR)
+        while (got := reads.read(1.0, time.time())) is None:
+            pass
+        assert got[0] == b""
+    finally:
+        reads.close()
+    listener = socket.create_server(("127.0.0.1", 0))
+    other = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    listener.close()
+    accepted.setblocking(False)
+    reads = TickReads(accepted.fileno(), now=0.0)
+    try:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        other.close()  # linger 0: a reset
+        with pytest.raises(OSError):
+            for _ in range(1000):
+                if reads.read(1.0, time.time()) is not None:
+                    break
+    finally:
+        reads.close()
+        accepted.close()
+
+
+def test_closing_the_reads_closes_only_their_duplicate_descriptor(tcp_pair):
+    client, server = tcp_pair
+    before = _open_fds()
+    reads = TickReads(server.fileno(), now=0.0)
+    assert _open_fds() == before + 1
+    reads.close()
+    assert _open_fds() == before
+    client.sendall(b"still open")
+    server.setblocking(True)
+    server.settimeout(5.0)
+    assert server.recv(64) == b"still open"
+
+
+# -- through the gateway -------------------------------------------------------------------
+
+
+async def _join(ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+    join = pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION, name=name))
+    await ws.send_bytes(join.SerializeToString())
+
+
+async def _frames(ws: aiohttp.ClientWebSocketResponse, kind: str,
+                  timeout: float = 5.0) -> pb.ServerFrame:
+    """The next ServerFrame of `kind` (bounded wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        msg = await ws.receive(timeout=max(0.01, deadline - loop.time()))
+        assert msg.type == aiohttp.WSMsgType.BINARY, msg
+        frame = pb.ServerFrame.FromString(msg.data)
+        if frame.WhichOneof("kind") == kind:
+            return frame
+
+
+@pytest.mark.parametrize("reads_at_tick", [True, False])
+async def test_a_pong_says_how_long_the_ping_waited_for_the_tick_functional(
+        start_server, reads_at_tick):
+    """Read at the tick, a Ping is handled at its arrival (`server_time`) and answered
+    when its tick reads it: arrival + `held` is that tick's time, the `server_time` of
+    the snapshot that follows the Pong. Read on arrival, nothing waits."""
+    running = await start_server(config_overrides={"reads_at_tick": reads_at_tick})
+    async with aiohttp.ClientSession() as http, http.ws_connect(running.ws_url) as ws:
+        await _join(ws, "pinger")
+        welcome = (await _frames(ws, "welcome")).welcome
+        conn = running.gateway.connections[welcome.player_id]
+        assert conn.reads_at_tick is reads_at_tick
+        for _ in range(3):
+            await _frames(ws, "snapshot")  # just after a tick: the ping waits for the next
+            await ws.send_bytes(pb.ClientFrame(ping=pb.Ping(client_time=1.5))
+                                .SerializeToString())
+            pong = (await _frames(ws, "pong")).pong
+            snapshot = (await _frames(ws, "snapshot")).snapshot
+            assert pong.client_time == 1.5
+            if reads_at_tick:
+                assert pong.held > 0.0
+                assert pong.server_time + pong.held == pytest.approx(snapshot.server_time,
+                                                                     abs=1e-9)
+            else:
+                assert pong.held == 0.0
+                assert pong.server_time <= snapshot.server_time
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+async def test_a_peer_gone_while_read_at_the_tick_frees_its_connection_functional(
+        start_server, how):
+    running = await start_server()
+    gateway = running.gateway
+    raw = await RawWebSocket.connect(running.port)
+    raw.send(pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION, name="gone"))
+             .SerializeToString())
+    await raw.read_frame()  # Welcome
+    await wait_until(lambda: len(gateway.connections) == 1)
+    (player_id, conn), = gateway.connections.items()
+    assert conn.reads_at_tick
+    if how == "reset":
+        sock = raw.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.abort()
+    else:
+        raw.writer.close()
+    await wait_until(lambda: player_id not in gateway.connections)
+    await wait_until(lambda: conn.done.done())
+    assert not conn.reads_at_tick
+
+
+async def test_a_server_close_while_read_at_the_tick_ends_tcp_and_leaks_no_descriptor_functional(
+        start_server):
+    """The duplicate descriptor the tick reads hold must not keep the TCP connection
+    open after the server closes it: the client sees the Close, then end of stream."""
+    running = await start_server()
+    gateway = running.gateway
+    before = _open_fds()
+    raw = await RawWebSocket.connect(running.port)
+    raw.send(pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION, name="kicked"))
+             .SerializeToString())
+    await raw.read_frame()
+    await wait_until(lambda: len(gateway.connections) == 1)
+    conn = next(iter(gateway.connections.values()))
+    assert conn.reads_at_tick
+    conn.close(CLOSE_POLICY, "kicked by a test", label="kicked")
+    assert not conn.reads_at_tick  # back to reads on arrival for the closing handshake
+    code, reason = await raw.read_close()
+    assert (code, reason) == (CLOSE_POLICY, "kicked by a test")
+    raw.send(struct.pack("!H", 1000), opcode=0x8)  # our Close: the handshake completes
+    assert await asyncio.wait_for(raw.reader.read(), 5.0) == b""  # then FIN
+    raw.writer.close()
+    await wait_until(lambda: conn.done.done())
+    await wait_until(lambda: _open_fds() <= before)
+
+
+async def test_a_flood_read_at_the_tick_is_still_closed_as_a_flood_functional(start_server):
+    """Every frame read at the tick is charged to the budget as on arrival: a client
+    sending far more than its frame rate is closed 1008 and counted; another player in
+    the room keeps its snapshots."""
+    running = await start_server()
+    async with Client(running.ws_url, "calm") as calm:
+        raw = await RawWebSocket.connect(running.port)
+        raw.send(pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION,
+                                             name="flooder")).SerializeToString())
+        await raw.read_frame()
+        ping = pb.ClientFrame(ping=pb.Ping(client_time=0.0)).SerializeToString()
+        for _ in range(2000):
+            raw.send(ping)
+        code, _ = await raw.read_close(timeout=10.0)
+        assert code == CLOSE_POLICY
+        raw.abort()
+        for _ in range(5):
+            await calm.next_snapshot()  # raises if none comes within its bounded wait
+    assert await running.metric('tickwire_frames_rejected_total{reason="rate_limited"}') > 0
