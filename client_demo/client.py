@@ -28,6 +28,7 @@ from proto.chunks import ChunkMirror
 
 REDUNDANT_INPUTS = 3  # unacknowledged commands resent with each input
 MAX_STAT_SAMPLES = 200_000
+PING_WAIT_S = 0.1  # how long a due Ping waits for an input to follow
 
 
 class ClientError(Exception):
@@ -166,6 +167,7 @@ class Client:
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         self.ping_interval_s = ping_interval_s
+        self._ping_due = False  # the ping loop asks; the next input carries it out
         self._own_session = session is None
         self._session = session
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -335,6 +337,8 @@ class Client:
         self._unacked.append(cmd)
         await self._send(pb.ClientFrame(input=pb.Input(ack_tick=self.mirror.ack_tick,
                                                        cmds=list(self._unacked))))
+        if self._ping_due:
+            await self.ping()
         return self._seq
 
     async def send_raw(self, data: bytes) -> None:
@@ -344,13 +348,21 @@ class Client:
         await self.ws.send_bytes(data)
 
     async def ping(self) -> None:
+        self._ping_due = False
         await self._send(pb.ClientFrame(ping=pb.Ping(client_time=time.monotonic())))
 
     async def _ping_loop(self) -> None:
+        # A due Ping goes right after the next input (see send_input), or on its own when
+        # no input comes within PING_WAIT_S. A server reading at the tick times a read by
+        # its newest bytes: a Ping followed by an input in the same read would be timed
+        # at the input's arrival, and its round trip come out too long.
         with contextlib.suppress(ClientError, ConnectionError, asyncio.CancelledError):
             while True:
-                await self.ping()
-                await asyncio.sleep(self.ping_interval_s)
+                self._ping_due = True
+                await asyncio.sleep(min(PING_WAIT_S, self.ping_interval_s))
+                if self._ping_due:
+                    await self.ping()
+                await asyncio.sleep(max(0.0, self.ping_interval_s - PING_WAIT_S))
 
     # -- receiving ------------------------------------------------------------------------------
 

@@ -41,8 +41,9 @@ class ConnectionHooks(Protocol):
 class Connection:
     """One upgraded socket. `done` resolves when the transport is gone."""
 
-    __slots__ = ("_close_timer", "_tick_reads", "clock", "close_timeout_s", "done", "hooks",
-                 "peer", "protocol", "session", "transport", "write", "writelines")
+    __slots__ = ("_close_timer", "_tick_reads", "_timing_pong", "clock", "close_timeout_s",
+                 "done", "hooks", "peer", "protocol", "session", "transport", "write",
+                 "writelines")
 
     def __init__(self, transport: asyncio.Transport, protocol: ConnectionProtocol,
                  hooks: ConnectionHooks, clock: Clock, close_timeout_s: float,
@@ -59,6 +60,7 @@ class Connection:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._close_timer: asyncio.TimerHandle | None = None
         self._tick_reads: TickReads | None = None
+        self._timing_pong = False  # read on arrival until our ping's pong is in
 
     @property
     def room(self) -> Room | None:
@@ -73,6 +75,8 @@ class Connection:
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         self._receive(data, self.clock.now(), 0.0)
+        if self._timing_pong:
+            self._pong_timed()
         return False, b""
 
     def feed_eof(self) -> None:
@@ -125,8 +129,24 @@ class Connection:
         """Back to reads as they arrive (before any close: see the module docstring)."""
         if self._tick_reads is not None:
             self._end_tick_reads()
-            if not self.transport.is_closing():
+            if not self._timing_pong and not self.transport.is_closing():
                 self.transport.resume_reading()
+            self._timing_pong = False
+
+    def time_pong(self) -> None:
+        """Our ping just went out: read on arrival until its pong is in. A read's kernel
+        time is that of its newest bytes, so a pong read at the tick together with a
+        later input would be timed late; this costs one wake-up per ping (1/s)."""
+        if self._tick_reads is not None and not self._timing_pong \
+                and not self.transport.is_closing():
+            self._timing_pong = True
+            self.transport.resume_reading()
+
+    def _pong_timed(self) -> None:
+        if not self.session.pings.outstanding:
+            self._timing_pong = False
+            if self._tick_reads is not None and not self.transport.is_closing():
+                self.transport.pause_reading()  # the pong is in: back to the tick
 
     def _end_tick_reads(self) -> None:
         reads = self._tick_reads
@@ -154,6 +174,8 @@ class Connection:
             self.stop_tick_reads()  # the event loop sees the end of stream again
             return
         self._receive(data, arrival, now - arrival)
+        if self._timing_pong:
+            self._pong_timed()
 
     # -- acting on the protocol ---------------------------------------------------------
 

@@ -227,6 +227,7 @@ class RoomLoops:
                 if payload is not None:
                     # Written with the snapshot: one syscall per seat per tick, ping included.
                     ping = ws_frame(OP_PING, payload)
+                    conn.time_pong()
             if session.outbound.admit(conn.transport.get_write_buffer_size(), now):
                 shared = d.snapshot_shared
                 if d.chunks is not None:  # interest management: header, shared chunks, personal

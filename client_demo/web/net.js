@@ -29,6 +29,7 @@ export { PROTOCOL_VERSION }; // the .proto's ProtocolVersion enum, via gen/wire.
 export const BACKOFF_MIN_S = 0.5;
 export const BACKOFF_MAX_S = 8;
 export const PING_INTERVAL_S = 1;
+const PING_WAIT_MS = 100; // how long a due Ping waits for an input to follow
 export const RESUME_MISSES = 2; // Resumes that never opened before we matchmake again
 
 /** Load the message types from the JSON descriptor built by `npm run build`. */
@@ -65,6 +66,7 @@ export class Net {
     this.sentResume = false;
     this.retryTimer = null;
     this.pingTimer = null;
+    this.pingDue = false; // the ping timer asks; the next input carries it out
     this.stopped = false;
     this.pendingConnect = null; // a connect waiting for its seat
     this.nodeUrl = null; // the /ws of the node that runs our seat, without a token
@@ -248,9 +250,20 @@ export class Net {
 
   _startPing() {
     clearInterval(this.pingTimer);
-    const ping = () => this.send({ ping: { clientTime: performance.now() / 1000 } });
-    ping();
-    this.pingTimer = setInterval(ping, PING_INTERVAL_S * 1000);
+    // A due Ping goes right after the next input (see send), or on its own when no input
+    // comes within PING_WAIT_MS: a server reading at the tick times a read by its newest
+    // bytes, so a Ping followed by an input in the same read would come out too long.
+    const due = () => {
+      this.pingDue = true;
+      setTimeout(() => { if (this.pingDue) this._ping(); }, PING_WAIT_MS);
+    };
+    due();
+    this.pingTimer = setInterval(due, PING_INTERVAL_S * 1000);
+  }
+
+  _ping() {
+    this.pingDue = false;
+    this.send({ ping: { clientTime: performance.now() / 1000 } });
   }
 
   /** Send one ClientFrame given as a plain object, e.g. {input: {...}}. */
@@ -259,6 +272,7 @@ export class Net {
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     const T = this.types.ClientFrame;
     ws.send(T.encode(T.fromObject(obj)).finish());
+    if (this.pingDue && obj.input) this._ping();
     return true;
   }
 

@@ -65,11 +65,29 @@ def test_a_read_returns_the_bytes_with_their_kernel_arrival_on_the_servers_clock
         reads.close()
 
 
+def _until_timestamped(client: socket.socket, reads: TickReads) -> None:
+    """Wait (bounded) until reads carry the kernel's time: the kernel turns receive
+    timestamps on a moment after the first socket asks (a deferred static key); until
+    then a read is taken as arriving at `now`."""
+    for _ in range(200):
+        client.sendall(b"w")
+        time.sleep(0.01)  # the wall clock read after the bytes arrived
+        while (got := reads.read(1000.0, time.time())) is None:
+            pass
+        if got[1] < 1000.0:
+            reads.last_arrival = 0.0
+            return
+        time.sleep(0.01)
+    raise AssertionError("no receive timestamps within 2 s")
+
+
 def test_a_stepped_wall_clock_never_moves_an_arrival_before_the_last_nor_after_now(
         tcp_pair):
     client, server = tcp_pair
     reads = TickReads(server.fileno(), now=50.0)
     try:
+        _until_timestamped(client, reads)
+        reads.last_arrival = 50.0
         client.sendall(b"a")
         while (got := reads.read(60.0, time.time() + 3600.0)) is None:  # clock stepped on
             pass
@@ -170,12 +188,20 @@ async def test_a_pong_says_how_long_the_ping_waited_for_the_tick_functional(
     """Read at the tick, a Ping is handled at its arrival (`server_time`) and answered
     when its tick reads it: arrival + `held` is that tick's time, the `server_time` of
     the snapshot that follows the Pong. Read on arrival, nothing waits."""
-    running = await start_server(config_overrides={"reads_at_tick": reads_at_tick})
+    # One server ping, answered before the Pings below: while ours is out, the socket is
+    # read on arrival (its pong is timed exactly), and no other comes for 60 s.
+    running = await start_server(config_overrides={"reads_at_tick": reads_at_tick},
+                                 ping_interval_s=60.0)
     async with aiohttp.ClientSession() as http, http.ws_connect(running.ws_url) as ws:
         await _join(ws, "pinger")
         welcome = (await _frames(ws, "welcome")).welcome
         conn = running.gateway.connections[welcome.player_id]
         assert conn.reads_at_tick is reads_at_tick
+        pings = conn.session.pings
+        while pings.outstanding or not pings.rtt.samples:  # aiohttp pongs as it reads
+            await _frames(ws, "snapshot")
+        # The pong is in: back to reads at the tick (the socket is not watched).
+        assert conn.transport.is_reading() is not reads_at_tick
         for _ in range(3):
             await _frames(ws, "snapshot")  # just after a tick: the ping waits for the next
             await ws.send_bytes(pb.ClientFrame(ping=pb.Ping(client_time=1.5))

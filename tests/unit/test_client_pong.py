@@ -26,3 +26,28 @@ def test_a_pong_without_a_hold_is_the_whole_round_trip():
     client = Client("ws://127.0.0.1:9/ws", "p")
     client._on_frame(_pong(time.monotonic() - 0.5, 0.0))
     assert client.stats.client_rtt_ms[-1] >= 500.0
+
+
+class _RecordingSocket:
+    """Stands in for the WebSocket under the client: records what it is asked to send."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[pb.ClientFrame] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(pb.ClientFrame.FromString(data))
+
+
+async def test_a_due_ping_goes_right_after_the_next_input_and_only_once():
+    client = Client("ws://127.0.0.1:9/ws", "p")
+    client.ws = _RecordingSocket()
+    await client.send_input(1.0, 0.0)
+    assert [f.WhichOneof("kind") for f in client.ws.sent] == ["input"]
+    client._ping_due = True  # what the ping loop sets every ping_interval_s
+    await client.send_input(1.0, 0.0)
+    await client.send_input(1.0, 0.0)
+    kinds = [f.WhichOneof("kind") for f in client.ws.sent]
+    assert kinds == ["input", "input", "ping", "input"]
+    assert not client._ping_due
