@@ -15,10 +15,16 @@ hits both alike; each figure is the median over rounds of each run's 20th percen
 - ``socket_recv_us``: the whole receive path from raw socket bytes: CPU time of the
   event loop's thread per input frame, for 100 real loopback TCP clients of a real
   gateway (``build_app`` on uvloop, the HTTP upgrade, a Join each) that each send one
-  masked input frame per 1/30 s from another thread: epoll, the read syscall, aiohttp's
-  protocol, ``Connection.feed_data`` through ``Room.submit``. The room's tick loop is
-  stopped once everyone has joined, so nothing is sent back and the figure is the
-  receive side alone;
+  masked input frame per 1/30 s, each at its own phase (spread over the 1/30 s, as real
+  clients are; until round five all 100 were sent in one burst), from another process:
+  epoll, the read syscall, aiohttp's protocol, ``Connection.feed_data`` through
+  ``Room.submit``. The room's tick loop is stopped once everyone has joined, so nothing
+  is sent back and the figure is the receive side alone. The gateway reads on arrival
+  (``--reads arrival``);
+- ``tick_recv_us``: the same clients and frames read at the tick (``--reads tick``, the
+  default): a 30 Hz task in place of the tick loop calls ``RoomLoops.read_seats`` and
+  nothing else, so the figure is the sleep and wake-up per tick, one ``recvmsg`` per seat
+  and the same receive path, per frame;
 - ``loop_us_per_tick``: CPU time of ``tickloop.run_ticks`` itself per tick (sleeping until
   each deadline, waking, recording), with an empty tick at 128 Hz on uvloop and the real
   clock for 0.5 s a run.
@@ -161,15 +167,25 @@ def _socket_clients(port: int, frames: list[bytes], join: bytes, go: Any) -> Non
         return
     start = time.monotonic()
     for r, frame in enumerate(frames):
-        for sock in socks:
+        for i, sock in enumerate(socks):
+            # Each client at its own phase of the 1/30 s, as real clients send: the
+            # server sees the arrivals spread over the tick, not one burst.
+            time.sleep(max(0.0, start + (r + i / SOCKET_CLIENTS) / 30 - time.monotonic()))
             sock.sendall(frame)
-        time.sleep(max(0.0, start + (r + 1) / 30 - time.monotonic()))
     time.sleep(1.0)  # the server reads the last frames before the sockets close
     for sock in socks:
         sock.close()
 
 
 def _socket_recv_us() -> float:
+    return _recv_us(reads_at_tick=False)
+
+
+def _tick_recv_us() -> float:
+    return _recv_us(reads_at_tick=True)
+
+
+def _recv_us(*, reads_at_tick: bool) -> float:
     import asyncio
     import multiprocessing
 
@@ -191,9 +207,26 @@ def _socket_recv_us() -> float:
                                               name="ab")).SerializeToString())
     spawn = multiprocessing.get_context("spawn")
 
+    async def read_at_ticks(gateway: Any, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        rooms = list(gateway.lobby.rooms.values())
+        next_at = loop.time()
+        while not stop.is_set():
+            for room in rooms:
+                gateway.loops.read_seats(room, gateway.clock.now())
+            next_at += 1 / 30
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
     async def one_run() -> float:
-        app = build_app(GatewayConfig(params=params,
-                                      limits=SessionLimits.for_tick_rate(params.tick_rate)))
+        try:  # a tree from before reads at the tick has no such setting: it reads on arrival
+            config = GatewayConfig(params=params, reads_at_tick=reads_at_tick,
+                                   limits=SessionLimits.for_tick_rate(params.tick_rate))
+        except TypeError:
+            if reads_at_tick:
+                return float("nan")
+            config = GatewayConfig(params=params,
+                                   limits=SessionLimits.for_tick_rate(params.tick_rate))
+        app = build_app(config)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -210,6 +243,16 @@ def _socket_recv_us() -> float:
             else:
                 raise RuntimeError(f"{len(gateway.connections)} of {SOCKET_CLIENTS} joined")
             await gateway.loops.stop()  # no ticks from here: nothing is sent back
+            if reads_at_tick:
+                # These clients never read, so the pings of the room's first ticks go
+                # unanswered, and a connection waiting for its pong is read on arrival
+                # (Connection.time_pong): back to the tick, as after a pong.
+                for conn in gateway.connections.values():
+                    conn.stop_tick_reads()
+                    conn.start_tick_reads()
+            stop_reads = asyncio.Event()
+            reader = (asyncio.create_task(read_at_ticks(gateway, stop_reads))
+                      if reads_at_tick else None)
             counts = gateway.metrics.counts
             want = counts.bytes_received + SOCKET_CLIENTS * sum(map(len, frames))
             cpu0 = time.thread_time()
@@ -219,6 +262,9 @@ def _socket_recv_us() -> float:
                     break
                 await asyncio.sleep(0.05)
             cpu = time.thread_time() - cpu0
+            stop_reads.set()
+            if reader is not None:
+                await reader
             if counts.bytes_received < want:
                 raise RuntimeError("not every input frame arrived")
             if len(gateway.connections) != SOCKET_CLIENTS:
@@ -257,6 +303,7 @@ def _loop_us() -> float:
 
 def harness() -> dict[str, float]:
     return {"feed_us": _feed_us(), "socket_recv_us": _socket_recv_us(),
+            "tick_recv_us": _tick_recv_us(),
             "deliver_us_per_seat": _deliver_us(),
             "flush_us_per_tick": _flush_us(), "loop_us_per_tick": _loop_us()}
 

@@ -122,8 +122,8 @@ class RoomLoops:
         wall_now = time.time()
         for player_id in tuple(room.seats):  # a read may free a seat (Leave)
             conn = get_conn(player_id)
-            if conn is not None and conn.reads_at_tick:
-                conn.read_at_tick(now, wall_now)
+            if conn is not None:
+                conn.read_at_tick(now, wall_now)  # returns at once if not read at the tick
 
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:

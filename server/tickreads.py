@@ -36,7 +36,7 @@ READ_BYTES = 65536
 # Linux's value; the socket module names it only from Python 3.14 on.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _ANCILLARY_BYTES = socket.CMSG_SPACE(16)
-_TIMESPEC = struct.Struct("@qq")  # struct timespec: seconds, nanoseconds
+_unpack_timespec = struct.Struct("@qq").unpack_from  # struct timespec: seconds, nanoseconds
 
 
 def supported(transport: asyncio.BaseTransport) -> bool:
@@ -78,13 +78,11 @@ class TickReads:
         except BlockingIOError:
             return None
         arrival = now
-        for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS \
-                    and len(value) == _TIMESPEC.size:
-                seconds, nanoseconds = _TIMESPEC.unpack(value)
-                age = wall_now - (seconds + nanoseconds * 1e-9)
-                if age > 0.0:
-                    arrival = max(now - age, self.last_arrival)
+        if ancillary:  # the timestamp is the only option this socket asks for
+            seconds, nanoseconds = _unpack_timespec(ancillary[0][2])
+            age = wall_now - seconds - nanoseconds * 1e-9
+            if age > 0.0:
+                arrival = max(now - age, self.last_arrival)
         self.last_arrival = arrival
         return data, arrival
 
