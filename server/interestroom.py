@@ -31,18 +31,24 @@ snapshots*):
 All of it is kept for the whole room as arrays, so a tick costs a fixed number of NumPy
 calls over all clients together, not a Python pass per client (issue 16: 200 clients in a
 33 ms tick). Scalars are arrays indexed by seat row; per-(client, cell) state is dense
-(``row * stride + cell``, see ``RoomCells``); sets of slots per client (the view, the
-removals, what a snapshot carried, recent hitters) are int64 keys ``row << shift | slot``
-over all clients (``shift`` bits hold any slot), sorted, except the views: those are in
-no order, with a bitmap of the same keys for membership. The log holds, per recent tick,
+(``row * stride + cell``, see ``RoomCells``); sets of slots per client (the removals,
+what a snapshot carried, recent hitters) are sorted int64 keys ``row << shift | slot``
+over all clients (``shift`` bits hold any slot). The views are a dense (slot, row) map of
+the kind|gen held (0: none). A held entry can only stop being of interest when its slot
+changes cell or entity or its cell leaves the client's interest, so the removal pass
+looks at those entries only (plus a watch list of held entries out of interest that are
+kept: own entity, hitters, rows not delivered), not at every view's every entry (~90k at
+bigworld). The log holds, per recent tick,
 every client's sent cells and carried keys, and ``logged[row, tick % ring] == tick`` says
 row's snapshot of that tick is in it (not skipped, not before a reset). An ack from a to b
 applies the logged ticks in (a, b]: a loop over those few ticks, vectorised over clients.
 Only the final hand-over (each client's tuple of fragments and its personal bytes) walks
 the clients.
 
-A reset (join, resume, ack 0, or a snapshot the delivery had to skip, so the client's view
-is no longer what we think) clears a client's baselines, log, view and removals; the next
+A snapshot the delivery skips marks the view entries it added as unknown (the client may
+still hold an older entity in such a slot), so the next removal pass sends them as gone
+unless carried again. A reset (join, resume, ack 0, or a skipped snapshot that carried
+the reset) clears a client's baselines, log, view and removals; the next
 snapshot carries the reset flag and only keyframe chunks.
 """
 
@@ -62,6 +68,7 @@ from sim.params import Params
 _W_KIND_GEN = 6
 _EMPTY = np.zeros(0, dtype=np.int64)
 _NO_ACK = -1
+_UNKNOWN_KG = 0xFFFF  # a view entry the client may hold with another entity (never a kind|gen)
 
 
 @dataclass(slots=True)
@@ -120,20 +127,27 @@ class InterestRoom:
         self.tokens = np.zeros(0)  # byte allowance
         self.logged = np.zeros((0, self.ring), dtype=np.int64)
         self.cell_sent_at = np.zeros(0, dtype=np.int64)  # row * stride + cell -> baseline
-        # Sets over all clients, as keys row << shift | slot.
-        # The views: (key, kind|gen) of every slot each client holds, in no order, and the
-        # same keys as a bitmap (row << shift | slot -> held) for membership in one gather.
-        self.view_keys = _EMPTY
-        self.view_kg = np.zeros(0, dtype=np.uint16)
-        self.view_bits = np.zeros(0, dtype=bool)
+        # The views, dense (slot, seat row): the kind|gen of the entity the client holds in
+        # that slot, 0 for none (a held record is never of kind 0). Slot-major, so the
+        # removal pass reads every row's entry of a changed slot from one place.
+        self.view = np.zeros((capacity, 0), dtype=np.uint16)
+        # The removal pass looks only at what changed since it last ran: the slots whose
+        # cell or kind|gen changed (against `seen_cell` / `seen_kg`), the cells that left
+        # an interest, and `watch`: held keys out of interest kept so far (own entity,
+        # hitters, rows not delivered) and last tick's personal spawns.
+        self.seen_cell = _EMPTY
+        self.seen_kg = np.zeros(0, dtype=np.uint16)
+        self.watch = _EMPTY
+        # Sets over all clients, as sorted keys row << shift | slot.
         self.rm_keys = _EMPTY  # removals sent and not yet acknowledged...
         self.rm_tick = _EMPTY  # ...the tick first sent...
         self.rm_gone = np.zeros(0, dtype=bool)  # ...and gone (True) or left
         self.hit_keys = _EMPTY  # row << shift | the slot that hit it...
         self.hit_tick = _EMPTY  # ...the last tick it did...
         self.hit_kg = np.zeros(0, dtype=np.uint16)  # ...and its kind|gen then
-        # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys).
-        self.log: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # tick -> (flat keys row * stride + cell of the cells sent, sorted carried keys,
+        # sorted carried keys the view model did not hold with that kind|gen before).
+        self.log: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # -- seats ------------------------------------------------------------------------------
 
@@ -157,15 +171,14 @@ class InterestRoom:
         self.logged = pad(self.logged, _NO_ACK)
         self.cell_sent_at = np.concatenate(
             [self.cell_sent_at, np.zeros(more * self.stride, dtype=np.int64)])
-        self.view_bits = np.concatenate(
-            [self.view_bits, np.zeros(more << self.shift, dtype=bool)])
+        view = np.zeros((self.capacity, n), dtype=np.uint16)
+        view[:, :n_old] = self.view
+        self.view = view
         self.cells.grow(n)
 
     def _drop_keys(self, rows: np.ndarray) -> None:
         """Forget the view, removals and hitters of `rows`."""
-        keep = ~np.isin(self.view_keys >> self.shift, rows)
-        self.view_bits[self.view_keys[~keep]] = False
-        self.view_keys, self.view_kg = self.view_keys[keep], self.view_kg[keep]
+        self.view[:, rows] = 0
         keep = ~np.isin(self.rm_keys >> self.shift, rows)
         self.rm_keys, self.rm_tick = self.rm_keys[keep], self.rm_tick[keep]
         self.rm_gone = self.rm_gone[keep]
@@ -206,14 +219,27 @@ class InterestRoom:
         self.hit_kg = self.hit_kg[keep]
 
     def skipped(self, row: int, tick: int) -> None:
-        """The delivery did not send this client's snapshot of `tick`. Forgetting what
-        it carried is enough: no chunk will name it as a baseline, the removals it held
-        are still pending (they repeat until an ack covers a snapshot that carried them,
-        and the next snapshot carries them), and the view model may only hold entities
-        the client lacks, which costs at most a removal it ignores. A skipped reset is
-        sent again."""
+        """The delivery did not send this client's snapshot of `tick`. No chunk will name
+        it as a baseline, and the removals it held are still pending (they repeat until
+        an ack covers a snapshot that carried them, and the next snapshot carries them).
+        But the view model took in what it carried: an entity the client lacks (costs at
+        most a removal it ignores), or one whose slot the client holds with an older
+        entity (a slot reused, its removal cancelled because the snapshot carried the
+        new one). So each slot that snapshot gave the model is marked unknown: the next
+        removal pass sends it as gone unless carried again. A skipped reset is sent
+        again."""
         if row >= len(self.joined) or not self.joined[row]:
             return
+        entry = self.log.get(tick)
+        if entry is not None:
+            fresh = entry[2]
+            lo, hi = np.searchsorted(fresh, [row << self.shift, (row + 1) << self.shift])
+            keys = fresh[lo:hi]
+            at = self._at(keys)
+            held = self.view.ravel()[at] != 0
+            self.view.ravel()[at[held]] = _UNKNOWN_KG
+            keys = keys[held]
+            self.watch = np.concatenate([self.watch, keys])
         if self.logged[row, tick % self.ring] == tick:
             self.logged[row, tick % self.ring] = _NO_ACK
         if tick == self.reset_tick[row]:
@@ -225,9 +251,8 @@ class InterestRoom:
         out = {}
         for row in np.flatnonzero(self.joined).tolist():
             cells, last_sent, _ = self.cells.cells_of(row)
-            mine = self.view_keys >> self.shift == row
-            out[row] = ClientView(InterestCells(cells, last_sent),
-                                  np.sort(self.view_keys[mine] & self.mask),
+            held = self.view[:, row]
+            out[row] = ClientView(InterestCells(cells, last_sent), np.flatnonzero(held),
                                   int(self.acked[row]))
         return out
 
@@ -367,46 +392,27 @@ class InterestRoom:
         own[rows[live]] = ent[live]
 
         # Removals: what a view holds that is not in the interest set now (an entity whose
-        # cell is out, that died, or whose slot holds another entity).
-        held = self.view_keys
-        if len(held):
-            # The usual entry stays: its cell is of interest and its slot holds the same
-            # entity. Only the others (few) are checked further.
-            h_row, h_slot = held >> shift, held & mask
-            cell = index.cell_of[h_slot]
-            cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
-            stays = self.cells.in_interest[h_row * self.stride + cell]
-            stays &= kg[h_slot] == self.view_kg
-            odd = np.flatnonzero(~stays)
-            o_row, o_slot = h_row[odd], h_slot[odd]
-            same = kg[o_slot] == self.view_kg[odd]
-            kept = (o_slot == own[o_row]) & same
-            if len(hitters):
-                kept |= in_sorted(held[odd], hitters) & same
-            leaving = odd[delivered[o_row] & ~kept]
-            if len(leaving):
-                gone = ~same[delivered[o_row] & ~kept]
-                self.rm_keys = np.concatenate([self.rm_keys, held[leaving]])
-                self.rm_tick = np.concatenate(
-                    [self.rm_tick, np.full(len(leaving), tick, dtype=np.int64)])
-                self.rm_gone = np.concatenate([self.rm_gone, gone])
-                self.view_bits[held[leaving]] = False
-                self.view_keys = np.delete(held, leaving)
-                self.view_kg = np.delete(self.view_kg, leaving)
+        # cell is out, that died, or whose slot holds another entity). A held entry that
+        # stayed in interest leaves it only when its slot changes cell or entity, or its
+        # cell leaves the client's interest: only those entries (and the watched ones)
+        # are looked at, not every view's every entry.
+        self._removals(tick, index, kg, delivered, own, hitters)
 
         # Cells to send: near and overdue ones always, then by priority while the byte
         # allowance lasts (sizes estimated from each cell's last encoding).
         counts = np.zeros(self.grid.cells + 1, dtype=np.int64)
         counts[:-1] = np.diff(index.starts)
-        ids = keys - (rows * self.stride)[:, None]
-        n = counts[ids]
-        size = self.last_size[ids]
-        est = np.where(n == 0, 0, np.where(size > 0, size, 16 + 3 * n))
+        # Per cell first (a thousand entries), then one gather per client window entry.
+        size = self.last_size
+        cell_est = np.where(counts == 0, 0, np.where(size > 0, size, 16 + 3 * counts))
+        ids = self.cells.window_cells
+        est = cell_est[ids]
         per_tick = self.params.interest_budget_kbps * 1024.0 / rate
         tokens = None
         if per_tick > 0:
             tokens = np.minimum(2.0 * per_tick, self.tokens[rows] + per_tick)
-        plan, cost = self.cells.schedule(tick, rows, keys, keep, dist, est, tokens, n > 0)
+        plan, cost = self.cells.schedule(tick, rows, keys, keep, dist, est, tokens,
+                                         (counts > 0)[ids])
         if tokens is not None:
             self.tokens[rows] = tokens - cost
         self.oldest_age_s = plan.oldest_wait / rate
@@ -419,6 +425,52 @@ class InterestRoom:
         base = np.where(usable, base, 0)
         return _Chosen(rows, delivered, reset, always, client, cells, base,
                        tokens is not None)
+
+    def _at(self, keys: np.ndarray) -> np.ndarray:
+        """Flat indices into `view` of keys row << shift | slot."""
+        return (keys & self.mask) * self.view.shape[1] + (keys >> self.shift)
+
+    def _removals(self, tick: int, index: CellIndex, kg: np.ndarray, delivered: np.ndarray,
+                  own: np.ndarray, hitters: np.ndarray) -> None:
+        shift, mask, view = self.shift, self.mask, self.view.ravel()
+        if len(self.seen_cell) != len(index.cell_of):  # first pass: every slot changed
+            self.seen_cell = np.full(len(index.cell_of), -1, dtype=np.int64)
+            self.seen_kg = np.zeros(len(kg), dtype=np.uint16)
+        changed = np.flatnonzero((index.cell_of != self.seen_cell) | (kg != self.seen_kg))
+        self.seen_cell, self.seen_kg = index.cell_of, kg.copy()
+        parts = [self.watch]
+        if len(changed):
+            # Every row's view of the changed slots, in one (rows, slots) gather.
+            j, r = np.nonzero(self.view[changed])
+            parts.append(r << shift | changed[j])
+        dropped = self.cells.dropped
+        if len(dropped):
+            d_row, d_cell = dropped // self.stride, dropped % self.stride
+            n = index.starts[d_cell + 1] - index.starts[d_cell]
+            parts.append(np.repeat(d_row << shift, n)
+                         | index.order[_gather(index.starts[d_cell], n)])
+        cand = sorted_unique(np.concatenate(parts))
+        at = self._at(cand)
+        held = view[at]
+        on = held != 0
+        cand, held, at = cand[on], held[on], at[on]
+        c_row, c_slot = cand >> shift, cand & mask
+        cell = index.cell_of[c_slot]
+        cell[cell < 0] = self.grid.cells  # not live: the sentinel, never of interest
+        same = kg[c_slot] == held
+        odd = ~(self.cells.in_interest[c_row * self.stride + cell] & same)
+        o_key, o_row, o_slot, same = cand[odd], c_row[odd], c_slot[odd], same[odd]
+        kept = (o_slot == own[o_row]) & same
+        if len(hitters):
+            kept |= in_sorted(o_key, hitters) & same
+        leaving = delivered[o_row] & ~kept
+        if leaving.any():
+            self.rm_keys = np.concatenate([self.rm_keys, o_key[leaving]])
+            self.rm_tick = np.concatenate(
+                [self.rm_tick, np.full(int(leaving.sum()), tick, dtype=np.int64)])
+            self.rm_gone = np.concatenate([self.rm_gone, ~same[leaving]])
+            view[at[odd][leaving]] = 0
+        self.watch = o_key[~leaving]  # still held out of interest: looked at next tick
 
     def _encode(self, chosen: _Chosen, tick: int, index: CellIndex, words: np.ndarray
                 ) -> tuple[list[bytes], _Members, np.ndarray]:
@@ -450,8 +502,9 @@ class InterestRoom:
                                            prev_n[delta])]
         added = np.ones(len(cur), dtype=bool)
         at = np.flatnonzero(delta[cur_chunk])
-        added[at] = grids.cell_of[bases[cur_chunk[at]] % self.ring, cur[at]] \
-            != cells[cur_chunk[at]]
+        # Flat (tick % ring) * capacity + slot indices: one index array, not two.
+        added[at] = grids.cell_of.ravel()[bases[cur_chunk[at]] % self.ring * grids.capacity
+                                          + cur[at]] != cells[cur_chunk[at]]
         prev_chunk = np.repeat(np.arange(k_n), prev_n)
         prev_in = index.cell_of[prev] == cells[prev_chunk]
         add_n = np.bincount(cur_chunk[added], minlength=k_n)
@@ -467,7 +520,8 @@ class InterestRoom:
         row_slots[_gather(row_start + prev_n, add_n)] = cur[added]
         now = words[row_slots]
         row_base = np.repeat(bases, counts)
-        base_rows = grids.words[row_base % self.ring, row_slots]
+        base_rows = grids.words.reshape(-1, 8)[row_base % self.ring * grids.capacity
+                                               + row_slots]
         base_rows[row_base == 0] = 0
         kg = now[:, _W_KIND_GEN]
         same = (row_base > 0) & (kg == base_rows[:, _W_KIND_GEN]) & (kg & 0xFF != 0)
@@ -513,13 +567,14 @@ class InterestRoom:
         spawns = sorted_unique(np.concatenate([keys[skip],
                                                always[~in_sorted(always, from_chunks)]]))
         carried = np.sort(np.concatenate([from_chunks, spawns]), kind="stable")
-        # The view gains what it lacked of `carried`; every slot it still held has the
-        # world's kind|gen now already (the removals took the others).
-        new = carried[~self.view_bits[carried]]
-        if len(new):
-            self.view_bits[new] = True
-            self.view_keys = np.concatenate([self.view_keys, new])
-            self.view_kg = np.concatenate([self.view_kg, kg[new & mask]])
+        # The view holds `carried` now. The personal spawns may be out of interest (own
+        # entity, hitters): the next removal pass looks at them.
+        now_kg = kg[carried & mask]
+        v_at = self._at(carried)
+        view = self.view.ravel()
+        fresh = carried[view[v_at] != now_kg]  # for `skipped`
+        view[v_at] = now_kg
+        self.watch = np.concatenate([self.watch, spawns])
         if len(self.rm_keys):
             back = in_sorted(self.rm_keys, carried)  # came back: no removal to repeat
             if back.any():
@@ -543,7 +598,7 @@ class InterestRoom:
             # when chosen; the personal part and the frame headers are charged now.
             self.tokens[rows] -= np.fromiter(map(len, personals), dtype=np.int64,
                                              count=m) + _FRAME_OVERHEAD
-        self.log[tick] = (rows[chosen.client] * self.stride + chosen.cells, carried)
+        self.log[tick] = (rows[chosen.client] * self.stride + chosen.cells, carried, fresh)
         self.logged[rows, tick % self.ring] = tick
         self.chunks_sent += len(ks)
         # The hand-over: each client's fragments (shared bytes objects) and personal part.

@@ -21,6 +21,7 @@ deadline, caps on connections still owing a head, fd-limit watch).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -150,6 +151,11 @@ async def serve_until_signal(app: web.Application, metrics: Metrics, options: Se
     drain). `on_drain_start` runs as the drain begins, before the grace period (it sets
     the app's drain flag). Raises `ListenError` before anything is served."""
     listener = await start_listener(app, metrics, options)
+    # What start-up built (modules, params, the app, the rooms' fixed arrays) lives until
+    # exit: moved out of the collector's generations, a full collection no longer walks
+    # it (in memory at bigworld: 21 ms of full collections in 400 ticks became 0.4 ms).
+    gc.collect()
+    gc.freeze()
     if on_listening is not None:
         on_listening(listener)
     loop = asyncio.get_running_loop()

@@ -71,6 +71,15 @@ def recorded_send(tick: int, last_sent: np.ndarray, cells: np.ndarray, grid: Gri
     return np.where(last_sent == 0, slot, tick)
 
 
+def _rows_index(rows: np.ndarray) -> slice | np.ndarray:
+    """`rows` as a slice when they are consecutive and ascending (the usual room: seats
+    0..M-1), so the per-row state is read and written as views, not gathered copies."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (
+            len(rows) == 1 or (np.diff(rows) == 1).all()):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def in_sorted(values: np.ndarray, sorted_arr: np.ndarray) -> np.ndarray:
     """``np.isin(values, sorted_arr)`` for an ascending `sorted_arr`, by binary search
     (np.isin's table method is far slower on the small arrays of a tick)."""
@@ -150,7 +159,7 @@ class Grid:
         # Distance from a point to a rectangle: per axis, how far outside the interval.
         dx = np.maximum(np.maximum(cxs * c - x, x - (cxs + 1) * c), 0.0)
         dy = np.maximum(np.maximum(cys * c - y, y - (cys + 1) * c), 0.0)
-        dist = np.hypot(dy[:, None], dx[None, :]).reshape(-1)
+        dist = np.sqrt((dy * dy)[:, None] + (dx * dx)[None, :]).reshape(-1)
         ids = (cys[:, None] * self.columns + cxs[None, :]).reshape(-1)
         near = dist <= reach
         return ids[near], dist[near]
@@ -282,6 +291,8 @@ class RoomCells:
         self.win_in = np.zeros((0, k), dtype=bool)
         self.win_priority = np.zeros((0, k))
         self.win_last = np.zeros((0, k), dtype=np.int64)
+        self.dropped = np.zeros(0, dtype=np.int64)  # `update`'s cells that left interest
+        self.window_cells = np.zeros((0, 0), dtype=np.int64)  # `update`'s keys less the row
         self.grow(rows)
 
     def grow(self, rows: int) -> None:
@@ -327,7 +338,10 @@ class RoomCells:
                                                                        np.ndarray]:
         """Recompute the interest cells of seat `rows` around `centres` (M, 2): a cell
         enters within `radius`, and one already in stays while within `radius + margin`.
-        Returns (keys (M, K) flat keys of each window, `in` mask (M, K), dist (M, K))."""
+        Returns (keys (M, K) flat keys of each window, `in` mask (M, K), dist (M, K)), and
+        sets `dropped`: the flat keys ``row * stride + cell`` of the cells that left these
+        rows' interest (the only cells whose members a view may have to give up), and
+        `window_cells`: `keys` less ``row * stride`` (the cell ids, `cells` for none)."""
         g, c, w = self.grid, self.grid.cell, self.window
         reach = self.radius + self.margin
         x, y = centres[:, 0], centres[:, 1]
@@ -342,22 +356,27 @@ class RoomCells:
         dx = np.maximum(np.maximum(cx * c - x[:, None], x[:, None] - (cx + 1) * c), 0.0)
         dy = np.maximum(np.maximum(cy * c - y[:, None], y[:, None] - (cy + 1) * c), 0.0)
         m = len(rows)
-        dist = np.hypot(dy[:, :, None], dx[:, None, :]).reshape(m, w * w)
+        # sqrt of the sum of squares, not np.hypot (~6x dearer); Grid.around does the same
+        # float operations, so the two agree exactly.
+        dist = np.sqrt((dy * dy)[:, :, None] + (dx * dx)[:, None, :]).reshape(m, w * w)
         valid = ((cy <= y1)[:, :, None] & (cx <= x1)[:, None, :]).reshape(m, w * w)
         valid &= dist <= reach
         ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
         base = (rows * self.stride)[:, None]
-        keys = np.where(valid, ids, g.cells) + base
+        cells = np.where(valid, ids, g.cells)
+        keys = cells + base
 
         origin = np.stack([x0, y0], axis=1)
-        was = self.win_in[rows]
-        moved = np.flatnonzero((origin != self.origin[rows]).any(axis=1))
+        sel = _rows_index(rows)
+        was = self.win_in[sel]
+        moved = np.flatnonzero((origin != self.origin[sel]).any(axis=1))
         inside = self.in_interest
         if len(moved):
             # The window moved: its cells leave `in_interest` by id; the state of the
             # cells still in the window shifts with it (the others were out of reach).
             old_ids = self._cell_ids(self.origin[rows[moved]])
-            inside[(base[moved] + old_ids)[was[moved]]] = False
+            old_keys = (base[moved] + old_ids)[was[moved]]
+            inside[old_keys] = False
             shift = origin[moved] - self.origin[rows[moved]]  # old index = new + shift
             oi = step[None, :, None] + shift[:, 1, None, None]
             oj = step[None, None, :] + shift[:, 0, None, None]
@@ -375,14 +394,20 @@ class RoomCells:
         changed[moved] = keep[moved]
         inside[keys[changed & keep]] = True
         lost = changed & ~keep
+        dropped = [(base + ids)[lost]]
         if lost.any():
-            inside[(base + ids)[lost]] = False
+            inside[dropped[0]] = False
+        if len(moved):
+            dropped.append(old_keys[~inside[old_keys]])
+        self.dropped = np.concatenate(dropped) if len(dropped) > 1 else dropped[0]
         # A cell out of interest has no schedule: one that left comes back as new.
-        priority, last = self.win_priority[rows], self.win_last[rows]
-        priority[~keep] = 0.0
-        last[~keep] = 0
-        self.win_priority[rows], self.win_last[rows] = priority, last
-        self.win_in[rows] = keep
+        priority, last = self.win_priority[sel], self.win_last[sel]
+        out = ~keep
+        priority[out] = 0.0
+        last[out] = 0
+        self.win_priority[sel], self.win_last[sel] = priority, last
+        self.win_in[sel] = keep
+        self.window_cells = cells
         return keys, keep, dist
 
     def schedule(self, tick: int, rows: np.ndarray, keys: np.ndarray, keep: np.ndarray,
@@ -394,8 +419,9 @@ class RoomCells:
         cell's estimated size, `nonempty` (M, K) whether it has members. Returns the
         schedule and what each client spent (estimated)."""
         m, k = keys.shape
-        last = self.win_last[rows]
-        prio = self.win_priority[rows]
+        sel = _rows_index(rows)
+        last = self.win_last[sel]
+        prio = self.win_priority[sel]
         must = (dist <= self.near) | (tick - last >= self.max_wait)
         # The offer order, one stable sort per client row: musts (-inf) in cell order,
         # then the rest by priority, highest first; cells not in interest (+inf) last.
@@ -436,7 +462,7 @@ class RoomCells:
         prio[sent] = 0.0
         last[sent] = recorded_send(tick, last[sent], (keys - (rows * self.stride)[:, None])[sent],
                                    self.grid, self.slot_block, self.max_wait)
-        self.win_priority[rows], self.win_last[rows] = prio, last
+        self.win_priority[sel], self.win_last[sel] = prio, last
         full = nonempty & keep
         oldest = int((tick - last[full]).max()) if full.any() else 0
         cells = keys.ravel()[at] - (rows * self.stride)[ci_o]

@@ -126,7 +126,9 @@ def test_shots_at_what_the_page_draws_register_behind_150_ms(browser, tmp_path, 
           f"{capped['rooms_hitscan']['clamped_share']:.0%}); without "
           f"{off['onTarget']}/{off['fired']} = {share['off']:.0%}")
     share_on, share_off = share["on"], share["off"]
-    assert 120 <= on["pingRttMs"] <= 260  # the proxy's delay is really there
+    # The proxy's delay is really there. No upper bound: the last Ping's round trip is one
+    # sample, and on a loaded machine it took 355 ms once (timings live in bench/).
+    assert on["pingRttMs"] >= 120
     assert share_on >= 0.9, on
     assert share_off < share_on, off
     # The server's books agree with the page's, and the hit markers were shown.

@@ -16,7 +16,7 @@ laws of chunked snapshots with many clients at once.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proto import codec
@@ -191,6 +191,9 @@ def _snapshot(part) -> pb.Snapshot:
 @given(seed=st.integers(0, 2**32 - 1), budget=st.sampled_from([0.0, 0.5, 2.0]),
        width=st.sampled_from([1500.0, 4000.0]), ticks=st.integers(20, 70))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A skipped snapshot carried a reused slot's new entity while the client held the old one
+# (the removal it cancelled never reached the client): found by this law, kept as a case.
+@example(seed=68, budget=0.5, width=1500.0, ticks=32)
 def test_every_client_of_a_busy_room_sees_the_world_restricted_to_its_interest(
         seed, budget, width, ticks):
     rng = np.random.default_rng(seed)
