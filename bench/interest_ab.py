@@ -29,7 +29,6 @@ for bench/results/issue16-cpu.md, never asserts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.room_ab import export
+from bench.room_ab import ab_parser, export, print_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 BIGWORLD = ROOT / "bench" / "scenarios" / "bigworld.toml"
@@ -196,12 +195,7 @@ def profile() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", default="main", help="git ref to compare against")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--harness", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = ab_parser(__doc__).parse_args(argv)
     if args.harness:
         if args.profile:
             profile()
@@ -221,18 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, tree in variants.items():
                 results[name].append(json.loads(run_in(tree)))
                 print(f"round {r + 1}/{args.rounds} {name}: done", file=sys.stderr)
-    keys = list(next(iter(results.values()))[0])
-    medians = {name: {k: statistics.median(run.get(k, 0.0) for run in runs) for k in keys}
-               for name, runs in results.items()}
-    base = medians[f"before ({args.before})"]
-    print(f"{'figure':22}" + "".join(f"{name:>24}" for name in medians))
-    for k in keys:
-        cells = []
-        for m in medians.values():
-            ratio = m[k] / base[k] if base[k] else float("nan")
-            cells.append(f"{m[k]:>14.3f} ({ratio:4.2f}x)")
-        print(f"{k:22}" + "".join(f"{c:>24}" for c in cells))
-    print(json.dumps(medians))
+    print_medians(results, f"before ({args.before})", width=28)
     return 0
 
 

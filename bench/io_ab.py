@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.room_ab import export
+from bench.room_ab import export, print_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 SEATS = 200
@@ -336,15 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, tree in trees.items():
                 results[name].append(run_in(tree))
             print(f"round {r + 1}/{args.rounds}: done", file=sys.stderr)
-    keys = list(next(iter(results.values()))[0])
-    medians = {name: {k: statistics.median(run[k] for run in runs) for k in keys}
-               for name, runs in results.items()}
-    base = medians[f"before ({args.before})"]
-    print(f"{'figure':24}" + "".join(f"{name:>24}" for name in medians))
-    for k in keys:
-        cells = [f"{m[k]:>14.3f} ({m[k] / base[k]:4.2f}x)" for m in medians.values()]
-        print(f"{k:24}" + "".join(f"{c:>24}" for c in cells))
-    print(json.dumps(medians))
+    print_medians(results, f"before ({args.before})", width=28)
     return 0
 
 

@@ -166,6 +166,25 @@ def profile(defer: bool) -> None:
 # -- the driver -------------------------------------------------------------------------------
 
 
+def print_medians(results: dict[str, list[dict[str, float]]], base_name: str, *,
+                  width: int = 24) -> None:
+    """The A/B table of the ``*_ab`` tools: each figure's median over the rounds, per
+    tree, with its ratio to `base_name`'s; then the medians as one JSON line. A figure a
+    tree did not report counts as 0 there."""
+    keys = list(next(iter(results.values()))[0])
+    medians = {name: {k: statistics.median(run.get(k, 0.0) for run in runs) for k in keys}
+               for name, runs in results.items()}
+    base = medians[base_name]
+    print(f"{'figure':{width}}" + "".join(f"{name:>{width - 4}}" for name in medians))
+    for k in keys:
+        cells = []
+        for m in medians.values():
+            ratio = m[k] / base[k] if base[k] else float("nan")
+            cells.append(f"{m[k]:>{width - 14}.3f} ({ratio:4.2f}x)")
+        print(f"{k:{width}}" + "".join(f"{c:>{width - 4}}" for c in cells))
+    print(json.dumps(medians))
+
+
 def export(ref: str, into: Path) -> Path:
     """The ref's server/, sim/ and proto/ (the Room and what it imports) under `into`."""
     archive = into / "tree.tar"
@@ -194,12 +213,18 @@ def run_in(tree: Path, *args: str, module: str = "bench.room_ab") -> str:
     return done.stdout
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ab_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every ``*_ab`` tool takes (``--harness``: the run inside a tree)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--before", default="main", help="git ref to compare against")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--harness", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = ab_parser(__doc__)
     ap.add_argument("--defer", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.harness:
@@ -227,18 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, (tree, extra) in variants.items():
                 results[name].append(json.loads(run_in(tree, *extra)))
                 print(f"round {r + 1}/{args.rounds} {name}: done", file=sys.stderr)
-    keys = list(next(iter(results.values()))[0])
-    medians = {name: {k: statistics.median(run[k] for run in runs) for k in keys}
-               for name, runs in results.items()}
-    base = medians[f"before ({args.before})"]
-    print(f"{'figure':30}" + "".join(f"{name:>26}" for name in medians))
-    for k in keys:
-        cells = []
-        for m in medians.values():
-            ratio = m[k] / base[k] if base[k] else float("nan")
-            cells.append(f"{m[k]:>16.3f} ({ratio:4.2f}x)")
-        print(f"{k:30}" + "".join(f"{c:>26}" for c in cells))
-    print(json.dumps(medians))
+    print_medians(results, f"before ({args.before})", width=30)
     return 0
 
 
