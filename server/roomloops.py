@@ -13,7 +13,7 @@ before the deadline (`pre_read`, a timer set after each tick), which takes most 
 inputs, and at the deadline (`read_seats`), which takes those that came in since. The
 server wakes twice per tick instead of once per input, and the reads' time sits before the
 deadline rather than between it and the snapshots: reading everything at the deadline made
-every snapshot leave ~3 ms later at 200 clients and the interval's p99 cross 40 ms.
+every snapshot leave ~3 ms later at 200 clients (bench/results/issue12-tick-reads.md).
 
 Delivery never awaits a client: frames are written with `transport.write` (buffers,
 never blocks). The send buffer size decides whether a client gets this tick's snapshot
