@@ -417,7 +417,7 @@ class InterestRoom:
             self.tokens[rows] = tokens - cost
         self.oldest_age_s = plan.oldest_wait / rate
 
-        go = plan.sent & (counts[plan.cell] > 0)
+        go = counts[plan.cell] > 0
         client, cells = plan.client[go], plan.cell[go]
         row = rows[client]
         base = self.cell_sent_at[row * self.stride + cells]

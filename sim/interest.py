@@ -248,12 +248,12 @@ class ClientCells:
 
 @dataclass(slots=True)
 class Schedule:
-    """`RoomCells.schedule`'s result for M clients: every client's interest cells in the
-    order offered (musts first), as flat arrays grouped by client (`client` ascending)."""
+    """`RoomCells.schedule`'s result for M clients: every client's cells sent this tick, in
+    the order offered (musts first, then by priority), as flat arrays grouped by client
+    (`client` ascending)."""
 
     client: np.ndarray  # index into the M clients
     cell: np.ndarray  # cell id
-    sent: np.ndarray  # chosen this tick
     oldest_wait: int  # ticks the longest-waiting non-empty interest cell has waited
 
 
@@ -422,42 +422,43 @@ class RoomCells:
         sel = _rows_index(rows)
         last = self.win_last[sel]
         prio = self.win_priority[sel]
-        must = (dist <= self.near) | (tick - last >= self.max_wait)
-        # The offer order, one stable sort per client row: musts (-inf) in cell order,
-        # then the rest by priority, highest first; cells not in interest (+inf) last.
-        rank_key = np.where(keep, np.where(must, -np.inf, -prio), np.inf)
-        by_row = np.argsort(rank_key, axis=1, kind="stable")
-        kept = np.take_along_axis(keep, by_row, axis=1)
-        at = (by_row + (np.arange(m) * k)[:, None])[kept]  # flat (M*K) indices, in order
-        ci_o = at // k
-        counts = kept.sum(axis=1)
-        first = np.cumsum(counts) - counts
-        rank = np.arange(len(at)) - first[ci_o]
-        e = est.ravel()[at]
-        spent = np.cumsum(e)
-        spent -= (spent - e)[first[ci_o]] if len(e) else 0
-        must_o = must.ravel()[at]
+        must = keep & ((dist <= self.near) | (tick - last >= self.max_wait))
+        rest = keep & ~must
+        # Musts go first, in cell order, whatever the cost; then the rest by priority,
+        # highest first, while tokens remain before each. Only the rows that can afford a
+        # cell past their musts need their rest ordered (under a tight budget, as at
+        # bigworld, few or none: the musts alone spend it), so only those are sorted.
         if tokens is None:
-            take = counts
             cost = np.zeros(m, dtype=np.int64)
+            ranked = np.flatnonzero(rest.any(axis=1))
         else:
-            # Musts go whatever the cost; then cells while tokens remain before each.
-            stop = ~((spent - e < tokens[ci_o]) | must_o)
-            take = counts.copy()
-            # A client's first stop (entries are grouped by client, in offer order).
-            stops = np.flatnonzero(stop)
-            firsts = stops[np.r_[True, ci_o[stops[1:]] != ci_o[stops[:-1]]]] if len(stops) \
-                else stops
-            take[ci_o[firsts]] = rank[firsts]
-            cost = np.zeros(m, dtype=np.int64)
-            has = take > 0
-            cost[has] = spent[first[has] + take[has] - 1]
-        sent_o = rank < take[ci_o]
+            cost = np.where(must, est, 0).sum(axis=1)
+            ranked = np.flatnonzero((cost < tokens) & rest.any(axis=1))
+        at = np.flatnonzero(must)  # flat (M*K) indices, by row then cell
+        if len(ranked):
+            r_rest = rest[ranked]
+            by_row = np.argsort(np.where(r_rest, -prio[ranked], np.inf), axis=1, kind="stable")
+            r_at = (by_row + (ranked * k)[:, None])[np.take_along_axis(r_rest, by_row, axis=1)]
+            if tokens is not None:
+                # Spent before each: the row's musts, then its rest in offer order.
+                r_ci = r_at // k
+                e = est.ravel()[r_at]
+                spent = np.cumsum(e)
+                n = r_rest.sum(axis=1)
+                first = np.cumsum(n) - n
+                spent -= np.repeat((spent - e)[first] - cost[ranked], n)
+                ok = spent - e < tokens[r_ci]
+                r_at = r_at[ok]
+                np.add.at(cost, r_ci[ok], e[ok])
+            # Each row's musts, then its rest: a stable sort by row of the two runs.
+            at = np.concatenate([at, r_at])
+            at = at[np.argsort(at // k, kind="stable")]
+        ci_o = at // k
         # Nearer cells earn faster (about 2 at the player, 2/3 at the radius); a cell sent
         # starts again from 0.
         prio = np.where(keep, prio + self.radius / (self.radius / 2 + dist + 1e-9), 0.0)
         sent = np.zeros(m * k, dtype=bool)
-        sent[at] = sent_o
+        sent[at] = True
         sent = sent.reshape(m, k)
         prio[sent] = 0.0
         last[sent] = recorded_send(tick, last[sent], (keys - (rows * self.stride)[:, None])[sent],
@@ -466,4 +467,4 @@ class RoomCells:
         full = nonempty & keep
         oldest = int((tick - last[full]).max()) if full.any() else 0
         cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
-        return Schedule(ci_o, cells, sent_o, oldest), cost
+        return Schedule(ci_o, cells, oldest), cost
