@@ -344,29 +344,27 @@ class RoomCells:
         `window_cells`: `keys` less ``row * stride`` (the cell ids, `cells` for none)."""
         g, c, w = self.grid, self.grid.cell, self.window
         reach = self.radius + self.margin
-        x, y = centres[:, 0], centres[:, 1]
+        m, k = len(rows), w * w
         step = np.arange(w)
-        x0 = np.maximum(np.floor((x - reach) / c), 0).astype(np.int64)
-        y0 = np.maximum(np.floor((y - reach) / c), 0).astype(np.int64)
-        cx = x0[:, None] + step
-        cy = y0[:, None] + step
-        x1 = np.minimum(np.floor((x + reach) / c), g.columns - 1)[:, None]
-        y1 = np.minimum(np.floor((y + reach) / c), g.rows - 1)[:, None]
+        # Both axes at once: (M, 2) corners and (M, 2, window) columns and rows.
+        origin = np.maximum(np.floor((centres - reach) / c), 0).astype(np.int64)
+        cxy = origin[:, :, None] + step
+        top = np.minimum(np.floor((centres + reach) / c), (g.columns - 1, g.rows - 1))
+        at = centres[:, :, None]
         # Distance from a point to a rectangle: per axis, how far outside the interval.
-        dx = np.maximum(np.maximum(cx * c - x[:, None], x[:, None] - (cx + 1) * c), 0.0)
-        dy = np.maximum(np.maximum(cy * c - y[:, None], y[:, None] - (cy + 1) * c), 0.0)
-        m = len(rows)
+        d = np.maximum(np.maximum(cxy * c - at, at - (cxy + 1) * c), 0.0)
+        d *= d
         # sqrt of the sum of squares, not np.hypot (~6x dearer); Grid.around does the same
         # float operations, so the two agree exactly.
-        dist = np.sqrt((dy * dy)[:, :, None] + (dx * dx)[:, None, :]).reshape(m, w * w)
-        valid = ((cy <= y1)[:, :, None] & (cx <= x1)[:, None, :]).reshape(m, w * w)
+        dist = np.sqrt(d[:, 1, :, None] + d[:, 0, None, :]).reshape(m, w * w)
+        inside_grid = cxy <= top[:, :, None]
+        valid = (inside_grid[:, 1, :, None] & inside_grid[:, 0, None, :]).reshape(m, w * w)
         valid &= dist <= reach
-        ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
+        ids = (cxy[:, 1, :, None] * g.columns + cxy[:, 0, None, :]).reshape(m, w * w)
         base = (rows * self.stride)[:, None]
         cells = np.where(valid, ids, g.cells)
         keys = cells + base
 
-        origin = np.stack([x0, y0], axis=1)
         sel = _rows_index(rows)
         was = self.win_in[sel]
         moved = np.flatnonzero((origin != self.origin[sel]).any(axis=1))
@@ -400,12 +398,14 @@ class RoomCells:
         if len(moved):
             dropped.append(old_keys[~inside[old_keys]])
         self.dropped = np.concatenate(dropped) if len(dropped) > 1 else dropped[0]
-        # A cell out of interest has no schedule: one that left comes back as new.
-        priority, last = self.win_priority[sel], self.win_last[sel]
-        out = ~keep
-        priority[out] = 0.0
-        last[out] = 0
-        self.win_priority[sel], self.win_last[sel] = priority, last
+        # A cell out of interest has no schedule: one that left comes back as new. Entries
+        # out of interest are 0 already (cleared, shifted in as 0, or zeroed on leaving),
+        # so only the ones that left now are zeroed.
+        left = np.flatnonzero(was & ~keep)
+        if len(left):
+            r_left, j_left = rows[left // k], left % k
+            self.win_priority[r_left, j_left] = 0.0
+            self.win_last[r_left, j_left] = 0
         self.win_in[sel] = keep
         self.window_cells = cells
         return keys, keep, dist
@@ -464,7 +464,7 @@ class RoomCells:
         last[sent] = recorded_send(tick, last[sent], (keys - (rows * self.stride)[:, None])[sent],
                                    self.grid, self.slot_block, self.max_wait)
         self.win_priority[sel], self.win_last[sel] = prio, last
-        full = nonempty & keep
-        oldest = int((tick - last[full]).max()) if full.any() else 0
+        # The longest wait of a non-empty interest cell (0 with none).
+        oldest = tick - int(np.where(nonempty & keep, last, tick).min()) if m else 0
         cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
         return Schedule(ci_o, cells, oldest), cost
