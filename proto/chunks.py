@@ -470,13 +470,16 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
 
     # Prediction, as predict_words but with a per-row elapsed count.
     pred = base.copy()
-    moved = base[:, 2:4].view("<i2") * (2.0 * pos_scale * e)[:, None]
-    moved += VEL_SCALE * tick_rate
-    moved /= 2.0 * VEL_SCALE * tick_rate
-    np.floor(moved, out=moved)
-    moved += base[:, 0:2]
-    np.clip(moved, 0.0, 65535.0, out=moved)
-    pred[:, 0:2] = moved
+    # One axis at a time: on (R, 2) arrays NumPy loops over rows of length 2 (~2x dearer).
+    factor = 2.0 * pos_scale * e
+    for axis in (0, 1):
+        moved = base[:, 2 + axis].view("<i2") * factor
+        moved += VEL_SCALE * tick_rate
+        moved /= 2.0 * VEL_SCALE * tick_rate
+        np.floor(moved, out=moved)
+        moved += base[:, axis]
+        np.clip(moved, 0.0, 65535.0, out=moved)
+        pred[:, axis] = moved
     delta = same & (e > 0) & in_cell
     # A row's 8 words as two uint64s: two compares instead of eight and an any().
     now64 = np.ascontiguousarray(now).view(np.uint64)
@@ -489,7 +492,7 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     n_upd = np.bincount(chunk_of[upd], minlength=k_n)
 
     # Residual columns: per (chunk, word) the width that holds every value (0 = absent).
-    res = (now[upd] - pred[upd]).view("<i2")
+    res = (now - pred)[upd].view("<i2")  # one gather, not two
     present = res != 0
     uchunk = chunk_of[upd]
     width = np.zeros((k_n, 8), dtype=np.int64)
@@ -570,9 +573,10 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
                            kind="stable")
         e_u, e_w, e_chunk = e_u[order], e_w[order], e_chunk[order]
         e_width = width[e_chunk, e_w]
+        # A residual's place: its chunk's residual start, plus the widths before it in
+        # this tick's run, less the residual bytes of the chunks before its chunk.
         before = np.cumsum(e_width) - e_width
-        first_entry = np.searchsorted(e_chunk, e_chunk, side="left")
-        pos = (off_w + 8)[e_chunk] + before - before[first_entry]
+        pos = (off_w + 8 - (np.cumsum(res_bytes) - res_bytes))[e_chunk] + before
         v = res[e_u, e_w].view("<u2")
         buf[pos] = v & 0xFF
         two = e_width == 2
@@ -592,6 +596,12 @@ def varint_size(n: np.ndarray) -> np.ndarray:
 
 def put_varints(buf: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Write the protobuf varint of each value at `pos`; returns the positions after."""
+    if len(values) and values.max() < 1 << 14:
+        # At most two bytes (every size in a tick's batch): no loop, no masks per byte.
+        two = values >= 1 << 7
+        buf[pos] = (values & 0x7F) | (two << 7)
+        buf[pos[two] + 1] = values[two] >> 7
+        return pos + 1 + two
     lens = varint_size(values)
     for j in range(int(lens.max()) if len(lens) else 0):
         at = lens > j
