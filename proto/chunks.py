@@ -503,7 +503,7 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
         # One reduction for both: the count of present values (low 16 bits) and of wide
         # ones (high bits) per (chunk, word).
         code = present.astype(np.int32)
-        code[(res < -128) | (res > 127)] += 1 << 16
+        code += ((res < -128) | (res > 127)) * np.int32(1 << 16)  # no masked add: ~7x
         sums = np.add.reduceat(code, first, axis=0)
         has = sums & 0xFFFF
         per_word[with_upd] = has
@@ -561,11 +561,16 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     if len(with_upd):
         off_mask = off_spawn + 16 * n_spawn
         rank = np.arange(len(uchunk)) - (np.cumsum(n_upd) - n_upd)[uchunk]
-        buf[off_mask[uchunk] + rank] = np.packbits(present, axis=1, bitorder="little")[:, 0]
+        # The presence mask byte of each row (bit j: word j): the 8 bools of a row as one
+        # little-endian uint64, their low bits gathered into the top byte by a multiply
+        # (np.packbits' bitorder="little", ~8x faster on these short rows).
+        gathered = present.view("<u8")[:, 0] * np.uint64(0x0102040810204080)
+        buf[off_mask[uchunk] + rank] = gathered >> np.uint64(56)
         off_w = off_mask + n_upd
         buf[off_w[with_upd][:, None] + np.arange(8)] = width[with_upd]
         # Residuals: chunk by chunk, word by word, row by row.
-        e_u, e_w = np.nonzero(present)
+        flat = np.flatnonzero(present)  # row-major, as np.nonzero (which is ~5x dearer)
+        e_u, e_w = flat >> 3, flat & 7
         e_chunk = uchunk[e_u]
         # Stable by (chunk, word): the rows stay ascending (np.nonzero gives them so).
         group = e_chunk * 8 + e_w
