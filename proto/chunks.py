@@ -268,7 +268,7 @@ def encode_personals(reset: np.ndarray, left: tuple[np.ndarray, np.ndarray],
     owner, _, n, rank, order = lists[2]
     if len(owner):
         pos = (at[owner] + 2 * rank)[:, None] + 2 * n[owner][:, None] * np.arange(8)
-        put16(pos, spawn_words[order])
+        put16(pos, gather_rows(spawn_words, order))
     raw = buf.tobytes()
     return [raw[a:b] for a, b in zip(off.tolist(), (off + size).tolist(), strict=True)]
 
@@ -492,7 +492,7 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     n_upd = np.bincount(chunk_of[upd], minlength=k_n)
 
     # Residual columns: per (chunk, word) the width that holds every value (0 = absent).
-    res = (now - pred)[upd].view("<i2")  # one gather, not two
+    res = gather_rows(now - pred, upd).view("<i2")  # one gather, not two
     present = res != 0
     uchunk = chunk_of[upd]
     width = np.zeros((k_n, 8), dtype=np.int64)
@@ -556,7 +556,7 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
         rank = np.arange(len(sp_chunk)) - (np.cumsum(n_spawn) - n_spawn)[sp_chunk]
         pos = (off_spawn[sp_chunk] + 2 * rank)[:, None] \
             + 2 * n_spawn[sp_chunk][:, None] * np.arange(8)
-        put16(pos, now[spawn])
+        put16(pos, gather_rows(now, spawn))
 
     if len(with_upd):
         off_mask = off_spawn + 16 * n_spawn
@@ -592,6 +592,15 @@ def encode_chunks(cells: np.ndarray, elapsed: np.ndarray, n_prev: np.ndarray,
     chunks = [raw[a:b] for a, b in zip(start.tolist(), ends, strict=True)]
     skippable = added & delta
     return EncodedBatch(chunks, starts, ops != _OP_LEFT, skippable, total)
+
+
+def gather_rows(words: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``words[idx]`` for (n, 8) 16-bit records: each row copied as one 16-byte item
+    when `words` is C-contiguous (NumPy's row gather copies 8 items a row, ~4x slower on
+    the few thousand rows of a tick)."""
+    if words.flags.c_contiguous and words.shape[1:] == (8,) and words.itemsize == 2:
+        return words.view("V16")[idx].view(words.dtype)
+    return words[idx]
 
 
 def varint_size(n: np.ndarray) -> np.ndarray:

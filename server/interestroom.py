@@ -518,10 +518,10 @@ class InterestRoom:
         row_slots[at] = prev
         in_cell[at] = prev_in
         row_slots[_gather(row_start + prev_n, add_n)] = cur[added]
-        now = words[row_slots]
+        now = chunkcodec.gather_rows(words, row_slots)
         row_base = np.repeat(bases, counts)
-        base_rows = grids.words.reshape(-1, 8)[row_base % self.ring * grids.capacity
-                                               + row_slots]
+        base_rows = chunkcodec.gather_rows(grids.words.reshape(-1, 8),
+                                           row_base % self.ring * grids.capacity + row_slots)
         base_rows[row_base == 0] = 0
         kg = now[:, _W_KIND_GEN]
         same = (row_base > 0) & (kg == base_rows[:, _W_KIND_GEN]) & (kg & 0xFF != 0)
@@ -592,7 +592,7 @@ class InterestRoom:
         personals = chunkcodec.encode_personals(
             chosen.reset, (rm_client[left], rm_keys[left] & mask),
             (rm_client[gone], rm_keys[gone] & mask),
-            (client_of[spawns >> shift], spawn_slots), words[spawn_slots])
+            (client_of[spawns >> shift], spawn_slots), chunkcodec.gather_rows(words, spawn_slots))
         if chosen.budget:
             # The budget covers the whole message: the chunks were charged (estimated)
             # when chosen; the personal part and the frame headers are charged now.
