@@ -441,7 +441,11 @@ class InterestRoom:
         parts = [self.watch]
         if len(changed):
             # Every row's view of the changed slots, in one (rows, slots) gather.
-            j, r = np.nonzero(self.view[changed])
+            # (flatnonzero and a division: np.nonzero's 2-D form is ~5x dearer)
+            n = self.view.shape[1]
+            flat = np.flatnonzero(self.view[changed])
+            j = flat // n
+            r = flat - j * n
             parts.append(r << shift | changed[j])
         dropped = self.cells.dropped
         if len(dropped):

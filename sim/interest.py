@@ -467,17 +467,20 @@ class RoomCells:
             at = np.concatenate([at, r_at])
             at = at[np.argsort(at // k, kind="stable")]
         ci_o = at // k
+        cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
         # Nearer cells earn faster (about 2 at the player, 2/3 at the radius); a cell sent
-        # starts again from 0.
-        prio = np.where(keep, prio + self.radius / (self.radius / 2 + dist + 1e-9), 0.0)
-        sent = np.zeros(m * k, dtype=bool)
-        sent[at] = True
-        sent = sent.reshape(m, k)
-        prio[sent] = 0.0
-        last[sent] = recorded_send(tick, last[sent], (keys - (rows * self.stride)[:, None])[sent],
-                                   self.grid, self.slot_block, self.max_wait)
+        # starts again from 0. The float operations of ``ClientCells.sent``, in place:
+        # prio + radius / (radius / 2 + dist + 1e-9) where in interest, else 0.
+        earn = dist + self.radius / 2
+        earn += 1e-9
+        np.divide(self.radius, earn, out=earn)
+        earn += prio
+        np.multiply(earn, keep, out=earn)
+        prio = earn
+        np.put(prio, at, 0.0)  # flat indices of the (M, K) arrays
+        np.put(last, at, recorded_send(tick, last.take(at), cells, self.grid, self.slot_block,
+                                       self.max_wait))
         self.win_priority[sel], self.win_last[sel] = prio, last
         # The longest wait of a non-empty interest cell (0 with none).
         oldest = tick - int(np.where(nonempty & keep, last, tick).min()) if m else 0
-        cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
         return Schedule(ci_o, cells, oldest), cost
