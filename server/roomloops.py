@@ -144,9 +144,12 @@ class RoomLoops:
     # -- one tick -----------------------------------------------------------------------
 
     def tick_room(self, room: Room, now: float) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         self.read_seats(room, now)
         result = room.tick(now)
         self.deliver(result, now)
+        self.metrics.counts.tick_off_cpu.append(
+            max(0.0, (time.perf_counter() - wall) - (time.thread_time() - cpu)))
         self.charge_input_rejections(result, now)
         self._count_room_drops(room)
         for player_id in result.expired:
