@@ -25,14 +25,19 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.fixture
-def tcp_pair():
+def _connected_pair() -> tuple[socket.socket, socket.socket]:
     """A connected loopback TCP pair (server side non-blocking, as a transport's is)."""
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     server, _ = listener.accept()
     server.setblocking(False)
     listener.close()
+    return client, server
+
+
+@pytest.fixture
+def tcp_pair():
+    client, server = _connected_pair()
     yield client, server
     client.close()
     server.close()
@@ -72,11 +77,7 @@ def _timestamps_kept_on():
     key switched by deferred work), a few milliseconds after the first socket asks and
     after the last one is closed. Without this, a test reading through the gateway could
     run before they are on and see every arrival as "now" (held 0)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    listener.close()
-    server.setblocking(False)
+    client, server = _connected_pair()
     keeper = TickReads(server.fileno(), now=0.0)
     try:
         _until_timestamped(client, keeper)
