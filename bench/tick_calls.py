@@ -100,16 +100,24 @@ def _submit_all(room: Any, frames: list) -> None:
 
 def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
     room = _room(entities, True, clients)
+    # The same room again, ticked right after the sleep in the "code warmed" figure: its
+    # tick runs the same code on other data, so what the measured tick still pays over its
+    # back-to-back time is for its own data (arrays, objects), the rest was code.
+    twin = _room(entities, True, clients)
     phases = Phases(room)
     n = 0
 
-    def one_tick(sleep: bool) -> float:
+    def one_tick(sleep: bool, warm_code: bool = False) -> float:
         nonlocal n
         n += 1
-        frames = _frames(room, n, {}, clients)
-        _submit_all(room, frames)
+        _submit_all(room, _frames(room, n, {}, clients))
+        if warm_code:
+            _submit_all(twin, _frames(twin, n, {}, clients))
         if sleep:
             time.sleep(PERIOD_S)
+        if warm_code:
+            twin.tick((twin.tick_number + 1) / twin.params.tick_rate)
+            phases.take_tick()  # the twin shares the module-level step wrapper
         t0 = time.perf_counter()
         room.tick((room.tick_number + 1) / room.params.tick_rate)
         return time.perf_counter() - t0
@@ -125,11 +133,22 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
     def count(kind: str) -> None:
         counts.setdefault(stack[-1], Counter())[kind] += 1
 
+    # Distinct code: what a cold tick pays for is mostly each distinct function's first
+    # run (its machine code, its data), not the number of calls (issue12-fixed-cost.md).
+    distinct: dict[str, set[object]] = {}
+    everywhere: set[object] = set()
+
+    def seen(key: object) -> None:
+        distinct.setdefault(stack[-1], set()).add(key)
+        everywhere.add(key)
+
     def profiler(frame: Any, event: str, arg: Any) -> None:
         if event == "call":
             count("py")
+            seen(frame.f_code)
         elif event == "c_call":
             count("c")
+            seen(getattr(arg, "__qualname__", None) or repr(arg))
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
         if event == "line":
@@ -152,36 +171,50 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
             label = "tick (own)"
         result.setdefault(label, {}).update(
             {k: kinds[k] / COUNTED_TICKS for k in ("py", "c", "lines")})
-    for sleep, key in ((True, "cold_us"), (False, "warm_us")):
+        result[label]["distinct"] = len(distinct.get(label if label != "tick (own)"
+                                                     else phases.stack[0], ()))
+    for sleep, warm_code, key in ((True, False, "cold_us"), (False, False, "warm_us"),
+                                  (True, True, "code_warm_us")):
         per_phase: dict[str, list[float]] = {}
         totals = []
+        if warm_code:  # the twin catches up to the room's tick (the same inputs)
+            while twin.tick_number < room.tick_number:
+                _submit_all(twin, _frames(twin, twin.tick_number + 1, {}, clients))
+                twin.tick((twin.tick_number + 1) / twin.params.tick_rate)
+            phases.take_tick()
         for _ in range(TIMED_TICKS):
-            totals.append(one_tick(sleep))
-            for label, s in phases.take_tick().items():
+            total = one_tick(sleep, warm_code)
+            totals.append(total)
+            by_phase = phases.take_tick()
+            for label, s in by_phase.items():
                 per_phase.setdefault(label, []).append(s)
+            # What the tick does outside the wrapped phases (expiry, roster, the result),
+            # tick by tick: a sum of medians is not the median of the sums (cold ticks
+            # are skewed), so the difference of the medians would not be this part.
+            per_phase.setdefault("tick (own)", []).append(total - sum(by_phase.values()))
         for label, values in per_phase.items():
             result.setdefault(label, {})[key] = statistics.median(values) * 1e6
         result.setdefault("total", {})[key] = statistics.median(totals) * 1e6
-        # What the tick does outside the wrapped phases (expiry, roster, the result).
-        result.setdefault("tick (own)", {})[key] = result["total"][key] - sum(
-            result[label][key] for label in per_phase)
     for kind in ("py", "c", "lines"):
         result["total"][kind] = sum(v.get(kind, 0.0) for k, v in result.items()
                                     if k != "total")
+    result["total"]["distinct"] = len(everywhere)
     return result
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    rows = ["| phase | py calls | C calls | lines | warm µs | after 33 ms sleep µs |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| phase | py calls | C calls | distinct functions | lines | warm µs "
+            "| after 33 ms sleep µs | after the sleep, code warmed µs |",
+            "|---|---|---|---|---|---|---|---|"]
     order = [label for label, _ in PHASES] + ["tick (own)", "total"]
     for label in order:
         r = results.get(label)
         if r is None:
             continue
         rows.append(f"| {label} | {r.get('py', 0):.0f} | {r.get('c', 0):.0f} | "
-                    f"{r.get('lines', 0):.0f} | {r.get('warm_us', 0):.0f} | "
-                    f"{r.get('cold_us', 0):.0f} |")
+                    f"{r.get('distinct', 0):.0f} | {r.get('lines', 0):.0f} | "
+                    f"{r.get('warm_us', 0):.0f} | "
+                    f"{r.get('cold_us', 0):.0f} | {r.get('code_warm_us', 0):.0f} |")
     return "\n".join(rows)
 
 
