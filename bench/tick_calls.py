@@ -11,8 +11,14 @@ deliveries) and reports per phase:
   ``nonzero``, ``take``, ``tobytes``, protobuf's ``SerializeToString``...), ``lines``:
   Python lines executed (``sys.settrace``), over one tick, as the mean of 30 ticks. Array
   operators (``a + b``, ``a[m]``) are not calls, so ``lines`` is the closest count of them;
+- ``distinct``: distinct Python functions and C callables the phase ran (ufuncs called
+  through operators are not seen). After a sleep a tick pays mostly for each distinct
+  function's first run, not for the number of calls;
 - ``cold_us``: the phase's time with a 33 ms sleep before each tick (median of 150 ticks),
-  and ``warm_us`` back to back.
+  ``warm_us`` back to back, and ``code_warm_us`` with the sleep but a twin room (the same
+  scenario, other arrays) ticked right before the measured one: the same code, warm, on
+  cold data. ``cold_us - code_warm_us`` is what the phase's code costs cold,
+  ``code_warm_us - warm_us`` what its own data does.
 
 Scenario: arena parameters, E NPCs and M seats, each seat sending one Input per tick (the
 newest command and the two before it, acking the tick before the newest), gateway mode
