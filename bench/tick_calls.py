@@ -104,7 +104,8 @@ def _submit_all(room: Any, frames: list) -> None:
         room.submit(pid, frame)
 
 
-def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
+def measure(entities: int, clients: int, *, timed_ticks: int = TIMED_TICKS,
+            counted_ticks: int = COUNTED_TICKS) -> dict[str, dict[str, float]]:
     room = _room(entities, True, clients)
     # The same room again, ticked right after the sleep in the "code warmed" figure: its
     # tick runs the same code on other data, so what the measured tick still pays over its
@@ -161,7 +162,7 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
             count("lines")
         return tracer
 
-    for _ in range(COUNTED_TICKS):
+    for _ in range(counted_ticks):
         n += 1
         _submit_all(room, _frames(room, n, {}, clients))
         sys.setprofile(profiler)
@@ -176,7 +177,7 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
         if label in phases.stack[:1]:
             label = "tick (own)"
         result.setdefault(label, {}).update(
-            {k: kinds[k] / COUNTED_TICKS for k in ("py", "c", "lines")})
+            {k: kinds[k] / counted_ticks for k in ("py", "c", "lines")})
         result[label]["distinct"] = len(distinct.get(label if label != "tick (own)"
                                                      else phases.stack[0], ()))
     for sleep, warm_code, key in ((True, False, "cold_us"), (False, False, "warm_us"),
@@ -188,7 +189,7 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
                 _submit_all(twin, _frames(twin, twin.tick_number + 1, {}, clients))
                 twin.tick((twin.tick_number + 1) / twin.params.tick_rate)
             phases.take_tick()
-        for _ in range(TIMED_TICKS):
+        for _ in range(timed_ticks):
             total = one_tick(sleep, warm_code)
             totals.append(total)
             by_phase = phases.take_tick()
