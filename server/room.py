@@ -70,7 +70,7 @@ from proto import tickwire_pb2 as pb
 from proto.snapframe import snapshot_frame
 from server.baselines import DEFAULT_MAX_DELTAS, BaselinePicker
 from server.inputs import (
-    BUFFER_VALUES_PER_CMD,
+    BUFFER_BYTES_PER_CMD,
     FLUSH_AT,
     MAX_CMDS_PER_FRAME,
     MAX_SEQ_JUMP,
@@ -98,7 +98,7 @@ _PERSONAL_BYTES = np.dtype((np.void, _PERSONAL.itemsize))  # a record as one byt
 
 MAX_NAME_CHARS = 24
 _ACKED_TICK = operator.attrgetter("acked_tick")  # a C-level read per seat, no Python loop
-_FLUSH_AT_VALUES = BUFFER_VALUES_PER_CMD * FLUSH_AT  # SeatInputs.buffer is flat
+_FLUSH_AT_BYTES = BUFFER_BYTES_PER_CMD * FLUSH_AT  # SeatInputs.buffer is packed bytes
 TOKEN_SECRET_BYTES = 16
 # Characters in otherwise visible categories that render as nothing: the Hangul fillers
 # (Lo) and the blank Braille pattern (So). Everything else is judged by its category.
@@ -479,7 +479,7 @@ class Room:
         now_rejected = inputs.receive(seat.row, cmds)
         if now_rejected:
             rejected += now_rejected
-        if len(inputs.buffer) >= _FLUSH_AT_VALUES:  # bounds the buffer's memory
+        if len(inputs.buffer) >= _FLUSH_AT_BYTES:  # bounds the buffer's memory
             self._flush_inputs()
         return rejected
 
