@@ -207,13 +207,25 @@ def _recv_us(*, reads_at_tick: bool) -> float:
                                               name="ab")).SerializeToString())
     spawn = multiprocessing.get_context("spawn")
 
+    try:
+        from server.tickreads import SeatPoller
+        seats = SeatPoller()
+    except ImportError:  # a tree from before the room's poller: read_seats reads every seat
+        seats = None
+
     async def read_at_ticks(gateway: Any, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         rooms = list(gateway.lobby.rooms.values())
         next_at = loop.time()
         while not stop.is_set():
-            for room in rooms:
-                gateway.loops.read_seats(room, gateway.clock.now())
+            now = gateway.clock.now()
+            if seats is None:
+                for room in rooms:
+                    gateway.loops.read_seats(room, now)
+            else:
+                wall_now = time.time()
+                for conn in seats.ready():
+                    conn.read_at_tick(now, wall_now)
             next_at += 1 / 30
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
@@ -249,7 +261,10 @@ def _recv_us(*, reads_at_tick: bool) -> float:
                 # (Connection.time_pong): back to the tick, as after a pong.
                 for conn in gateway.connections.values():
                     conn.stop_tick_reads()
-                    conn.start_tick_reads()
+                    if seats is None:
+                        conn.start_tick_reads()
+                    else:
+                        conn.start_tick_reads(seats)
             stop_reads = asyncio.Event()
             reader = (asyncio.create_task(read_at_ticks(gateway, stop_reads))
                       if reads_at_tick else None)

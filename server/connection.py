@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.protocol import Closed, Closing, ConnectionProtocol, Event, Joined, State
-from server.tickreads import TickReads, supported
+from server.tickreads import SeatPoller, TickReads, supported
 
 if TYPE_CHECKING:
     from server.clock import Clock
@@ -108,17 +108,18 @@ class Connection:
     def reads_at_tick(self) -> bool:
         return self._tick_reads is not None
 
-    def start_tick_reads(self) -> bool:
-        """Stop watching the socket; `read_at_tick` reads it from now on. False (and
-        nothing changed) where that cannot work: TLS, not Linux, a closing transport."""
+    def start_tick_reads(self, poller: SeatPoller[Connection] | None = None) -> bool:
+        """Stop watching the socket; `read_at_tick` reads it from now on, and `poller`
+        (the room's) says when it has bytes waiting. False (and nothing changed) where that
+        cannot work: TLS, not Linux, a closing transport, a room already closed."""
         if self._tick_reads is not None:
             return True
         if not supported(self.transport):
             return False
         try:
             reads = TickReads(self.transport.get_extra_info("socket").fileno(),
-                              self.clock.now())
-        except OSError as exc:
+                              self.clock.now(), poller, self)
+        except (OSError, ValueError) as exc:
             log.warning("reads at the tick unavailable: %s", exc, extra={"peer": self.peer})
             return False
         self._tick_reads = reads

@@ -259,9 +259,9 @@ class Gateway(NodeSeats):
             self.metrics.players.dec()
         self.connections[event.player_id] = conn
         self.metrics.players.inc()
-        if self.config.reads_at_tick:
-            conn.start_tick_reads()
         self.loops.ensure(event.room)
+        if self.config.reads_at_tick:
+            conn.start_tick_reads(self.loops.seat_poller(event.room.room_id))
         claim = conn.protocol.claim
         if claim is not None and self.fleet is not None and not event.resumed:
             self.fleet.seated(claim)

@@ -7,8 +7,13 @@ counters (the schedule owns them: duration, overruns, skipped ticks, tick errors
 the plain-int `Counts` to Prometheus, every `metrics.FLUSH_EVERY_S` (/metrics flushes
 before it renders, so a scrape sees every count).
 
-Before each tick the room's seats read at the tick are read (`read_seats`, see
-`server.tickreads`): one wake-up per tick instead of one per input.
+The room's seats read at the tick (`server.tickreads`) are read in two passes, each over
+only the seats with bytes waiting (the room's `SeatPoller`): a pre-read a few milliseconds
+before the deadline (`pre_read`, a timer set after each tick), which takes most of a tick's
+inputs, and at the deadline (`read_seats`), which takes those that came in since. The
+server wakes twice per tick instead of once per input, and the reads' time sits before the
+deadline rather than between it and the snapshots: reading everything at the deadline made
+every snapshot leave ~3 ms later at 200 clients and the interval's p99 cross 40 ms.
 
 Delivery never awaits a client: frames are written with `transport.write` (buffers,
 never blocks). The send buffer size decides whether a client gets this tick's snapshot
@@ -33,6 +38,7 @@ from server.metrics import Metrics
 from server.protocol import State
 from server.room import Room, TickResult
 from server.tickloop import TickPlan, TickSchedule, run_ticks
+from server.tickreads import SeatPoller
 
 __all__ = ["RoomLoops"]
 
@@ -41,6 +47,11 @@ log = logging.getLogger("tickwire.gateway")
 # After the loop fell behind (GC, VM steal, SIGSTOP), replies that clients sent during
 # the pause may still be unread: liveness closes (ping timeout, idle, stall) wait this long.
 LIVENESS_GRACE_S = 1.0
+# The pre-read starts this long before the deadline, plus twice its recent duration, so
+# it ends before the tick (timers have whole-millisecond resolution), but at most a third
+# of a period: inputs that arrive later are read at the deadline anyway.
+PRE_READ_MARGIN_S = 0.002
+PRE_READ_SMOOTHING = 0.2  # weight of the newest pre-read's duration in the running mean
 _JOINED = State.JOINED  # Connection.open without the property call, per seat per tick
 
 
@@ -49,9 +60,18 @@ class _Loop:
     task: asyncio.Task
     stop: asyncio.Event
     schedule: TickSchedule
+    seats: SeatPoller[Connection]  # the room's seats read at the tick
     exported: tuple[int, int, int] = (0, 0, 0)  # skipped, overruns, errors already exported
     room_drops: tuple[int, int] = (0, 0)  # queue overflow, trimmed already exported
     players: int = -1  # the room's players gauge as last set
+    pre_read: asyncio.TimerHandle | None = None  # the next pre-read, once set
+    pre_read_s: float = 0.0  # running mean of a pre-read's duration
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.pre_read is not None:
+            self.pre_read.cancel()
+        self.seats.close()
 
 
 class RoomLoops:
@@ -80,9 +100,10 @@ class RoomLoops:
         entry: _Loop
         task = asyncio.get_running_loop().create_task(
             run_ticks(schedule, self.clock, lambda now: self.tick_room(room, now), stop,
-                      on_plan=self._on_plan, on_recorded=lambda: self._export(entry, room)),
+                      on_plan=self._on_plan,
+                      on_recorded=lambda: self._after_tick(entry, room)),
             name=f"tick-{room.room_id}")
-        entry = _Loop(task, stop, schedule)
+        entry = _Loop(task, stop, schedule, SeatPoller())
         self._loops[room.room_id] = entry
         self.metrics.rooms.set(len(self._loops))
 
@@ -90,10 +111,15 @@ class RoomLoops:
         entry = self._loops.get(room_id)
         return entry.schedule if entry else None
 
+    def seat_poller(self, room_id: str) -> SeatPoller[Connection] | None:
+        """Where a seat of this room registers to be read at the tick (None: no loop)."""
+        entry = self._loops.get(room_id)
+        return entry.seats if entry else None
+
     async def stop(self) -> None:
         """Stop every loop (bounded wait, then cancel)."""
         for entry in self._loops.values():
-            entry.stop.set()
+            entry.close()
         tasks = [entry.task for entry in self._loops.values()]
         self._loops.clear()
         if tasks:
@@ -117,19 +143,48 @@ class RoomLoops:
             self._reap(now)
 
     def read_seats(self, room: Room, now: float) -> None:
-        """What each seat read at the tick sent since the last tick (`tickreads`)."""
-        get_conn = self.connections.get
+        """What the room's seats read at the tick sent and is not read yet (`tickreads`):
+        only the sockets with bytes waiting are read."""
+        entry = self._loops.get(room.room_id)
+        if entry is None or not entry.seats:
+            return
         wall_now = time.time()
-        for player_id in tuple(room.seats):  # a read may free a seat (Leave)
-            conn = get_conn(player_id)
-            if conn is not None:
-                conn.read_at_tick(now, wall_now)  # returns at once if not read at the tick
+        for conn in entry.seats.ready():
+            conn.read_at_tick(now, wall_now)  # returns at once if it stopped meanwhile
+
+    def pre_read(self, entry: _Loop, room: Room) -> None:
+        """The timer's pass, before the deadline (see the module docstring)."""
+        entry.pre_read = None
+        if entry.stop.is_set():
+            return
+        started = time.perf_counter()
+        try:
+            self.read_seats(room, self.clock.now())
+        except Exception:  # a bug: the connection shell catches what a client can cause
+            log.exception("pre-read failed", extra={"room": room.room_id})
+        took = time.perf_counter() - started
+        entry.pre_read_s += (took - entry.pre_read_s) * PRE_READ_SMOOTHING
+
+    def _set_pre_read(self, entry: _Loop, room: Room) -> None:
+        if not entry.seats or entry.stop.is_set():
+            return
+        schedule = entry.schedule
+        lead = min(PRE_READ_MARGIN_S + 2.0 * entry.pre_read_s, schedule.period_s / 3.0)
+        delay = schedule.next_deadline - lead - self.clock.now()
+        if delay > 0.0:
+            entry.pre_read = asyncio.get_running_loop().call_later(
+                delay, self.pre_read, entry, room)
 
     def _on_plan(self, plan: TickPlan) -> None:
         if plan.run:
             self.metrics.counts.tick_jitters.append(plan.jitter_s)
         if plan.skipped:
             self._liveness_from = self.clock.now() + LIVENESS_GRACE_S
+
+    def _after_tick(self, entry: _Loop, room: Room) -> None:
+        self._export(entry, room)
+        if entry.pre_read is None:  # one per deadline, also after a catch-up batch
+            self._set_pre_read(entry, room)
 
     def _export(self, entry: _Loop, room: Room) -> None:
         """After each tick: the schedule's counters exported, and the plain-int counts
@@ -191,7 +246,7 @@ class RoomLoops:
                 self.on_disposed(room.room_id)
             entry = self._loops.pop(room.room_id, None)
             if entry is not None:
-                entry.stop.set()
+                entry.close()
             self.metrics.forget_room(room.room_id)
             log.info("room disposed", extra={"room": room.room_id})
         self.metrics.rooms.set(len(self._loops))

@@ -17,7 +17,7 @@ from client_demo.client import Client
 from proto import PROTOCOL_VERSION
 from proto import tickwire_pb2 as pb
 from server.errors import CLOSE_POLICY
-from server.tickreads import READ_BYTES, TickReads
+from server.tickreads import READ_BYTES, SeatPoller, TickReads
 from tests.integration.conftest import RawWebSocket, wait_until
 
 
@@ -65,20 +65,43 @@ def test_a_read_returns_the_bytes_with_their_kernel_arrival_on_the_servers_clock
         reads.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _timestamps_kept_on():
+    """One socket asking for receive timestamps for the whole module, and the wait until
+    the kernel gives them. The kernel turns them on and off for the whole system (a static
+    key switched by deferred work), a few milliseconds after the first socket asks and
+    after the last one is closed. Without this, a test reading through the gateway could
+    run before they are on and see every arrival as "now" (held 0)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    server.setblocking(False)
+    keeper = TickReads(server.fileno(), now=0.0)
+    try:
+        _until_timestamped(client, keeper)
+        yield
+    finally:
+        keeper.close()
+        client.close()
+        server.close()
+
+
 def _until_timestamped(client: socket.socket, reads: TickReads) -> None:
     """Wait (bounded) until reads carry the kernel's time: the kernel turns receive
     timestamps on a moment after the first socket asks (a deferred static key); until
     then a read is taken as arriving at `now`."""
-    for _ in range(200):
+    for _ in range(250):  # 5 s
         client.sendall(b"w")
         time.sleep(0.01)  # the wall clock read after the bytes arrived
+        reads.last_arrival = 0.0  # an untimed read took `now`: it must not hold the next
         while (got := reads.read(1000.0, time.time())) is None:
             pass
         if got[1] < 1000.0:
             reads.last_arrival = 0.0
             return
         time.sleep(0.01)
-    raise AssertionError("no receive timestamps within 2 s")
+    raise AssertionError("no receive timestamps within 5 s")
 
 
 def test_a_stepped_wall_clock_never_moves_an_arrival_before_the_last_nor_after_now(
@@ -161,6 +184,74 @@ def test_closing_the_reads_closes_only_their_duplicate_descriptor(tcp_pair):
     assert server.recv(64) == b"still open"
 
 
+# -- SeatPoller: which seats have bytes waiting ---------------------------------------------
+
+
+def _eventually_ready(poller: SeatPoller, want: list) -> list:
+    """poller.ready() once it reports `want` (loopback delivers at once; bounded)."""
+    got: list = []
+    for _ in range(200):
+        got = poller.ready()
+        if got == want:
+            break
+        time.sleep(0.001)
+    return got
+
+
+def test_the_poller_reports_only_the_seats_with_bytes_waiting_until_they_are_read():
+    pairs = [socket.socketpair() for _ in range(3)]
+    poller: SeatPoller[str] = SeatPoller()
+    reads = [TickReads(ours.fileno(), 0.0, poller, f"seat{i}")
+             for i, (ours, _) in enumerate(pairs)]
+    try:
+        assert len(poller) == 3
+        assert poller.ready() == []
+        pairs[1][1].sendall(b"input")
+        assert _eventually_ready(poller, ["seat1"]) == ["seat1"]
+        assert poller.ready() == ["seat1"]  # level-triggered: still there until read
+        assert reads[1].read(1.0, time.time())[0] == b"input"
+        assert poller.ready() == []
+        pairs[2][1].close()  # end of stream is something to read too
+        assert _eventually_ready(poller, ["seat2"]) == ["seat2"]
+        assert reads[2].read(1.0, time.time())[0] == b""
+    finally:
+        for r in reads:
+            r.close()
+        poller.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+def test_a_closed_read_leaves_the_poller_though_its_socket_stays_open(tcp_pair):
+    """epoll keys a registration by the open file, which the transport's descriptor keeps
+    open: a duplicate closed while registered would still be reported. close() removes
+    it first."""
+    client, server = tcp_pair
+    poller: SeatPoller[str] = SeatPoller()
+    reads = TickReads(server.fileno(), 0.0, poller, "seat")
+    reads.close()
+    assert len(poller) == 0
+    client.sendall(b"after the close")
+    time.sleep(0.01)  # loopback: the bytes are in; a stale registration would now fire
+    assert poller.ready() == []
+    assert server.recv(64) == b"after the close"  # the transport's descriptor still reads
+    poller.close()
+
+
+def test_a_room_closed_first_leaves_its_seats_closable_and_refuses_new_ones(tcp_pair):
+    _, server = tcp_pair
+    poller: SeatPoller[str] = SeatPoller()
+    reads = TickReads(server.fileno(), 0.0, poller, "seat")
+    poller.close()  # the room was disposed of before its last seat left
+    before = _open_fds()
+    reads.close()
+    assert _open_fds() == before - 1  # its duplicate, nothing else
+    with pytest.raises(ValueError):
+        TickReads(server.fileno(), 0.0, poller, "late")
+    assert _open_fds() == before - 1  # the refused one's duplicate is closed too
+
+
 # -- through the gateway -------------------------------------------------------------------
 
 
@@ -186,8 +277,9 @@ async def _frames(ws: aiohttp.ClientWebSocketResponse, kind: str,
 async def test_a_pong_says_how_long_the_ping_waited_for_the_tick_functional(
         start_server, reads_at_tick):
     """Read at the tick, a Ping is handled at its arrival (`server_time`) and answered
-    when its tick reads it: arrival + `held` is that tick's time, the `server_time` of
-    the snapshot that follows the Pong. Read on arrival, nothing waits."""
+    when the room's loop reads it: arrival + `held` is the time of that read, the
+    pre-read up to a third of a period before the tick whose snapshot follows the Pong,
+    or that tick's own read. Read on arrival, nothing waits."""
     # One server ping, answered before the Pings below: while ours is out, the socket is
     # read on arrival (its pong is timed exactly), and no other comes for 60 s.
     running = await start_server(config_overrides={"reads_at_tick": reads_at_tick},
@@ -197,6 +289,7 @@ async def test_a_pong_says_how_long_the_ping_waited_for_the_tick_functional(
         welcome = (await _frames(ws, "welcome")).welcome
         conn = running.gateway.connections[welcome.player_id]
         assert conn.reads_at_tick is reads_at_tick
+        period = 1.0 / running.gateway.config.params.tick_rate
         pings = conn.session.pings
         while pings.outstanding or not pings.rtt.samples:  # aiohttp pongs as it reads
             await _frames(ws, "snapshot")
@@ -211,8 +304,10 @@ async def test_a_pong_says_how_long_the_ping_waited_for_the_tick_functional(
             assert pong.client_time == 1.5
             if reads_at_tick:
                 assert pong.held > 0.0
-                assert pong.server_time + pong.held == pytest.approx(snapshot.server_time,
-                                                                     abs=1e-9)
+                read_at = pong.server_time + pong.held
+                # 2 ms: the event loop's timers have whole-millisecond resolution.
+                assert snapshot.server_time - period / 3 - 0.002 <= read_at
+                assert read_at <= snapshot.server_time + 1e-9
             else:
                 assert pong.held == 0.0
                 assert pong.server_time <= snapshot.server_time
@@ -247,7 +342,6 @@ async def test_a_server_close_while_read_at_the_tick_ends_tcp_and_leaks_no_descr
     open after the server closes it: the client sees the Close, then end of stream."""
     running = await start_server()
     gateway = running.gateway
-    before = _open_fds()
     raw = await RawWebSocket.connect(running.port)
     raw.send(pb.ClientFrame(join=pb.Join(protocol_version=PROTOCOL_VERSION, name="kicked"))
              .SerializeToString())
@@ -255,6 +349,7 @@ async def test_a_server_close_while_read_at_the_tick_ends_tcp_and_leaks_no_descr
     await wait_until(lambda: len(gateway.connections) == 1)
     conn = next(iter(gateway.connections.values()))
     assert conn.reads_at_tick
+    seated = _open_fds()  # the room (and its seats' poller) stays open after the close
     conn.close(CLOSE_POLICY, "kicked by a test", label="kicked")
     assert not conn.reads_at_tick  # back to reads on arrival for the closing handshake
     code, reason = await raw.read_close()
@@ -263,7 +358,7 @@ async def test_a_server_close_while_read_at_the_tick_ends_tcp_and_leaks_no_descr
     assert await asyncio.wait_for(raw.reader.read(), 5.0) == b""  # then FIN
     raw.writer.close()
     await wait_until(lambda: conn.done.done())
-    await wait_until(lambda: _open_fds() <= before)
+    await wait_until(lambda: _open_fds() <= seated - 2)  # the socket and its duplicate
 
 
 async def test_a_flood_read_at_the_tick_is_still_closed_as_a_flood_functional(start_server):
@@ -285,3 +380,23 @@ async def test_a_flood_read_at_the_tick_is_still_closed_as_a_flood_functional(st
         for _ in range(5):
             await calm.next_snapshot()  # raises if none comes within its bounded wait
     assert await running.metric('tickwire_frames_rejected_total{reason="rate_limited"}') > 0
+
+
+async def test_a_rooms_seats_are_read_before_the_deadline_too_functional(start_server):
+    """Once a seat is read at the tick, the room's loop reads it a few milliseconds before
+    each deadline as well (its running duration is measured); stopping the loops cancels
+    the next pre-read and closes the room's poller."""
+    running = await start_server()
+    gateway = running.gateway
+    async with Client(running.ws_url, "early"):
+        await wait_until(lambda: len(gateway.connections) == 1)
+        (conn,) = gateway.connections.values()
+        assert conn.reads_at_tick
+        entry = gateway.loops._loops[conn.room.room_id]
+        assert len(entry.seats) == 1
+        await wait_until(lambda: entry.pre_read_s > 0.0)
+        await wait_until(lambda: entry.pre_read is not None)
+        timer = entry.pre_read
+        await gateway.loops.stop()
+        assert timer.cancelled()
+        assert len(entry.seats) == 0
