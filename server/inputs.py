@@ -6,10 +6,10 @@ Seats are rows ``0..rows-1`` (the room assigns them). Everything a command needs
 arrives lives in arrays indexed by row, so the per-tick work is NumPy over all seats.
 
 Arrival (once per Input frame, the only per-frame Python): the commands of a frame whose
-``seq`` is above the seat's newest queued one are appended to one flat list, nine values
-each (row, seq, move x/y, aim, buttons, and the view claim of lag compensation: view
-tick, next tick, blend), which becomes one array per flush. Older ones are redundant
-copies and are skipped unread.
+``seq`` is above the seat's newest queued one are appended to one byte buffer, nine
+little-endian float64 values each (row, seq, move x/y, aim, buttons, and the view claim
+of lag compensation: view tick, next tick, blend), which is one array per flush without
+a conversion. Older ones are redundant copies and are skipped unread.
 
 Validation has two modes with the same rules, reasons and labels:
 
