@@ -9,8 +9,8 @@ reads a clock, so every rule is tested with plain calls.
 
 Inputs arrive between ticks. ``submit`` does the per-frame part only (the seat, its
 ack, the frame's shape) and hands the new commands to ``server.inputs.SeatInputs``, which
-buffers them in one per-room byte buffer; at the start of each tick they are validated (in NumPy when
-``defer_input_checks``, see that module) and queued in per-seat rings, all seats at once.
+packs them into one per-room byte buffer; at the start of each tick they are validated
+(in NumPy when ``defer_input_checks``, see that module) and queued in per-seat rings, all seats at once.
 One command is one movement step of ``dt``, exactly what the client predicted for it, so
 reconciliation against ``last_input_seq`` finds no difference when nothing else
 interfered. Each tick a seat earns one step of budget (kept up to ``inputs_per_tick``
