@@ -10,10 +10,10 @@ reads a clock, so every rule is tested with plain calls.
 Inputs arrive between ticks. ``submit`` does the per-frame part only (the seat, its
 ack, the frame's shape) and hands the new commands to ``server.inputs.SeatInputs``, which
 packs them into one per-room byte buffer; at the start of each tick they are validated
-(in NumPy when ``defer_input_checks``, see that module) and queued in per-seat rings, all seats at once.
-One command is one movement step of ``dt``, exactly what the client predicted for it, so
-reconciliation against ``last_input_seq`` finds no difference when nothing else
-interfered. Each tick a seat earns one step of budget (kept up to ``inputs_per_tick``
+(in NumPy when ``defer_input_checks``, see that module) and queued in per-seat rings, all
+seats at once. One command is one movement step of ``dt``, exactly what the client
+predicted for it, so reconciliation against ``last_input_seq`` finds no difference when
+nothing else interfered. Each tick a seat earns one step of budget (kept up to ``inputs_per_tick``
 while its commands are late) and spends one per command: a tick without a command leaves
 the player where it is, and the commands arriving bunched next tick catch up (earlier ones
 through ``pre_move``). Sending faster than the tick rate earns nothing, so over any stretch
