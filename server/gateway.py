@@ -260,8 +260,9 @@ class Gateway(NodeSeats):
         self.connections[event.player_id] = conn
         self.metrics.players.inc()
         self.loops.ensure(event.room)
-        if self.config.reads_at_tick:
-            conn.start_tick_reads(self.loops.seat_poller(event.room.room_id))
+        seats = self.loops.seat_poller(event.room.room_id)
+        if self.config.reads_at_tick and seats is not None:
+            conn.start_tick_reads(seats)
         claim = conn.protocol.claim
         if claim is not None and self.fleet is not None and not event.resumed:
             self.fleet.seated(claim)

@@ -60,7 +60,7 @@ class _Loop:
     task: asyncio.Task
     stop: asyncio.Event
     schedule: TickSchedule
-    seats: SeatPoller[Connection]  # the room's seats read at the tick
+    seats: SeatPoller[Connection] | None  # the room's seats read at the tick (None: none can be)
     exported: tuple[int, int, int] = (0, 0, 0)  # skipped, overruns, errors already exported
     room_drops: tuple[int, int] = (0, 0)  # queue overflow, trimmed already exported
     players: int = -1  # the room's players gauge as last set
@@ -71,7 +71,19 @@ class _Loop:
         self.stop.set()
         if self.pre_read is not None:
             self.pre_read.cancel()
-        self.seats.close()
+        if self.seats is not None:
+            self.seats.close()
+
+
+def _seat_poller(room_id: str) -> SeatPoller[Connection] | None:
+    """The room's poller, or None (its seats are then read on arrival) when the process
+    cannot open one more descriptor: a full descriptor table must not fail a join."""
+    try:
+        return SeatPoller()
+    except OSError as exc:
+        log.warning("room %s reads its seats on arrival: %s", room_id, exc,
+                    extra={"room": room_id})
+        return None
 
 
 class RoomLoops:
@@ -103,7 +115,7 @@ class RoomLoops:
                       on_plan=self._on_plan,
                       on_recorded=lambda: self._after_tick(entry, room)),
             name=f"tick-{room.room_id}")
-        entry = _Loop(task, stop, schedule, SeatPoller())
+        entry = _Loop(task, stop, schedule, _seat_poller(room.room_id))
         self._loops[room.room_id] = entry
         self.metrics.rooms.set(len(self._loops))
 
@@ -146,7 +158,7 @@ class RoomLoops:
         """What the room's seats read at the tick sent and is not read yet (`tickreads`):
         only the sockets with bytes waiting are read."""
         entry = self._loops.get(room.room_id)
-        if entry is None or not entry.seats:
+        if entry is None or not entry.seats:  # None, or no seat read at the tick
             return
         wall_now = time.time()
         for conn in entry.seats.ready():

@@ -400,3 +400,24 @@ async def test_a_rooms_seats_are_read_before_the_deadline_too_functional(start_s
         await gateway.loops.stop()
         assert timer.cancelled()
         assert len(entry.seats) == 0
+
+
+async def test_a_room_that_cannot_open_its_poller_reads_its_seats_on_arrival_functional(
+        start_server, monkeypatch):
+    """A full descriptor table when a room opens (epoll_create fails with EMFILE) must
+    not fail the join: the room's seats are read on arrival, and play goes on."""
+    import errno
+    import select
+
+    def no_descriptor_left() -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    running = await start_server()
+    monkeypatch.setattr(select, "epoll", no_descriptor_left)
+    async with Client(running.ws_url, "crowded") as client:
+        await wait_until(lambda: len(running.gateway.connections) == 1)
+        (conn,) = running.gateway.connections.values()
+        assert not conn.reads_at_tick
+        assert running.gateway.loops.seat_poller(conn.room.room_id) is None
+        seq = await client.send_input(move_x=1.0)
+        await wait_until(lambda: client.last_input_seq >= seq)  # read, applied, acked

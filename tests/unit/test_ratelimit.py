@@ -164,11 +164,12 @@ def test_a_clock_going_backwards_earns_nothing():
     assert not b.spend(1)
 
 
-@given(st.lists(st.tuples(st.floats(0.0, 0.5), st.integers(0, 3000), st.booleans()),
-                max_size=60))
+@given(st.lists(st.tuples(st.one_of(st.floats(0.0, 0.05), st.floats(0.0, 15.0)),
+                          st.integers(0, 3000), st.booleans()), max_size=60))
 def test_charge_read_is_refill_then_spend(steps: list[tuple[float, int, bool]]) -> None:
     """The short path's one call and the general loop's two leave twin budgets equal
-    after any reads (gaps, sizes, and refills without a frame in between)."""
+    after any reads (gaps short and long, up to past the backlog allowance; sizes; and
+    refills without a frame in between)."""
     one, two = _budget(), _budget()
     now = 0.0
     for gap, wire_bytes, charge in steps:
