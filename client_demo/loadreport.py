@@ -202,6 +202,22 @@ def _room_rates(rooms_start: list[dict] | None, rooms_end: list[dict] | None,
     return out
 
 
+def _quantiles_ms(start: dict[str, float], end: dict[str, float],
+                  name: str) -> dict[str, float | None]:
+    """PCTS of histogram `name` over the window between two /metrics readings, ms."""
+    pat = re.compile(re.escape(name) + r'_bucket\{le="([^"]+)"\}')
+    buckets = []
+    for key, value in end.items():
+        m = pat.fullmatch(key)
+        if m:
+            buckets.append((float(m.group(1)), value - start.get(key, 0.0)))
+    out = {}
+    for k, q in PCTS.items():
+        v = histogram_quantile(q / 100.0, buckets)
+        out[k] = None if v is None else round(v * 1000.0, 3)
+    return out
+
+
 def server_figures(start: dict[str, float] | None, end: dict[str, float] | None,
                    window_s: float, rooms_start: list[dict] | None = None,
                    rooms_end: list[dict] | None = None,
@@ -215,16 +231,6 @@ def server_figures(start: dict[str, float] | None, end: dict[str, float] | None,
     if start is None or end is None:
         return None
     name = "tickwire_tick_duration_seconds"
-    pat = re.compile(re.escape(name) + r'_bucket\{le="([^"]+)"\}')
-    buckets = []
-    for key, value in end.items():
-        m = pat.fullmatch(key)
-        if m:
-            buckets.append((float(m.group(1)), value - start.get(key, 0.0)))
-    tick_ms = {}
-    for k, q in PCTS.items():
-        v = histogram_quantile(q / 100.0, buckets)
-        tick_ms[k] = None if v is None else round(v * 1000.0, 3)
 
     def diff(key: str) -> float:
         return end.get(key, 0.0) - start.get(key, 0.0)
@@ -248,7 +254,10 @@ def server_figures(start: dict[str, float] | None, end: dict[str, float] | None,
         "tick_rate_per_room_min": min(per_room) if per_room else None,
         "ticks_per_s_all_rooms": all_rate,
         "rooms_detail": rooms,
-        "tick_duration_ms": tick_ms,
+        "tick_duration_ms": _quantiles_ms(start, end, name),
+        # Of that, the time the server's thread was not running (other processes had the
+        # CPU): a tail here and not in the CPU time is a starved server, not slow code.
+        "tick_off_cpu_ms": _quantiles_ms(start, end, "tickwire_tick_off_cpu_seconds"),
         "overruns": int(diff("tickwire_tick_overruns_total")),
         "ticks_skipped": int(diff("tickwire_ticks_skipped_total")),
         "players": end.get("tickwire_players"),
@@ -517,6 +526,8 @@ def report_rows(r: dict) -> list[tuple[str, str]]:
                                        f"({_fmt(srv['ticks_per_s_all_rooms'])} all rooms)"))
         rows.append(("server tick ms", fmt_pcts(srv["tick_duration_ms"]) +
                      f"  ({srv['overruns']} overruns, {srv['ticks_skipped']} skipped)"))
+        if srv.get("tick_off_cpu_ms"):  # absent from a server before the metric
+            rows.append(("  of it off-CPU ms", fmt_pcts(srv["tick_off_cpu_ms"])))
         rej = srv["inputs_rejected"]
         rows.append(("inputs rejected", ", ".join(f"{k} {v}" for k, v in rej.items())
                      or "none"))

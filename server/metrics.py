@@ -103,6 +103,7 @@ RTT_BUCKETS_S = (
 CONTRACT_NAMES = (
     "tickwire_tick_duration_seconds",
     "tickwire_tick_jitter_seconds",
+    "tickwire_tick_off_cpu_seconds",
     "tickwire_tick_overruns_total",
     "tickwire_ticks_skipped_total",
     "tickwire_players",
@@ -174,7 +175,8 @@ class Counts:
 
     __slots__ = ("backlogs", "bytes_received", "bytes_sent", "frames_rejected", "inputs_rejected",
                  "keyframes_sent", "rtt_samples", "snapshot_sizes",
-                 "snapshots_sent", "snapshots_skipped", "tick_durations", "tick_jitters")
+                 "snapshots_sent", "snapshots_skipped", "tick_durations", "tick_jitters",
+                 "tick_off_cpu")
 
     def __init__(self) -> None:
         self.bytes_received = 0
@@ -189,6 +191,7 @@ class Counts:
         self.snapshot_sizes: dict[int, int] = {}  # size in bytes -> snapshots of that size
         self.tick_durations: list[float] = []  # seconds, one per tick run (every room)
         self.tick_jitters: list[float] = []  # seconds late, one per tick run
+        self.tick_off_cpu: list[float] = []  # seconds not on the CPU, one per tick run
 
     def frame_rejected(self, label: str, n: int = 1) -> None:
         self.frames_rejected[label] = self.frames_rejected.get(label, 0) + n
@@ -278,6 +281,15 @@ class Metrics:
         self.tick_jitter = BatchedHistogram(
             "tickwire_tick_jitter_seconds",
             "How late a tick started after its deadline, seconds.",
+            buckets=TICK_BUCKETS_S,
+            registry=r,
+        )
+        # Wall time minus the thread's CPU time over the tick: what the host took from it.
+        # A tick slow on both clocks is slow code; slow on the wall only is a starved server.
+        self.tick_off_cpu = BatchedHistogram(
+            "tickwire_tick_off_cpu_seconds",
+            "Time within one tick the server's thread was not running (wall time minus "
+            "its CPU time): the host ran other processes, or a system call blocked, seconds.",
             buckets=TICK_BUCKETS_S,
             registry=r,
         )
@@ -482,7 +494,8 @@ class Metrics:
                 pending.clear()
         for histogram, values in ((self.rtt, c.rtt_samples),
                                   (self.tick_duration, c.tick_durations),
-                                  (self.tick_jitter, c.tick_jitters)):
+                                  (self.tick_jitter, c.tick_jitters),
+                                  (self.tick_off_cpu, c.tick_off_cpu)):
             if values:
                 histogram.observe_counts(np.array(values))
                 values.clear()

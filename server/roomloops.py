@@ -13,7 +13,7 @@ before the deadline (`pre_read`, a timer set after each tick), which takes most 
 inputs, and at the deadline (`read_seats`), which takes those that came in since. The
 server wakes twice per tick instead of once per input, and the reads' time sits before the
 deadline rather than between it and the snapshots: reading everything at the deadline made
-every snapshot leave ~3 ms later at 200 clients and the interval's p99 cross 40 ms.
+every snapshot leave ~3 ms later at 200 clients (bench/results/issue12-tick-reads.md).
 
 Delivery never awaits a client: frames are written with `transport.write` (buffers,
 never blocks). The send buffer size decides whether a client gets this tick's snapshot
@@ -144,9 +144,12 @@ class RoomLoops:
     # -- one tick -----------------------------------------------------------------------
 
     def tick_room(self, room: Room, now: float) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         self.read_seats(room, now)
         result = room.tick(now)
         self.deliver(result, now)
+        self.metrics.counts.tick_off_cpu.append(
+            max(0.0, (time.perf_counter() - wall) - (time.thread_time() - cpu)))
         self.charge_input_rejections(result, now)
         self._count_room_drops(room)
         for player_id in result.expired:

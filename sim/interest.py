@@ -124,23 +124,36 @@ class Grid:
 
     def cell_xy(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cx, cy) of positions (n, 2), clamped into the grid."""
-        scaled = np.floor(np.asarray(pos, dtype=np.float64) / self.cell).astype(np.int64)
-        cx = np.clip(scaled[:, 0], 0, self.columns - 1)
-        cy = np.clip(scaled[:, 1], 0, self.rows - 1)
-        return cx, cy
+        xy = self._cell_xy(pos)
+        return xy[:, 0], xy[:, 1]
+
+    def _cell_xy(self, pos: np.ndarray) -> np.ndarray:
+        # In float64 (float32 positions divided in float32 could round across a cell
+        # edge), floored and clamped in place. Scalar bounds: a per-axis (2,) bound
+        # broadcast over (n, 2) costs ~10x (NumPy loops over rows of length 2).
+        scaled = np.asarray(pos, dtype=np.float64) / self.cell
+        np.floor(scaled, out=scaled)
+        np.fmax(scaled, 0.0, out=scaled)  # fmax/fmin: NaN to the edge, not through
+        if self.columns == self.rows:
+            np.fmin(scaled, self.columns - 1, out=scaled)
+        else:
+            np.fmin(scaled[:, 0], self.columns - 1, out=scaled[:, 0])
+            np.fmin(scaled[:, 1], self.rows - 1, out=scaled[:, 1])
+        return scaled.astype(np.int64)
 
     def assign(self, pos: np.ndarray, live: np.ndarray) -> CellIndex:
         """Every live slot's cell, and the slots grouped by cell (one vectorised pass)."""
-        cx, cy = self.cell_xy(pos)
-        cell_of = np.where(live, cy * self.columns + cx, -1)
-        live_slots = np.flatnonzero(live)
-        live_cells = cell_of[live_slots]
-        # A stable sort keeps slots ascending inside a cell; on 16-bit keys NumPy's stable
-        # sort is a radix sort, ~15x faster than on int64 at 10k slots.
-        keys = live_cells.astype(np.uint16) if self.cells <= 1 << 16 else live_cells
-        order = live_slots[np.argsort(keys, kind="stable")]
+        xy = self._cell_xy(pos)
+        cell_of = np.where(live, xy[:, 1] * self.columns + xy[:, 0], -1)
+        # One stable sort of every slot by cell, the dead (-1) last: slots stay ascending
+        # inside a cell. On 16-bit keys NumPy's stable sort is a radix sort, ~15x faster
+        # than on int64 at 10k slots (-1 becomes 0xFFFF, above every cell).
+        keys = cell_of.astype(np.uint16) if self.cells < 0xFFFF else \
+            np.where(live, cell_of, self.cells)
+        counts = np.bincount(cell_of + 1, minlength=self.cells + 1)  # [0]: not live
+        order = np.argsort(keys, kind="stable")[: len(cell_of) - counts[0]]
         starts = np.zeros(self.cells + 1, dtype=np.int64)
-        np.cumsum(np.bincount(live_cells, minlength=self.cells), out=starts[1:])
+        np.cumsum(counts[1:], out=starts[1:])
         return CellIndex(cell_of, order, starts)
 
     def around(self, centre: tuple[float, float], reach: float) -> tuple[np.ndarray, np.ndarray]:
@@ -248,12 +261,12 @@ class ClientCells:
 
 @dataclass(slots=True)
 class Schedule:
-    """`RoomCells.schedule`'s result for M clients: every client's interest cells in the
-    order offered (musts first), as flat arrays grouped by client (`client` ascending)."""
+    """`RoomCells.schedule`'s result for M clients: every client's cells sent this tick, in
+    the order offered (musts first, then by priority), as flat arrays grouped by client
+    (`client` ascending)."""
 
     client: np.ndarray  # index into the M clients
     cell: np.ndarray  # cell id
-    sent: np.ndarray  # chosen this tick
     oldest_wait: int  # ticks the longest-waiting non-empty interest cell has waited
 
 
@@ -344,29 +357,27 @@ class RoomCells:
         `window_cells`: `keys` less ``row * stride`` (the cell ids, `cells` for none)."""
         g, c, w = self.grid, self.grid.cell, self.window
         reach = self.radius + self.margin
-        x, y = centres[:, 0], centres[:, 1]
+        m, k = len(rows), w * w
         step = np.arange(w)
-        x0 = np.maximum(np.floor((x - reach) / c), 0).astype(np.int64)
-        y0 = np.maximum(np.floor((y - reach) / c), 0).astype(np.int64)
-        cx = x0[:, None] + step
-        cy = y0[:, None] + step
-        x1 = np.minimum(np.floor((x + reach) / c), g.columns - 1)[:, None]
-        y1 = np.minimum(np.floor((y + reach) / c), g.rows - 1)[:, None]
+        # Both axes at once: (M, 2) corners and (M, 2, window) columns and rows.
+        origin = np.maximum(np.floor((centres - reach) / c), 0).astype(np.int64)
+        cxy = origin[:, :, None] + step
+        top = np.minimum(np.floor((centres + reach) / c), (g.columns - 1, g.rows - 1))
+        at = centres[:, :, None]
         # Distance from a point to a rectangle: per axis, how far outside the interval.
-        dx = np.maximum(np.maximum(cx * c - x[:, None], x[:, None] - (cx + 1) * c), 0.0)
-        dy = np.maximum(np.maximum(cy * c - y[:, None], y[:, None] - (cy + 1) * c), 0.0)
-        m = len(rows)
+        d = np.maximum(np.maximum(cxy * c - at, at - (cxy + 1) * c), 0.0)
+        d *= d
         # sqrt of the sum of squares, not np.hypot (~6x dearer); Grid.around does the same
         # float operations, so the two agree exactly.
-        dist = np.sqrt((dy * dy)[:, :, None] + (dx * dx)[:, None, :]).reshape(m, w * w)
-        valid = ((cy <= y1)[:, :, None] & (cx <= x1)[:, None, :]).reshape(m, w * w)
+        dist = np.sqrt(d[:, 1, :, None] + d[:, 0, None, :]).reshape(m, w * w)
+        inside_grid = cxy <= top[:, :, None]
+        valid = (inside_grid[:, 1, :, None] & inside_grid[:, 0, None, :]).reshape(m, w * w)
         valid &= dist <= reach
-        ids = (cy[:, :, None] * g.columns + cx[:, None, :]).reshape(m, w * w)
+        ids = (cxy[:, 1, :, None] * g.columns + cxy[:, 0, None, :]).reshape(m, w * w)
         base = (rows * self.stride)[:, None]
         cells = np.where(valid, ids, g.cells)
         keys = cells + base
 
-        origin = np.stack([x0, y0], axis=1)
         sel = _rows_index(rows)
         was = self.win_in[sel]
         moved = np.flatnonzero((origin != self.origin[sel]).any(axis=1))
@@ -383,10 +394,10 @@ class RoomCells:
             ok = ((oi >= 0) & (oi < w) & (oj >= 0) & (oj < w)).reshape(len(moved), -1)
             src = (np.clip(oi, 0, w - 1) * w + np.clip(oj, 0, w - 1)).reshape(len(moved), -1)
             moved_rows = rows[moved]
-            was[moved] = np.take_along_axis(was[moved], src, axis=1) & ok
+            # Direct (row, column) gathers: np.take_along_axis's own overhead is ~10 us.
+            was[moved] = was[moved[:, None], src] & ok
             for arr in (self.win_priority, self.win_last):
-                arr[moved_rows] = np.where(ok, np.take_along_axis(arr[moved_rows], src, axis=1),
-                                           0)
+                arr[moved_rows] = np.where(ok, arr[moved_rows[:, None], src], 0)
             self.origin[moved_rows] = origin[moved]
         keep = valid & ((dist <= self.radius) | was)
         # `in_interest` by id: entries that changed (cells of moved windows all re-enter).
@@ -394,18 +405,21 @@ class RoomCells:
         changed[moved] = keep[moved]
         inside[keys[changed & keep]] = True
         lost = changed & ~keep
-        dropped = [(base + ids)[lost]]
-        if lost.any():
+        gone = np.flatnonzero(lost)  # few: their keys without an (M, K) add
+        dropped = [ids.reshape(-1)[gone] + base[gone // k, 0]]
+        if len(gone):
             inside[dropped[0]] = False
         if len(moved):
             dropped.append(old_keys[~inside[old_keys]])
         self.dropped = np.concatenate(dropped) if len(dropped) > 1 else dropped[0]
-        # A cell out of interest has no schedule: one that left comes back as new.
-        priority, last = self.win_priority[sel], self.win_last[sel]
-        out = ~keep
-        priority[out] = 0.0
-        last[out] = 0
-        self.win_priority[sel], self.win_last[sel] = priority, last
+        # A cell out of interest has no schedule: one that left comes back as new. Entries
+        # out of interest are 0 already (cleared, shifted in as 0, or zeroed on leaving),
+        # so only the ones that left now are zeroed.
+        left = np.flatnonzero(was & ~keep)
+        if len(left):
+            r_left, j_left = rows[left // k], left % k
+            self.win_priority[r_left, j_left] = 0.0
+            self.win_last[r_left, j_left] = 0
         self.win_in[sel] = keep
         self.window_cells = cells
         return keys, keep, dist
@@ -422,48 +436,52 @@ class RoomCells:
         sel = _rows_index(rows)
         last = self.win_last[sel]
         prio = self.win_priority[sel]
-        must = (dist <= self.near) | (tick - last >= self.max_wait)
-        # The offer order, one stable sort per client row: musts (-inf) in cell order,
-        # then the rest by priority, highest first; cells not in interest (+inf) last.
-        rank_key = np.where(keep, np.where(must, -np.inf, -prio), np.inf)
-        by_row = np.argsort(rank_key, axis=1, kind="stable")
-        kept = np.take_along_axis(keep, by_row, axis=1)
-        at = (by_row + (np.arange(m) * k)[:, None])[kept]  # flat (M*K) indices, in order
-        ci_o = at // k
-        counts = kept.sum(axis=1)
-        first = np.cumsum(counts) - counts
-        rank = np.arange(len(at)) - first[ci_o]
-        e = est.ravel()[at]
-        spent = np.cumsum(e)
-        spent -= (spent - e)[first[ci_o]] if len(e) else 0
-        must_o = must.ravel()[at]
+        must = keep & ((dist <= self.near) | (tick - last >= self.max_wait))
+        rest = keep & ~must
+        # Musts go first, in cell order, whatever the cost; then the rest by priority,
+        # highest first, while tokens remain before each. Only the rows that can afford a
+        # cell past their musts need their rest ordered (under a tight budget, as at
+        # bigworld, few or none: the musts alone spend it), so only those are sorted.
         if tokens is None:
-            take = counts
             cost = np.zeros(m, dtype=np.int64)
+            ranked = np.flatnonzero(rest.any(axis=1))
         else:
-            # Musts go whatever the cost; then cells while tokens remain before each.
-            stop = ~((spent - e < tokens[ci_o]) | must_o)
-            take = counts.copy()
-            # A client's first stop (entries are grouped by client, in offer order).
-            stops = np.flatnonzero(stop)
-            firsts = stops[np.r_[True, ci_o[stops[1:]] != ci_o[stops[:-1]]]] if len(stops) \
-                else stops
-            take[ci_o[firsts]] = rank[firsts]
-            cost = np.zeros(m, dtype=np.int64)
-            has = take > 0
-            cost[has] = spent[first[has] + take[has] - 1]
-        sent_o = rank < take[ci_o]
-        # Nearer cells earn faster (about 2 at the player, 2/3 at the radius); a cell sent
-        # starts again from 0.
-        prio = np.where(keep, prio + self.radius / (self.radius / 2 + dist + 1e-9), 0.0)
-        sent = np.zeros(m * k, dtype=bool)
-        sent[at] = sent_o
-        sent = sent.reshape(m, k)
-        prio[sent] = 0.0
-        last[sent] = recorded_send(tick, last[sent], (keys - (rows * self.stride)[:, None])[sent],
-                                   self.grid, self.slot_block, self.max_wait)
-        self.win_priority[sel], self.win_last[sel] = prio, last
-        full = nonempty & keep
-        oldest = int((tick - last[full]).max()) if full.any() else 0
+            cost = np.where(must, est, 0).sum(axis=1)
+            ranked = np.flatnonzero((cost < tokens) & rest.any(axis=1))
+        at = np.flatnonzero(must)  # flat (M*K) indices, by row then cell
+        if len(ranked):
+            r_rest = rest[ranked]
+            by_row = np.argsort(np.where(r_rest, -prio[ranked], np.inf), axis=1, kind="stable")
+            r_at = (by_row + (ranked * k)[:, None])[np.take_along_axis(r_rest, by_row, axis=1)]
+            if tokens is not None:
+                # Spent before each: the row's musts, then its rest in offer order.
+                r_ci = r_at // k
+                e = est.ravel()[r_at]
+                spent = np.cumsum(e)
+                n = r_rest.sum(axis=1)
+                first = np.cumsum(n) - n
+                spent -= np.repeat((spent - e)[first] - cost[ranked], n)
+                ok = spent - e < tokens[r_ci]
+                r_at = r_at[ok]
+                np.add.at(cost, r_ci[ok], e[ok])
+            # Each row's musts, then its rest: a stable sort by row of the two runs.
+            at = np.concatenate([at, r_at])
+            at = at[np.argsort(at // k, kind="stable")]
+        ci_o = at // k
         cells = keys.ravel()[at] - (rows * self.stride)[ci_o]
-        return Schedule(ci_o, cells, sent_o, oldest), cost
+        # Nearer cells earn faster (about 2 at the player, 2/3 at the radius); a cell sent
+        # starts again from 0. The float operations of ``ClientCells.sent``, in place:
+        # prio + radius / (radius / 2 + dist + 1e-9) where in interest, else 0.
+        earn = dist + self.radius / 2
+        earn += 1e-9
+        np.divide(self.radius, earn, out=earn)
+        earn += prio
+        np.multiply(earn, keep, out=earn)
+        prio = earn
+        np.put(prio, at, 0.0)  # flat indices of the (M, K) arrays
+        np.put(last, at, recorded_send(tick, last.take(at), cells, self.grid, self.slot_block,
+                                       self.max_wait))
+        self.win_priority[sel], self.win_last[sel] = prio, last
+        # The longest wait of a non-empty interest cell (0 with none).
+        oldest = tick - int(np.where(nonempty & keep, last, tick).min()) if m else 0
+        return Schedule(ci_o, cells, oldest), cost

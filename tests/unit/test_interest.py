@@ -46,6 +46,24 @@ def test_grid_assigns_every_live_slot_to_its_cell_in_slot_order():
     assert index.counts(np.arange(grid.cells)).sum() == live.sum()
 
 
+def test_grid_of_more_than_65535_cells_groups_slots_by_cell_too():
+    # Past 16-bit cell ids the sort keys are int64 (the radix path is for smaller grids).
+    grid = Grid.for_world(3000, 2500, 10)
+    assert grid.cells > 0xFFFF
+    rng = np.random.default_rng(5)
+    pos = rng.uniform(-5, [3005, 2505], (4000, 2)).astype(np.float32)
+    pos[:50] = pos[50:100]  # shared cells
+    live = rng.random(4000) < 0.7
+    index = grid.assign(pos, live)
+    xy = np.clip(np.floor(pos.astype(np.float64) / 10), 0, [299, 249]).astype(np.int64)
+    expect_cell = xy[:, 1] * 300 + xy[:, 0]
+    assert np.array_equal(index.cell_of, np.where(live, expect_cell, -1))
+    order = np.lexsort((np.arange(4000)[live], expect_cell[live]))
+    assert np.array_equal(index.order, np.flatnonzero(live)[order])
+    assert np.array_equal(np.diff(index.starts), np.bincount(expect_cell[live],
+                                                             minlength=grid.cells))
+
+
 def test_cells_around_a_point_are_those_whose_rectangle_is_within_reach():
     grid = Grid.for_world(1000, 1000, 100)
     ids, dist = grid.around((250.0, 250.0), 100.0)

@@ -247,6 +247,21 @@ def _metrics(counts, total, overruns=0.0, skipped=0.0, players=4.0, rooms=1.0, r
     return out
 
 
+def test_the_ticks_off_cpu_time_is_over_the_window_too_and_none_from_an_older_server():
+    name = "tickwire_tick_off_cpu_seconds"
+    start = _metrics({"0.001": 100, "+Inf": 100}, 100)
+    end = _metrics({"0.001": 1000, "+Inf": 1000}, 1000)
+    assert loadreport.server_figures(start, end, 30.0)["tick_off_cpu_ms"]["p99"] is None
+    start.update({f'{name}_bucket{{le="0.001"}}': 100, f'{name}_bucket{{le="0.016"}}': 100,
+                  f'{name}_bucket{{le="+Inf"}}': 100})
+    # Over the window: 800 ticks within 1 ms of off-CPU time, 100 between 1 and 16 ms.
+    end.update({f'{name}_bucket{{le="0.001"}}': 900, f'{name}_bucket{{le="0.016"}}': 1000,
+                f'{name}_bucket{{le="+Inf"}}': 1000})
+    off = loadreport.server_figures(start, end, 30.0)["tick_off_cpu_ms"]
+    assert off["p50"] == pytest.approx(450 / 800, abs=0.001)  # rounded to µs
+    assert 1.0 < off["p99"] <= 16.0
+
+
 def test_server_figures_are_over_the_window():
     start = _metrics({"0.001": 100, "0.005": 200, "0.01": 200, "+Inf": 200}, 200, 1, 0,
                      rejected={"rate": 5, "nan": 1})

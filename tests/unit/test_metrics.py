@@ -25,6 +25,7 @@ from server.version import VERSION
 EXPECTED = {
     "tickwire_tick_duration_seconds": "histogram",
     "tickwire_tick_jitter_seconds": "histogram",
+    "tickwire_tick_off_cpu_seconds": "histogram",
     "tickwire_tick_overruns_total": "counter",
     "tickwire_ticks_skipped_total": "counter",
     "tickwire_players": "gauge",
@@ -166,6 +167,7 @@ def test_the_tick_loops_flush_at_most_every_flush_every_s_and_a_scrape_sees_ever
     m.counts.bytes_received = 7
     m.counts.tick_durations.append(0.002)
     m.counts.tick_jitters.append(0.0005)
+    m.counts.tick_off_cpu.extend((0.0, 0.012))
     m.flush_if_due(10.0 + FLUSH_EVERY_S / 2)
     assert m.counts.bytes_received == 7 and m.counts.tick_durations  # not yet
     m.flush_if_due(10.0 + FLUSH_EVERY_S)
@@ -180,6 +182,8 @@ def test_the_tick_loops_flush_at_most_every_flush_every_s_and_a_scrape_sees_ever
     assert samples['tickwire_tick_duration_seconds_bucket{le="+Inf"}'] == 2
     assert samples["tickwire_tick_duration_seconds_sum"] == pytest.approx(0.202)
     assert samples["tickwire_tick_jitter_seconds_count"] == 1
+    assert samples["tickwire_tick_off_cpu_seconds_count"] == 2
+    assert samples['tickwire_tick_off_cpu_seconds_bucket{le="0.008"}'] == 1
 
 
 def test_no_created_series_and_the_build_version_is_exposed() -> None:
