@@ -11,8 +11,14 @@ deliveries) and reports per phase:
   ``nonzero``, ``take``, ``tobytes``, protobuf's ``SerializeToString``...), ``lines``:
   Python lines executed (``sys.settrace``), over one tick, as the mean of 30 ticks. Array
   operators (``a + b``, ``a[m]``) are not calls, so ``lines`` is the closest count of them;
+- ``distinct``: distinct Python functions and C callables the phase ran (ufuncs called
+  through operators are not seen). After a sleep a tick pays mostly for each distinct
+  function's first run, not for the number of calls;
 - ``cold_us``: the phase's time with a 33 ms sleep before each tick (median of 150 ticks),
-  and ``warm_us`` back to back.
+  ``warm_us`` back to back, and ``code_warm_us`` with the sleep but a twin room (the same
+  scenario, other arrays) ticked right before the measured one: the same code, warm, on
+  cold data. ``cold_us - code_warm_us`` is what the phase's code costs cold,
+  ``code_warm_us - warm_us`` what its own data does.
 
 Scenario: arena parameters, E NPCs and M seats, each seat sending one Input per tick (the
 newest command and the two before it, acking the tick before the newest), gateway mode
@@ -98,18 +104,27 @@ def _submit_all(room: Any, frames: list) -> None:
         room.submit(pid, frame)
 
 
-def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
+def measure(entities: int, clients: int, *, timed_ticks: int = TIMED_TICKS,
+            counted_ticks: int = COUNTED_TICKS) -> dict[str, dict[str, float]]:
     room = _room(entities, True, clients)
+    # The same room again, ticked right after the sleep in the "code warmed" figure: its
+    # tick runs the same code on other data, so what the measured tick still pays over its
+    # back-to-back time is for its own data (arrays, objects), the rest was code.
+    twin = _room(entities, True, clients)
     phases = Phases(room)
     n = 0
 
-    def one_tick(sleep: bool) -> float:
+    def one_tick(sleep: bool, warm_code: bool = False) -> float:
         nonlocal n
         n += 1
-        frames = _frames(room, n, {}, clients)
-        _submit_all(room, frames)
+        _submit_all(room, _frames(room, n, {}, clients))
+        if warm_code:
+            _submit_all(twin, _frames(twin, n, {}, clients))
         if sleep:
             time.sleep(PERIOD_S)
+        if warm_code:
+            twin.tick((twin.tick_number + 1) / twin.params.tick_rate)
+            phases.take_tick()  # the twin shares the module-level step wrapper
         t0 = time.perf_counter()
         room.tick((room.tick_number + 1) / room.params.tick_rate)
         return time.perf_counter() - t0
@@ -125,18 +140,29 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
     def count(kind: str) -> None:
         counts.setdefault(stack[-1], Counter())[kind] += 1
 
+    # Distinct code: what a cold tick pays for is mostly each distinct function's first
+    # run (its machine code, its data), not the number of calls (issue12-fixed-cost.md).
+    distinct: dict[str, set[object]] = {}
+    everywhere: set[object] = set()
+
+    def seen(key: object) -> None:
+        distinct.setdefault(stack[-1], set()).add(key)
+        everywhere.add(key)
+
     def profiler(frame: Any, event: str, arg: Any) -> None:
         if event == "call":
             count("py")
+            seen(frame.f_code)
         elif event == "c_call":
             count("c")
+            seen(getattr(arg, "__qualname__", None) or repr(arg))
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
         if event == "line":
             count("lines")
         return tracer
 
-    for _ in range(COUNTED_TICKS):
+    for _ in range(counted_ticks):
         n += 1
         _submit_all(room, _frames(room, n, {}, clients))
         sys.setprofile(profiler)
@@ -151,37 +177,51 @@ def measure(entities: int, clients: int) -> dict[str, dict[str, float]]:
         if label in phases.stack[:1]:
             label = "tick (own)"
         result.setdefault(label, {}).update(
-            {k: kinds[k] / COUNTED_TICKS for k in ("py", "c", "lines")})
-    for sleep, key in ((True, "cold_us"), (False, "warm_us")):
+            {k: kinds[k] / counted_ticks for k in ("py", "c", "lines")})
+        result[label]["distinct"] = len(distinct.get(label if label != "tick (own)"
+                                                     else phases.stack[0], ()))
+    for sleep, warm_code, key in ((True, False, "cold_us"), (False, False, "warm_us"),
+                                  (True, True, "code_warm_us")):
         per_phase: dict[str, list[float]] = {}
         totals = []
-        for _ in range(TIMED_TICKS):
-            totals.append(one_tick(sleep))
-            for label, s in phases.take_tick().items():
+        if warm_code:  # the twin catches up to the room's tick (the same inputs)
+            while twin.tick_number < room.tick_number:
+                _submit_all(twin, _frames(twin, twin.tick_number + 1, {}, clients))
+                twin.tick((twin.tick_number + 1) / twin.params.tick_rate)
+            phases.take_tick()
+        for _ in range(timed_ticks):
+            total = one_tick(sleep, warm_code)
+            totals.append(total)
+            by_phase = phases.take_tick()
+            for label, s in by_phase.items():
                 per_phase.setdefault(label, []).append(s)
+            # What the tick does outside the wrapped phases (expiry, roster, the result),
+            # tick by tick: a sum of medians is not the median of the sums (cold ticks
+            # are skewed), so the difference of the medians would not be this part.
+            per_phase.setdefault("tick (own)", []).append(total - sum(by_phase.values()))
         for label, values in per_phase.items():
             result.setdefault(label, {})[key] = statistics.median(values) * 1e6
         result.setdefault("total", {})[key] = statistics.median(totals) * 1e6
-        # What the tick does outside the wrapped phases (expiry, roster, the result).
-        result.setdefault("tick (own)", {})[key] = result["total"][key] - sum(
-            result[label][key] for label in per_phase)
     for kind in ("py", "c", "lines"):
         result["total"][kind] = sum(v.get(kind, 0.0) for k, v in result.items()
                                     if k != "total")
+    result["total"]["distinct"] = len(everywhere)
     return result
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    rows = ["| phase | py calls | C calls | lines | warm µs | after 33 ms sleep µs |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| phase | py calls | C calls | distinct functions | lines | warm µs "
+            "| after 33 ms sleep µs | after the sleep, code warmed µs |",
+            "|---|---|---|---|---|---|---|---|"]
     order = [label for label, _ in PHASES] + ["tick (own)", "total"]
     for label in order:
         r = results.get(label)
         if r is None:
             continue
         rows.append(f"| {label} | {r.get('py', 0):.0f} | {r.get('c', 0):.0f} | "
-                    f"{r.get('lines', 0):.0f} | {r.get('warm_us', 0):.0f} | "
-                    f"{r.get('cold_us', 0):.0f} |")
+                    f"{r.get('distinct', 0):.0f} | {r.get('lines', 0):.0f} | "
+                    f"{r.get('warm_us', 0):.0f} | "
+                    f"{r.get('cold_us', 0):.0f} | {r.get('code_warm_us', 0):.0f} |")
     return "\n".join(rows)
 
 

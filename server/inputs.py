@@ -6,10 +6,10 @@ Seats are rows ``0..rows-1`` (the room assigns them). Everything a command needs
 arrives lives in arrays indexed by row, so the per-tick work is NumPy over all seats.
 
 Arrival (once per Input frame, the only per-frame Python): the commands of a frame whose
-``seq`` is above the seat's newest queued one are appended to one flat list, nine values
-each (row, seq, move x/y, aim, buttons, and the view claim of lag compensation: view
-tick, next tick, blend), which becomes one array per flush. Older ones are redundant
-copies and are skipped unread.
+``seq`` is above the seat's newest queued one are appended to one byte buffer, nine
+little-endian float64 values each (row, seq, move x/y, aim, buttons, and the view claim
+of lag compensation: view tick, next tick, blend), which is one array per flush without
+a conversion. Older ones are redundant copies and are skipped unread.
 
 Validation has two modes with the same rules, reasons and labels:
 
@@ -48,7 +48,9 @@ off (the tests compare both).
 
 from __future__ import annotations
 
+import array
 import math
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +71,10 @@ _NON_FINITE, _OUT_OF_RANGE, _UNKNOWN_BUTTONS, _SEQ_JUMP, _BAD_VIEW = 1, 2, 3, 4,
 # Values per buffered command: row, seq, mx, my, aim, buttons, view a, view b, blend.
 BUFFER_VALUES_PER_CMD = 9
 _FIELDS = BUFFER_VALUES_PER_CMD
+# A buffered command as bytes: the nine values as little-endian float64 (exact for every
+# uint32 seq, tick and button mask, and for every float32 value, NaN payloads included).
+_PACK_CMD = struct.Struct(f"<{_FIELDS}d").pack
+BUFFER_BYTES_PER_CMD = 8 * _FIELDS
 _RING = _FIELDS - 1  # per queued command: the same without the row
 _SHOT_COLUMNS = [0, 5, 6, 7, 3]  # ring columns of a shot: seq, view a, view b, blend, aim
 _BUFFER_SHOT_COLUMNS = [c + 1 for c in _SHOT_COLUMNS]  # the same in a buffered command
@@ -143,12 +149,17 @@ class SeatInputs:
         self.rejected: Counter[str] = Counter()  # per reason, over the room's life
         self.dropped = 0  # queue overflow: the oldest commands beyond room.input_queue
         self.trimmed = 0  # dropped to cut a standing queue (input delay)
-        # Written per frame, so plain lists (a list store is far cheaper than a NumPy one).
-        self.newest_seq = [0] * rows  # newest accepted seq per row ("last queued")
-        # Nine values per buffered command, flat: row, seq, move_x, move_y, aim, buttons,
-        # view_tick, view_next_tick, view_blend (one extend per command; one conversion to
-        # a float64 array per flush, exact for every uint32 seq, tick and button mask).
-        self.buffer: list[float] = []  # owned here; the room only reads its length
+        # Written per frame, so a typed array (an item store is as cheap as a list's, far
+        # cheaper than a NumPy one), read per tick through a NumPy view of the same memory
+        # (no list-to-array conversion: after the tick's sleep that conversion code is cold,
+        # see bench/results/issue12-fixed-cost.md). Never resized: the view holds it.
+        self.newest_seq = array.array("q", bytes(8 * rows))  # newest accepted seq per row
+        self._newest_view = np.frombuffer(self.newest_seq, dtype=np.int64)
+        # The buffered commands, packed: nine float64 per command (row, seq, move_x, move_y,
+        # aim, buttons, view_tick, view_next_tick, view_blend), one struct pack per command
+        # and a zero-copy float64 view per flush (a list of Python numbers took NumPy's
+        # sequence conversion, ~20 µs warm and 50-65 µs after the tick's sleep at 50 seats).
+        self.buffer = bytearray()  # owned here; the room only reads its length
         # Written once per tick.
         self.budget = np.zeros(rows, dtype=np.int64)
         self.last_applied = np.zeros(rows, dtype=np.int64)
@@ -172,13 +183,13 @@ class SeatInputs:
 
         Returns the reasons of commands rejected now (immediate mode); () when deferred."""
         newest = self.newest_seq[row]
-        buffer = self.buffer.extend
+        buffer = self.buffer
         if self.defer_checks:
             for cmd in cmds:
                 seq = cmd.seq
                 if seq > newest:
-                    buffer((row, seq, cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons,
-                            cmd.view_tick, cmd.view_next_tick, cmd.view_blend))
+                    buffer += _PACK_CMD(row, seq, cmd.move_x, cmd.move_y, cmd.aim, cmd.buttons,
+                                        cmd.view_tick, cmd.view_next_tick, cmd.view_blend)
             return ()
         rejected: list[str] = []
         for cmd in cmds:
@@ -191,7 +202,7 @@ class SeatInputs:
             if (-1.0 <= mx <= 1.0 and -1.0 <= my <= 1.0 and -AIM_LIMIT <= aim <= AIM_LIMIT
                     and not buttons & ~KNOWN_BUTTONS and seq - newest <= MAX_SEQ_JUMP
                     and view_ok(va, vb, blend)):
-                buffer((row, seq, mx, my, aim, buttons, va, vb, blend))
+                buffer += _PACK_CMD(row, seq, mx, my, aim, buttons, va, vb, blend)
                 newest = seq
             else:
                 reason = check_cmd(seq, mx, my, aim, buttons, newest, (va, vb, blend))
@@ -210,7 +221,7 @@ class SeatInputs:
     @property
     def buffered(self) -> int:
         """Commands received and not yet flushed into the queues."""
-        return len(self.buffer) // _FIELDS
+        return len(self.buffer) // BUFFER_BYTES_PER_CMD
 
     # -- per tick ---------------------------------------------------------------------------
 
@@ -220,8 +231,9 @@ class SeatInputs:
         if not self.buffer:
             return []
         self._to_rings()  # a second flush before a take: the first one's commands first
-        cmds = np.array(self.buffer, dtype=np.float64).reshape(-1, _FIELDS)
-        self.buffer.clear()
+        # The packed bytes become the commands' array as they are (the array keeps them).
+        packed, self.buffer = self.buffer, bytearray()
+        cmds = np.frombuffer(packed, dtype="<f8").reshape(-1, _FIELDS)
         rows = cmds[:, 0].astype(np.int64)
         if len(rows) > 1 and np.bincount(rows).max() > 1:  # a seat sent several: group
             order = np.argsort(rows, kind="stable")  # arrival order kept within a seat
@@ -262,14 +274,13 @@ class SeatInputs:
         values = np.abs(cmds[:, 2:6])
         # No view claims at all (all zeros: no hitscan shot) is the usual tick.
         views = _views_ok(cmds) if cmds[:, 6:9].any() else _ALL_OK
-        newest_now = np.array(self.newest_seq, dtype=np.int64)
+        newest_now = self._newest_view  # written in place: every return below commits
         start = newest_now[rows]
         if (first is None and (values <= _VALUE_LIMITS).all()
                 and (views is _ALL_OK or views.all())
                 and int((seq - start).max()) <= MAX_SEQ_JUMP):
             # The steady state: one fine command per seat, each new (see above).
             newest_now[rows] = seq
-            self.newest_seq = newest_now.tolist()
             return None, []
         if views is _ALL_OK:
             views = np.ones(len(rows), dtype=np.bool_)
@@ -294,7 +305,6 @@ class SeatInputs:
                 newest_now[rows] = seq
             else:
                 np.maximum.at(newest_now, rows, np.where(new, seq, 0))
-            self.newest_seq = newest_now.tolist()
             return (None if accepted.all() else accepted), []
 
         reason = np.zeros(len(seq), dtype=np.int64)
@@ -308,7 +318,6 @@ class SeatInputs:
             self._replay(np.flatnonzero(np.isin(rows, rows[jump])), rows, seq, start,
                          field_reason, reason, accepted)
         np.maximum.at(newest_now, rows[accepted], seq[accepted])
-        self.newest_seq = newest_now.tolist()
 
         counted = reason != 0
         rejections: list[tuple[int, str, int]] = []

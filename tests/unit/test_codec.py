@@ -187,3 +187,21 @@ def test_history_shares_one_encoding_per_baseline_and_falls_back_to_keyframes():
     assert codec.states_equal(codec.decode(payload, states[13]), states[20])
     with pytest.raises(ValueError):
         history.push(20, state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.integers(0, 3), max_size=70), binary=st.lists(st.booleans(), max_size=70))
+def test_pack_ops_fast_path_agrees_with_the_general_path(ops: list[int],
+                                                         binary: list[bool]) -> None:
+    """`at_most_one` (the usual delta: every op unchanged or update) packs what the
+    general path packs, and the general path is the wire rule (slot i in bits
+    2*(i%4)..2*(i%4)+1 of byte i//4), whatever the length (padding included)."""
+    general = np.array(ops, dtype=np.uint8)
+    expected = bytearray((len(ops) + 3) // 4)
+    for i, op in enumerate(ops):
+        expected[i // 4] |= op << (2 * (i % 4))
+    assert codec.pack_ops(general) == bytes(expected)
+    flags = np.array(binary, dtype=np.bool_).view(np.uint8)  # as encode_words makes them
+    assert codec.pack_ops(flags, at_most_one=True) == codec.pack_ops(flags.copy())
+    assert codec.unpack_ops(codec.pack_ops(flags, at_most_one=True), len(binary)).tolist() == [
+        int(b) for b in binary]

@@ -345,3 +345,25 @@ def test_one_command_per_seat_into_empty_queues_skips_the_rings():
     assert taken.move.tolist() == [[1.0, 0.0], [0.0, -1.0]]
     assert inputs.budget.tolist() == [0, 1, 0] and inputs.last_applied.tolist() == [1, 0, 1]
     assert inputs.length.tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_buffered_commands_reach_the_queue_bit_for_bit(defer: bool) -> None:
+    """The buffer packs each command's values as float64 bytes: the widest uint32 seq and
+    view ticks, float32 extremes and subnormals come out of the flush exactly."""
+    inputs = SeatInputs(4, 8, defer_checks=defer)
+    tiny = float(np.float32(1e-45))  # the smallest float32 subnormal
+    top = 2**32 - 1
+    inputs.newest_seq[2] = top - 3
+    inputs.receive(2, [
+        pb.InputCmd(seq=top - 2, move_x=tiny, move_y=-1.0, aim=float(np.float32(math.pi))),
+        pb.InputCmd(seq=top - 1, move_x=float(np.float32(0.1)), move_y=-tiny, aim=-0.0,
+                    buttons=1, view_tick=top, view_next_tick=top, view_blend=1.0),
+        pb.InputCmd(seq=top, move_x=1.0, move_y=float(np.float32(-0.7)), aim=0.0)])
+    assert inputs.flush(8) == []
+    queued = inputs.queued(2)
+    assert queued == [(top - 2, tiny, -1.0, float(np.float32(math.pi)), False),
+                      (top - 1, float(np.float32(0.1)), -tiny, -0.0, True),
+                      (top, 1.0, float(np.float32(-0.7)), 0.0, False)]
+    assert math.copysign(1.0, queued[1][3]) == -1.0  # the sign of -0.0 survives
+    assert inputs.newest_seq[2] == top
